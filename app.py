@@ -1,0 +1,93 @@
+"""Qwen All-in-One: wires config -> engine -> lifecycle -> HTTP/UI -> serve.
+
+    python app.py [--host] [--port] [--model-dir] [--admin-token] ...
+
+Every flag has an ``ALLINONE_*`` environment equivalent (``python app.py -h``).
+Nothing happens at import; ``main()`` builds the parts in order and shuts
+them down in reverse.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Sequence
+
+from loguru import logger
+
+from engine.errors import ConfigError
+from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
+from ops.config import AppConfig, load_config
+from ops.lifecycle import ModelService
+
+
+def make_engine_loader(config: AppConfig, tasks: TaskRegistry):
+    """The function the lifecycle calls to get a warmed-up engine (imports torch lazily)."""
+
+    def load():
+        from engine.engine import Engine, EngineConfig
+        from engine.loader import load_model
+
+        handle = load_model(config.resolved_model_dir, dtype=config.dtype, device=config.device)
+        engine_config = EngineConfig(
+            context_tokens=config.context_tokens,
+            max_new_tokens=config.max_new_tokens,
+            max_input_tokens=config.max_input_tokens,
+            request_timeout_s=config.request_timeout_s,
+            max_batch=config.max_batch,
+            max_active_chats=config.max_active_chats,
+            max_waiting_chats=config.max_waiting_chats,
+        )
+        logger.info("loaded {} ({}, {}) in {:.1f} s", handle.label, handle.dtype, handle.device, handle.load_seconds)
+        return Engine(handle, tasks, engine_config).start()
+
+    return load
+
+
+def build_app(config: AppConfig, service: ModelService):
+    """The FastAPI app: health routes first, then the Gradio UI and API at ``/``."""
+    import gradio as gr
+    from fastapi import FastAPI
+
+    from ops.health import add_health_routes
+    from ui.demo import build_demo
+    from ui.i18n import I18N
+
+    app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
+    add_health_routes(app, service)
+    demo = build_demo(
+        service,
+        snapshot=lambda: service.snapshot().to_json(),
+        classify_concurrency=config.max_batch,
+        chat_concurrency=config.max_active_chats,
+    )
+    demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.max_batch)
+    return gr.mount_gradio_app(
+        app, demo, path="", auth=config.auth_pair, i18n=I18N, server_name=config.host, server_port=config.port,
+        footer_links=["api", "settings"],
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ops.logs import setup_logging
+
+    try:
+        config = load_config(argv)
+        tasks = load_tasks(config.tasks_file or DEFAULT_TASKS_FILE)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_dir, json_console=config.log_json)
+    service = ModelService(tasks, make_engine_loader(config, tasks)).start()
+    try:
+        import uvicorn
+
+        app = build_app(config, service)
+        logger.info("serving on http://{}:{} (model dir {})", config.host, config.port, config.resolved_model_dir)
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5)
+    finally:
+        service.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

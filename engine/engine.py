@@ -1,0 +1,419 @@
+"""The engine: one loaded model, many tasks, one worker thread.
+
+The concurrency rule, in one place:
+
+    Only the engine's worker thread touches the model and the tokenizer.
+    Everyone else (UI handlers, API calls, self-tests) submits a job and
+    waits for its result. The worker loops:
+
+      1. take new jobs from the inbox;
+      2. run one batch of pending classifications (up to ``max_batch`` texts,
+         one forward pass over their suffixes);
+      3. admit waiting chats while fewer than ``max_active_chats`` run
+         (build the prompt, prefill);
+      4. advance every active chat by one token.
+
+    So a classification waits at most one round of decode steps, however
+    long the chats are, and chats take turns token by token. A model is
+    never swapped under a running stream: a new model gets a new Engine, and
+    the old one finishes its work and closes (see ``ops.lifecycle``).
+
+Admission: at most ``max_pending_classify`` texts and ``max_waiting_chats``
+chats may wait; past that, callers get ``Busy`` at once instead of a hang.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+from loguru import logger
+
+from engine.classify import LabelScorer
+from engine.errors import AllInOneError, Busy, InferenceFailed, InferenceTimeout, InvalidInput, ModelUnavailable
+from engine.generate import ChatStream, stop_token_ids
+from engine.loader import ModelHandle
+from engine.prompts import Message, fit_conversation, validate_history
+from engine.tasks import ClassifyTask, GenerateTask, TaskRegistry
+from engine.types import (
+    NOTICE_HISTORY_TRIMMED,
+    NOTICE_INPUT_TRUNCATED,
+    ChatUpdate,
+    ClassifyResult,
+    GenerateOptions,
+    TaskInfo,
+)
+
+__all__ = ["Engine", "EngineConfig"]
+
+MAX_TEXTS_PER_REQUEST = 64
+MAX_CHARS = 20_000  # before tokenization; the token caps below do the real fitting
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    context_tokens: int = 512  # chat prompt budget: system prompt + history + new message
+    max_new_tokens: int = 256  # server-wide cap on one answer
+    max_input_tokens: int = 256  # classification input cap (longer input is truncated, with a notice)
+    request_timeout_s: float = 60.0  # wall-clock limit per request
+    max_batch: int = 16
+    max_active_chats: int = 4
+    max_waiting_chats: int = 16
+    max_pending_classify: int = 256
+
+
+@dataclass(eq=False)
+class _ClassifyJob:
+    task: ClassifyTask
+    texts: list[str]
+    future: Future = field(default_factory=Future)
+
+
+@dataclass(eq=False)
+class _ChatJob:
+    task: GenerateTask
+    message: str
+    history: list[Message]
+    max_new_tokens: int
+    temperature: float
+    seed: int
+    deadline: float
+    stream: ChatStream | None = None
+    updates: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+
+class Engine:
+    """Answers classify and generate requests on one model; see the module doc for the rule."""
+
+    def __init__(self, handle: ModelHandle, tasks: TaskRegistry, config: EngineConfig = EngineConfig()) -> None:
+        self.handle = handle
+        self.tasks = tasks
+        self.config = config
+        self._inbox: queue.Queue = queue.Queue()
+        self._pending: list[_ClassifyJob] = []
+        self._waiting: list[_ChatJob] = []
+        self._active: list[_ChatJob] = []
+        self._scorers: dict[str, LabelScorer] = {}
+        self._stop_ids: frozenset[int] = frozenset()
+        self._closing = threading.Event()
+        self._ready = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._worker = threading.Thread(target=self._run, name=f"model-worker[{handle.label}]", daemon=True)
+        self._counts_lock = threading.Lock()
+        self._queued_texts = 0
+        self._queued_chats = 0
+
+    # ----- lifecycle -------------------------------------------------------
+
+    def start(self, timeout: float = 600.0) -> "Engine":
+        """Start the worker and wait until it has warmed up (task prefixes cached)."""
+        self._worker.start()
+        if not self._ready.wait(timeout):
+            raise ModelUnavailable("The model took too long to warm up.")
+        if self._startup_error is not None:
+            raise ModelUnavailable(f"Warming up {self.handle.label} failed: {self._startup_error}") from (
+                self._startup_error
+            )
+        return self
+
+    def close(self, drain: bool = False, timeout: float = 30.0) -> None:
+        """Stop the worker. With ``drain``, running and queued work finishes first."""
+        if drain:
+            deadline = time.monotonic() + timeout
+            while self.busy() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        self._closing.set()
+        self._inbox.put(None)
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout)
+
+    def busy(self) -> bool:
+        with self._counts_lock:
+            return self._queued_texts > 0 or self._queued_chats > 0
+
+    # ----- the public interface -------------------------------------------
+
+    @property
+    def model_label(self) -> str:
+        return self.handle.label
+
+    def task_infos(self) -> list[TaskInfo]:
+        return self.tasks.infos()
+
+    def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
+        """Label each text with the task's labels; blocks until done or timed out."""
+        spec = self._task(task, ClassifyTask)
+        clean = self._validate_texts(texts)
+        job = _ClassifyJob(spec, clean)
+        with self._counts_lock:
+            if self._queued_texts + len(clean) > self.config.max_pending_classify:
+                raise Busy()
+            self._queued_texts += len(clean)
+        self._submit(job)
+        try:
+            return job.future.result(timeout=self.config.request_timeout_s)
+        except FutureTimeout:
+            job.future.cancel()
+            raise InferenceTimeout() from None
+
+    def generate(
+        self,
+        task: str,
+        message: str,
+        history: Sequence[dict] | None = None,
+        options: GenerateOptions | None = None,
+    ) -> Iterator[ChatUpdate]:
+        """Stream an answer: each ``ChatUpdate`` holds the whole text so far.
+
+        Closing the generator early (a user pressed Stop) cancels the request;
+        the worker drops it before its next token.
+        """
+        spec = self._task(task, GenerateTask)
+        options = options or GenerateOptions()
+        if not isinstance(message, str) or not message.strip():
+            raise InvalidInput("Please type a message.")
+        try:
+            clean_history = validate_history(history)
+        except ValueError as exc:
+            raise InvalidInput(f"Invalid chat history: {exc}.") from None
+        temperature = spec.temperature if options.temperature is None else options.temperature
+        job = _ChatJob(
+            task=spec,
+            message=message[:MAX_CHARS],
+            history=clean_history,
+            max_new_tokens=max(1, min(options.max_new_tokens or spec.max_new_tokens, self.config.max_new_tokens)),
+            temperature=min(max(float(temperature), 0.0), 2.0),
+            seed=options.seed,
+            deadline=time.monotonic() + self.config.request_timeout_s,
+        )
+        with self._counts_lock:
+            if self._queued_chats >= self.config.max_waiting_chats + self.config.max_active_chats:
+                raise Busy()
+            self._queued_chats += 1
+        return self._follow(job)
+
+    def _follow(self, job: _ChatJob) -> Iterator[ChatUpdate]:
+        self._submit(job)
+        try:
+            while True:
+                remaining = job.deadline - time.monotonic() + 5.0  # the worker stops it at the deadline
+                try:
+                    update = job.updates.get(timeout=max(remaining, 0.1))
+                except queue.Empty:
+                    raise InferenceTimeout() from None
+                if isinstance(update, BaseException):
+                    raise update
+                yield update
+                if update.done:
+                    return
+        finally:
+            job.cancelled.set()
+
+    def chat(self, task: str, message: str, history: Sequence[dict] | None = None,
+             options: GenerateOptions | None = None) -> ChatUpdate:
+        """The non-streaming call: the last update of ``generate``."""
+        last = None
+        for last in self.generate(task, message, history, options):
+            pass
+        assert last is not None
+        return last
+
+    # ----- caller-side helpers ---------------------------------------------
+
+    def _task(self, name: str, kind: type):
+        spec = self.tasks.get(name)
+        if not isinstance(spec, kind):
+            raise InvalidInput(f"Task {name!r} is a {spec.kind} task.")
+        return spec
+
+    @staticmethod
+    def _validate_texts(texts: Sequence[str]) -> list[str]:
+        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
+            raise InvalidInput("Expected a list of texts.")
+        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
+            raise InvalidInput("Please enter some text.")
+        if len(texts) > MAX_TEXTS_PER_REQUEST:
+            raise InvalidInput(f"At most {MAX_TEXTS_PER_REQUEST} lines per request.")
+        return [t.strip()[:MAX_CHARS] for t in texts]
+
+    def _submit(self, job) -> None:
+        if self._closing.is_set():
+            raise ModelUnavailable()
+        self._inbox.put(job)
+
+    # ----- the worker --------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._warm_up()
+        except BaseException as exc:  # reported by start()
+            self._startup_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        while not self._closing.is_set():
+            try:
+                self._take_jobs(block=not (self._pending or self._waiting or self._active))
+                if self._pending:
+                    self._classify_round()
+                self._admit_chats()
+                self._decode_round()
+            except Exception:  # the worker must survive any one job's failure
+                logger.exception("model worker: unexpected error")
+        self._fail_everything(ModelUnavailable())
+
+    def _warm_up(self) -> None:
+        handle = self.handle
+        self._stop_ids = stop_token_ids(handle.model, handle.tokenizer)
+        for task in self.tasks.of_kind("classify"):
+            self._scorers[task.name] = LabelScorer(
+                handle.model, handle.tokenizer, task, self._render, self.config.max_input_tokens
+            )
+
+    def _render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        return self.handle.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt
+        )
+
+    def _encode(self, text: str) -> list[int]:
+        return self.handle.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def _take_jobs(self, block: bool) -> None:
+        try:
+            job = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+        except queue.Empty:
+            return
+        while job is not None:
+            if isinstance(job, _ClassifyJob):
+                self._pending.append(job)
+            else:
+                self._waiting.append(job)
+            try:
+                job = self._inbox.get_nowait()
+            except queue.Empty:
+                job = None
+
+    def _classify_round(self) -> None:
+        """One batch: the oldest job's task, jobs of that task up to ``max_batch`` texts."""
+        task = self._pending[0].task
+        batch: list[_ClassifyJob] = []
+        size = 0
+        for job in list(self._pending):
+            if job.task is not task or (batch and size + len(job.texts) > self.config.max_batch):
+                continue
+            self._pending.remove(job)
+            with self._counts_lock:
+                self._queued_texts -= len(job.texts)
+            if not job.future.set_running_or_notify_cancel():
+                continue  # its caller timed out and left
+            batch.append(job)
+            size += len(job.texts)
+        if not batch:
+            return
+        texts = [t for job in batch for t in job.texts]
+        try:
+            scorer = self._scorers[task.name]
+            scored = []
+            for start in range(0, len(texts), self.config.max_batch):
+                scored.extend(scorer.score(texts[start : start + self.config.max_batch]))
+        except Exception as exc:
+            error = exc if isinstance(exc, AllInOneError) else InferenceFailed()
+            if not isinstance(exc, AllInOneError):
+                logger.opt(exception=exc).error("classification failed")
+            for job in batch:
+                job.future.set_exception(error)
+            return
+        offset = 0
+        for job in batch:
+            part = scored[offset : offset + len(job.texts)]
+            offset += len(job.texts)
+            job.future.set_result(
+                [ClassifyResult(task.name, s.label, s.confidence, s.scores, s.truncated) for s in part]
+            )
+
+    def _admit_chats(self) -> None:
+        while self._waiting and len(self._active) < self.config.max_active_chats:
+            job = self._waiting.pop(0)
+            if job.cancelled.is_set():
+                self._chat_finished(job)
+                continue
+            try:
+                job.stream = self._start_stream(job)
+            except Exception as exc:
+                self._chat_failed(job, exc)
+                continue
+            self._active.append(job)
+
+    def _start_stream(self, job: _ChatJob) -> ChatStream:
+        fitted = fit_conversation(
+            job.task.system_prompt,
+            job.history,
+            job.message,
+            self.config.context_tokens,
+            count_tokens=lambda msgs: len(self._encode(self._render(msgs, True))),
+            truncate_text=lambda text, n: self.handle.tokenizer.decode(self._encode(text)[:n]),
+        )
+        notices = tuple(
+            name
+            for name, on in ((NOTICE_HISTORY_TRIMMED, fitted.dropped_messages), (NOTICE_INPUT_TRUNCATED, fitted.truncated))
+            if on
+        )
+        stream = ChatStream(
+            prompt_ids=self._encode(self._render(fitted.messages, True)),
+            max_new_tokens=job.max_new_tokens,
+            temperature=job.temperature,
+            deadline=job.deadline,
+            notices=notices,
+            seed=job.seed,
+            updates=job.updates,
+            cancelled=job.cancelled,
+        )
+        stream.start(self.handle.model)
+        return stream
+
+    def _decode_round(self) -> None:
+        for job in list(self._active):
+            stream = job.stream
+            try:
+                finished = job.cancelled.is_set() or stream.step(
+                    self.handle.model, self.handle.tokenizer, self._stop_ids
+                )
+            except Exception as exc:
+                finished = True
+                self._chat_failed(job, exc, active=True)
+                continue
+            if finished:
+                stream.release()
+                self._active.remove(job)
+                self._chat_finished(job)
+
+    def _chat_failed(self, job: _ChatJob, exc: Exception, active: bool = False) -> None:
+        if not isinstance(exc, AllInOneError):
+            logger.opt(exception=exc).error("chat generation failed")
+            exc = InferenceFailed()
+        job.updates.put(exc)
+        if job.stream is not None:
+            job.stream.release()
+        if active and job in self._active:
+            self._active.remove(job)
+        self._chat_finished(job)
+
+    def _chat_finished(self, job: _ChatJob) -> None:
+        with self._counts_lock:
+            self._queued_chats -= 1
+
+    def _fail_everything(self, error: AllInOneError) -> None:
+        """On close: nobody is left waiting forever."""
+        self._take_jobs(block=False)
+        for job in self._pending:
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(error)
+        for job in self._waiting + self._active:
+            job.updates.put(error)
+        self._pending, self._waiting, self._active = [], [], []

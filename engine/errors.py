@@ -1,0 +1,77 @@
+"""The one exception hierarchy of Qwen All-in-One.
+
+Every error a user or an API client can see is an ``AllInOneError``; its
+``user_message`` is the friendly text shown in the UI (through ``gr.Error``)
+and returned to API clients, never a stack trace. Library errors are
+translated at the engine boundary with ``raise ... from exc`` so the cause
+stays in the logs.
+
+    AllInOneError
+    ├── InvalidInput        the request itself is wrong (empty text, unknown task)
+    ├── ModelUnavailable    no usable model: missing/broken directory, loading, recovering
+    │   └── ModelNotFound   the model directory is missing or not a model
+    ├── Busy                admission control: too much work queued, retry shortly
+    ├── InferenceTimeout    a request ran past its wall-clock limit
+    ├── InferenceFailed     the model raised or produced garbage (NaN/inf)
+    ├── ModelInstallError   assembling, converting or installing a model failed
+    └── ConfigError         bad configuration (task registry, flags)
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AllInOneError",
+    "InvalidInput",
+    "ModelUnavailable",
+    "ModelNotFound",
+    "Busy",
+    "InferenceTimeout",
+    "InferenceFailed",
+    "ModelInstallError",
+    "ConfigError",
+]
+
+
+class AllInOneError(Exception):
+    """Base class. ``str(err)`` is the user-facing message."""
+
+    default_message = "Something went wrong. Please try again."
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or self.default_message)
+
+    @property
+    def user_message(self) -> str:
+        return str(self)
+
+
+class InvalidInput(AllInOneError):
+    default_message = "The request is not valid."
+
+
+class ModelUnavailable(AllInOneError):
+    default_message = "The model is not ready (loading or recovering). Please retry shortly."
+
+
+class ModelNotFound(ModelUnavailable):
+    default_message = "No model is installed. Run: python -m ops.models install-default"
+
+
+class Busy(AllInOneError):
+    default_message = "The service is busy. Please try again shortly."
+
+
+class InferenceTimeout(AllInOneError):
+    default_message = "The request took too long and was stopped. Please try again."
+
+
+class InferenceFailed(AllInOneError):
+    default_message = "The model failed to answer. Please try again shortly."
+
+
+class ModelInstallError(AllInOneError):
+    default_message = "Installing the model failed."
+
+
+class ConfigError(AllInOneError):
+    default_message = "The configuration is not valid."

@@ -1,0 +1,176 @@
+"""The task registry: one model, many jobs, each described by data.
+
+Tasks live in a TOML file (``engine/tasks.toml`` by default). Two kinds:
+
+- ``classify``: ``labels``, an ``instruction``, an ``input_template`` (how
+  the input is put in the user turn), optional few-shot ``examples`` and
+  optional ``aliases`` per label (other spellings whose
+  scores are pooled into the label). Answered by scoring the labels at the
+  answer position, never by generating text.
+- ``generate``: a ``system_prompt`` and generation settings
+  (``temperature``, ``max_new_tokens``).
+
+Adding a task (a topic classifier, a translator) is a new table in the file;
+the engine, the UI and the API pick it up. This module is pure: no torch.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from engine.errors import ConfigError
+from engine.types import TaskInfo
+
+__all__ = [
+    "ClassifyExample",
+    "ClassifyTask",
+    "GenerateTask",
+    "Task",
+    "TaskRegistry",
+    "DEFAULT_TASKS_FILE",
+    "load_tasks",
+]
+
+DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.toml")
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+@dataclass(frozen=True)
+class ClassifyExample:
+    text: str
+    label: str
+
+
+@dataclass(frozen=True)
+class ClassifyTask:
+    name: str
+    title: str
+    labels: tuple[str, ...]
+    instruction: str
+    examples: tuple[ClassifyExample, ...] = ()
+    aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    input_template: str = "{text}"
+    ui_examples: tuple[str, ...] = ()
+    kind: Literal["classify"] = "classify"
+
+
+@dataclass(frozen=True)
+class GenerateTask:
+    name: str
+    title: str
+    system_prompt: str
+    temperature: float = 0.0
+    max_new_tokens: int = 256
+    ui_examples: tuple[str, ...] = ()
+    kind: Literal["generate"] = "generate"
+
+
+Task = ClassifyTask | GenerateTask
+
+
+@dataclass(frozen=True)
+class TaskRegistry:
+    tasks: dict[str, Task]
+
+    def get(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            from engine.errors import InvalidInput
+
+            raise InvalidInput(f"Unknown task {name!r}. Known tasks: {', '.join(self.tasks)}.") from None
+
+    def of_kind(self, kind: str) -> list[Task]:
+        return [t for t in self.tasks.values() if t.kind == kind]
+
+    def __iter__(self):
+        return iter(self.tasks.values())
+
+    def infos(self) -> list[TaskInfo]:
+        """What the UI needs to build a tab per task."""
+        return [TaskInfo(t.name, t.kind, t.title, getattr(t, "labels", ()), t.ui_examples) for t in self]
+
+
+def _str_list(table: dict, key: str, where: str) -> tuple[str, ...]:
+    value = table.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError(f"{where}: '{key}' must be a list of non-empty strings.")
+    return tuple(value)
+
+
+def _parse_classify(name: str, table: dict, where: str) -> ClassifyTask:
+    labels = _str_list(table, "labels", where)
+    if len(labels) < 2 or len(set(labels)) != len(labels):
+        raise ConfigError(f"{where}: a classify task needs at least two distinct labels.")
+    instruction = table.get("instruction")
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ConfigError(f"{where}: 'instruction' is required.")
+    examples = []
+    for i, ex in enumerate(table.get("examples", [])):
+        if not isinstance(ex, dict) or ex.get("label") not in labels or not str(ex.get("text", "")).strip():
+            raise ConfigError(f"{where}: examples[{i}] needs a 'text' and a 'label' from {list(labels)}.")
+        examples.append(ClassifyExample(text=ex["text"], label=ex["label"]))
+    aliases_table = table.get("aliases", {})
+    if not isinstance(aliases_table, dict) or any(k not in labels for k in aliases_table):
+        raise ConfigError(f"{where}: 'aliases' keys must be labels.")
+    aliases = {k: _str_list(aliases_table, k, f"{where}.aliases") for k in aliases_table}
+    input_template = table.get("input_template", "{text}")
+    if not isinstance(input_template, str) or input_template.count("{text}") != 1:
+        raise ConfigError(f"{where}: 'input_template' must contain '{{text}}' exactly once.")
+    return ClassifyTask(
+        name=name,
+        title=table.get("title", name.title()),
+        labels=labels,
+        instruction=instruction.strip(),
+        examples=tuple(examples),
+        aliases=aliases,
+        input_template=input_template,
+        ui_examples=_str_list(table, "ui_examples", where),
+    )
+
+
+def _parse_generate(name: str, table: dict, where: str) -> GenerateTask:
+    system_prompt = table.get("system_prompt")
+    if not isinstance(system_prompt, str) or not system_prompt.strip():
+        raise ConfigError(f"{where}: 'system_prompt' is required.")
+    temperature = table.get("temperature", 0.0)
+    max_new_tokens = table.get("max_new_tokens", 256)
+    if not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 2.0:
+        raise ConfigError(f"{where}: 'temperature' must be between 0 and 2.")
+    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 4096:
+        raise ConfigError(f"{where}: 'max_new_tokens' must be an integer from 1 to 4096.")
+    return GenerateTask(
+        name=name,
+        title=table.get("title", name.title()),
+        system_prompt=system_prompt.strip(),
+        temperature=float(temperature),
+        max_new_tokens=max_new_tokens,
+        ui_examples=_str_list(table, "ui_examples", where),
+    )
+
+
+def load_tasks(path: Path = DEFAULT_TASKS_FILE) -> TaskRegistry:
+    """Read and validate the registry; every problem is a ``ConfigError`` naming the place."""
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Cannot read the task registry {path}: {exc}") from exc
+    tasks: dict[str, Task] = {}
+    for name, table in data.items():
+        where = f"{path} [{name}]"
+        if not _NAME.match(name) or not isinstance(table, dict):
+            raise ConfigError(f"{where}: task names are lower-case identifiers with a table of settings.")
+        kind = table.get("kind")
+        if kind == "classify":
+            tasks[name] = _parse_classify(name, table, where)
+        elif kind == "generate":
+            tasks[name] = _parse_generate(name, table, where)
+        else:
+            raise ConfigError(f"{where}: 'kind' must be 'classify' or 'generate', not {kind!r}.")
+    if not tasks:
+        raise ConfigError(f"{path} defines no tasks.")
+    return TaskRegistry(tasks)

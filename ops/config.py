@@ -1,0 +1,157 @@
+"""Configuration, read once into a frozen dataclass.
+
+Every option is a command-line flag with an environment-variable equivalent
+under the prefix ``ALLINONE_`` (``--max-new-tokens`` is
+``ALLINONE_MAX_NEW_TOKENS``); a flag wins over the environment. Parsing has no
+side effects; ``app.py`` calls ``load_config()`` once and passes the result down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Sequence
+
+from engine.errors import ConfigError
+
+__all__ = ["AppConfig", "load_config", "build_parser", "ENV_PREFIX", "LOCAL_HOSTS"]
+
+ENV_PREFIX = "ALLINONE_"
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    models_root: Path = REPO_ROOT / "models"
+    model_dir: Path | None = None  # default: <models_root>/current
+    tasks_file: Path | None = None  # default: engine/tasks.toml
+    dtype: str = "auto"
+    device: str = "cpu"
+    auth: str | None = None  # "user:password"
+    no_auth: bool = False
+    admin_token: str | None = None
+    fault_injection: bool = False
+    context_tokens: int = 512
+    max_new_tokens: int = 256
+    max_input_tokens: int = 256
+    request_timeout_s: float = 60.0
+    max_batch: int = 16
+    max_active_chats: int = 4
+    max_waiting_chats: int = 16
+    queue_max_size: int = 64
+    log_dir: Path = REPO_ROOT / "logs"
+    log_text: bool = False
+    log_json: bool = False
+
+    @property
+    def resolved_model_dir(self) -> Path:
+        return self.model_dir if self.model_dir is not None else self.models_root / "current"
+
+    @property
+    def auth_pair(self) -> tuple[str, str] | None:
+        if not self.auth:
+            return None
+        user, _, password = self.auth.partition(":")
+        return user, password
+
+
+_HELP = {
+    "host": "address to bind; anything but 127.0.0.1/localhost needs --auth or --no-auth",
+    "port": "port to serve on",
+    "models_root": "the model store (models/<name>@<version>, current, previous)",
+    "model_dir": "serve this model directory instead of <models-root>/current",
+    "tasks_file": "task registry (TOML); default engine/tasks.toml",
+    "dtype": "auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16 or float16",
+    "device": "cpu or cuda",
+    "auth": "user:password required to use the UI and API",
+    "no_auth": "allow binding to a non-local address without --auth",
+    "admin_token": "token for the /admin routes (Authorization: Bearer ...); unset: admin routes are off",
+    "fault_injection": "enable the /admin/fault drills (needs --admin-token)",
+    "context_tokens": "chat prompt budget in tokens; older turns are dropped to fit",
+    "max_new_tokens": "cap on the tokens of one answer",
+    "max_input_tokens": "cap on a classification input in tokens; longer input is truncated",
+    "request_timeout_s": "wall-clock limit of one request, seconds",
+    "max_batch": "classification batch size",
+    "max_active_chats": "chats decoded at the same time",
+    "max_waiting_chats": "chats that may wait for a slot before new ones get 'busy'",
+    "queue_max_size": "Gradio queue size; past it users get 'busy, try again shortly'",
+    "log_dir": "where log files go",
+    "log_text": "include user text in the access log",
+    "log_json": "log to the console as JSON lines",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python app.py",
+        description="Qwen All-in-One: one small local model, several tasks, a self-healing Gradio app.",
+        epilog=f"Every option can also be set as an environment variable {ENV_PREFIX}<NAME>, e.g. {ENV_PREFIX}PORT=7861.",
+    )
+    for f in fields(AppConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default_type = type(f.default) if f.default is not None else str
+        if f.type in ("bool",) or isinstance(f.default, bool):
+            parser.add_argument(flag, action="store_true", default=None, help=_HELP[f.name])
+        else:
+            kind = {"int": int, "float": float}.get(f.type, str) if isinstance(f.type, str) else default_type
+            parser.add_argument(flag, type=kind, default=None, help=_HELP[f.name])
+    return parser
+
+
+def _convert(name: str, raw: str, default: object) -> object:
+    field_type = {f.name: f.type for f in fields(AppConfig)}[name]
+    try:
+        if isinstance(default, bool):
+            if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
+                raise ValueError(raw)
+            return raw.lower() in ("1", "true", "yes", "on")
+        if "Path" in field_type:
+            return Path(raw)
+        if field_type == "int":
+            return int(raw)
+        if field_type == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid value.") from None
+
+
+def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> AppConfig:
+    """Flags, then ``ALLINONE_*`` variables, then defaults; validated."""
+    environ = os.environ if environ is None else environ
+    args = vars(build_parser().parse_args(argv))
+    values: dict[str, object] = {}
+    for f in fields(AppConfig):
+        if args.get(f.name) is not None:
+            value = args[f.name]
+            values[f.name] = Path(value) if "Path" in str(f.type) and value is not None else value
+        elif (ENV_PREFIX + f.name.upper()) in environ:
+            values[f.name] = _convert(f.name, environ[ENV_PREFIX + f.name.upper()], f.default)
+    config = AppConfig(**values)
+    _validate(config)
+    return config
+
+
+def _validate(config: AppConfig) -> None:
+    if config.host not in LOCAL_HOSTS and not (config.auth or config.no_auth):
+        raise ConfigError(
+            f"Binding to {config.host} exposes the app to the network: pass --auth user:password "
+            "(or --no-auth if you really mean an open service)."
+        )
+    if config.auth is not None:
+        user, sep, password = config.auth.partition(":")
+        if not sep or not user or not password:
+            raise ConfigError("--auth must look like user:password.")
+    if config.fault_injection and not config.admin_token:
+        raise ConfigError("--fault-injection needs --admin-token.")
+    for name in ("port", "context_tokens", "max_new_tokens", "max_input_tokens", "max_batch",
+                 "max_active_chats", "queue_max_size"):
+        if getattr(config, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive.")
+    if config.context_tokens < 32:
+        raise ConfigError("--context-tokens must be at least 32.")

@@ -1,0 +1,203 @@
+"""Which model serves, and in what state: the service the UI and routes talk to.
+
+``ModelService`` loads the model in the background so the process answers
+``/health`` from its first second, keeps a readiness snapshot (``loading``,
+``ready``, ``recovering``, ``failed``) that readers get without waiting, and
+hands requests to the current ``Engine`` only while ``ready``; otherwise the
+caller gets a clear ``ModelUnavailable`` naming the reason. A missing or
+broken model is retried with backoff, so installing it while the app runs is
+enough. The model code itself is injected (``loader`` and ``engine_factory``),
+so this module never imports torch.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from enum import Enum
+from typing import Callable, Iterator, Sequence
+
+from loguru import logger
+
+from engine.errors import AllInOneError, ModelUnavailable
+from engine.tasks import TaskRegistry
+from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
+
+__all__ = ["State", "SelfTestResult", "HealthSnapshot", "ModelService"]
+
+
+class State(str, Enum):
+    LOADING = "loading"
+    READY = "ready"
+    RECOVERING = "recovering"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class SelfTestResult:
+    passed: bool
+    at: float  # unix time
+    duration_s: float
+    detail: str
+
+
+@dataclass(frozen=True)
+class HealthSnapshot:
+    """What ``/ready`` reports; replaced whole, never mutated, so reading never blocks."""
+
+    state: State
+    model: str | None
+    reason: str | None
+    last_self_test: SelfTestResult | None
+    consecutive_failures: int
+    started_at: float
+
+    @property
+    def ready(self) -> bool:
+        return self.state is State.READY
+
+    def to_json(self, now: float | None = None) -> dict:
+        now = time.time() if now is None else now
+        return {
+            "state": self.state.value,
+            "model": self.model,
+            "reason": self.reason,
+            "last_self_test": None if self.last_self_test is None else asdict(self.last_self_test),
+            "consecutive_failures": self.consecutive_failures,
+            "uptime_s": round(now - self.started_at, 1),
+        }
+
+
+def basic_self_test(engine: Inference) -> str:
+    """A real tensor operation on every task: each must answer validly. Returns a summary;
+    raises on failure. (Known-answer probes are the watchdog's job.)"""
+    parts = []
+    for info in engine.task_infos():
+        if info.kind == "classify":
+            result = engine.classify(info.name, ["self-test 自检"])[0]
+            if result.label not in info.labels or not 0.0 <= result.confidence <= 1.0:
+                raise ModelUnavailable(f"self-test: {info.name} gave an invalid answer")
+            parts.append(f"{info.name}={result.label}")
+        else:
+            update = None
+            for update in engine.generate(info.name, "Say OK.", options=GenerateOptions(max_new_tokens=2)):
+                pass
+            if update is None or not update.done:
+                raise ModelUnavailable(f"self-test: {info.name} did not finish")
+            parts.append(f"{info.name}:{update.tokens} tokens")
+    return ", ".join(parts)
+
+
+class ModelService:
+    """Implements ``Inference`` over whichever engine is current; see the module doc."""
+
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        load_engine: Callable[[], Inference],
+        self_test: Callable[[Inference], str] = basic_self_test,
+        max_backoff_s: float = 60.0,
+    ) -> None:
+        self.tasks = tasks
+        self._load_engine = load_engine
+        self._self_test = self_test
+        self._max_backoff_s = max_backoff_s
+        self._engine: Inference | None = None
+        self._lock = threading.Lock()  # guards _engine and _snapshot replacement
+        self._closing = threading.Event()
+        self._snapshot = HealthSnapshot(State.LOADING, None, "starting", None, 0, time.time())
+        self._thread: threading.Thread | None = None
+
+    # ----- state ----------------------------------------------------------
+
+    def snapshot(self) -> HealthSnapshot:
+        return self._snapshot
+
+    def _set(self, **changes) -> None:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **changes)
+
+    # ----- loading ----------------------------------------------------------
+
+    def start(self) -> "ModelService":
+        self._thread = threading.Thread(target=self._load_until_ready, name="model-loader", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._snapshot.ready:
+                return True
+            time.sleep(0.05)
+        return self._snapshot.ready
+
+    def _load_until_ready(self) -> None:
+        delay = 1.0
+        while not self._closing.is_set():
+            try:
+                self._load_once()
+                return
+            except AllInOneError as exc:
+                reason = exc.user_message
+            except Exception as exc:  # never let the loader thread die silently
+                logger.opt(exception=exc).error("model load failed unexpectedly")
+                reason = f"loading failed: {exc}"
+            self._set(
+                state=State.FAILED,
+                reason=reason,
+                consecutive_failures=self._snapshot.consecutive_failures + 1,
+            )
+            logger.error("model not available: {} (retrying in {:.0f} s)", reason, delay)
+            self._closing.wait(delay)
+            delay = min(delay * 2, self._max_backoff_s)
+
+    def _load_once(self) -> None:
+        started = time.monotonic()
+        engine = self._load_engine()
+        label = getattr(engine, "model_label", None)
+        test_started = time.monotonic()
+        try:
+            detail = self._self_test(engine)
+        except Exception:
+            getattr(engine, "close", lambda: None)()
+            raise
+        result = SelfTestResult(True, time.time(), round(time.monotonic() - test_started, 3), detail)
+        with self._lock:
+            old, self._engine = self._engine, engine
+            self._snapshot = replace(
+                self._snapshot, state=State.READY, model=label, reason=None,
+                last_self_test=result, consecutive_failures=0,
+            )
+        if old is not None:
+            getattr(old, "close", lambda **_: None)(drain=True)
+        logger.info("model {} ready in {:.1f} s ({})", label, time.monotonic() - started, detail)
+
+    def close(self) -> None:
+        self._closing.set()
+        with self._lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            getattr(engine, "close", lambda: None)()
+
+    # ----- Inference --------------------------------------------------------
+
+    def _current(self) -> Inference:
+        snap, engine = self._snapshot, self._engine
+        if snap.state is not State.READY or engine is None:
+            if snap.state is State.FAILED:
+                raise ModelUnavailable(f"The model is not available: {snap.reason}")
+            raise ModelUnavailable()
+        return engine
+
+    def task_infos(self) -> list[TaskInfo]:
+        return self.tasks.infos()
+
+    def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
+        return self._current().classify(task, texts)
+
+    def generate(
+        self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
+    ) -> Iterator[ChatUpdate]:
+        return self._current().generate(task, message, history, options)

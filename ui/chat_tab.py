@@ -1,0 +1,63 @@
+"""Builder for a generate task's tab (the Chat tab is one) and its API.
+
+The tab is a ``gr.ChatInterface``: streaming, Stop and Clear come with it,
+and the history lives in the browser session. The API endpoint ``/<task>``
+takes ``message`` and an optional ``history`` of ``{"role", "content"}`` and
+streams the reply text when submitted as a job.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import gradio as gr
+
+from engine.types import (
+    FINISH_LENGTH,
+    FINISH_TIME_LIMIT,
+    NOTICE_HISTORY_TRIMMED,
+    NOTICE_INPUT_TRUNCATED,
+    Inference,
+    TaskInfo,
+)
+from ui.errors import friendly_errors
+from ui.i18n import t
+
+__all__ = ["build_chat_tab"]
+
+_NOTICES = {
+    NOTICE_HISTORY_TRIMMED: "Older messages were left out to fit the model's context. / 较早的消息已省略。",
+    NOTICE_INPUT_TRUNCATED: "Your message was too long and was shortened. / 消息过长，已截断。",
+    FINISH_LENGTH: "The answer reached its length limit. / 回答已达长度上限。",
+    FINISH_TIME_LIMIT: "The answer reached its time limit. / 回答已达时间上限。",
+}
+
+
+def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -> None:
+    def stream_reply(message: str, history: list | None) -> Iterator[str]:
+        update = None
+        for update in service.generate(info.name, message, history):
+            yield update.text
+        if update is not None:
+            for code in (*update.notices, update.finish_reason):
+                if code in _NOTICES:
+                    gr.Info(_NOTICES[code])
+
+    gr.ChatInterface(
+        fn=friendly_errors(stream_reply),
+        chatbot=gr.Chatbot(height=420, elem_id=f"{info.name}-chatbot"),
+        textbox=gr.Textbox(placeholder=t("chat_placeholder"), submit_btn=True, stop_btn=True,
+                           elem_id=f"{info.name}-input"),
+        examples=list(info.ui_examples) or None,
+        api_visibility="private",
+        concurrency_limit=concurrency_limit,
+        fill_height=False,
+    )
+
+    def api(message: str, history: list[dict] | None = None) -> str:
+        """Reply to ``message`` given ``history``; streams the text so far when submitted as a job."""
+        for update in service.generate(info.name, message, history):
+            yield update.text
+
+    api.__name__ = info.name
+    gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit)

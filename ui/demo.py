@@ -1,0 +1,47 @@
+"""The Gradio app: a tab per task over one shared service, and a status line."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from engine.types import Inference
+from ui.chat_tab import build_chat_tab
+from ui.classify_tab import build_classify_tab
+from ui.i18n import t
+
+__all__ = ["build_demo"]
+
+_STATE_TEXT = {
+    "loading": "⏳ Loading the model… / 模型加载中…",
+    "recovering": "🔧 Recovering, retry shortly. / 正在恢复，请稍后重试。",
+    "failed": "⚠️ The model is not available / 模型不可用: ",
+}
+
+
+def status_text(snapshot_json: dict) -> str:
+    state = snapshot_json["state"]
+    if state == "ready":
+        return f"✅ {snapshot_json['model']}"
+    text = _STATE_TEXT.get(state, state)
+    if state == "failed":
+        text += snapshot_json.get("reason") or ""
+    return text
+
+
+def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_concurrency: int) -> gr.Blocks:
+    """``snapshot()`` returns the readiness JSON shown in the status line."""
+    with gr.Blocks(title="Qwen All-in-One", fill_height=False) as demo:
+        gr.Markdown("# Qwen All-in-One")
+        status = gr.Markdown(elem_id="model-status")
+        for info in service.task_infos():
+            with gr.Tab(info.title, id=info.name):
+                if info.kind == "classify":
+                    build_classify_tab(service, info, classify_concurrency)
+                else:
+                    build_chat_tab(service, info, chat_concurrency)
+        # Refreshed on page load and every 10 s, outside the queue: a tiny read of the snapshot.
+        refresh = dict(fn=lambda: status_text(snapshot()), outputs=[status], queue=False,
+                       api_visibility="private", show_progress="hidden")
+        demo.load(**refresh)
+        gr.Timer(10).tick(**refresh)
+    return demo
