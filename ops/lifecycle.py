@@ -134,7 +134,7 @@ class ModelService:
         return self._snapshot.ready
 
     def _load_until_ready(self) -> None:
-        delay = 1.0
+        delay = min(1.0, self._max_backoff_s)
         while not self._closing.is_set():
             try:
                 self._load_once()

@@ -7,21 +7,21 @@ import gradio as gr
 from engine.types import Inference
 from ui.chat_tab import build_chat_tab
 from ui.classify_tab import build_classify_tab
-from ui.i18n import t
+from ui.i18n import tab_title
 
 __all__ = ["build_demo"]
 
 _STATE_TEXT = {
-    "loading": "⏳ Loading the model… / 模型加载中…",
-    "recovering": "🔧 Recovering, retry shortly. / 正在恢复，请稍后重试。",
-    "failed": "⚠️ The model is not available / 模型不可用: ",
+    "loading": "**Loading the model… / 模型加载中…**",
+    "recovering": "**Recovering, retry shortly. / 正在恢复，请稍后重试。**",
+    "failed": "**The model is not available / 模型不可用:** ",
 }
 
 
 def status_text(snapshot_json: dict) -> str:
     state = snapshot_json["state"]
     if state == "ready":
-        return f"✅ {snapshot_json['model']}"
+        return f"Ready / 就绪: `{snapshot_json['model']}`"
     text = _STATE_TEXT.get(state, state)
     if state == "failed":
         text += snapshot_json.get("reason") or ""
@@ -34,7 +34,7 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
         gr.Markdown("# Qwen All-in-One")
         status = gr.Markdown(elem_id="model-status")
         for info in service.task_infos():
-            with gr.Tab(info.title, id=info.name):
+            with gr.Tab(tab_title(info), id=info.name):
                 if info.kind == "classify":
                     build_classify_tab(service, info, classify_concurrency)
                 else:

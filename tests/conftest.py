@@ -1,0 +1,108 @@
+"""Shared fixtures: the tiny generated model, engines over it, and a live app.
+
+The tiny model is built once per session (seconds). ``live_app`` starts the
+real ``app.py`` in a subprocess on a free port, so the UI and API are tested
+through the same code path users get.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.tiny_model import build_tiny_model
+
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "artifacts"
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2@test")
+
+
+@pytest.fixture(scope="session")
+def tasks():
+    from engine.tasks import load_tasks
+
+    return load_tasks()
+
+
+@pytest.fixture(scope="session")
+def tiny_handle(tiny_model_dir):
+    from engine.loader import load_model
+
+    return load_model(tiny_model_dir)
+
+
+def make_engine(handle, tasks, **overrides):
+    from engine.engine import Engine, EngineConfig
+
+    settings = dict(max_new_tokens=12, request_timeout_s=30.0)
+    settings.update(overrides)
+    return Engine(handle, tasks, EngineConfig(**settings)).start()
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_handle, tasks):
+    engine = make_engine(tiny_handle, tasks)
+    yield engine
+    engine.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveApp:
+    def __init__(self, args: list[str], log_path: Path, wait_ready: bool = True) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ALLINONE_")}
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(REPO / "app.py"), "--port", str(self.port), *args],
+            cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        self._wait("/ready" if wait_ready else "/health")
+
+    def _wait(self, route: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited with {self.proc.returncode}; see {self.log.name}")
+            try:
+                if httpx.get(self.url + route, timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"{route} not 200 after {timeout} s; see {self.log.name}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
+
+
+@pytest.fixture(scope="session")
+def live_app(tiny_model_dir, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    app = LiveApp(
+        ["--model-dir", str(tiny_model_dir), "--log-dir", str(logs), "--max-new-tokens", "12"],
+        logs / "console.log",
+    )
+    yield app
+    app.stop()

@@ -1,0 +1,27 @@
+"""End-to-end tier: the real default model from the store (``make model``)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ops.config import REPO_ROOT
+
+STORE = REPO_ROOT / "models"
+
+
+@pytest.fixture(scope="session")
+def default_model_dir():
+    current = STORE / "current"
+    if not current.exists():
+        pytest.fail("The default model is not installed: run `make model` (python -m ops.models install-default).")
+    return current
+
+
+@pytest.fixture(scope="session")
+def real_engine(default_model_dir, tasks):
+    from engine.loader import load_model
+    from tests.conftest import make_engine
+
+    engine = make_engine(load_model(default_model_dir), tasks, max_new_tokens=48)
+    yield engine
+    engine.close()

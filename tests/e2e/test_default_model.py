@@ -1,0 +1,57 @@
+"""The embedded default model, end to end: store, sentiment, chat, the app."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from gradio_client import Client
+
+from ops.config import REPO_ROOT
+from tests.conftest import LiveApp
+
+# Clear cases written for this test (not from the development sets).
+CASES = [
+    ("The pizza was delicious and the waiter was very friendly.", "positive"),
+    ("Terrible experience, the room smelled and nobody helped us.", "negative"),
+    ("I would happily recommend this place to my friends.", "positive"),
+    ("The battery died after two days. Waste of money.", "negative"),
+    ("房间干净整洁，前台服务热情，下次还会入住。", "positive"),
+    ("快递太慢了，包装也破了，非常失望。", "negative"),
+    ("这本书写得很精彩，值得一读。", "positive"),
+    ("手机发热严重，客服也不理人。", "negative"),
+]
+
+
+def test_install_default_is_idempotent_and_verified(default_model_dir):
+    again = subprocess.run([sys.executable, "-m", "ops.models", "install-default"], cwd=REPO_ROOT,
+                           capture_output=True, text=True)
+    assert again.returncode == 0 and "already installed" in again.stdout
+    verify = subprocess.run([sys.executable, "-m", "ops.models", "verify"], cwd=REPO_ROOT,
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and "OK" in verify.stdout
+
+
+@pytest.mark.parametrize("text, expected", CASES)
+def test_sentiment_on_clear_english_and_chinese_cases(real_engine, text, expected):
+    (result,) = real_engine.classify("sentiment", [text])
+    assert result.label == expected
+    assert result.confidence > 0.7
+
+
+def test_one_chat_turn(real_engine):
+    last = real_engine.chat("chat", "What is 2 + 3? Answer with just the number.")
+    assert last.done and "5" in last.text
+
+
+def test_the_app_serves_the_default_model(tmp_path):
+    app = LiveApp(["--log-dir", str(tmp_path), "--max-new-tokens", "24"], tmp_path / "console.log")
+    try:
+        client = Client(app.url, verbose=False)
+        assert client.predict("What a wonderful day, I loved it!", api_name="/sentiment")["label"] == "positive"
+        assert client.predict("这个产品太差了，我很生气。", api_name="/sentiment")["label"] == "negative"
+        reply = client.predict("Name the capital of France in one word.", api_name="/chat")
+        assert "Paris" in reply
+    finally:
+        app.stop()

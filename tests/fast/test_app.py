@@ -1,0 +1,92 @@
+"""The running app, driven the way users drive it: HTTP routes and gradio_client."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from tests.conftest import LiveApp
+
+
+@pytest.fixture(scope="module")
+def client(live_app):
+    return Client(live_app.url, verbose=False)
+
+
+def test_health_and_ready(live_app):
+    assert httpx.get(live_app.url + "/health").status_code == 200
+    ready = httpx.get(live_app.url + "/ready")
+    assert ready.status_code == 200
+    body = ready.json()
+    assert body["state"] == "ready" and body["model"] == "tiny-qwen2@test"
+    assert body["last_self_test"]["passed"] is True
+
+
+def test_api_names_are_the_public_contract(client):
+    endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    assert set(endpoints) == {"/sentiment", "/chat"}
+    params = [p["parameter_name"] for p in endpoints["/chat"]["parameters"]]
+    assert params == ["message", "history"]
+
+
+def test_sentiment_api_returns_label_and_confidence(client):
+    result = client.predict("The staff were lovely.", api_name="/sentiment")
+    assert result["label"] in ("positive", "negative")
+    assert 0.5 <= result["confidence"] <= 1.0
+    assert set(result["scores"]) == {"positive", "negative"}
+    assert client.predict("The staff were lovely.", api_name="/sentiment") == result
+
+
+def test_chat_api_with_history_and_streaming(client):
+    history = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]
+    reply = client.predict("How are you?", history, api_name="/chat")
+    assert isinstance(reply, str) and reply
+    job = client.submit("How are you?", history, api_name="/chat")
+    chunks = list(job)
+    assert len(chunks) > 1 and chunks[-1] == reply
+    assert all(b.startswith(a) for a, b in zip(chunks, chunks[1:]))
+
+
+def test_errors_are_friendly_text_not_stack_traces(client):
+    with pytest.raises(Exception) as err:
+        client.predict("   ", api_name="/sentiment")
+    assert "Please enter some text." in str(err.value)
+    assert "Traceback" not in str(err.value)
+    with pytest.raises(Exception, match="Invalid chat history"):
+        client.predict("hi", "not a list", api_name="/chat")
+
+
+def test_missing_model_dir_keeps_serving_health_and_explains(tmp_path):
+    missing = tmp_path / "not-installed"
+    app = LiveApp(["--model-dir", str(missing), "--log-dir", str(tmp_path)], tmp_path / "console.log",
+                  wait_ready=False)
+    try:
+        assert httpx.get(app.url + "/health").status_code == 200
+        ready = httpx.get(app.url + "/ready")
+        for _ in range(50):
+            if ready.json()["state"] == "failed":
+                break
+            ready = httpx.get(app.url + "/ready")
+        assert ready.status_code == 503
+        assert str(missing) in ready.json()["reason"]
+        assert "python -m ops.models install-default" in ready.json()["reason"]
+        with pytest.raises(Exception, match="not available") as err:
+            Client(app.url, verbose=False).predict("hello", api_name="/sentiment")
+        assert "Traceback" not in str(err.value)
+    finally:
+        app.stop()
+
+
+def test_auth_protects_the_ui_and_api(tiny_model_dir, tmp_path):
+    app = LiveApp(["--model-dir", str(tiny_model_dir), "--log-dir", str(tmp_path), "--auth", "teacher:secret"],
+                  tmp_path / "console.log")
+    try:
+        assert httpx.get(app.url + "/health").status_code == 200  # probes need no password
+        assert httpx.get(app.url + "/config").status_code == 401
+        with pytest.raises(Exception):
+            Client(app.url, verbose=False)
+        authed = Client(app.url, auth=("teacher", "secret"), verbose=False)
+        assert authed.predict("good", api_name="/sentiment")["label"] in ("positive", "negative")
+    finally:
+        app.stop()

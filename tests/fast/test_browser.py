@@ -1,0 +1,64 @@
+"""One real browser session: headless Chromium (Debian's) loads the page, runs
+a sentiment request and a chat turn, and saves a screenshot to artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import ARTIFACTS
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"]
+
+
+def test_sentiment_and_chat_in_a_real_browser(live_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(locale="en-US", viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(30_000)
+            page.goto(live_app.url)
+            expect(page.locator("#model-status")).to_contain_text("tiny-qwen2@test")
+
+            page.locator("#sentiment-input textarea").fill("The room was clean and the staff were kind.")
+            page.locator("#sentiment-run").click()
+            expect(page.locator("#sentiment-label")).to_contain_text("positive")
+            expect(page.locator("#sentiment-label")).to_contain_text("negative")
+            page.screenshot(path=str(ARTIFACTS / "browser-sentiment.png"), full_page=True)
+
+            page.locator("#sentiment-input textarea").fill("great\nterrible\nok")
+            page.locator("#sentiment-run").click()
+            expect(page.locator("#sentiment-table")).to_contain_text("terrible")
+
+            page.get_by_role("tab", name="Chat").click()
+            page.locator("#chat-input textarea").fill("Hello there")
+            page.locator("#chat-input textarea").press("Enter")
+            bot = page.locator("#chat-chatbot .bot").first
+            expect(bot).to_be_visible()
+            expect(page.locator("#chat-chatbot")).to_contain_text("Hello there")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "browser-chat.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_the_ui_speaks_chinese(live_app):
+    from playwright.sync_api import expect, sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(locale="zh-CN")
+            page.set_default_timeout(30_000)
+            page.goto(live_app.url)
+            expect(page.locator("#sentiment-run")).to_have_text("分析")
+            expect(page.get_by_role("tab", name="对话")).to_be_visible()
+            page.screenshot(path=str(ARTIFACTS / "browser-zh.png"), full_page=True)
+        finally:
+            browser.close()

@@ -1,0 +1,116 @@
+"""Readiness states and routes, with a fake engine (no model needed)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from engine.errors import ModelNotFound, ModelUnavailable
+from engine.tasks import load_tasks
+from engine.types import ChatUpdate, ClassifyResult
+from ops.health import add_health_routes
+from ops.lifecycle import ModelService, State
+
+
+class FakeEngine:
+    model_label = "fake@1"
+
+    def __init__(self):
+        self.closed = False
+
+    def task_infos(self):
+        return load_tasks().infos()
+
+    def classify(self, task, texts):
+        return [ClassifyResult(task, "positive", 0.9, {"positive": 0.9, "negative": 0.1}, False) for _ in texts]
+
+    def generate(self, task, message, history=None, options=None):
+        yield ChatUpdate("OK", "OK", True, "stop", (), 1)
+
+    def close(self, **_):
+        self.closed = True
+
+
+def routes(service):
+    app = FastAPI()
+    add_health_routes(app, service)
+    return TestClient(app)
+
+
+def test_missing_model_keeps_the_process_up_and_says_why():
+    attempts = []
+
+    def load():
+        attempts.append(time.monotonic())
+        raise ModelNotFound("No model at /x/models/current. Install the default model with: python -m ops.models install-default")
+
+    service = ModelService(load_tasks(), load, max_backoff_s=0.05).start()
+    try:
+        deadline = time.monotonic() + 5
+        while service.snapshot().state is not State.FAILED and time.monotonic() < deadline:
+            time.sleep(0.01)
+        client = routes(service)
+        assert client.get("/health").status_code == 200
+        ready = client.get("/ready")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["state"] == "failed" and "/x/models/current" in body["reason"]
+        assert {"model", "last_self_test", "consecutive_failures", "uptime_s"} <= set(body)
+        with pytest.raises(ModelUnavailable, match="install-default"):
+            service.classify("sentiment", ["hi"])
+        time.sleep(0.3)
+        assert len(attempts) >= 2  # it keeps retrying with backoff
+    finally:
+        service.close()
+
+
+def test_becomes_ready_after_load_and_self_test():
+    service = ModelService(load_tasks(), FakeEngine).start()
+    try:
+        assert service.wait_ready(5)
+        body = routes(service).get("/ready").json()
+        assert body["state"] == "ready" and body["model"] == "fake@1"
+        assert body["last_self_test"]["passed"] is True
+        assert service.classify("sentiment", ["hi"])[0].label == "positive"
+    finally:
+        service.close()
+
+
+def test_a_model_that_fails_its_self_test_is_never_served():
+    engines = []
+
+    def load():
+        engines.append(FakeEngine())
+        return engines[-1]
+
+    def failing_test(engine):
+        raise ModelUnavailable("self-test: wrong answer")
+
+    service = ModelService(load_tasks(), load, self_test=failing_test, max_backoff_s=0.05).start()
+    try:
+        time.sleep(0.3)
+        assert service.snapshot().state is State.FAILED
+        assert "wrong answer" in service.snapshot().reason
+        assert engines and all(e.closed for e in engines)
+        with pytest.raises(ModelUnavailable):
+            service.classify("sentiment", ["hi"])
+    finally:
+        service.close()
+
+
+def test_loading_state_answers_503_at_once():
+    def slow_load():
+        time.sleep(5)
+        return FakeEngine()
+
+    service = ModelService(load_tasks(), slow_load).start()
+    try:
+        started = time.monotonic()
+        response = routes(service).get("/ready")
+        assert time.monotonic() - started < 1.0
+        assert response.status_code == 503 and response.json()["state"] == "loading"
+    finally:
+        service.close()
