@@ -90,3 +90,22 @@ def test_auth_protects_the_ui_and_api(tiny_model_dir, tmp_path):
         assert authed.predict("good", api_name="/sentiment")["label"] in ("positive", "negative")
     finally:
         app.stop()
+
+
+def test_a_full_queue_answers_busy_instead_of_hanging(tiny_model_dir, tmp_path):
+    app = LiveApp(["--model-dir", str(tiny_model_dir), "--log-dir", str(tmp_path), "--max-new-tokens", "200",
+                   "--max-active-chats", "1", "--queue-max-size", "2"], tmp_path / "console.log")
+    try:
+        client = Client(app.url, verbose=False)
+        jobs = [client.submit(f"Hello {i}", api_name="/chat") for i in range(6)]
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(("ok", job.result(timeout=120)))
+            except Exception as exc:  # gradio_client's QueueError
+                outcomes.append(("busy", str(exc)))
+        busy = [text for kind, text in outcomes if kind == "busy"]
+        assert busy and all("try again" in text.lower() for text in busy)
+        assert any(kind == "ok" for kind, _ in outcomes)
+    finally:
+        app.stop()
