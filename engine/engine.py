@@ -88,6 +88,41 @@ class _ChatJob:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+class _ChatFollower:
+    """The caller's side of one chat: iterates its updates; closing it, or just
+    dropping it (a browser went away), cancels the request so its slot frees."""
+
+    def __init__(self, job: _ChatJob) -> None:
+        self._job = job
+        self._finished = False
+
+    def __iter__(self) -> "_ChatFollower":
+        return self
+
+    def __next__(self) -> ChatUpdate:
+        if self._finished:
+            raise StopIteration
+        remaining = self._job.deadline - time.monotonic() + 5.0  # the worker itself stops at the deadline
+        try:
+            update = self._job.updates.get(timeout=max(remaining, 0.1))
+        except queue.Empty:
+            self.close()
+            raise InferenceTimeout() from None
+        if isinstance(update, BaseException):
+            self.close()
+            raise update
+        if update.done:
+            self._finished = True
+        return update
+
+    def close(self) -> None:
+        self._finished = True
+        self._job.cancelled.set()
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Engine:
     """Answers classify and generate requests on one model; see the module doc for the rule."""
 
@@ -196,24 +231,12 @@ class Engine:
             if self._queued_chats >= self.config.max_waiting_chats + self.config.max_active_chats:
                 raise Busy()
             self._queued_chats += 1
-        return self._follow(job)
-
-    def _follow(self, job: _ChatJob) -> Iterator[ChatUpdate]:
-        self._submit(job)
         try:
-            while True:
-                remaining = job.deadline - time.monotonic() + 5.0  # the worker stops it at the deadline
-                try:
-                    update = job.updates.get(timeout=max(remaining, 0.1))
-                except queue.Empty:
-                    raise InferenceTimeout() from None
-                if isinstance(update, BaseException):
-                    raise update
-                yield update
-                if update.done:
-                    return
-        finally:
-            job.cancelled.set()
+            self._submit(job)
+        except BaseException:
+            self._chat_finished(job)
+            raise
+        return _ChatFollower(job)
 
     def chat(self, task: str, message: str, history: Sequence[dict] | None = None,
              options: GenerateOptions | None = None) -> ChatUpdate:

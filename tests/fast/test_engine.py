@@ -160,6 +160,22 @@ def test_stopping_a_stream_frees_its_slot(tiny_handle, tasks):
         engine.close()
 
 
+def test_an_abandoned_stream_is_cancelled_too(tiny_handle, tasks):
+    engine = make_engine(tiny_handle, tasks, max_new_tokens=400)
+    try:
+        stream = engine.generate("chat", "Hello")
+        next(stream)
+        del stream  # the handler went away without closing it
+        never_read = engine.generate("chat", "Hello again")
+        del never_read  # ...or without ever reading it
+        deadline = time.monotonic() + 10
+        while engine.busy() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert not engine.busy()
+    finally:
+        engine.close()
+
+
 def test_concurrent_requests_from_both_tabs_match_sequential_answers(tiny_engine):
     """The worker rule: many threads, one model, same answers as one at a time."""
     prompts = [f"Question {i}?" for i in range(6)]
