@@ -26,6 +26,22 @@ from engine.tasks import ClassifyTask
 
 __all__ = ["LabelScorer", "Scored"]
 
+MAX_TOKENS_PER_FORWARD = 1024  # padded suffix tokens in one forward pass
+
+
+def _length_groups(lengths: list[int], budget: int = MAX_TOKENS_PER_FORWARD) -> list[list[int]]:
+    """Indices grouped shortest first so that rows x longest row <= budget (at least one row each)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (len(current) + 1) * lengths[i] > budget:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
 
 @dataclass(frozen=True)
 class Scored:
@@ -97,23 +113,33 @@ class LabelScorer:
 
     @torch.inference_mode()
     def label_logprobs(self, texts: list[str]) -> tuple[torch.Tensor, list[bool]]:
-        """Log-probabilities over labels, shape (len(texts), len(labels))."""
+        """Log-probabilities over labels, shape (len(texts), len(labels)).
+
+        Rows are sorted by length and run in groups of at most
+        ``MAX_TOKENS_PER_FORWARD`` padded tokens, so one long review does not
+        make fifteen short ones pay for its padding.
+        """
         encoded = [self._suffix_ids(t) for t in texts]
-        lengths = [len(ids) for ids, _ in encoded]
+        out = torch.empty(len(texts), len(self.task.labels))
+        for group in _length_groups([len(ids) for ids, _ in encoded]):
+            out[group] = self._forward([encoded[i][0] for i in group])
+        return out, [t for _, t in encoded]
+
+    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
+        lengths = [len(ids) for ids in rows]
         width = max(lengths)
-        rows = [ids + [self._pad_id] * (width - len(ids)) for ids, _ in encoded]
-        input_ids = torch.tensor(rows, dtype=torch.long)
+        input_ids = torch.tensor([ids + [self._pad_id] * (width - len(ids)) for ids in rows], dtype=torch.long)
         hidden = self.model.base_model(
-            input_ids=input_ids, cache=self._prefix_cache(len(texts)), use_cache=True
+            input_ids=input_ids, cache=self._prefix_cache(len(rows)), use_cache=True
         ).last_hidden_state
-        last = hidden[torch.arange(len(texts)), torch.tensor(lengths) - 1].to(torch.float32)
+        last = hidden[torch.arange(len(rows)), torch.tensor(lengths) - 1].to(torch.float32)
         logits = last @ self._head_rows.T
         if self._head_bias is not None:
             logits = logits + self._head_bias
         if not torch.isfinite(logits).all():
             raise InferenceFailed("The model produced invalid numbers (NaN/inf); it will be reloaded.")
         per_label = torch.stack([chunk.logsumexp(dim=-1) for chunk in logits.split(self._groups, dim=-1)], dim=-1)
-        return per_label.log_softmax(dim=-1), [t for _, t in encoded]
+        return per_label.log_softmax(dim=-1)
 
     def score(self, texts: list[str]) -> list[Scored]:
         logprobs, truncated = self.label_logprobs(texts)

@@ -190,7 +190,12 @@ class Engine:
             if self._queued_texts + len(clean) > self.config.max_pending_classify:
                 raise Busy()
             self._queued_texts += len(clean)
-        self._submit(job)
+        try:
+            self._submit(job)
+        except BaseException:
+            with self._counts_lock:
+                self._queued_texts -= len(clean)
+            raise
         try:
             return job.future.result(timeout=self.config.request_timeout_s)
         except FutureTimeout:

@@ -256,3 +256,23 @@ def test_closing_the_engine_fails_waiting_callers_instead_of_hanging(tiny_handle
             pass
     closer.join(10)
     assert not closer.is_alive()
+
+
+def test_length_groups_bound_padding_and_keep_every_row():
+    from engine.classify import _length_groups
+
+    lengths = [5, 300, 7, 6, 290, 8]
+    groups = _length_groups(lengths, budget=600)
+    assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+    for g in groups:
+        assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 600
+    assert [1] in groups or [4, 1] in groups
+
+
+def test_a_batch_answers_each_row_as_if_alone(tiny_engine):
+    mixed = ["short", "a much longer text " * 40, "mid length sentence here"]
+    together = tiny_engine.classify("sentiment", mixed)
+    for text, result in zip(mixed, together):
+        (alone,) = tiny_engine.classify("sentiment", [text])
+        assert alone.label == result.label
+        assert alone.confidence == pytest.approx(result.confidence, abs=1e-4)
