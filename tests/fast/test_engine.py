@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,8 +10,8 @@ import pytest
 import torch
 
 from engine.classify import LabelScorer
-from engine.engine import Engine, EngineConfig
 from engine.errors import Busy, InferenceFailed, InvalidInput
+from engine.prompts import split_classify_prompt
 from engine.tasks import ClassifyTask, TaskRegistry
 from engine.types import FINISH_LENGTH, NOTICE_HISTORY_TRIMMED, NOTICE_INPUT_TRUNCATED, GenerateOptions
 from tests.conftest import make_engine
@@ -31,31 +30,18 @@ def test_classify_returns_a_label_with_probabilities(tiny_engine):
 
 
 def test_cached_prefix_scoring_matches_a_full_forward(tiny_handle, tasks):
-    """The KV-cache reuse and right padding must not change the numbers."""
+    """The KV-cache reuse, right padding and length grouping must not change the numbers."""
     model, tokenizer = tiny_handle.model, tiny_handle.tokenizer
     task = tasks.get("sentiment")
     render = lambda m, g: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=g)
     scorer = LabelScorer(model, tokenizer, task, render, max_input_tokens=256)
     batched, _ = scorer.label_logprobs(TEXTS)
-    from engine.prompts import classify_messages
-
+    prefix_ids = scorer._encode(split_classify_prompt(task, render)[0])
     for i, text in enumerate(TEXTS):
-        prefix_and_suffix = scorer._encode(scorer_prefix(scorer, task, render)) + scorer._suffix_ids(text)[0]
         with torch.inference_mode():
-            logits = model(input_ids=torch.tensor([prefix_and_suffix])).logits[0, -1]
-        label_ids = [ids[0] for ids in scorer._label_token_ids]
-        full = logits[label_ids].log_softmax(-1) if not task.aliases else None
-        if full is None:  # aliases pool several tokens per label
-            pooled = torch.stack([logits[ids].logsumexp(-1) for ids in scorer._label_token_ids])
-            full = pooled.log_softmax(-1)
-        assert torch.allclose(batched[i], full, atol=1e-4), (text, batched[i], full)
-        assert classify_messages(task, text)[-1]["content"].endswith(text)
-
-
-def scorer_prefix(scorer, task, render):
-    from engine.prompts import split_classify_prompt
-
-    return split_classify_prompt(task, render)[0]
+            logits = model(input_ids=torch.tensor([prefix_ids + scorer._suffix_ids(text)[0]])).logits[0, -1]
+        pooled = torch.stack([logits[ids].logsumexp(-1) for ids in scorer._label_token_ids])
+        assert torch.allclose(batched[i], pooled.log_softmax(-1), atol=1e-4), text
 
 
 def test_input_cannot_change_the_answer_set(tiny_engine):
@@ -146,16 +132,20 @@ def test_long_conversations_are_fitted_not_refused(tiny_handle, tasks):
         engine.close()
 
 
+def wait_idle(engine, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while engine.busy() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return not engine.busy()
+
+
 def test_stopping_a_stream_frees_its_slot(tiny_handle, tasks):
     engine = make_engine(tiny_handle, tasks, max_new_tokens=200)
     try:
         stream = engine.generate("chat", "Hello")
         next(stream)
         stream.close()  # what Gradio's Stop button does to the handler's generator
-        deadline = time.monotonic() + 10
-        while engine.busy() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not engine.busy()
+        assert wait_idle(engine)
     finally:
         engine.close()
 
@@ -168,10 +158,7 @@ def test_an_abandoned_stream_is_cancelled_too(tiny_handle, tasks):
         del stream  # the handler went away without closing it
         never_read = engine.generate("chat", "Hello again")
         del never_read  # ...or without ever reading it
-        deadline = time.monotonic() + 10
-        while engine.busy() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not engine.busy()
+        assert wait_idle(engine)
     finally:
         engine.close()
 
