@@ -94,31 +94,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for f in fields(AppConfig):
         flag = "--" + f.name.replace("_", "-")
-        default_type = type(f.default) if f.default is not None else str
-        if f.type in ("bool",) or isinstance(f.default, bool):
-            parser.add_argument(flag, action="store_true", default=None, help=_HELP[f.name])
+        if isinstance(f.default, bool):
+            parser.add_argument(flag, action="store_const", const="true", default=None, help=_HELP[f.name])
         else:
-            kind = {"int": int, "float": float}.get(f.type, str) if isinstance(f.type, str) else default_type
-            parser.add_argument(flag, type=kind, default=None, help=_HELP[f.name])
+            parser.add_argument(flag, default=None, metavar=f.name.upper(), help=_HELP[f.name])
     return parser
 
 
-def _convert(name: str, raw: str, default: object) -> object:
-    field_type = {f.name: f.type for f in fields(AppConfig)}[name]
+def _convert(f, raw: str, source: str) -> object:
+    """One conversion for flags and environment values alike (``f.type`` is a string here)."""
     try:
-        if isinstance(default, bool):
+        if isinstance(f.default, bool):
             if raw.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off", ""):
                 raise ValueError(raw)
             return raw.lower() in ("1", "true", "yes", "on")
-        if "Path" in field_type:
+        if "Path" in f.type:
             return Path(raw)
-        if field_type == "int":
+        if f.type == "int":
             return int(raw)
-        if field_type == "float":
+        if f.type == "float":
             return float(raw)
         return raw
     except ValueError:
-        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid value.") from None
+        raise ConfigError(f"{source}={raw!r} is not a valid value.") from None
 
 
 def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> AppConfig:
@@ -127,11 +125,11 @@ def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | Non
     args = vars(build_parser().parse_args(argv))
     values: dict[str, object] = {}
     for f in fields(AppConfig):
+        env_name = ENV_PREFIX + f.name.upper()
         if args.get(f.name) is not None:
-            value = args[f.name]
-            values[f.name] = Path(value) if "Path" in str(f.type) and value is not None else value
-        elif (ENV_PREFIX + f.name.upper()) in environ:
-            values[f.name] = _convert(f.name, environ[ENV_PREFIX + f.name.upper()], f.default)
+            values[f.name] = _convert(f, args[f.name], "--" + f.name.replace("_", "-"))
+        elif env_name in environ:
+            values[f.name] = _convert(f, environ[env_name], env_name)
     config = AppConfig(**values)
     _validate(config)
     return config
