@@ -44,18 +44,21 @@ def make_engine_loader(config: AppConfig, tasks: TaskRegistry):
 
 
 def build_app(config: AppConfig, service: ModelService):
-    """The FastAPI app: health routes first, then the Gradio UI and API at ``/``."""
+    """The FastAPI app: health and metrics routes first, then the Gradio UI and API at ``/``."""
     import gradio as gr
     from fastapi import FastAPI
 
     from ops.health import add_health_routes
+    from ops.metrics import InstrumentedInference, Metrics, add_metrics_route
     from ui.demo import build_demo
     from ui.i18n import I18N
 
     app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
     add_health_routes(app, service)
+    metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth)
+    add_metrics_route(app, metrics)
     demo = build_demo(
-        service,
+        InstrumentedInference(service, metrics),
         snapshot=lambda: service.snapshot().to_json(),
         classify_concurrency=config.max_batch,
         chat_concurrency=config.max_active_chats,

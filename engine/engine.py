@@ -168,9 +168,13 @@ class Engine:
         if self._worker.is_alive() and threading.current_thread() is not self._worker:
             self._worker.join(timeout)
 
-    def busy(self) -> bool:
+    def load(self) -> int:
+        """Texts and chats queued or running: the engine's queue depth."""
         with self._counts_lock:
-            return self._queued_texts > 0 or self._queued_chats > 0
+            return self._queued_texts + self._queued_chats
+
+    def busy(self) -> bool:
+        return self.load() > 0
 
     # ----- the public interface -------------------------------------------
 

@@ -181,6 +181,10 @@ class ModelService:
         if engine is not None:
             getattr(engine, "close", lambda: None)()
 
+    def queue_depth(self) -> int:
+        engine = self._engine
+        return getattr(engine, "load", lambda: 0)() if engine is not None else 0
+
     # ----- Inference --------------------------------------------------------
 
     def _current(self) -> Inference:

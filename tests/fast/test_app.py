@@ -109,3 +109,11 @@ def test_a_full_queue_answers_busy_instead_of_hanging(tiny_model_dir, tmp_path):
         assert any(kind == "ok" for kind, _ in outcomes)
     finally:
         app.stop()
+
+
+def test_metrics_count_real_requests(live_app, client):
+    client.predict("counted", api_name="/sentiment")
+    text = httpx.get(live_app.url + "/metrics").text
+    assert 'allinone_requests_total{outcome="ok",task="sentiment"}' in text
+    assert 'allinone_model_state{state="ready"} 1.0' in text
+    assert "process_resident_memory_bytes" in text

@@ -1,0 +1,78 @@
+"""Metrics: every request counted once by task and outcome; exposition parses."""
+
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from engine.errors import Busy, InvalidInput
+from engine.types import ChatUpdate
+from ops.metrics import InstrumentedInference, Metrics, outcome_of
+from tests.fast.test_lifecycle import FakeEngine
+
+
+class FlakyEngine(FakeEngine):
+    def classify(self, task, texts):
+        if not texts or not texts[0].strip():
+            raise InvalidInput("Please enter some text.")
+        if texts[0] == "busy":
+            raise Busy()
+        return super().classify(task, texts)
+
+    def generate(self, task, message, history=None, options=None):
+        for i in range(1, 4):
+            yield ChatUpdate("x" * i, "x", i == 3, "stop" if i == 3 else None, (), i)
+
+
+def samples(metrics: Metrics) -> dict[tuple, float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.fixture()
+def instrumented():
+    metrics = Metrics(state=lambda: "ready", queue_depth=lambda: 3)
+    return InstrumentedInference(FlakyEngine(), metrics), metrics
+
+
+def test_requests_are_counted_by_task_and_outcome(instrumented):
+    service, metrics = instrumented
+    service.classify("sentiment", ["good"])
+    for bad in ([""], ["busy"]):
+        with pytest.raises(Exception):
+            service.classify("sentiment", bad)
+    s = samples(metrics)
+    assert s[("allinone_requests_total", (("outcome", "ok"), ("task", "sentiment")))] == 1
+    assert s[("allinone_requests_total", (("outcome", "invalid_input"), ("task", "sentiment")))] == 1
+    assert s[("allinone_requests_total", (("outcome", "busy"), ("task", "sentiment")))] == 1
+    assert s[("allinone_request_duration_seconds_count", (("task", "sentiment"),))] == 1
+
+
+def test_chats_count_tokens_and_stops(instrumented):
+    service, metrics = instrumented
+    assert list(service.generate("chat", "hi"))[-1].done
+    stream = service.generate("chat", "hi")
+    next(stream)
+    stream.close()
+    s = samples(metrics)
+    assert s[("allinone_requests_total", (("outcome", "ok"), ("task", "chat")))] == 1
+    assert s[("allinone_requests_total", (("outcome", "cancelled"), ("task", "chat")))] == 1
+    assert s[("allinone_generated_tokens_total", (("task", "chat"),))] == 4  # 3 + 1
+    assert s[("allinone_time_to_first_token_seconds_count", (("task", "chat"),))] == 2
+
+
+def test_state_queue_and_memory_are_exported(instrumented):
+    _, metrics = instrumented
+    s = samples(metrics)
+    assert s[("allinone_model_state", (("state", "ready"),))] == 1
+    assert s[("allinone_model_state", (("state", "failed"),))] == 0
+    assert s[("allinone_queue_depth", ())] == 3
+    assert s[("process_resident_memory_bytes", ())] > 0
+
+
+def test_unknown_errors_have_their_own_outcome():
+    assert outcome_of(None) == "ok"
+    assert outcome_of(RuntimeError("x")) == "internal_error"
