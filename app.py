@@ -48,6 +48,7 @@ def build_app(config: AppConfig, service: ModelService):
     import gradio as gr
     from fastapi import FastAPI
 
+    from ops.admin import add_admin_routes
     from ops.health import add_health_routes
     from ops.metrics import InstrumentedInference, Metrics, add_metrics_route
     from ui.demo import build_demo
@@ -57,6 +58,7 @@ def build_app(config: AppConfig, service: ModelService):
     add_health_routes(app, service)
     metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth)
     add_metrics_route(app, metrics)
+    add_admin_routes(app, service, config.admin_token)
     demo = build_demo(
         InstrumentedInference(service, metrics),
         snapshot=lambda: service.snapshot().to_json(),

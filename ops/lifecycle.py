@@ -106,6 +106,7 @@ class ModelService:
         self._engine: Inference | None = None
         self._lock = threading.Lock()  # guards _engine and _snapshot replacement
         self._closing = threading.Event()
+        self._wake = threading.Event()  # cuts a retry's backoff short (an operator asked for a reload)
         self._snapshot = HealthSnapshot(State.LOADING, None, "starting", None, 0, time.time())
         self._thread: threading.Thread | None = None
 
@@ -150,8 +151,35 @@ class ModelService:
                 consecutive_failures=self._snapshot.consecutive_failures + 1,
             )
             logger.error("model not available: {} (retrying in {:.0f} s)", reason, delay)
-            self._closing.wait(delay)
+            self._wake.wait(delay)
+            self._wake.clear()
             delay = min(delay * 2, self._max_backoff_s)
+
+    def reload(self, reason: str) -> bool:
+        """Load the active model again beside the one serving; swap once it passes its self-test.
+
+        Requests keep being served by the old engine meanwhile; in-flight ones
+        finish on it (it drains before closing). If the new load fails, the old
+        engine keeps serving and ``/ready`` says why. Returns False when a load
+        is already under way (a failed-state retry is then started at once).
+        """
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                self._wake.set()
+                return False
+            target = self._load_until_ready if self._engine is None else self._reload_beside
+            self._thread = threading.Thread(target=target, name="model-reloader", daemon=True)
+            self._thread.start()
+        logger.info("model reload requested ({})", reason)
+        return True
+
+    def _reload_beside(self) -> None:
+        try:
+            self._load_once()
+        except Exception as exc:
+            message = exc.user_message if isinstance(exc, AllInOneError) else str(exc)
+            self._set(reason=f"reload failed, still serving the previous model: {message}")
+            logger.opt(exception=exc).error("model reload failed; still serving the previous model")
 
     def _load_once(self) -> None:
         started = time.monotonic()
@@ -176,6 +204,7 @@ class ModelService:
 
     def close(self) -> None:
         self._closing.set()
+        self._wake.set()
         with self._lock:
             engine, self._engine = self._engine, None
         if engine is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import httpx
 import pytest
 from gradio_client import Client
@@ -117,3 +119,39 @@ def test_metrics_count_real_requests(live_app, client):
     assert 'allinone_requests_total{outcome="ok",task="sentiment"}' in text
     assert 'allinone_model_state{state="ready"} 1.0' in text
     assert "process_resident_memory_bytes" in text
+
+
+def test_operator_reload_under_traffic_fails_no_request(tiny_model_dir, tmp_path):
+    import threading
+
+    app = LiveApp(["--model-dir", str(tiny_model_dir), "--log-dir", str(tmp_path), "--admin-token", "t0ken"],
+                  tmp_path / "console.log")
+    try:
+        client = Client(app.url, verbose=False)
+        expected = client.predict("steady traffic", api_name="/sentiment")
+        errors, answers, stop = [], [], threading.Event()
+
+        def traffic():
+            while not stop.is_set():
+                try:
+                    answers.append(client.predict("steady traffic", api_name="/sentiment"))
+                except Exception as exc:  # any failure is a finding
+                    errors.append(repr(exc))
+
+        worker = threading.Thread(target=traffic)
+        worker.start()
+        before = httpx.get(app.url + "/ready").json()["last_self_test"]["at"]
+        assert httpx.post(app.url + "/admin/reload").status_code == 401
+        reply = httpx.post(app.url + "/admin/reload", headers={"Authorization": "Bearer t0ken"})
+        assert reply.status_code == 202
+        deadline = time.monotonic() + 60
+        while httpx.get(app.url + "/ready").json()["last_self_test"]["at"] == before:
+            assert time.monotonic() < deadline, "the reload never finished"
+            time.sleep(0.2)
+        time.sleep(1.0)
+        stop.set()
+        worker.join(30)
+        assert errors == []
+        assert answers and all(a == expected for a in answers)
+    finally:
+        app.stop()

@@ -114,3 +114,71 @@ def test_loading_state_answers_503_at_once():
         assert response.status_code == 503 and response.json()["state"] == "loading"
     finally:
         service.close()
+
+
+def admin_client(service, token):
+    from ops.admin import add_admin_routes
+
+    app = FastAPI()
+    add_admin_routes(app, service, token)
+    return TestClient(app)
+
+
+def wait_for(predicate, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return predicate()
+
+
+def test_reload_swaps_in_a_new_engine_and_drains_the_old():
+    engines = []
+
+    def load():
+        engines.append(FakeEngine())
+        return engines[-1]
+
+    service = ModelService(load_tasks(), load).start()
+    try:
+        assert service.wait_ready(5)
+        assert service.reload("test") is True
+        assert wait_for(lambda: len(engines) == 2 and engines[0].closed)
+        assert not engines[1].closed and service.snapshot().ready
+        assert service.classify("sentiment", ["hi"])[0].label == "positive"
+    finally:
+        service.close()
+
+
+def test_a_failed_reload_keeps_the_old_engine_serving():
+    calls = []
+
+    def load():
+        calls.append(1)
+        if len(calls) > 1:
+            raise ModelNotFound("No model at /gone")
+        return FakeEngine()
+
+    service = ModelService(load_tasks(), load).start()
+    try:
+        assert service.wait_ready(5)
+        service.reload("test")
+        assert wait_for(lambda: service.snapshot().reason is not None)
+        snapshot = service.snapshot()
+        assert snapshot.ready and "still serving the previous model" in snapshot.reason
+        assert service.classify("sentiment", ["hi"])[0].label == "positive"
+    finally:
+        service.close()
+
+
+def test_admin_routes_need_the_token():
+    service = ModelService(load_tasks(), FakeEngine).start()
+    try:
+        assert service.wait_ready(5)
+        assert admin_client(service, None).post("/admin/reload").status_code == 403
+        client = admin_client(service, "s3cret")
+        assert client.post("/admin/reload").status_code == 401
+        assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        ok = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+        assert ok.status_code == 202 and ok.json()["reloading"] is True
+    finally:
+        service.close()
