@@ -1,4 +1,4 @@
-"""Qwen All-in-One: wires config -> engine -> lifecycle -> HTTP/UI -> serve.
+"""Qwen All-in-One: wires config -> engine -> lifecycle -> watchdog -> HTTP/UI -> serve.
 
     python app.py [--host] [--port] [--model-dir] [--admin-token] ...
 
@@ -18,6 +18,7 @@ from engine.errors import ConfigError
 from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
 from ops.config import AppConfig, load_config
 from ops.lifecycle import ModelService
+from ops.watchdog import DEFAULT_PROBES_FILE, Watchdog, WatchdogConfig, load_probes
 
 
 def make_engine_loader(config: AppConfig, tasks: TaskRegistry):
@@ -58,7 +59,7 @@ def build_app(config: AppConfig, service: ModelService):
     add_health_routes(app, service)
     metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth)
     add_metrics_route(app, metrics)
-    add_admin_routes(app, service, config.admin_token)
+    add_admin_routes(app, service, config.admin_token, config.fault_injection)
     demo = build_demo(
         InstrumentedInference(service, metrics),
         snapshot=lambda: service.snapshot().to_json(),
@@ -82,7 +83,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_dir, json_console=config.log_json)
-    service = ModelService(tasks, make_engine_loader(config, tasks)).start()
+    try:
+        probes = load_probes(config.probes_file or DEFAULT_PROBES_FILE)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    service = ModelService(tasks, make_engine_loader(config, tasks), self_test=probes.run).start()
+    watchdog = Watchdog(service, probes, WatchdogConfig(
+        interval_s=config.self_test_interval_s,
+        hang_limit_s=config.hang_limit_s,
+        memory_limit_bytes=config.memory_limit_mb * 2**20 or None,
+    )).start()
     try:
         import uvicorn
 
@@ -90,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("serving on http://{}:{} (model dir {})", config.host, config.port, config.resolved_model_dir)
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5)
     finally:
+        watchdog.stop()
         service.close()
     return 0
 

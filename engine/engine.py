@@ -88,6 +88,47 @@ class _ChatJob:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
+FAULT_KINDS = ("nan-weights", "hang", "error")
+
+
+class _Faults:
+    """Drill faults, armed from any thread and applied by the worker between steps."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._poison_model = None
+        self._hang = False
+        self._errors = 0
+
+    def arm(self, kind: str, model) -> None:
+        with self._lock:
+            if kind == "nan-weights":
+                self._poison_model = model
+            elif kind == "hang":
+                self._hang = True
+            elif kind == "error":
+                self._errors = 3
+            else:
+                raise InvalidInput(f"Unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}.")
+
+    def before_step(self, closing: threading.Event) -> InferenceFailed | None:
+        """Apply armed faults; returns the error this step's work must fail with, if any."""
+        with self._lock:
+            model, self._poison_model = self._poison_model, None
+            hang, self._hang = self._hang, False
+            fail = self._errors > 0
+            self._errors = max(self._errors - 1, 0)
+        if model is not None:
+            import torch
+
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.fill_(float("nan"))
+        if hang:
+            closing.wait()  # blocks this worker for good; the watchdog must notice and replace it
+        return InferenceFailed("Injected fault: this inference failed.") if fail else None
+
+
 class _ChatFollower:
     """The caller's side of one chat: iterates its updates; closing it, or just
     dropping it (a browser went away), cancels the request so its slot frees."""
@@ -143,6 +184,8 @@ class Engine:
         self._counts_lock = threading.Lock()
         self._queued_texts = 0
         self._queued_chats = 0
+        self._step_started: float | None = None
+        self._faults = _Faults()
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -175,6 +218,17 @@ class Engine:
 
     def busy(self) -> bool:
         return self.load() > 0
+
+    def stuck_for(self) -> float:
+        """Seconds the worker has spent on its current step (0 when idle): the hang detector's input."""
+        started = self._step_started
+        return 0.0 if started is None else time.monotonic() - started
+
+    def inject_fault(self, kind: str) -> None:
+        """Fault drills (``--fault-injection`` only). Applied by the worker before its next step:
+        ``nan-weights`` poisons the weights in memory, ``hang`` blocks the next step until the
+        engine is closed, ``error`` makes the next three steps raise."""
+        self._faults.arm(kind, self.handle.model)
 
     # ----- the public interface -------------------------------------------
 
@@ -292,13 +346,22 @@ class Engine:
         while not self._closing.is_set():
             try:
                 self._take_jobs(block=not (self._pending or self._waiting or self._active))
+                if not (self._pending or self._waiting or self._active):
+                    continue
+                self._step_started = time.monotonic()
+                injected = self._faults.before_step(self._closing)
+                if injected is not None:
+                    self._fail_all(injected)
+                    continue
                 if self._pending:
                     self._classify_round()
                 self._admit_chats()
                 self._decode_round()
             except Exception:  # the worker must survive any one job's failure
                 logger.exception("model worker: unexpected error")
-        self._fail_everything(ModelUnavailable())
+            finally:
+                self._step_started = None
+        self._fail_all(ModelUnavailable())
 
     def _warm_up(self) -> None:
         handle = self.handle
@@ -440,12 +503,14 @@ class Engine:
         with self._counts_lock:
             self._queued_chats -= 1
 
-    def _fail_everything(self, error: AllInOneError) -> None:
-        """On close: nobody is left waiting forever."""
+    def _fail_all(self, error: AllInOneError) -> None:
+        """Fail every queued and running request with ``error`` (on close, or an injected fault)."""
         self._take_jobs(block=False)
         for job in self._pending:
+            with self._counts_lock:
+                self._queued_texts -= len(job.texts)
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(error)
         for job in self._waiting + self._active:
-            job.updates.put(error)
+            self._chat_failed(job, error)
         self._pending, self._waiting, self._active = [], [], []

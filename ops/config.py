@@ -44,6 +44,10 @@ class AppConfig:
     max_active_chats: int = 4
     max_waiting_chats: int = 16
     queue_max_size: int = 64
+    probes_file: Path | None = None  # default: ops/probes.toml
+    self_test_interval_s: float = 15.0
+    hang_limit_s: float = 10.0
+    memory_limit_mb: int = 0  # 0: no limit
     log_dir: Path = REPO_ROOT / "logs"
     log_text: bool = False
     log_json: bool = False
@@ -80,6 +84,10 @@ _HELP = {
     "max_active_chats": "chats decoded at the same time",
     "max_waiting_chats": "chats that may wait for a slot before new ones get 'busy'",
     "queue_max_size": "Gradio queue size; past it users get 'busy, try again shortly'",
+    "probes_file": "known-answer self-test probes (TOML); default ops/probes.toml",
+    "self_test_interval_s": "seconds between watchdog self-tests (skipped while real traffic succeeds)",
+    "hang_limit_s": "an inference step running longer than this is a hang: the model is reloaded",
+    "memory_limit_mb": "reload the model when the process uses more memory than this (0: no limit)",
     "log_dir": "where log files go",
     "log_text": "include user text in the access log",
     "log_json": "log to the console as JSON lines",
@@ -151,5 +159,7 @@ def _validate(config: AppConfig) -> None:
                  "max_active_chats", "queue_max_size"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive.")
+    if config.self_test_interval_s < 1 or config.hang_limit_s < 1 or config.memory_limit_mb < 0:
+        raise ConfigError("--self-test-interval-s and --hang-limit-s must be at least 1; --memory-limit-mb >= 0.")
     if config.context_tokens < 32:
         raise ConfigError("--context-tokens must be at least 32.")

@@ -20,11 +20,14 @@ from typing import Callable, Iterator, Sequence
 
 from loguru import logger
 
-from engine.errors import AllInOneError, ModelUnavailable
+from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
 from engine.tasks import TaskRegistry
 from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
 
 __all__ = ["State", "SelfTestResult", "HealthSnapshot", "ModelService"]
+
+
+RECOVERY_ATTEMPTS_BEFORE_FAILED = 3
 
 
 class State(str, Enum):
@@ -109,6 +112,7 @@ class ModelService:
         self._wake = threading.Event()  # cuts a retry's backoff short (an operator asked for a reload)
         self._snapshot = HealthSnapshot(State.LOADING, None, "starting", None, 0, time.time())
         self._thread: threading.Thread | None = None
+        self._last_success: float | None = None  # monotonic time of the last successful request
 
     # ----- state ----------------------------------------------------------
 
@@ -134,8 +138,11 @@ class ModelService:
             time.sleep(0.05)
         return self._snapshot.ready
 
-    def _load_until_ready(self) -> None:
+    def _load_until_ready(self, failed_after: int = 1) -> None:
+        """Load until a model passes its self-test, backing off between tries. The state
+        turns ``failed`` after ``failed_after`` consecutive failures (and the tries go on)."""
         delay = min(1.0, self._max_backoff_s)
+        attempts = 0
         while not self._closing.is_set():
             try:
                 self._load_once()
@@ -145,8 +152,9 @@ class ModelService:
             except Exception as exc:  # never let the loader thread die silently
                 logger.opt(exception=exc).error("model load failed unexpectedly")
                 reason = f"loading failed: {exc}"
+            attempts += 1
             self._set(
-                state=State.FAILED,
+                state=State.FAILED if attempts >= failed_after else self._snapshot.state,
                 reason=reason,
                 consecutive_failures=self._snapshot.consecutive_failures + 1,
             )
@@ -210,6 +218,55 @@ class ModelService:
         if engine is not None:
             getattr(engine, "close", lambda: None)()
 
+    # ----- what the watchdog reads and does ------------------------------------
+
+    def stuck_for(self) -> float:
+        engine = self._engine
+        return getattr(engine, "stuck_for", lambda: 0.0)() if engine is not None else 0.0
+
+    def seconds_since_success(self) -> float | None:
+        last = self._last_success
+        return None if last is None else time.monotonic() - last
+
+    def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
+        result = SelfTestResult(passed, time.time(), round(duration_s, 3), detail)
+        failures = 0 if passed else self._snapshot.consecutive_failures + 1
+        self._set(last_self_test=result, consecutive_failures=failures)
+
+    def recover(self, reason: str) -> bool:
+        """Detect -> isolate -> recover -> verify -> re-admit. Returns False if already recovering.
+
+        The engine is dropped at once (new requests get "recovering, retry
+        shortly"; in-flight ones fail fast or time out, never get an answer
+        from a suspect model), then the model is loaded again from the store
+        and must pass its self-test before traffic comes back.
+        """
+        with self._lock:
+            if self._snapshot.state is not State.READY or (self._thread is not None and self._thread.is_alive()):
+                return False
+            engine, self._engine = self._engine, None
+            self._snapshot = replace(self._snapshot, state=State.RECOVERING, reason=reason)
+            self._thread = threading.Thread(target=self._recover, args=(engine,), name="model-recovery", daemon=True)
+            self._thread.start()
+        logger.error("recovering: {}", reason)
+        return True
+
+    def _recover(self, suspect) -> None:
+        started = time.monotonic()
+        if suspect is not None:
+            suspect.close(timeout=2.0)  # a hung worker cannot be joined; it is abandoned (daemon thread)
+        del suspect
+        import gc
+
+        gc.collect()  # free the suspect model's memory before loading a fresh copy
+        self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED)
+        if self._snapshot.ready:
+            logger.info("recovered in {:.1f} s", time.monotonic() - started)
+
+    def inject_fault(self, kind: str) -> None:
+        """A fault drill on the serving engine (the admin route checks ``--fault-injection``)."""
+        self._current().inject_fault(kind)
+
     def queue_depth(self) -> int:
         engine = self._engine
         return getattr(engine, "load", lambda: 0)() if engine is not None else 0
@@ -228,9 +285,27 @@ class ModelService:
         return self.tasks.infos()
 
     def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
-        return self._current().classify(task, texts)
+        try:
+            results = self._current().classify(task, texts)
+        except InferenceFailed as exc:
+            self.recover(f"a request failed: {exc}")  # real traffic is evidence of sickness too
+            raise
+        self._last_success = time.monotonic()
+        return results
 
     def generate(
         self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
     ) -> Iterator[ChatUpdate]:
-        return self._current().generate(task, message, history, options)
+        return self._mark_success(self._current().generate(task, message, history, options))
+
+    def _mark_success(self, stream: Iterator[ChatUpdate]) -> Iterator[ChatUpdate]:
+        try:
+            for update in stream:
+                if update.done:
+                    self._last_success = time.monotonic()
+                yield update
+        except InferenceFailed as exc:
+            self.recover(f"a request failed: {exc}")
+            raise
+        finally:
+            getattr(stream, "close", lambda: None)()

@@ -57,6 +57,28 @@ def tiny_engine(tiny_handle, tasks):
     engine.close()
 
 
+@pytest.fixture(scope="session")
+def tiny_probes_file(tiny_engine, tmp_path_factory) -> Path:
+    """The default probes with the tiny model's own (random but fixed) answers as the known answers."""
+    from ops.watchdog import load_probes
+
+    probes = load_probes()
+    lines = []
+    for task, text, _ in probes.classify:
+        label = tiny_engine.classify(task, [text])[0].label
+        lines += ["[[classify]]", f"task = {task!r}", f"text = {text!r}", f"label = {label!r}", ""]
+    for task, message, max_new_tokens in probes.generate:
+        lines += ["[[generate]]", f"task = {task!r}", f"message = {message!r}", f"max_new_tokens = {max_new_tokens}", ""]
+    path = tmp_path_factory.mktemp("probes") / "probes.toml"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_app_args(tiny_model_dir, tiny_probes_file) -> list[str]:
+    return ["--model-dir", str(tiny_model_dir), "--probes-file", str(tiny_probes_file)]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,10 +120,10 @@ class LiveApp:
 
 
 @pytest.fixture(scope="session")
-def live_app(tiny_model_dir, tmp_path_factory):
+def live_app(tiny_app_args, tmp_path_factory):
     logs = tmp_path_factory.mktemp("logs")
     app = LiveApp(
-        ["--model-dir", str(tiny_model_dir), "--log-dir", str(logs), "--max-new-tokens", "12"],
+        [*tiny_app_args, "--log-dir", str(logs), "--max-new-tokens", "12"],
         logs / "console.log",
     )
     yield app

@@ -80,8 +80,8 @@ def test_missing_model_dir_keeps_serving_health_and_explains(tmp_path):
         app.stop()
 
 
-def test_auth_protects_the_ui_and_api(tiny_model_dir, tmp_path):
-    app = LiveApp(["--model-dir", str(tiny_model_dir), "--log-dir", str(tmp_path), "--auth", "teacher:secret"],
+def test_auth_protects_the_ui_and_api(tiny_app_args, tmp_path):
+    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--auth", "teacher:secret"],
                   tmp_path / "console.log")
     try:
         assert httpx.get(app.url + "/health").status_code == 200  # probes need no password
@@ -94,8 +94,8 @@ def test_auth_protects_the_ui_and_api(tiny_model_dir, tmp_path):
         app.stop()
 
 
-def test_a_full_queue_answers_busy_instead_of_hanging(tiny_model_dir, tmp_path):
-    app = LiveApp(["--model-dir", str(tiny_model_dir), "--log-dir", str(tmp_path), "--max-new-tokens", "200",
+def test_a_full_queue_answers_busy_instead_of_hanging(tiny_app_args, tmp_path):
+    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--max-new-tokens", "200",
                    "--max-active-chats", "1", "--queue-max-size", "2"], tmp_path / "console.log")
     try:
         client = Client(app.url, verbose=False)
@@ -121,10 +121,10 @@ def test_metrics_count_real_requests(live_app, client):
     assert "process_resident_memory_bytes" in text
 
 
-def test_operator_reload_under_traffic_fails_no_request(tiny_model_dir, tmp_path):
+def test_operator_reload_under_traffic_fails_no_request(tiny_app_args, tmp_path):
     import threading
 
-    app = LiveApp(["--model-dir", str(tiny_model_dir), "--log-dir", str(tmp_path), "--admin-token", "t0ken"],
+    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--admin-token", "t0ken"],
                   tmp_path / "console.log")
     try:
         client = Client(app.url, verbose=False)

@@ -263,3 +263,51 @@ def test_a_batch_answers_each_row_as_if_alone(tiny_engine):
         (alone,) = tiny_engine.classify("sentiment", [text])
         assert alone.label == result.label
         assert alone.confidence == pytest.approx(result.confidence, abs=1e-4)
+
+
+def test_injected_error_fails_requests_then_clears(tiny_model_dir, tasks):
+    from engine.loader import load_model
+
+    engine = make_engine(load_model(tiny_model_dir), tasks)
+    try:
+        engine.inject_fault("error")
+        with pytest.raises(InferenceFailed, match="Injected fault"):
+            engine.classify("sentiment", ["hello"])
+        for _ in range(3):
+            try:
+                engine.classify("sentiment", ["hello"])
+                break
+            except InferenceFailed:
+                pass
+        assert engine.classify("sentiment", ["hello"])[0].label in ("positive", "negative")
+        with pytest.raises(InvalidInput):
+            engine.inject_fault("meteor")
+    finally:
+        engine.close()
+
+
+def test_injected_hang_shows_in_stuck_for_and_times_requests_out(tiny_model_dir, tasks):
+    from engine.errors import InferenceTimeout
+    from engine.loader import load_model
+
+    engine = make_engine(load_model(tiny_model_dir), tasks, request_timeout_s=1.0)
+    try:
+        assert engine.stuck_for() == 0.0
+        engine.inject_fault("hang")
+        with pytest.raises(InferenceTimeout):
+            engine.classify("sentiment", ["hello"])
+        assert engine.stuck_for() >= 0.9
+    finally:
+        engine.close(timeout=2)
+
+
+def test_injected_nan_weights_give_errors_not_answers(tiny_model_dir, tasks):
+    from engine.loader import load_model
+
+    engine = make_engine(load_model(tiny_model_dir), tasks)
+    try:
+        engine.inject_fault("nan-weights")
+        with pytest.raises(InferenceFailed):
+            engine.classify("sentiment", ["hello"])
+    finally:
+        engine.close()

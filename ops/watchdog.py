@@ -1,0 +1,180 @@
+"""The watchdog: notices when the service stops giving right answers and brings it back.
+
+One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
+``max_instances=1`` and ``coalesce=True``:
+
+- ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
+  work: a worker step running past ``hang_limit_s`` (a hang), process memory
+  above ``memory_limit_bytes``.
+- ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
+  (``ops/probes.toml``) with a time limit, unless real traffic succeeded within
+  the interval; successful user requests are evidence of health, so the probe
+  does not compete with users under load.
+
+Any finding calls ``ModelService.recover(reason)``: detect -> isolate
+(``recovering``, 503) -> recover (drop the engine, reload from the store) ->
+verify (the probes pass) -> re-admit. ``decide`` holds the rules and takes its
+inputs as arguments, so it is tested with a fake clock.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from loguru import logger
+
+from engine.errors import ConfigError, ModelUnavailable
+from engine.types import GenerateOptions, Inference
+
+__all__ = ["Probes", "load_probes", "WatchdogConfig", "Vitals", "decide", "Watchdog", "DEFAULT_PROBES_FILE"]
+
+DEFAULT_PROBES_FILE = Path(__file__).with_name("probes.toml")
+
+
+@dataclass(frozen=True)
+class Probes:
+    classify: tuple[tuple[str, str, str], ...]  # (task, text, expected label)
+    generate: tuple[tuple[str, str, int], ...]  # (task, message, max_new_tokens)
+
+    def run(self, engine: Inference) -> str:
+        """Raise ``ModelUnavailable`` on the first wrong answer; return a summary."""
+        for task, text, expected in self.classify:
+            got = engine.classify(task, [text])[0].label
+            if got != expected:
+                raise ModelUnavailable(f"self-test failed: {task}({text[:30]!r}) gave {got}, expected {expected}")
+        for task, message, max_new_tokens in self.generate:
+            last = None
+            for last in engine.generate(task, message, options=GenerateOptions(max_new_tokens=max_new_tokens)):
+                pass
+            if last is None or not last.done:
+                raise ModelUnavailable(f"self-test failed: {task} did not finish")
+        return f"{len(self.classify)} classify + {len(self.generate)} generate probes passed"
+
+
+def load_probes(path: Path = DEFAULT_PROBES_FILE) -> Probes:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        classify = tuple((p["task"], p["text"], p["label"]) for p in data.get("classify", []))
+        generate = tuple((p["task"], p["message"], int(p.get("max_new_tokens", 2))) for p in data.get("generate", []))
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the probes file {path}: {exc}") from exc
+    if not classify and not generate:
+        raise ConfigError(f"{path} defines no probes.")
+    return Probes(classify, generate)
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    interval_s: float = 15.0
+    vitals_interval_s: float = 2.0
+    hang_limit_s: float = 10.0
+    probe_timeout_s: float = 20.0
+    memory_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Vitals:
+    ready: bool
+    stuck_for_s: float
+    rss_bytes: int
+    seconds_since_success: float | None
+
+
+def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> tuple[str, str | None]:
+    """(action, reason): action is ``skip``, ``ok``, ``probe`` or ``recover``."""
+    if not vitals.ready:
+        return "skip", None
+    if vitals.stuck_for_s > config.hang_limit_s:
+        return "recover", f"an inference hung for {vitals.stuck_for_s:.0f} s (limit {config.hang_limit_s:.0f} s)"
+    if config.memory_limit_bytes is not None and vitals.rss_bytes > config.memory_limit_bytes:
+        return "recover", (f"process memory {vitals.rss_bytes / 2**20:.0f} MiB is over the limit of "
+                           f"{config.memory_limit_bytes / 2**20:.0f} MiB")
+    if not probe_due:
+        return "ok", None
+    if vitals.seconds_since_success is not None and vitals.seconds_since_success < config.interval_s:
+        return "ok", "recent traffic succeeded"
+    return "probe", None
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+class Watchdog:
+    def __init__(self, service, probes: Probes, config: WatchdogConfig = WatchdogConfig(),
+                 rss: Callable[[], int] = _rss_bytes) -> None:
+        self.service = service
+        self.probes = probes
+        self.config = config
+        self._rss = rss
+        self._scheduler = None
+
+    def vitals(self) -> Vitals:
+        return Vitals(
+            ready=self.service.snapshot().ready,
+            stuck_for_s=self.service.stuck_for(),
+            rss_bytes=self._rss(),
+            seconds_since_success=self.service.seconds_since_success(),
+        )
+
+    def check_vitals(self) -> str:
+        action, reason = decide(self.vitals(), self.config, probe_due=False)
+        if action == "recover":
+            self.service.recover(reason)
+        return action
+
+    def run_self_test(self) -> str:
+        action, reason = decide(self.vitals(), self.config, probe_due=True)
+        if action == "recover":
+            self.service.recover(reason)
+        elif action == "probe":
+            reason = self._probe()
+            if reason is not None:
+                self.service.recover(reason)
+                action = "recover"
+        return action
+
+    def _probe(self) -> str | None:
+        """Run the probes with a time limit; record the result; return a failure reason."""
+        outcome: dict = {}
+
+        def target() -> None:
+            try:
+                outcome["detail"] = self.probes.run(self.service)
+            except Exception as exc:  # a wrong answer, a timeout, NaN: all are findings
+                outcome["error"] = getattr(exc, "user_message", None) or repr(exc)
+
+        started = time.monotonic()
+        runner = threading.Thread(target=target, name="self-test", daemon=True)
+        runner.start()
+        runner.join(self.config.probe_timeout_s)
+        if runner.is_alive():
+            outcome["error"] = f"self-test took longer than {self.config.probe_timeout_s:.0f} s"
+        passed = "error" not in outcome
+        self.service.record_self_test(passed, time.monotonic() - started, outcome.get("detail") or outcome["error"])
+        if not passed:
+            logger.error("watchdog: {}", outcome["error"])
+        return None if passed else outcome["error"]
+
+    def start(self) -> "Watchdog":
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(self.check_vitals, "interval", seconds=self.config.vitals_interval_s,
+                                id="vitals", max_instances=1, coalesce=True)
+        self._scheduler.add_job(self.run_self_test, "interval", seconds=self.config.interval_s,
+                                id="self_test", max_instances=1, coalesce=True)
+        self._scheduler.start()
+        return self
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None

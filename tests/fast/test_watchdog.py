@@ -1,0 +1,181 @@
+"""The watchdog: its decisions with fake inputs, and every drill on the tiny model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+from gradio_client import Client
+
+from ops.watchdog import Vitals, Watchdog, WatchdogConfig, decide, load_probes
+from tests.conftest import LiveApp
+
+CONFIG = WatchdogConfig(interval_s=15, hang_limit_s=10, memory_limit_bytes=1000)
+
+
+def vitals(**changes):
+    base = dict(ready=True, stuck_for_s=0.0, rss_bytes=500, seconds_since_success=None)
+    base.update(changes)
+    return Vitals(**base)
+
+
+@pytest.mark.parametrize(
+    "v, probe_due, action",
+    [
+        (vitals(ready=False), True, "skip"),  # loading/recovering: the loader is in charge
+        (vitals(), False, "ok"),
+        (vitals(), True, "probe"),
+        (vitals(seconds_since_success=3.0), True, "ok"),  # real traffic is evidence
+        (vitals(seconds_since_success=20.0), True, "probe"),
+        (vitals(stuck_for_s=10.5), False, "recover"),  # a hang
+        (vitals(stuck_for_s=9.0), False, "ok"),  # a long step is not yet a hang
+        (vitals(rss_bytes=2000), False, "recover"),  # over the memory limit
+    ],
+)
+def test_decisions(v, probe_due, action):
+    assert decide(v, CONFIG, probe_due)[0] == action
+
+
+def test_no_memory_limit_means_no_memory_recovery():
+    assert decide(vitals(rss_bytes=10**12), WatchdogConfig(), False)[0] == "ok"
+
+
+class FakeService:
+    def __init__(self, answer="positive", stuck=0.0):
+        self.answer, self.stuck = answer, stuck
+        self.recovered, self.tests = [], []
+        self.ready = True
+        self.since_success = None
+
+    def snapshot(self):
+        return type("S", (), {"ready": self.ready})()
+
+    def stuck_for(self):
+        return self.stuck
+
+    def seconds_since_success(self):
+        return self.since_success
+
+    def record_self_test(self, passed, duration, detail):
+        self.tests.append((passed, detail))
+
+    def recover(self, reason):
+        self.recovered.append(reason)
+
+    def classify(self, task, texts):
+        from engine.types import ClassifyResult
+
+        label = self.answer if not callable(self.answer) else self.answer(texts[0])
+        return [ClassifyResult(task, label, 1.0, {label: 1.0}, False)]
+
+    def generate(self, task, message, history=None, options=None):
+        from engine.types import ChatUpdate
+
+        yield ChatUpdate("hi", "hi", True, "stop", (), 1)
+
+
+def expected_answers(text):
+    return {p[1]: p[2] for p in load_probes().classify}[text]
+
+
+def test_passing_probes_are_recorded():
+    service = FakeService(answer=expected_answers)
+    assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).run_self_test() == "probe"
+    assert service.tests[-1][0] is True and not service.recovered
+
+
+def test_a_wrong_answer_triggers_recovery():
+    service = FakeService(answer="positive")  # the negative probes get a wrong answer
+    assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).run_self_test() == "recover"
+    assert service.tests[-1][0] is False
+    assert "expected negative" in service.recovered[0]
+
+
+def test_a_probe_that_hangs_is_cut_off_and_recovered():
+    service = FakeService(answer=expected_answers)
+    service.classify = lambda task, texts: time.sleep(30)
+    dog = Watchdog(service, load_probes(), WatchdogConfig(probe_timeout_s=0.5), rss=lambda: 1)
+    started = time.monotonic()
+    assert dog.run_self_test() == "recover"
+    assert time.monotonic() - started < 5
+    assert "longer than" in service.recovered[0]
+
+
+def test_vitals_catch_a_hang_without_running_the_model():
+    service = FakeService(stuck=60.0)
+    assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).check_vitals() == "recover"
+    assert "hung" in service.recovered[0]
+
+
+# ----- drills on the tiny model, through the running app --------------------------------
+
+
+@pytest.fixture()
+def drill_app(tiny_app_args, tmp_path):
+    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--admin-token", "drill", "--fault-injection",
+                   "--self-test-interval-s", "1", "--hang-limit-s", "2", "--request-timeout-s", "5"],
+                  tmp_path / "console.log")
+    yield app
+    app.stop()
+
+
+def fault(app, kind, token="drill"):
+    return httpx.post(f"{app.url}/admin/fault/{kind}", headers={"Authorization": f"Bearer {token}"})
+
+
+def run_drill(app, kind):
+    """Steady traffic with a known answer while the fault hits; returns what clients saw."""
+    client = Client(app.url, verbose=False)
+    expected = client.predict("known answer", api_name="/sentiment")
+    seen, stop = [], threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                seen.append(("ok", client.predict("known answer", api_name="/sentiment")))
+            except Exception as exc:
+                seen.append(("error", str(exc)))
+            time.sleep(0.05)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    states = []
+    try:
+        assert fault(app, kind).status_code == 202
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert httpx.get(app.url + "/health").status_code == 200  # liveness holds throughout
+            states.append(httpx.get(app.url + "/ready").json()["state"])
+            if "recovering" in states and states[-1] == "ready":
+                break
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        worker.join(30)
+    return expected, seen, states
+
+
+@pytest.mark.parametrize("kind", ["nan-weights", "hang", "error"])
+def test_drill_is_detected_and_healed_with_no_wrong_answer(drill_app, kind):
+    expected, seen, states = run_drill(drill_app, kind)
+    assert "recovering" in states and states[-1] == "ready", states
+    wrong = [answer for outcome, answer in seen if outcome == "ok" and answer != expected]
+    assert wrong == []
+    errors = [text for outcome, text in seen if outcome == "error"]
+    assert all("Traceback" not in e for e in errors)
+    if kind == "hang":
+        assert any("too long" in e or "recovering" in e.lower() or "not ready" in e for e in errors), errors
+    assert Client(drill_app.url, verbose=False).predict("known answer", api_name="/sentiment") == expected
+
+
+def test_exit_drill_ends_the_process(drill_app):
+    assert fault(drill_app, "exit").status_code == 202
+    assert drill_app.proc.wait(10) == 1
+
+
+def test_drills_need_the_token_and_the_flag(drill_app, live_app):
+    assert fault(drill_app, "hang", token="wrong").status_code == 401
+    assert fault(drill_app, "meteor").status_code == 404
+    assert httpx.post(f"{live_app.url}/admin/fault/hang").status_code == 403  # no admin token configured
