@@ -42,6 +42,7 @@ bench: model
 	$(BIN)/python bench/sentiment_accuracy.py
 	$(BIN)/python bench/sentiment_latency.py
 	$(BIN)/python bench/chat_perf.py
+	$(BIN)/python bench/drill.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

@@ -55,3 +55,20 @@ def test_the_app_serves_the_default_model(tmp_path):
         assert "Paris" in reply
     finally:
         app.stop()
+
+
+def test_nan_weights_drill_heals_with_no_wrong_answer(tmp_path):
+    import httpx
+
+    from tests.fast.test_watchdog import run_drill
+
+    app = LiveApp(["--log-dir", str(tmp_path), "--admin-token", "drill", "--fault-injection"],
+                  tmp_path / "console.log")
+    try:
+        expected, seen, states = run_drill(app, "nan-weights")
+        assert "recovering" in states and states[-1] == "ready", states
+        assert [a for outcome, a in seen if outcome == "ok" and a != expected] == []
+        assert all("Traceback" not in text for outcome, text in seen if outcome == "error")
+        assert httpx.get(app.url + "/ready").json()["last_self_test"]["passed"] is True
+    finally:
+        app.stop()
