@@ -41,6 +41,7 @@ test: test-fast test-e2e
 bench: model
 	$(BIN)/python bench/sentiment_accuracy.py
 	$(BIN)/python bench/sentiment_latency.py
+	$(BIN)/python bench/dtype_speed.py
 	$(BIN)/python bench/chat_perf.py
 	$(BIN)/python bench/drill.py
 
