@@ -57,7 +57,8 @@ def build_app(config: AppConfig, service: ModelService):
 
     app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
     add_health_routes(app, service)
-    metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth)
+    metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
+                      stats=lambda: service.stats)
     add_metrics_route(app, metrics)
     add_admin_routes(app, service, config.admin_token, config.fault_injection)
     demo = build_demo(

@@ -92,6 +92,25 @@ def basic_self_test(engine: Inference) -> str:
     return ", ".join(parts)
 
 
+@dataclass
+class ServiceStats:
+    """Running totals for ``/metrics`` (read at scrape time; written under the service lock)."""
+
+    self_tests: dict[str, int]
+    recoveries: dict[str, int]  # by cause: hang, memory, wrong_answer, failed_request, other
+    reloads: int = 0  # operator reloads
+    last_recovery_s: float = 0.0
+
+
+def recovery_cause(reason: str) -> str:
+    """A small fixed set of label values for metrics, from a free-text reason."""
+    for needle, cause in (("hung", "hang"), ("memory", "memory"), ("self-test", "self_test"),
+                          ("request failed", "failed_request")):
+        if needle in reason:
+            return cause
+    return "other"
+
+
 class ModelService:
     """Implements ``Inference`` over whichever engine is current; see the module doc."""
 
@@ -113,6 +132,7 @@ class ModelService:
         self._snapshot = HealthSnapshot(State.LOADING, None, "starting", None, 0, time.time())
         self._thread: threading.Thread | None = None
         self._last_success: float | None = None  # monotonic time of the last successful request
+        self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0}, recoveries={})
 
     # ----- state ----------------------------------------------------------
 
@@ -178,6 +198,7 @@ class ModelService:
             target = self._load_until_ready if self._engine is None else self._reload_beside
             self._thread = threading.Thread(target=target, name="model-reloader", daemon=True)
             self._thread.start()
+        self.stats.reloads += 1
         logger.info("model reload requested ({})", reason)
         return True
 
@@ -232,6 +253,8 @@ class ModelService:
         result = SelfTestResult(passed, time.time(), round(duration_s, 3), detail)
         failures = 0 if passed else self._snapshot.consecutive_failures + 1
         self._set(last_self_test=result, consecutive_failures=failures)
+        with self._lock:
+            self.stats.self_tests["passed" if passed else "failed"] += 1
 
     def recover(self, reason: str) -> bool:
         """Detect -> isolate -> recover -> verify -> re-admit. Returns False if already recovering.
@@ -246,6 +269,8 @@ class ModelService:
                 return False
             engine, self._engine = self._engine, None
             self._snapshot = replace(self._snapshot, state=State.RECOVERING, reason=reason)
+            cause = recovery_cause(reason)
+            self.stats.recoveries[cause] = self.stats.recoveries.get(cause, 0) + 1
             self._thread = threading.Thread(target=self._recover, args=(engine,), name="model-recovery", daemon=True)
             self._thread.start()
         logger.error("recovering: {}", reason)
@@ -261,7 +286,8 @@ class ModelService:
         gc.collect()  # free the suspect model's memory before loading a fresh copy
         self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED)
         if self._snapshot.ready:
-            logger.info("recovered in {:.1f} s", time.monotonic() - started)
+            self.stats.last_recovery_s = time.monotonic() - started
+            logger.info("recovered in {:.1f} s", self.stats.last_recovery_s)
 
     def inject_fault(self, kind: str) -> None:
         """A fault drill on the serving engine (the admin route checks ``--fault-injection``)."""

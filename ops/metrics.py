@@ -16,6 +16,7 @@ from typing import Callable, Iterator, Sequence
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client import ProcessCollector
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from engine.errors import (
     AllInOneError,
@@ -44,8 +45,34 @@ def outcome_of(exc: BaseException | None) -> str:
     return "error" if isinstance(exc, AllInOneError) else "internal_error"
 
 
+class _ServiceCollector:
+    """Exports the service's running totals (self-tests, recoveries, reloads) at scrape time."""
+
+    def __init__(self, stats) -> None:
+        self._stats = stats
+
+    def collect(self):
+        stats = self._stats()
+        if stats is None:
+            return
+        tests = CounterMetricFamily("allinone_self_tests", "Watchdog self-tests by result.", labels=["result"])
+        for result, count in stats.self_tests.items():
+            tests.add_metric([result], count)
+        yield tests
+        recoveries = CounterMetricFamily("allinone_recoveries", "Automatic recoveries (reloads) by cause.",
+                                         labels=["cause"])
+        for cause, count in stats.recoveries.items():
+            recoveries.add_metric([cause], count)
+        yield recoveries
+        yield CounterMetricFamily("allinone_operator_reloads", "Reloads asked for on /admin/reload.",
+                                  value=stats.reloads)
+        yield GaugeMetricFamily("allinone_last_recovery_duration_seconds",
+                                "How long the last recovery took, detection to ready.", value=stats.last_recovery_s)
+
+
 class Metrics:
-    def __init__(self, state: Callable[[], str], queue_depth: Callable[[], float]) -> None:
+    def __init__(self, state: Callable[[], str], queue_depth: Callable[[], float],
+                 stats: Callable[[], object] = lambda: None) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
@@ -63,6 +90,7 @@ class Metrics:
                             ["state"], registry=r)
         for name in STATES:
             model_state.labels(name).set_function(lambda name=name: float(state() == name))
+        r.register(_ServiceCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -76,3 +76,19 @@ def test_state_queue_and_memory_are_exported(instrumented):
 def test_unknown_errors_have_their_own_outcome():
     assert outcome_of(None) == "ok"
     assert outcome_of(RuntimeError("x")) == "internal_error"
+
+
+def test_self_tests_and_recoveries_are_exported():
+    from ops.lifecycle import ServiceStats, recovery_cause
+
+    stats = ServiceStats(self_tests={"passed": 4, "failed": 1}, recoveries={"hang": 2}, reloads=1,
+                         last_recovery_s=12.5)
+    metrics = Metrics(state=lambda: "ready", queue_depth=lambda: 0, stats=lambda: stats)
+    s = samples(metrics)
+    assert s[("allinone_self_tests_total", (("result", "failed"),))] == 1
+    assert s[("allinone_recoveries_total", (("cause", "hang"),))] == 2
+    assert s[("allinone_operator_reloads_total", ())] == 1
+    assert s[("allinone_last_recovery_duration_seconds", ())] == 12.5
+    assert recovery_cause("an inference hung for 12 s (limit 10 s)") == "hang"
+    assert recovery_cause("a request failed: NaN") == "failed_request"
+    assert recovery_cause("self-test failed: sentiment gave positive") == "self_test"

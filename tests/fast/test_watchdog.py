@@ -168,6 +168,8 @@ def test_drill_is_detected_and_healed_with_no_wrong_answer(drill_app, kind):
     if kind == "hang":
         assert any("too long" in e or "recovering" in e.lower() or "not ready" in e for e in errors), errors
     assert Client(drill_app.url, verbose=False).predict("known answer", api_name="/sentiment") == expected
+    metrics = httpx.get(drill_app.url + "/metrics").text
+    assert "allinone_recoveries_total{cause=" in metrics
 
 
 def test_exit_drill_ends_the_process(drill_app):
