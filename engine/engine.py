@@ -236,6 +236,10 @@ class Engine:
     def model_label(self) -> str:
         return self.handle.label
 
+    @property
+    def model_path(self):
+        return self.handle.path
+
     def task_infos(self) -> list[TaskInfo]:
         return self.tasks.infos()
 

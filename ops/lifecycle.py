@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, replace
 from enum import Enum
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from loguru import logger
@@ -102,9 +103,20 @@ class ServiceStats:
     last_recovery_s: float = 0.0
 
 
+def files_fingerprint(path) -> tuple | None:
+    """A cheap picture of a model directory: (name, size, mtime) of every file."""
+    if path is None:
+        return None
+    try:
+        return tuple(sorted((str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
+                            for p in Path(path).rglob("*") if p.is_file() for st in [p.stat()]))
+    except OSError:
+        return ("unreadable",)
+
+
 def recovery_cause(reason: str) -> str:
     """A small fixed set of label values for metrics, from a free-text reason."""
-    for needle, cause in (("hung", "hang"), ("memory", "memory"), ("self-test", "self_test"),
+    for needle, cause in (("hung", "hang"), ("memory", "memory"), ("self-test", "self_test"), ("files", "files"),
                           ("request failed", "failed_request")):
         if needle in reason:
             return cause
@@ -133,6 +145,7 @@ class ModelService:
         self._thread: threading.Thread | None = None
         self._last_success: float | None = None  # monotonic time of the last successful request
         self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0}, recoveries={})
+        self._fingerprint: tuple | None = None  # the serving model's files when it was loaded
 
     # ----- state ----------------------------------------------------------
 
@@ -221,8 +234,10 @@ class ModelService:
             getattr(engine, "close", lambda: None)()
             raise
         result = SelfTestResult(True, time.time(), round(time.monotonic() - test_started, 3), detail)
+        fingerprint = files_fingerprint(getattr(engine, "model_path", None))
         with self._lock:
             old, self._engine = self._engine, engine
+            self._fingerprint = fingerprint
             self._snapshot = replace(
                 self._snapshot, state=State.READY, model=label, reason=None,
                 last_self_test=result, consecutive_failures=0,
@@ -244,6 +259,13 @@ class ModelService:
     def stuck_for(self) -> float:
         engine = self._engine
         return getattr(engine, "stuck_for", lambda: 0.0)() if engine is not None else 0.0
+
+    def model_files_changed(self) -> bool:
+        """True when the serving model's files differ (size or mtime) from when it was loaded."""
+        engine = self._engine
+        if engine is None or self._fingerprint is None:
+            return False
+        return files_fingerprint(getattr(engine, "model_path", None)) != self._fingerprint
 
     def seconds_since_success(self) -> float | None:
         last = self._last_success

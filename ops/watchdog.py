@@ -5,7 +5,8 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
 
 - ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
   work: a worker step running past ``hang_limit_s`` (a hang), process memory
-  above ``memory_limit_bytes``.
+  above ``memory_limit_bytes``, the model's files changed on disk (size or
+  mtime, compared with what was loaded).
 - ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
   (``ops/probes.toml``) with a time limit, unless real traffic succeeded within
   the interval; successful user requests are evidence of health, so the probe
@@ -83,6 +84,7 @@ class Vitals:
     stuck_for_s: float
     rss_bytes: int
     seconds_since_success: float | None
+    files_changed: bool = False
 
 
 def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> tuple[str, str | None]:
@@ -94,6 +96,8 @@ def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> tuple[str
     if config.memory_limit_bytes is not None and vitals.rss_bytes > config.memory_limit_bytes:
         return "recover", (f"process memory {vitals.rss_bytes / 2**20:.0f} MiB is over the limit of "
                            f"{config.memory_limit_bytes / 2**20:.0f} MiB")
+    if vitals.files_changed:
+        return "recover", "the model files changed on disk"
     if not probe_due:
         return "ok", None
     if vitals.seconds_since_success is not None and vitals.seconds_since_success < config.interval_s:
@@ -122,6 +126,7 @@ class Watchdog:
             stuck_for_s=self.service.stuck_for(),
             rss_bytes=self._rss(),
             seconds_since_success=self.service.seconds_since_success(),
+            files_changed=self.service.model_files_changed(),
         )
 
     def check_vitals(self) -> str:

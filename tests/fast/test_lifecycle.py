@@ -182,3 +182,19 @@ def test_admin_routes_need_the_token():
         assert ok.status_code == 202 and ok.json()["reloading"] is True
     finally:
         service.close()
+
+
+def test_changed_model_files_are_noticed(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"weights")
+
+    class EngineOnDisk(FakeEngine):
+        model_path = tmp_path
+
+    service = ModelService(load_tasks(), EngineOnDisk).start()
+    try:
+        assert service.wait_ready(5)
+        assert service.model_files_changed() is False
+        (tmp_path / "model.safetensors").write_bytes(b"tampered!")
+        assert service.model_files_changed() is True
+    finally:
+        service.close()

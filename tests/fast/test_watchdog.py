@@ -32,6 +32,7 @@ def vitals(**changes):
         (vitals(stuck_for_s=10.5), False, "recover"),  # a hang
         (vitals(stuck_for_s=9.0), False, "ok"),  # a long step is not yet a hang
         (vitals(rss_bytes=2000), False, "recover"),  # over the memory limit
+        (vitals(files_changed=True), False, "recover"),  # weights changed under the running model
     ],
 )
 def test_decisions(v, probe_due, action):
@@ -57,6 +58,9 @@ class FakeService:
 
     def seconds_since_success(self):
         return self.since_success
+
+    def model_files_changed(self):
+        return False
 
     def record_self_test(self, passed, duration, detail):
         self.tests.append((passed, detail))
