@@ -62,7 +62,7 @@ def build_app(config: AppConfig, service: ModelService):
     add_metrics_route(app, metrics)
     add_admin_routes(app, service, config.admin_token, config.fault_injection)
     demo = build_demo(
-        InstrumentedInference(service, metrics),
+        InstrumentedInference(service, metrics, log_text=config.log_text),
         snapshot=lambda: service.snapshot().to_json(),
         classify_concurrency=config.max_batch,
         chat_concurrency=config.max_active_chats,

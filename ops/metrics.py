@@ -1,8 +1,9 @@
-"""Prometheus metrics at ``GET /metrics``.
+"""Prometheus metrics at ``GET /metrics``, and the access and performance logs.
 
 ``InstrumentedInference`` wraps the service the UI talks to, so every request
 (browser or API) is counted once, by task and outcome, with its latency and,
-for chats, its generated tokens. State, queue depth and memory are read when
+for chats, its generated tokens; and logged once to ``access.log`` and
+``perf.log`` (see ``ops.logs``). State, queue depth and memory are read when
 Prometheus scrapes. Names follow Prometheus conventions (``_total``,
 ``_seconds``, ``_bytes``). Each app builds its own registry, so tests and
 several apps in one process never share counters.
@@ -11,6 +12,7 @@ several apps in one process never share counters.
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Callable, Iterator, Sequence
 
 from fastapi import FastAPI, Response
@@ -27,6 +29,7 @@ from engine.errors import (
     ModelUnavailable,
 )
 from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
+from ops.logs import access_logger, perf_logger
 
 __all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of"]
 
@@ -99,26 +102,42 @@ class Metrics:
 class InstrumentedInference:
     """An ``Inference`` that counts and times every call of the one it wraps."""
 
-    def __init__(self, inner: Inference, metrics: Metrics) -> None:
+    def __init__(self, inner: Inference, metrics: Metrics, log_text: bool = False) -> None:
         self._inner = inner
         self._metrics = metrics
+        self._log_text = log_text
 
     def task_infos(self) -> list[TaskInfo]:
         return self._inner.task_infos()
 
-    def _record(self, task: str, started: float, exc: BaseException | None) -> None:
+    def _record(self, task: str, started: float, exc: BaseException | None, text: str = "",
+                tokens: int | None = None) -> None:
+        self._log(task, started, outcome_of(exc), text, tokens)
         self._metrics.requests.labels(task, outcome_of(exc)).inc()
         if exc is None:
             self._metrics.latency.labels(task).observe(time.perf_counter() - started)
 
+    def _log(self, task: str, started: float, outcome: str, text: str, tokens: int | None) -> None:
+        latency = time.perf_counter() - started
+        fields = {"request_id": uuid.uuid4().hex[:12], "task": task, "latency_s": round(latency, 4),
+                  "outcome": outcome}
+        if self._log_text:
+            fields["text"] = text
+        access_logger().bind(**fields).info("{task} {outcome} {latency_s}s", **fields)
+        perf = {"task": task, "latency_s": round(latency, 4), "rss_bytes": _rss_bytes()}
+        if tokens is not None:
+            perf.update(tokens=tokens, tokens_per_s=round(tokens / latency, 2) if latency > 0 else None)
+        perf_logger().bind(**perf).info("{task} {latency_s}s", **perf)
+
     def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
         started = time.perf_counter()
+        text = "\n".join(texts) if isinstance(texts, (list, tuple)) else str(texts)
         try:
             results = self._inner.classify(task, texts)
         except Exception as exc:
-            self._record(task, started, exc)
+            self._record(task, started, exc, text)
             raise
-        self._record(task, started, None)
+        self._record(task, started, None, text)
         return results
 
     def generate(self, task: str, message: str, history: Sequence[dict] | None = None,
@@ -127,11 +146,12 @@ class InstrumentedInference:
         try:
             stream = self._inner.generate(task, message, history, options)
         except Exception as exc:
-            self._record(task, started, exc)
+            self._record(task, started, exc, message)
             raise
-        return self._follow(task, started, stream)
+        return self._follow(task, started, stream, message)
 
-    def _follow(self, task: str, started: float, stream: Iterator[ChatUpdate]) -> Iterator[ChatUpdate]:
+    def _follow(self, task: str, started: float, stream: Iterator[ChatUpdate], message: str
+                ) -> Iterator[ChatUpdate]:
         last = None
         try:
             for update in stream:
@@ -141,18 +161,25 @@ class InstrumentedInference:
                 yield update
         except GeneratorExit:  # the user pressed Stop or went away
             self._metrics.requests.labels(task, "cancelled").inc()
+            self._log(task, started, "cancelled", message, last.tokens if last else 0)
             raise
         except Exception as exc:
-            self._record(task, started, exc)
+            self._record(task, started, exc, message)
             raise
         else:
-            self._record(task, started, None)
+            self._record(task, started, None, message, last.tokens if last else 0)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()  # cancels the engine job at once, not when garbage is collected
             if last is not None:
                 self._metrics.generated_tokens.labels(task).inc(last.tokens)
+
+
+def _rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
 
 
 def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:

@@ -92,3 +92,56 @@ def test_self_tests_and_recoveries_are_exported():
     assert recovery_cause("an inference hung for 12 s (limit 10 s)") == "hang"
     assert recovery_cause("a request failed: NaN") == "failed_request"
     assert recovery_cause("self-test failed: sentiment gave positive") == "self_test"
+
+
+@pytest.fixture()
+def log_dir(tmp_path):
+    import sys
+
+    from loguru import logger
+
+    from ops.logs import setup_logging
+
+    setup_logging(tmp_path)
+    yield tmp_path
+    logger.remove()
+    logger.add(sys.stderr)
+
+
+def records(path):
+    import json
+
+    from loguru import logger
+
+    logger.complete()
+    return [json.loads(line)["record"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("log_text", [False, True])
+def test_access_and_perf_logs_have_one_line_per_request(log_dir, log_text):
+    metrics = Metrics(state=lambda: "ready", queue_depth=lambda: 0)
+    service = InstrumentedInference(FlakyEngine(), metrics, log_text=log_text)
+    service.classify("sentiment", ["secret review text"])
+    with pytest.raises(Exception):
+        service.classify("sentiment", ["busy"])
+    list(service.generate("chat", "private question"))
+    access = [r["extra"] for r in records(log_dir / "access.log")]
+    assert [(a["task"], a["outcome"]) for a in access] == [("sentiment", "ok"), ("sentiment", "busy"), ("chat", "ok")]
+    assert all(len(a["request_id"]) == 12 and a["latency_s"] >= 0 for a in access)
+    logged_text = (log_dir / "access.log").read_text()
+    assert ("secret review text" in logged_text) is log_text
+    assert ("private question" in logged_text) is log_text
+    perf = [r["extra"] for r in records(log_dir / "perf.log")]
+    assert perf[-1]["tokens"] == 3 and perf[-1]["rss_bytes"] > 0
+    assert "secret review text" not in (log_dir / "app.log").read_text()
+
+
+def test_errors_go_to_the_error_log_with_their_trace(log_dir):
+    from loguru import logger
+
+    try:
+        raise RuntimeError("boom")
+    except RuntimeError:
+        logger.exception("worker failed")
+    (error,) = records(log_dir / "error.log")
+    assert error["message"] == "worker failed" and error["exception"]["type"] == "RuntimeError"
