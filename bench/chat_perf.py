@@ -4,22 +4,18 @@
 
 Starts ``python app.py`` on a free port (default model from the store),
 measures process start -> ``/ready`` 200 (cold start from the converted
-store), then runs chat turns through gradio_client: time to first token,
+store; the RSS watch starts once the process exists), then runs chat turns through gradio_client: time to first token,
 tokens/s (tokens counted with the model's tokenizer) and the server's peak RSS.
 """
 
 from __future__ import annotations
 
-import socket
-import subprocess
-import sys
 import threading
 import time
 
-import httpx
 import psutil
 
-from common import REPO, header, median
+from common import REPO, header, median, start_app
 
 PROMPTS = [
     "Explain in three sentences why the sky is blue.",
@@ -28,47 +24,29 @@ PROMPTS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     from gradio_client import Client
     from transformers import AutoTokenizer
 
     header("chat performance and cold start")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), "--max-new-tokens", "96",
-                             "--log-dir", "/tmp/allinone-bench-logs"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     peak = [0]
     stop = threading.Event()
 
-    def watch_rss() -> None:
-        p = psutil.Process(proc.pid)
-        while not stop.is_set():
-            try:
-                peak[0] = max(peak[0], p.memory_info().rss)
-            except psutil.Error:
-                return
-            time.sleep(0.1)
+    def watch_rss(proc) -> None:
+        def loop() -> None:
+            p = psutil.Process(proc.pid)
+            while not stop.is_set():
+                try:
+                    peak[0] = max(peak[0], p.memory_info().rss)
+                except psutil.Error:
+                    return
+                time.sleep(0.1)
 
-    threading.Thread(target=watch_rss, daemon=True).start()
+        threading.Thread(target=loop, daemon=True).start()
+
+    proc, url, cold = start_app(["--max-new-tokens", "96", "--log-dir", "/tmp/allinone-bench-logs"],
+                                on_start=watch_rss)
     try:
-        while True:
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.perf_counter() - started > 300:
-                raise SystemExit("the app did not become ready")
-            time.sleep(0.1)
-        cold = time.perf_counter() - started
         print(f"cold start (process start -> /ready 200): {cold:.1f} s")
         tokenizer = AutoTokenizer.from_pretrained(REPO / "models" / "current")
         client = Client(url, verbose=False)

@@ -46,3 +46,37 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_app(args: list[str], timeout: float = 300.0, on_start=None):
+    """Start ``python app.py`` on a free port; return (process, url, seconds from start to /ready 200).
+    ``on_start(process)`` runs right after the process exists (to watch its memory from the start)."""
+    import subprocess
+
+    import httpx
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *args], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if on_start is not None:
+        on_start(proc)
+    while True:
+        try:
+            if httpx.get(url + "/ready", timeout=1).status_code == 200:
+                return proc, url, time.perf_counter() - started
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.perf_counter() - started > timeout:
+            proc.kill()
+            raise SystemExit("the app did not become ready")
+        time.sleep(0.1)

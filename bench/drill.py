@@ -14,25 +14,16 @@ from __future__ import annotations
 
 import argparse
 import collections
-import socket
-import subprocess
-import sys
 import threading
 import time
 
 import httpx
 
-from common import REPO, header
+from common import header, start_app
 
 KNOWN = [("What a lovely, friendly place. Loved it!", "positive"), ("Awful. Cold food and rude staff.", "negative"),
          ("质量很好，非常满意。", "positive"), ("太失望了，再也不买了。", "negative")]
 TOKEN = "drill-token"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def drill(url: str, kind: str, clients: int) -> dict:
@@ -91,20 +82,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     args = parser.parse_args()
     header("fault drills on the default model")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), "--admin-token", TOKEN,
-                             "--fault-injection", "--log-dir", "/tmp/allinone-drill-logs"], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, url, _ = start_app(["--admin-token", TOKEN, "--fault-injection", "--log-dir", "/tmp/allinone-drill-logs"])
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
         for kind in args.kinds.split(","):
             print(drill(url, kind, args.clients), flush=True)
     finally:

@@ -60,13 +60,14 @@ def test_the_app_serves_the_default_model(tmp_path):
 def test_nan_weights_drill_heals_with_no_wrong_answer(tmp_path):
     import httpx
 
-    from tests.fast.test_watchdog import run_drill
+    from tests.fast.test_watchdog import recoveries, run_drill
 
     app = LiveApp(["--log-dir", str(tmp_path), "--admin-token", "drill", "--fault-injection"],
                   tmp_path / "console.log")
     try:
         expected, seen, states = run_drill(app, "nan-weights")
-        assert "recovering" in states and states[-1] == "ready", states
+        assert recoveries(app) >= 1 and states[-1] == "ready", states
+        assert "recovering" in states  # a reload of the real model takes seconds: /ready shows it
         assert [a for outcome, a in seen if outcome == "ok" and a != expected] == []
         assert all("Traceback" not in text for outcome, text in seen if outcome == "error")
         assert httpx.get(app.url + "/ready").json()["last_self_test"]["passed"] is True

@@ -129,6 +129,16 @@ def fault(app, kind, token="drill"):
     return httpx.post(f"{app.url}/admin/fault/{kind}", headers={"Authorization": f"Bearer {token}"})
 
 
+def recoveries(app) -> float:
+    """Recoveries so far, from /metrics: durable evidence, unlike polling /ready, which can miss
+    a recovery that takes half a second on the tiny model."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(app.url + "/metrics").text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
+               if s.name == "allinone_recoveries_total")
+
+
 def run_drill(app, kind):
     """Steady traffic with a known answer while the fault hits; returns what clients saw."""
     client = Client(app.url, verbose=False)
@@ -152,7 +162,7 @@ def run_drill(app, kind):
         while time.monotonic() < deadline:
             assert httpx.get(app.url + "/health").status_code == 200  # liveness holds throughout
             states.append(httpx.get(app.url + "/ready").json()["state"])
-            if "recovering" in states and states[-1] == "ready":
+            if recoveries(app) >= 1 and states[-1] == "ready":
                 break
             time.sleep(0.2)
     finally:
@@ -164,7 +174,7 @@ def run_drill(app, kind):
 @pytest.mark.parametrize("kind", ["nan-weights", "hang", "error"])
 def test_drill_is_detected_and_healed_with_no_wrong_answer(drill_app, kind):
     expected, seen, states = run_drill(drill_app, kind)
-    assert "recovering" in states and states[-1] == "ready", states
+    assert recoveries(drill_app) >= 1 and states[-1] == "ready", states
     wrong = [answer for outcome, answer in seen if outcome == "ok" and answer != expected]
     assert wrong == []
     errors = [text for outcome, text in seen if outcome == "error"]
@@ -172,8 +182,6 @@ def test_drill_is_detected_and_healed_with_no_wrong_answer(drill_app, kind):
     if kind == "hang":
         assert any("too long" in e or "recovering" in e.lower() or "not ready" in e for e in errors), errors
     assert Client(drill_app.url, verbose=False).predict("known answer", api_name="/sentiment") == expected
-    metrics = httpx.get(drill_app.url + "/metrics").text
-    assert "allinone_recoveries_total{cause=" in metrics
 
 
 def test_exit_drill_ends_the_process(drill_app):
