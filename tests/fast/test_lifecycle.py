@@ -49,9 +49,7 @@ def test_missing_model_keeps_the_process_up_and_says_why():
 
     service = ModelService(load_tasks(), load, max_backoff_s=0.05).start()
     try:
-        deadline = time.monotonic() + 5
-        while service.snapshot().state is not State.FAILED and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert wait_for(lambda: service.snapshot().state is State.FAILED)
         client = routes(service)
         assert client.get("/health").status_code == 200
         ready = client.get("/ready")
