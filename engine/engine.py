@@ -111,7 +111,7 @@ class _Faults:
             else:
                 raise InvalidInput(f"Unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}.")
 
-    def before_step(self, closing: threading.Event) -> InferenceFailed | None:
+    def before_step(self, closing: threading.Event) -> AllInOneError | None:
         """Apply armed faults; returns the error this step's work must fail with, if any."""
         with self._lock:
             model, self._poison_model = self._poison_model, None
@@ -125,7 +125,8 @@ class _Faults:
                 for param in model.parameters():
                     param.fill_(float("nan"))
         if hang:
-            closing.wait()  # blocks this worker for good; the watchdog must notice and replace it
+            closing.wait()  # blocks this worker until the watchdog replaces the engine
+            return InferenceTimeout()  # the hung work is abandoned with a timeout, never served late
         return InferenceFailed("Injected fault: this inference failed.") if fail else None
 
 
