@@ -67,7 +67,6 @@ def test_nan_weights_drill_heals_with_no_wrong_answer(tmp_path):
     try:
         expected, seen, states = run_drill(app, "nan-weights")
         assert recoveries(app) >= 1 and states[-1] == "ready", states
-        assert "recovering" in states  # a reload of the real model takes seconds: /ready shows it
         assert [a for outcome, a in seen if outcome == "ok" and a != expected] == []
         assert all("Traceback" not in text for outcome, text in seen if outcome == "error")
         assert httpx.get(app.url + "/ready").json()["last_self_test"]["passed"] is True
