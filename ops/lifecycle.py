@@ -143,6 +143,10 @@ class ModelService:
         self._wake = threading.Event()  # cuts a retry's backoff short (an operator asked for a reload)
         self._snapshot = HealthSnapshot(State.LOADING, None, "starting", None, 0, time.time())
         self._thread: threading.Thread | None = None
+        # True from the moment a load/reload/recovery starts until its model is swapped in
+        # (or it gives up). Cleared under the lock at the swap, so a reload asked for the
+        # instant the service turns ready is not mistaken for "a load is already under way".
+        self._loading = False
         self._last_success: float | None = None  # monotonic time of the last successful request
         self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0}, recoveries={})
         self._fingerprint: tuple | None = None  # the serving model's files when it was loaded
@@ -159,9 +163,23 @@ class ModelService:
     # ----- loading ----------------------------------------------------------
 
     def start(self) -> "ModelService":
-        self._thread = threading.Thread(target=self._load_until_ready, name="model-loader", daemon=True)
-        self._thread.start()
+        with self._lock:
+            self._start_loader(self._load_until_ready, "model-loader")
         return self
+
+    def _start_loader(self, target: Callable, name: str, *args) -> None:
+        """Run one load/reload/recovery in the background. Call with the lock held."""
+
+        def run() -> None:
+            try:
+                target(*args)
+            finally:
+                with self._lock:
+                    self._loading = False
+
+        self._loading = True
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+        self._thread.start()
 
     def wait_ready(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -205,12 +223,11 @@ class ModelService:
         is already under way (a failed-state retry is then started at once).
         """
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
+            if self._loading:
                 self._wake.set()
                 return False
             target = self._load_until_ready if self._engine is None else self._reload_beside
-            self._thread = threading.Thread(target=target, name="model-reloader", daemon=True)
-            self._thread.start()
+            self._start_loader(target, "model-reloader")
         self.stats.reloads += 1
         logger.info("model reload requested ({})", reason)
         return True
@@ -235,7 +252,11 @@ class ModelService:
             raise
         result = SelfTestResult(True, time.time(), round(time.monotonic() - test_started, 3), detail)
         fingerprint = files_fingerprint(getattr(engine, "model_path", None))
+        if self._closing.is_set():  # the service was closed while this load ran
+            getattr(engine, "close", lambda: None)()
+            return
         with self._lock:
+            self._loading = False
             old, self._engine = self._engine, engine
             self._fingerprint = fingerprint
             self._snapshot = replace(
@@ -287,14 +308,13 @@ class ModelService:
         and must pass its self-test before traffic comes back.
         """
         with self._lock:
-            if self._snapshot.state is not State.READY or (self._thread is not None and self._thread.is_alive()):
+            if self._snapshot.state is not State.READY or self._loading:
                 return False
             engine, self._engine = self._engine, None
             self._snapshot = replace(self._snapshot, state=State.RECOVERING, reason=reason)
             cause = recovery_cause(reason)
             self.stats.recoveries[cause] = self.stats.recoveries.get(cause, 0) + 1
-            self._thread = threading.Thread(target=self._recover, args=(engine,), name="model-recovery", daemon=True)
-            self._thread.start()
+            self._start_loader(self._recover, "model-recovery", engine)
         logger.error("recovering: {}", reason)
         return True
 
