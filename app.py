@@ -17,6 +17,7 @@ from loguru import logger
 from engine.errors import ConfigError
 from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
 from ops.config import AppConfig, load_config
+from ops.history import Timeline
 from ops.lifecycle import ModelService
 from ops.watchdog import DEFAULT_PROBES_FILE, Watchdog, WatchdogConfig, load_probes
 
@@ -44,28 +45,35 @@ def make_engine_loader(config: AppConfig, tasks: TaskRegistry):
     return load
 
 
-def build_app(config: AppConfig, service: ModelService):
+def build_app(config: AppConfig, service: ModelService, timeline: Timeline | None = None):
     """The FastAPI app: health and metrics routes first, then the Gradio UI and API at ``/``."""
     import gradio as gr
     from fastapi import FastAPI
 
-    from ops.admin import add_admin_routes
+    from ops.admin import AdminActions, add_admin_routes
     from ops.health import add_health_routes
     from ops.metrics import InstrumentedInference, Metrics, add_metrics_route
     from ui.demo import build_demo
     from ui.i18n import I18N
+    from ui.status_tab import StatusSource
+
+    timeline = timeline if timeline is not None else Timeline()
 
     app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
     add_health_routes(app, service)
     metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
-                      stats=lambda: service.stats)
+                      stats=lambda: service.stats, timeline=timeline)
     add_metrics_route(app, metrics)
-    add_admin_routes(app, service, config.admin_token, config.fault_injection)
+    admin = AdminActions(service, config.admin_token, config.fault_injection)
+    add_admin_routes(app, admin)
+    snapshot = lambda: service.snapshot().to_json()  # noqa: E731
     demo = build_demo(
         InstrumentedInference(service, metrics, log_text=config.log_text),
-        snapshot=lambda: service.snapshot().to_json(),
+        snapshot=snapshot,
         classify_concurrency=config.max_batch,
         chat_concurrency=config.max_active_chats,
+        status=StatusSource(snapshot, service.events.recent, timeline.latency_rows, timeline.memory_rows),
+        drills=admin,
     )
     demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.max_batch)
     return gr.mount_gradio_app(
@@ -90,15 +98,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     service = ModelService(tasks, make_engine_loader(config, tasks), self_test=probes.run).start()
+    timeline = Timeline()  # latency and memory over time, for the Status tab
     watchdog = Watchdog(service, probes, WatchdogConfig(
         interval_s=config.self_test_interval_s,
         hang_limit_s=config.hang_limit_s,
         memory_limit_bytes=config.memory_limit_mb * 2**20 or None,
-    )).start()
+    ), timeline=timeline).start()
     try:
         import uvicorn
 
-        app = build_app(config, service)
+        app = build_app(config, service, timeline)
         logger.info("serving on http://{}:{} (model dir {})", config.host, config.port, config.resolved_model_dir)
         uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5)
     finally:

@@ -24,6 +24,7 @@ from loguru import logger
 from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
 from engine.tasks import TaskRegistry
 from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
+from ops.history import EventLog
 
 __all__ = ["State", "SelfTestResult", "HealthSnapshot", "ModelService"]
 
@@ -150,6 +151,7 @@ class ModelService:
         self._last_success: float | None = None  # monotonic time of the last successful request
         self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0}, recoveries={})
         self._fingerprint: tuple | None = None  # the serving model's files when it was loaded
+        self.events = EventLog()  # self-tests, loads, reloads and recoveries, for the Status tab
 
     # ----- state ----------------------------------------------------------
 
@@ -204,6 +206,7 @@ class ModelService:
                 logger.opt(exception=exc).error("model load failed unexpectedly")
                 reason = f"loading failed: {exc}"
             attempts += 1
+            self.events.add("load-failed", False, reason)
             self._set(
                 state=State.FAILED if attempts >= failed_after else self._snapshot.state,
                 reason=reason,
@@ -229,6 +232,7 @@ class ModelService:
             target = self._load_until_ready if self._engine is None else self._reload_beside
             self._start_loader(target, "model-reloader")
         self.stats.reloads += 1
+        self.events.add("reload", True, reason)
         logger.info("model reload requested ({})", reason)
         return True
 
@@ -238,6 +242,7 @@ class ModelService:
         except Exception as exc:
             message = exc.user_message if isinstance(exc, AllInOneError) else str(exc)
             self._set(reason=f"reload failed, still serving the previous model: {message}")
+            self.events.add("load-failed", False, f"reload failed, still serving the previous model: {message}")
             logger.opt(exception=exc).error("model reload failed; still serving the previous model")
 
     def _load_once(self) -> None:
@@ -263,6 +268,8 @@ class ModelService:
                 self._snapshot, state=State.READY, model=label, reason=None,
                 last_self_test=result, consecutive_failures=0,
             )
+        self.events.add("self-test", True, detail)
+        self.events.add("loaded", True, f"{label} in {time.monotonic() - started:.1f} s")
         if old is not None:
             getattr(old, "close", lambda **_: None)(drain=True)
         logger.info("model {} ready in {:.1f} s ({})", label, time.monotonic() - started, detail)
@@ -296,6 +303,7 @@ class ModelService:
         result = SelfTestResult(passed, time.time(), round(duration_s, 3), detail)
         failures = 0 if passed else self._snapshot.consecutive_failures + 1
         self._set(last_self_test=result, consecutive_failures=failures)
+        self.events.add("self-test", passed, detail)
         with self._lock:
             self.stats.self_tests["passed" if passed else "failed"] += 1
 
@@ -315,6 +323,7 @@ class ModelService:
             cause = recovery_cause(reason)
             self.stats.recoveries[cause] = self.stats.recoveries.get(cause, 0) + 1
             self._start_loader(self._recover, "model-recovery", engine)
+        self.events.add("recovering", False, reason)
         logger.error("recovering: {}", reason)
         return True
 
@@ -329,6 +338,7 @@ class ModelService:
         self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED)
         if self._snapshot.ready:
             self.stats.last_recovery_s = time.monotonic() - started
+            self.events.add("recovered", True, f"in {self.stats.last_recovery_s:.1f} s")
             logger.info("recovered in {:.1f} s", self.stats.last_recovery_s)
 
     def inject_fault(self, kind: str) -> None:

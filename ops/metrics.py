@@ -29,6 +29,7 @@ from engine.errors import (
     ModelUnavailable,
 )
 from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
+from ops.history import Timeline
 from ops.logs import access_logger, perf_logger
 
 __all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of"]
@@ -75,7 +76,8 @@ class _ServiceCollector:
 
 class Metrics:
     def __init__(self, state: Callable[[], str], queue_depth: Callable[[], float],
-                 stats: Callable[[], object] = lambda: None) -> None:
+                 stats: Callable[[], object] = lambda: None, timeline: Timeline | None = None) -> None:
+        self.timeline = timeline  # the Status tab's latency plot, fed with the same observations
         self.registry = CollectorRegistry()
         r = self.registry
         ProcessCollector(registry=r)  # process_resident_memory_bytes, process_cpu_seconds_total, ...
@@ -115,7 +117,10 @@ class InstrumentedInference:
         self._log(task, started, outcome_of(exc), text, tokens)
         self._metrics.requests.labels(task, outcome_of(exc)).inc()
         if exc is None:
-            self._metrics.latency.labels(task).observe(time.perf_counter() - started)
+            latency = time.perf_counter() - started
+            self._metrics.latency.labels(task).observe(latency)
+            if self._metrics.timeline is not None:
+                self._metrics.timeline.observe_latency(task, latency)
 
     def _log(self, task: str, started: float, outcome: str, text: str, tokens: int | None) -> None:
         latency = time.perf_counter() - started

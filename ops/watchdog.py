@@ -6,7 +6,8 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
 - ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
   work: a worker step running past ``hang_limit_s`` (a hang), process memory
   above ``memory_limit_bytes``, the model's files changed on disk (size or
-  mtime, compared with what was loaded).
+  mtime, compared with what was loaded). It also samples memory into the
+  Status tab's ``Timeline``.
 - ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
   (``ops/probes.toml``) with a time limit, unless real traffic succeeded within
   the interval; successful user requests are evidence of health, so the probe
@@ -31,6 +32,7 @@ from loguru import logger
 
 from engine.errors import ConfigError, ModelUnavailable
 from engine.types import GenerateOptions, Inference
+from ops.history import Timeline
 
 __all__ = ["Probes", "load_probes", "WatchdogConfig", "Vitals", "decide", "Watchdog", "DEFAULT_PROBES_FILE"]
 
@@ -113,8 +115,9 @@ def _rss_bytes() -> int:
 
 class Watchdog:
     def __init__(self, service, probes: Probes, config: WatchdogConfig = WatchdogConfig(),
-                 rss: Callable[[], int] = _rss_bytes) -> None:
+                 rss: Callable[[], int] = _rss_bytes, timeline: Timeline | None = None) -> None:
         self.service = service
+        self.timeline = timeline  # the vitals job also samples memory for the Status tab's plot
         self.probes = probes
         self.config = config
         self._rss = rss
@@ -130,7 +133,10 @@ class Watchdog:
         )
 
     def check_vitals(self) -> str:
-        action, reason = decide(self.vitals(), self.config, probe_due=False)
+        vitals = self.vitals()
+        if self.timeline is not None:
+            self.timeline.observe_memory(vitals.rss_bytes)
+        action, reason = decide(vitals, self.config, probe_due=False)
         if action == "recover":
             self.service.recover(reason)
         return action

@@ -128,3 +128,13 @@ def live_app(tiny_app_args, tmp_path_factory):
     )
     yield app
     app.stop()
+
+
+@pytest.fixture()
+def drill_app(tiny_app_args, tmp_path):
+    """An app of its own (drills break it) with drills on, token ``drill``, and a fast watchdog."""
+    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--admin-token", "drill", "--fault-injection",
+                   "--self-test-interval-s", "1", "--hang-limit-s", "2", "--request-timeout-s", "5"],
+                  tmp_path / "console.log")
+    yield app
+    app.stop()

@@ -8,13 +8,16 @@ engine's fixed result shape (``ClassifyResult.to_api``).
 from __future__ import annotations
 
 import gradio as gr
+import pandas as pd
 
 from engine.errors import InvalidInput
 from engine.types import Inference, TaskInfo
 from ui.errors import friendly_errors
-from ui.i18n import t
+from ui.i18n import both, t
 
 __all__ = ["build_classify_tab"]
+
+TABLE_HEADERS = [both("col_text"), both("col_label"), both("col_confidence")]
 
 
 def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -> None:
@@ -31,7 +34,8 @@ def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: in
         if len(results) == 1:
             return gr.update(value=results[0].scores, visible=True), gr.update(value=None, visible=False)
         rows = [[line, r.label, round(r.confidence, 3)] for line, r in zip(lines, results)]
-        return gr.update(value=None, visible=False), gr.update(value=rows, visible=True)
+        return gr.update(value=None, visible=False), gr.update(value=pd.DataFrame(rows, columns=TABLE_HEADERS),
+                                                               visible=True)
 
     with gr.Row():
         with gr.Column(scale=3):
@@ -42,7 +46,7 @@ def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: in
         with gr.Column(scale=2):
             label = gr.Label(label=t("result"), num_top_classes=len(info.labels), elem_id=f"{info.name}-label")
             table = gr.Dataframe(
-                headers=[t("col_text"), t("col_label"), t("col_confidence")],
+                headers=TABLE_HEADERS,
                 label=t("table"),
                 visible=False,
                 interactive=False,

@@ -1,4 +1,4 @@
-"""The Gradio app: a tab per task over one shared service, and a status line."""
+"""The Gradio app: a tab per task over one shared service, a Status tab, and a status line."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import gradio as gr
 from engine.types import Inference
 from ui.chat_tab import build_chat_tab
 from ui.classify_tab import build_classify_tab
-from ui.i18n import tab_title
+from ui.i18n import t, tab_title
+from ui.status_tab import Drills, StatusSource, build_status_tab
 
 __all__ = ["build_demo"]
 
@@ -28,19 +29,31 @@ def status_text(snapshot_json: dict) -> str:
     return text
 
 
-def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_concurrency: int) -> gr.Blocks:
-    """``snapshot()`` returns the readiness JSON shown in the status line."""
+def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_concurrency: int,
+               status: StatusSource | None = None, drills: Drills | None = None) -> gr.Blocks:
+    """``snapshot()`` returns the readiness JSON shown in the status line; ``status`` adds the Status tab."""
     with gr.Blocks(title="Qwen All-in-One", fill_height=False) as demo:
         gr.Markdown("# Qwen All-in-One")
-        status = gr.Markdown(elem_id="model-status")
+        status_line = gr.Markdown(elem_id="model-status")
+        task_tabs = []
         for info in service.task_infos():
-            with gr.Tab(tab_title(info), id=info.name):
+            with gr.Tab(tab_title(info), id=info.name) as tab:
                 if info.kind == "classify":
                     build_classify_tab(service, info, classify_concurrency)
                 else:
                     build_chat_tab(service, info, chat_concurrency)
+            task_tabs.append(tab)
+        if status is not None:
+            with gr.Tab(t("task.status"), id="status") as status_tab:
+                timer, refresh_status, status_outputs = build_status_tab(status, drills)
+            # The Status tab's timer runs only while that tab is shown.
+            quiet = dict(queue=False, api_visibility="private", show_progress="hidden")
+            status_tab.select(lambda: gr.Timer(active=True), outputs=[timer], **quiet).then(
+                refresh_status, outputs=status_outputs, **quiet)
+            for tab in task_tabs:
+                tab.select(lambda: gr.Timer(active=False), outputs=[timer], **quiet)
         # Refreshed on page load and every 10 s, outside the queue: a tiny read of the snapshot.
-        refresh = dict(fn=lambda: status_text(snapshot()), outputs=[status], queue=False,
+        refresh = dict(fn=lambda: status_text(snapshot()), outputs=[status_line], queue=False,
                        api_visibility="private", show_progress="hidden")
         demo.load(**refresh)
         gr.Timer(10).tick(**refresh)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-__all__ = ["I18N", "t", "tab_title"]
+__all__ = ["I18N", "t", "both", "tab_title"]
 
 _EN = {
     "title": "Qwen All-in-One",
@@ -23,6 +23,18 @@ _EN = {
     "truncated": "Input was long and was truncated to fit.",
     "task.sentiment": "Sentiment",
     "task.chat": "Chat",
+    "task.status": "Status",
+    "latency_plot": "Latency (mean per 5 s)",
+    "memory_plot": "Process memory",
+    "col_time": "Time",
+    "col_event": "Event",
+    "col_detail": "Detail",
+    "recent_self_tests": "Recent self-tests",
+    "reload_history": "Loads, reloads and recoveries",
+    "drills": "Fault drills (admin)",
+    "drills_help": "Break the service on purpose and watch it heal. Needs the admin token the app was started with.",
+    "admin_token": "Admin token",
+    "reload_button": "Reload model",
 }
 
 _ZH = {
@@ -42,10 +54,28 @@ _ZH = {
     "truncated": "输入过长，已截断。",
     "task.sentiment": "情感分析",
     "task.chat": "对话",
+    "task.status": "状态",
+    "latency_plot": "延迟（每 5 秒平均）",
+    "memory_plot": "进程内存",
+    "col_time": "时间",
+    "col_event": "事件",
+    "col_detail": "详情",
+    "recent_self_tests": "最近自检",
+    "reload_history": "加载、重载与恢复记录",
+    "drills": "故障演练（管理员）",
+    "drills_help": "故意让服务出故障，观察它自动恢复。需要启动应用时设置的管理员令牌。",
+    "admin_token": "管理员令牌",
+    "reload_button": "重新加载模型",
 }
 
 I18N = gr.I18n(en=_EN, zh=_ZH, **{"zh-CN": _ZH, "zh-TW": _ZH})
 t = I18N
+
+
+def both(key: str) -> str:
+    """"English / 中文" as plain text, for strings Gradio does not translate: headers of a
+    table whose rows a handler returns (Gradio turns I18n keys there into raw markers)."""
+    return f"{_EN[key]} / {_ZH[key]}"
 
 
 def tab_title(info):

@@ -35,6 +35,8 @@ def test_sentiment_and_chat_in_a_real_browser(live_app):
             page.locator("#sentiment-input textarea").fill("great\nterrible\nok")
             page.locator("#sentiment-run").click()
             expect(page.locator("#sentiment-table")).to_contain_text("terrible")
+            expect(page.locator("#sentiment-table")).to_contain_text("Label / 标签")
+            expect(page.locator("#sentiment-table")).not_to_contain_text("__i18n__")
 
             page.get_by_role("tab", name="Chat").click()
             page.locator("#chat-input textarea").fill("Hello there")
@@ -60,5 +62,41 @@ def test_the_ui_speaks_chinese(live_app):
             expect(page.locator("#sentiment-run")).to_have_text("分析")
             expect(page.get_by_role("tab", name="对话")).to_be_visible()
             page.screenshot(path=str(ARTIFACTS / "browser-zh.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_the_status_tab_shows_a_drill_break_and_heal(drill_app):
+    """The classroom demonstration: wrong token refused, the `error` drill breaks the model,
+    the watchdog notices, and the history shows the recovery, all from the Status tab."""
+    from playwright.sync_api import expect, sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page(locale="en-US", viewport={"width": 1280, "height": 1200})
+            page.set_default_timeout(30_000)
+            page.goto(drill_app.url)
+            page.get_by_role("tab", name="Status").click()
+            expect(page.locator("#status-summary")).to_contain_text("ready")
+            expect(page.locator("#status-summary")).to_contain_text("tiny-qwen2@test")
+            expect(page.locator("#status-self-tests")).to_contain_text("✓ self-test")
+            expect(page.locator("#status-history")).to_contain_text("✓ loaded")
+
+            page.locator("#status-drills").click()
+            page.locator("#status-token input").fill("not the token")
+            page.locator("#status-drill-error").click()
+            expect(page.locator("#status-drill-outcome")).to_contain_text("valid admin token")
+
+            page.locator("#status-token input").fill("drill")
+            page.locator("#status-drill-error").click()
+            expect(page.locator("#status-drill-outcome")).to_contain_text("injected")
+            # The 1 s self-test finds the fault; the timer-refreshed tables show detect -> recover.
+            expect(page.locator("#status-history")).to_contain_text("✗ recovering")
+            expect(page.locator("#status-history")).to_contain_text("✓ recovered")
+            expect(page.locator("#status-self-tests")).to_contain_text("✗ self-test")
+            expect(page.locator("#status-summary")).to_contain_text("ready")
+            page.screenshot(path=str(ARTIFACTS / "browser-status.png"), full_page=True)
         finally:
             browser.close()

@@ -115,10 +115,10 @@ def test_loading_state_answers_503_at_once():
 
 
 def admin_client(service, token):
-    from ops.admin import add_admin_routes
+    from ops.admin import AdminActions, add_admin_routes
 
     app = FastAPI()
-    add_admin_routes(app, service, token)
+    add_admin_routes(app, AdminActions(service, token))
     return TestClient(app)
 
 

@@ -10,7 +10,6 @@ import pytest
 from gradio_client import Client
 
 from ops.watchdog import Vitals, Watchdog, WatchdogConfig, decide, load_probes
-from tests.conftest import LiveApp
 
 CONFIG = WatchdogConfig(interval_s=15, hang_limit_s=10, memory_limit_bytes=1000)
 
@@ -114,15 +113,6 @@ def test_vitals_catch_a_hang_without_running_the_model():
 
 
 # ----- drills on the tiny model, through the running app --------------------------------
-
-
-@pytest.fixture()
-def drill_app(tiny_app_args, tmp_path):
-    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--admin-token", "drill", "--fault-injection",
-                   "--self-test-interval-s", "1", "--hang-limit-s", "2", "--request-timeout-s", "5"],
-                  tmp_path / "console.log")
-    yield app
-    app.stop()
 
 
 def fault(app, kind, token="drill"):

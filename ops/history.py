@@ -1,0 +1,88 @@
+"""Recent history for the Status tab: lifecycle events, and latency and memory over time.
+
+``/metrics`` is for Prometheus, which keeps history; a classroom watching one
+laptop has no Prometheus, so the process keeps a short memory of its own:
+
+- ``EventLog``: the last self-tests, loads, reloads, recoveries and failures,
+  each with its reason (written by ``ModelService``).
+- ``Timeline``: request latency per task and process memory, aggregated into
+  fixed time buckets (a few hundred numbers however busy the class is; written
+  by the metrics wrapper and the watchdog's vitals job).
+
+Both are bounded and thread-safe, and readers get plain rows (copies), so the
+UI never holds a lock while it renders.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass
+
+__all__ = ["Event", "EventLog", "Timeline"]
+
+
+@dataclass(frozen=True)
+class Event:
+    at: float  # unix time
+    kind: str  # self-test, loaded, load-failed, reload, recovering, recovered
+    ok: bool
+    detail: str
+
+
+class EventLog:
+    def __init__(self, keep: int = 200, clock=time.time) -> None:
+        self._events: deque[Event] = deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def add(self, kind: str, ok: bool, detail: str) -> None:
+        with self._lock:
+            self._events.append(Event(self._clock(), kind, ok, detail))
+
+    def recent(self, limit: int = 20, kinds: tuple[str, ...] | None = None) -> list[dict]:
+        """Newest first."""
+        with self._lock:
+            events = list(self._events)
+        chosen = [e for e in reversed(events) if kinds is None or e.kind in kinds]
+        return [asdict(e) for e in chosen[:limit]]
+
+
+class Timeline:
+    """Latency (mean and max per task) and memory (max) per ``bucket_s`` seconds."""
+
+    def __init__(self, bucket_s: float = 5.0, keep_buckets: int = 360, clock=time.time) -> None:
+        self.bucket_s = bucket_s
+        self._buckets: deque[tuple[float, dict]] = deque(maxlen=keep_buckets)
+        self._lock = threading.Lock()
+        self._clock = clock
+
+    def _bucket(self) -> dict:
+        start = self._clock() // self.bucket_s * self.bucket_s
+        if not self._buckets or self._buckets[-1][0] != start:
+            self._buckets.append((start, {"latency": {}, "rss_bytes": None}))
+        return self._buckets[-1][1]
+
+    def observe_latency(self, task: str, seconds: float) -> None:
+        with self._lock:
+            count, total, peak = self._bucket()["latency"].get(task, (0, 0.0, 0.0))
+            self._bucket()["latency"][task] = (count + 1, total + seconds, max(peak, seconds))
+
+    def observe_memory(self, rss_bytes: int) -> None:
+        with self._lock:
+            bucket = self._bucket()
+            bucket["rss_bytes"] = max(bucket["rss_bytes"] or 0, rss_bytes)
+
+    def latency_rows(self) -> list[dict]:
+        """``{time, task, mean_s, max_s, requests}`` per bucket and task, oldest first."""
+        with self._lock:
+            buckets = [(start, dict(b["latency"])) for start, b in self._buckets]
+        return [{"time": start, "task": task, "mean_s": total / count, "max_s": peak, "requests": count}
+                for start, latency in buckets for task, (count, total, peak) in sorted(latency.items())]
+
+    def memory_rows(self) -> list[dict]:
+        """``{time, rss_mib}`` per bucket that has a sample, oldest first."""
+        with self._lock:
+            samples = [(start, b["rss_bytes"]) for start, b in self._buckets]
+        return [{"time": start, "rss_mib": rss / 2**20} for start, rss in samples if rss is not None]

@@ -1,0 +1,149 @@
+"""The Status tab's data: event history, the latency/memory timeline, operator actions, and rendering."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.errors import ModelNotFound
+from engine.tasks import load_tasks
+from ops.admin import AdminActions, AdminDenied
+from ops.history import EventLog, Timeline
+from ops.lifecycle import ModelService
+from tests.fast.test_lifecycle import FakeEngine, wait_for
+from ui.status_tab import EVENT_HEADERS, LIFECYCLE, SELF_TEST, event_frame, memory_frame, summary_markdown
+
+
+class Clock:
+    def __init__(self, now=1000.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_event_log_is_bounded_newest_first_and_filters_by_kind():
+    clock = Clock()
+    log = EventLog(keep=3, clock=clock)
+    for i in range(5):
+        clock.now += 1
+        log.add("self-test" if i % 2 else "reload", True, f"e{i}")
+    recent = log.recent()
+    assert [e["detail"] for e in recent] == ["e4", "e3", "e2"]
+    assert [e["detail"] for e in log.recent(kinds=("self-test",))] == ["e3"]
+    assert log.recent(limit=1)[0]["at"] == 1005.0
+
+
+def test_timeline_aggregates_latency_and_memory_per_bucket():
+    clock = Clock(100.0)
+    timeline = Timeline(bucket_s=5, keep_buckets=2, clock=clock)
+    timeline.observe_latency("sentiment", 1.0)
+    timeline.observe_latency("sentiment", 3.0)
+    timeline.observe_latency("chat", 2.0)
+    timeline.observe_memory(10 * 2**20)
+    timeline.observe_memory(30 * 2**20)
+    clock.now = 106.0
+    timeline.observe_memory(20 * 2**20)
+    rows = timeline.latency_rows()
+    assert rows == [
+        {"time": 100.0, "task": "chat", "mean_s": 2.0, "max_s": 2.0, "requests": 1},
+        {"time": 100.0, "task": "sentiment", "mean_s": 2.0, "max_s": 3.0, "requests": 2},
+    ]
+    assert timeline.memory_rows() == [{"time": 100.0, "rss_mib": 30.0}, {"time": 105.0, "rss_mib": 20.0}]
+    clock.now = 111.0
+    timeline.observe_memory(1)
+    assert [r["time"] for r in timeline.memory_rows()] == [105.0, 110.0]  # bounded: the oldest bucket went
+
+
+def test_the_service_records_loads_reloads_and_failed_reloads():
+    calls = []
+
+    def load():
+        calls.append(1)
+        if len(calls) == 3:
+            raise ModelNotFound("No model at /gone")
+        return FakeEngine()
+
+    service = ModelService(load_tasks(), load).start()
+    try:
+        assert service.wait_ready(5)
+        assert service.reload("operator request")
+        assert wait_for(lambda: len(service.events.recent(kinds=("loaded",))) == 2)
+        assert service.reload("operator request")
+        assert wait_for(lambda: service.events.recent(kinds=("load-failed",)))
+        kinds = [e["kind"] for e in reversed(service.events.recent(kinds=LIFECYCLE))]
+        assert kinds == ["loaded", "reload", "loaded", "reload", "load-failed"]
+        assert "/gone" in service.events.recent(kinds=("load-failed",))[0]["detail"]
+        assert len(service.events.recent(kinds=SELF_TEST)) == 2  # each successful load's self-test
+    finally:
+        service.close()
+
+
+def test_the_service_records_a_recovery_with_its_reason():
+    service = ModelService(load_tasks(), FakeEngine).start()
+    try:
+        assert service.wait_ready(5)
+        service.record_self_test(False, 0.1, "self-test failed: wrong answer")
+        assert service.recover("self-test failed: wrong answer")
+        assert wait_for(lambda: service.events.recent(kinds=("recovered",)))
+        recovering = service.events.recent(kinds=("recovering",))[0]
+        assert recovering["ok"] is False and "wrong answer" in recovering["detail"]
+        assert service.events.recent(kinds=SELF_TEST)[-1]["ok"] is True  # the startup self-test
+        assert any(not e["ok"] for e in service.events.recent(kinds=SELF_TEST))
+    finally:
+        service.close()
+
+
+class Recorder:
+    def __init__(self):
+        self.faults, self.reloads = [], []
+
+    def inject_fault(self, kind):
+        self.faults.append(kind)
+
+    def reload(self, reason):
+        self.reloads.append(reason)
+        return True
+
+    def snapshot(self):
+        from ops.lifecycle import HealthSnapshot, State
+
+        return HealthSnapshot(State.READY, "fake@1", None, None, 0, 0.0)
+
+
+@pytest.mark.parametrize("token, fault_injection, kind, status", [
+    (None, True, "error", 403),  # no admin token configured: off
+    ("s3cret", True, "error", 401),  # wrong token given (see below)
+    ("s3cret", False, "error", 403),  # drills not enabled
+    ("s3cret", True, "format-disk", 404),
+])
+def test_admin_actions_refuse_with_the_reason(token, fault_injection, kind, status):
+    service = Recorder()
+    actions = AdminActions(service, token, fault_injection)
+    given = "wrong" if status == 401 else token
+    with pytest.raises(AdminDenied) as denied:
+        actions.fault(kind, given)
+    assert denied.value.status == status and denied.value.message
+    assert service.faults == []
+
+
+def test_admin_actions_run_drills_and_reloads_with_the_right_token():
+    service = Recorder()
+    actions = AdminActions(service, "s3cret", fault_injection=True)
+    assert actions.fault("nan-weights", "s3cret") == {"injected": "nan-weights"}
+    assert actions.reload("s3cret")["reloading"] is True
+    assert service.faults == ["nan-weights"] and service.reloads == ["operator request"]
+    assert AdminActions(service, "s3cret").fault_kinds == ()  # no buttons without --fault-injection
+    with pytest.raises(AdminDenied):
+        actions.reload("")
+
+
+def test_status_rendering():
+    snapshot = {"state": "failed", "model": None, "reason": "No model at /x", "consecutive_failures": 3,
+                "uptime_s": 12.0, "last_self_test": {"passed": False, "at": 0.0, "duration_s": 0.5,
+                                                      "detail": "wrong answer"}}
+    text = summary_markdown(snapshot)
+    assert "failed" in text and "No model at /x" in text and "FAILED" in text and "wrong answer" in text
+    frame = event_frame([{"at": 0.0, "kind": "recovering", "ok": False, "detail": "hung"}])
+    assert list(frame.columns) == EVENT_HEADERS and "__i18n__" not in "".join(EVENT_HEADERS)
+    assert frame.iloc[0, 1] == "✗ recovering" and frame.iloc[0, 2] == "hung"
+    assert memory_frame([]).empty

@@ -1,0 +1,146 @@
+"""Builder for the Status tab: what the service is doing, and buttons to break it on purpose.
+
+Shows the lifecycle state and model version, the recent self-tests, the
+history of loads, reloads and recoveries with their reasons, and latency and
+memory over time. With an admin token configured it also shows a drill panel
+(the token is asked for in the page and checked on the server by the same
+``AdminActions`` as the ``/admin`` routes), so a class can watch the service
+break and heal. It reads plain dicts through the callables it is given and
+never imports torch.
+
+The tab refreshes on a timer that runs only while the tab is open: twenty
+students on the Chat tab cost the server nothing here. Its events run
+outside the queue, so the page keeps updating while the queue is full.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import gradio as gr
+import pandas as pd
+
+from ui.i18n import both, t
+
+__all__ = ["StatusSource", "Drills", "build_status_tab", "REFRESH_S"]
+
+REFRESH_S = 3.0
+SELF_TEST = ("self-test",)
+LIFECYCLE = ("loaded", "load-failed", "reload", "recovering", "recovered", "rollback")
+
+
+@dataclass(frozen=True)
+class StatusSource:
+    snapshot: Callable[[], dict]  # the /ready JSON
+    events: Callable[[int, tuple[str, ...]], list[dict]]  # newest first: {at, kind, ok, detail}
+    latency_rows: Callable[[], list[dict]]  # {time, task, mean_s, max_s, requests}
+    memory_rows: Callable[[], list[dict]]  # {time, rss_mib}
+
+
+class Drills(Protocol):
+    """What the drill panel calls (``ops.admin.AdminActions``); errors carry a ``message``."""
+
+    enabled: bool
+    fault_kinds: tuple[str, ...]
+
+    def reload(self, token: str | None) -> dict: ...
+
+    def fault(self, kind: str, token: str | None) -> dict: ...
+
+
+EVENT_HEADERS = [both("col_time"), both("col_event"), both("col_detail")]
+
+
+def _clock(unix: float) -> str:
+    return dt.datetime.fromtimestamp(unix).strftime("%H:%M:%S")
+
+
+def summary_markdown(snapshot: dict) -> str:
+    """The snapshot as Markdown. Built at run time, so bilingual in place (i18n keys are for components)."""
+    lines = [f"### {snapshot['state']}",
+             f"- **Model / 模型**: `{snapshot.get('model') or '—'}`"]
+    if snapshot.get("reason"):
+        lines.append(f"- **Reason / 原因**: {snapshot['reason']}")
+    test = snapshot.get("last_self_test")
+    if test:
+        verdict = "✓" if test["passed"] else "✗ FAILED"
+        lines.append(f"- **Last self-test / 最近自检**: {verdict} {_clock(test['at'])} "
+                     f"({test['duration_s']:.2f} s) {test['detail']}")
+    lines.append(f"- **Consecutive failures / 连续失败**: {snapshot.get('consecutive_failures', 0)}")
+    lines.append(f"- **Uptime / 运行时间**: {snapshot.get('uptime_s', 0):.0f} s")
+    return "\n".join(lines)
+
+
+def event_frame(events: list[dict]) -> pd.DataFrame:
+    rows = [[_clock(e["at"]), ("✓ " if e["ok"] else "✗ ") + e["kind"], e["detail"]] for e in events]
+    return pd.DataFrame(rows, columns=EVENT_HEADERS)
+
+
+def latency_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["time", "task", "mean_s", "max_s", "requests"])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    return frame
+
+
+def memory_frame(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["time", "rss_mib"])
+    frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    return frame
+
+
+def build_status_tab(source: StatusSource, drills: Drills | None) -> tuple[gr.Timer, Callable, list]:
+    """Render the tab into the current Blocks context.
+
+    Returns the (inactive) refresh timer and the refresh function with its
+    outputs, so the caller can run the timer only while this tab is shown.
+    """
+    summary = gr.Markdown(elem_id="status-summary")
+    with gr.Row():
+        latency_plot = gr.LinePlot(x="time", y="mean_s", color="task", label=t("latency_plot"),
+                                   y_title="s", x_title="", height=240, elem_id="status-latency")
+        memory_plot = gr.LinePlot(x="time", y="rss_mib", label=t("memory_plot"), y_title="MiB", x_title="",
+                                  height=240, elem_id="status-memory")
+    with gr.Row():
+        self_tests = gr.Dataframe(headers=EVENT_HEADERS, label=t("recent_self_tests"), interactive=False, wrap=True,
+                                  max_height=320, elem_id="status-self-tests")
+        history = gr.Dataframe(headers=EVENT_HEADERS, label=t("reload_history"), interactive=False, wrap=True,
+                               max_height=320, elem_id="status-history")
+
+    def refresh():
+        return (summary_markdown(source.snapshot()),
+                latency_frame(source.latency_rows()),
+                memory_frame(source.memory_rows()),
+                event_frame(source.events(10, SELF_TEST)),
+                event_frame(source.events(20, LIFECYCLE)))
+
+    outputs = [summary, latency_plot, memory_plot, self_tests, history]
+    if drills is not None and drills.enabled:
+        _build_drill_panel(drills, refresh, outputs)
+    timer = gr.Timer(REFRESH_S, active=False)
+    timer.tick(refresh, outputs=outputs, queue=False, api_visibility="private", show_progress="hidden")
+    return timer, refresh, outputs
+
+
+def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list) -> None:
+    with gr.Accordion(t("drills"), open=False, elem_id="status-drills"):
+        gr.Markdown(t("drills_help"))
+        token = gr.Textbox(label=t("admin_token"), type="password", elem_id="status-token")
+        with gr.Row():
+            actions = [("reload", t("reload_button"))] + [(kind, kind) for kind in drills.fault_kinds]
+            buttons = [(name, gr.Button(label, variant="primary" if name == "reload" else "stop",
+                                        size="sm", elem_id=f"status-drill-{name}")) for name, label in actions]
+        outcome = gr.Markdown(elem_id="status-drill-outcome")
+
+    def run(name: str, given: str):
+        try:
+            result = drills.reload(given) if name == "reload" else drills.fault(name, given)
+        except Exception as exc:  # AdminDenied: show why, never a traceback
+            return f"✗ {getattr(exc, 'message', None) or exc}"
+        return f"✓ `{name}`: {result}"
+
+    for name, button in buttons:
+        button.click(lambda given, name=name: run(name, given), inputs=[token], outputs=[outcome],
+                     queue=False, api_visibility="private").then(
+            refresh, outputs=refresh_outputs, queue=False, api_visibility="private", show_progress="hidden")
