@@ -22,6 +22,9 @@ from ops.lifecycle import ModelService
 from ops.watchdog import DEFAULT_PROBES_FILE, Watchdog, WatchdogConfig, load_probes
 
 
+STATE_SESSIONS = 500
+
+
 def make_engine_loader(config: AppConfig, tasks: TaskRegistry):
     """The function the lifecycle calls to get a warmed-up engine (imports torch lazily)."""
 
@@ -76,6 +79,9 @@ def build_app(config: AppConfig, service: ModelService, timeline: Timeline | Non
         drills=admin,
     )
     demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.max_batch)
+    # Gradio keeps per-session state in memory; a class opens a few hundred sessions a day, so
+    # cap it well below the default 10000 to keep memory flat over a long-running service.
+    demo.state_session_capacity = STATE_SESSIONS
     return gr.mount_gradio_app(
         app, demo, path="", auth=config.auth_pair, i18n=I18N, server_name=config.host, server_port=config.port,
         footer_links=["api", "settings"],

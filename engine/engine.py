@@ -9,17 +9,26 @@ The concurrency rule, in one place:
       1. take new jobs from the inbox;
       2. run one batch of pending classifications (up to ``max_batch`` texts,
          one forward pass over their suffixes);
-      3. admit waiting chats while fewer than ``max_active_chats`` run
-         (build the prompt, prefill);
-      4. advance every active chat by one token.
+      3. admit waiting chats while fewer than ``max_active_chats`` run, at
+         most ``ADMIT_PER_ROUND`` per round (build the prompt, prefill it alone);
+      4. advance every active chat by one token in ONE forward pass
+         (``DecodeBatch``: the chats' KV caches as one padded batch).
 
-    So a classification waits at most one round of decode steps, however
-    long the chats are, and chats take turns token by token. A model is
+    So a classification waits at most one decode step plus two prefills,
+    however many chats run; decode steps are bound by reading the weights,
+    so eight chats cost little more per step than one, and each still streams
+    its own tokens with the same greedy answer it would get alone. A model is
     never swapped under a running stream: a new model gets a new Engine, and
     the old one finishes its work and closes (see ``ops.lifecycle``).
 
 Admission: at most ``max_pending_classify`` texts and ``max_waiting_chats``
 chats may wait; past that, callers get ``Busy`` at once instead of a hang.
+``priority`` chats (the watchdog's probes) go first and may take one slot past
+the cap, so health checks stay fast in a full classroom. A
+chat that names a ``session`` replaces that session's unfinished chat (one
+browser session never holds two slots). Memory is bounded: the KV caches hold
+at most ``max_active_chats`` x (``context_tokens`` + ``max_new_tokens``)
+positions, and a finished chat's cache is freed at once.
 """
 
 from __future__ import annotations
@@ -35,8 +44,16 @@ from typing import Iterator, Sequence
 from loguru import logger
 
 from engine.classify import LabelScorer
-from engine.errors import AllInOneError, Busy, InferenceFailed, InferenceTimeout, InvalidInput, ModelUnavailable
-from engine.generate import ChatStream, stop_token_ids
+from engine.errors import (
+    AllInOneError,
+    Busy,
+    InferenceFailed,
+    InferenceTimeout,
+    InvalidInput,
+    ModelUnavailable,
+    Superseded,
+)
+from engine.generate import ChatStream, DecodeBatch, stop_token_ids
 from engine.loader import ModelHandle
 from engine.prompts import Message, fit_conversation, validate_history
 from engine.tasks import ClassifyTask, GenerateTask, TaskRegistry
@@ -53,6 +70,7 @@ __all__ = ["Engine", "EngineConfig"]
 
 MAX_TEXTS_PER_REQUEST = 64
 MAX_CHARS = 20_000  # before tokenization; the token caps below do the real fitting
+ADMIT_PER_ROUND = 2  # prefills per round: bounds how long one round delays everyone else
 
 
 @dataclass(frozen=True)
@@ -62,7 +80,7 @@ class EngineConfig:
     max_input_tokens: int = 256  # classification input cap (longer input is truncated, with a notice)
     request_timeout_s: float = 60.0  # wall-clock limit per request
     max_batch: int = 16
-    max_active_chats: int = 4
+    max_active_chats: int = 8  # chats decoded together in one batch
     max_waiting_chats: int = 16
     max_pending_classify: int = 256
 
@@ -83,6 +101,8 @@ class _ChatJob:
     temperature: float
     seed: int
     deadline: float
+    session: str | None = None
+    priority: bool = False
     stream: ChatStream | None = None
     updates: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -177,6 +197,8 @@ class Engine:
         self._waiting: list[_ChatJob] = []
         self._active: list[_ChatJob] = []
         self._scorers: dict[str, LabelScorer] = {}
+        self._batch: DecodeBatch | None = None  # built by the worker at warm-up
+        self._sessions: dict[str, _ChatJob] = {}  # session -> its unfinished chat (under _counts_lock)
         self._stop_ids: frozenset[int] = frozenset()
         self._closing = threading.Event()
         self._ready = threading.Event()
@@ -294,11 +316,19 @@ class Engine:
             temperature=min(max(float(temperature), 0.0), 2.0),
             seed=options.seed,
             deadline=time.monotonic() + self.config.request_timeout_s,
+            session=options.session,
+            priority=options.priority,
         )
         with self._counts_lock:
-            if self._queued_chats >= self.config.max_waiting_chats + self.config.max_active_chats:
+            previous = self._sessions.pop(job.session, None) if job.session is not None else None
+            if previous is not None:  # the same browser session sent a new message: it replaces the old one
+                previous.cancelled.set()
+                previous.updates.put(Superseded())
+            if self._queued_chats >= self.config.max_waiting_chats + self.config.max_active_chats and not job.priority:
                 raise Busy()
             self._queued_chats += 1
+            if job.session is not None:
+                self._sessions[job.session] = job
         try:
             self._submit(job)
         except BaseException:
@@ -371,6 +401,7 @@ class Engine:
     def _warm_up(self) -> None:
         handle = self.handle
         self._stop_ids = stop_token_ids(handle.model, handle.tokenizer)
+        self._batch = DecodeBatch(handle.model)
         for task in self.tasks.of_kind("classify"):
             self._scorers[task.name] = LabelScorer(
                 handle.model, handle.tokenizer, task, self._render, self.config.max_input_tokens
@@ -392,6 +423,8 @@ class Engine:
         while job is not None:
             if isinstance(job, _ClassifyJob):
                 self._pending.append(job)
+            elif job.priority:
+                self._waiting.insert(0, job)
             else:
                 self._waiting.append(job)
             try:
@@ -438,7 +471,10 @@ class Engine:
             )
 
     def _admit_chats(self) -> None:
-        while self._waiting and len(self._active) < self.config.max_active_chats:
+        admitted = 0
+        while self._waiting and admitted < ADMIT_PER_ROUND:
+            if len(self._active) >= self.config.max_active_chats + (1 if self._waiting[0].priority else 0):
+                break
             job = self._waiting.pop(0)
             if job.cancelled.is_set():
                 self._chat_finished(job)
@@ -448,7 +484,9 @@ class Engine:
             except Exception as exc:
                 self._chat_failed(job, exc)
                 continue
+            self._batch.add(job.stream)
             self._active.append(job)
+            admitted += 1
 
     def _start_stream(self, job: _ChatJob) -> ChatStream:
         fitted = fit_conversation(
@@ -478,35 +516,50 @@ class Engine:
         return stream
 
     def _decode_round(self) -> None:
+        """Each active chat picks its next token; then one forward pass feeds them all."""
+        tokens: dict[ChatStream, int] = {}
         for job in list(self._active):
-            stream = job.stream
             try:
-                finished = job.cancelled.is_set() or stream.step(
-                    self.handle.model, self.handle.tokenizer, self._stop_ids
-                )
+                token = None if job.cancelled.is_set() else job.stream.choose(self.handle.tokenizer, self._stop_ids)
             except Exception as exc:
-                finished = True
-                self._chat_failed(job, exc, active=True)
+                self._chat_failed(job, exc)
                 continue
-            if finished:
-                stream.release()
-                self._active.remove(job)
-                self._chat_finished(job)
+            if token is None:
+                self._end_chat(job)
+            else:
+                tokens[job.stream] = token
+        if not tokens:
+            return
+        try:
+            logits = self._batch.feed([tokens[stream] for stream in self._batch.streams])
+        except Exception as exc:  # NaN/inf or a broken model: every chat in the step fails, none gets garbage
+            for job in list(self._active):
+                self._chat_failed(job, exc)
+            return
+        for stream, row in zip(self._batch.streams, logits):
+            stream.next_logits = row
 
-    def _chat_failed(self, job: _ChatJob, exc: Exception, active: bool = False) -> None:
+    def _end_chat(self, job: _ChatJob) -> None:
+        """Take a chat out of the batch and free its cache and slot."""
+        if job in self._active:
+            self._active.remove(job)
+            self._batch.remove(job.stream)
+        if job.stream is not None:
+            job.stream.release()
+        self._chat_finished(job)
+
+    def _chat_failed(self, job: _ChatJob, exc: Exception) -> None:
         if not isinstance(exc, AllInOneError):
             logger.opt(exception=exc).error("chat generation failed")
             exc = InferenceFailed()
         job.updates.put(exc)
-        if job.stream is not None:
-            job.stream.release()
-        if active and job in self._active:
-            self._active.remove(job)
-        self._chat_finished(job)
+        self._end_chat(job)
 
     def _chat_finished(self, job: _ChatJob) -> None:
         with self._counts_lock:
             self._queued_chats -= 1
+            if job.session is not None and self._sessions.get(job.session) is job:
+                del self._sessions[job.session]
 
     def _fail_all(self, error: AllInOneError) -> None:
         """Fail every queued and running request with ``error`` (on close, or an injected fault)."""
@@ -519,3 +572,5 @@ class Engine:
         for job in self._waiting + self._active:
             self._chat_failed(job, error)
         self._pending, self._waiting, self._active = [], [], []
+        if self._batch is not None:
+            self._batch = DecodeBatch(self.handle.model)

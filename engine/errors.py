@@ -11,6 +11,7 @@ stays in the logs.
     ├── ModelUnavailable    no usable model: missing/broken directory, loading, recovering
     │   └── ModelNotFound   the model directory is missing or not a model
     ├── Busy                admission control: too much work queued, retry shortly
+    ├── Superseded          a newer chat message from the same session replaced this one
     ├── InferenceTimeout    a request ran past its wall-clock limit
     ├── InferenceFailed     the model raised or produced garbage (NaN/inf)
     ├── ModelInstallError   assembling, converting or installing a model failed
@@ -25,6 +26,7 @@ __all__ = [
     "ModelUnavailable",
     "ModelNotFound",
     "Busy",
+    "Superseded",
     "InferenceTimeout",
     "InferenceFailed",
     "ModelInstallError",
@@ -59,6 +61,10 @@ class ModelNotFound(ModelUnavailable):
 
 class Busy(AllInOneError):
     default_message = "The service is busy. Please try again shortly."
+
+
+class Superseded(AllInOneError):
+    default_message = "This answer was stopped because a newer message from the same session replaced it."
 
 
 class InferenceTimeout(AllInOneError):

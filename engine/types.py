@@ -67,6 +67,12 @@ class GenerateOptions:
     max_new_tokens: int | None = None
     temperature: float | None = None
     seed: int = 0
+    # Who is asking (a browser session): a session's new chat replaces its unfinished one,
+    # so one student never holds two of the engine's chat slots.
+    session: str | None = None
+    # The watchdog's probes: they go to the front of the line and may use one slot past the
+    # cap, so a busy classroom never makes a health check time out (and trigger a reload).
+    priority: bool = False
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ class AppConfig:
     max_input_tokens: int = 256
     request_timeout_s: float = 60.0
     max_batch: int = 16
-    max_active_chats: int = 4
+    max_active_chats: int = 8
     max_waiting_chats: int = 16
     queue_max_size: int = 64
     probes_file: Path | None = None  # default: ops/probes.toml
@@ -81,7 +81,7 @@ _HELP = {
     "max_input_tokens": "cap on a classification input in tokens; longer input is truncated",
     "request_timeout_s": "wall-clock limit of one request, seconds",
     "max_batch": "classification batch size",
-    "max_active_chats": "chats decoded at the same time",
+    "max_active_chats": "chats decoded together, one batch per token (more wait in line)",
     "max_waiting_chats": "chats that may wait for a slot before new ones get 'busy'",
     "queue_max_size": "Gradio queue size; past it users get 'busy, try again shortly'",
     "probes_file": "known-answer self-test probes (TOML); default ops/probes.toml",

@@ -86,7 +86,7 @@ def basic_self_test(engine: Inference) -> str:
             parts.append(f"{info.name}={result.label}")
         else:
             update = None
-            for update in engine.generate(info.name, "Say OK.", options=GenerateOptions(max_new_tokens=2)):
+            for update in engine.generate(info.name, "Say OK.", options=GenerateOptions(max_new_tokens=2, priority=True)):
                 pass
             if update is None or not update.done:
                 raise ModelUnavailable(f"self-test: {info.name} did not finish")

@@ -27,6 +27,7 @@ from engine.errors import (
     InferenceTimeout,
     InvalidInput,
     ModelUnavailable,
+    Superseded,
 )
 from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
 from ops.history import Timeline
@@ -35,7 +36,8 @@ from ops.logs import access_logger, perf_logger
 __all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
-_OUTCOMES = [(InvalidInput, "invalid_input"), (Busy, "busy"), (ModelUnavailable, "unavailable"),
+_OUTCOMES = [(InvalidInput, "invalid_input"), (Busy, "busy"), (Superseded, "superseded"),
+             (ModelUnavailable, "unavailable"),
              (InferenceTimeout, "timeout"), (InferenceFailed, "failed")]
 STATES = ("loading", "ready", "recovering", "failed")
 

@@ -52,7 +52,9 @@ class Probes:
                 raise ModelUnavailable(f"self-test failed: {task}({text[:30]!r}) gave {got}, expected {expected}")
         for task, message, max_new_tokens in self.generate:
             last = None
-            for last in engine.generate(task, message, options=GenerateOptions(max_new_tokens=max_new_tokens)):
+            # priority: a probe never waits behind a full classroom's chats (see engine.engine)
+            options = GenerateOptions(max_new_tokens=max_new_tokens, priority=True)
+            for last in engine.generate(task, message, options=options):
                 pass
             if last is None or not last.done:
                 raise ModelUnavailable(f"self-test failed: {task} did not finish")

@@ -17,6 +17,7 @@ from engine.types import (
     FINISH_TIME_LIMIT,
     NOTICE_HISTORY_TRIMMED,
     NOTICE_INPUT_TRUNCATED,
+    GenerateOptions,
     Inference,
     TaskInfo,
 )
@@ -34,15 +35,24 @@ _NOTICES = {
 
 
 def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -> None:
-    def stream_reply(message: str, history: list | None) -> Iterator[str]:
+    """Render the tab. The browser chat and the API share one pool of ``concurrency_limit``
+    slots (the engine's active chats); past it, requests wait in Gradio's queue, which shows
+    each browser its place in line, and a full queue answers "busy"."""
+
+    def stream_reply(message: str, history: list | None, request: gr.Request) -> Iterator[str]:
         update = None
-        for update in service.generate(info.name, message, history):
+        # One slot per browser session: a new message replaces the session's unfinished answer.
+        options = GenerateOptions(session=getattr(request, "session_hash", None))
+        for update in service.generate(info.name, message, history, options):
             yield update.text
         if update is not None:
             for code in (*update.notices, update.finish_reason):
                 if code in _NOTICES:
                     gr.Info(_NOTICES[code])
 
+    pool = f"chat-slots:{info.name}"
+    blocks = gr.context.get_blocks_context()
+    before = set(blocks.fns)
     gr.ChatInterface(
         fn=friendly_errors(stream_reply),
         chatbot=gr.Chatbot(height=420, elem_id=f"{info.name}-chatbot"),
@@ -53,6 +63,11 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -
         concurrency_limit=concurrency_limit,
         fill_height=False,
     )
+    # ChatInterface makes its own events (submit, retry, examples...); the ones that run the
+    # model get a concurrency limit: put them in the API's pool (see the docstring).
+    for key in set(blocks.fns) - before:
+        if blocks.fns[key].concurrency_limit == concurrency_limit:
+            blocks.fns[key].concurrency_id = pool
 
     def api(message: str, history: list[dict] | None = None) -> str:
         """Reply to ``message`` given ``history``; streams the text so far when submitted as a job."""
@@ -60,4 +75,4 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -
             yield update.text
 
     api.__name__ = info.name
-    gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit)
+    gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit, concurrency_id=pool)

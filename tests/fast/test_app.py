@@ -113,6 +113,30 @@ def test_a_full_queue_answers_busy_instead_of_hanging(tiny_app_args, tmp_path):
         app.stop()
 
 
+def test_chats_past_the_slots_wait_in_line_and_see_their_place(tiny_app_args, tmp_path):
+    """Browser and API chats share the engine's slots; the rest wait in Gradio's queue, which
+    tells each waiting client its place in line (the browser shows it on the chat)."""
+    from gradio_client.utils import Status
+
+    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--max-new-tokens", "60",
+                   "--max-active-chats", "1"], tmp_path / "console.log")
+    try:
+        client = Client(app.url, verbose=False)
+        client.predict("warm up", api_name="/chat")  # the first call pays one-off costs
+        jobs = [client.submit(f"Hello {i}", api_name="/chat") for i in range(4)]
+        ranks = set()
+        while not jobs[-1].done():
+            for job in jobs:
+                status = job.status()
+                if status.code == Status.IN_QUEUE and status.rank is not None:
+                    ranks.add(status.rank)
+            time.sleep(0.05)
+        assert ranks and max(ranks) >= 1  # it was told it had others ahead of it
+        assert all(isinstance(job.result(timeout=120), str) for job in jobs)  # and every chat was answered
+    finally:
+        app.stop()
+
+
 def test_metrics_count_real_requests(live_app, client):
     client.predict("counted", api_name="/sentiment")
     text = httpx.get(live_app.url + "/metrics").text
