@@ -44,6 +44,7 @@ bench: model
 	$(BIN)/python bench/dtype_speed.py
 	$(BIN)/python bench/chat_perf.py
 	$(BIN)/python bench/drill.py
+	$(BIN)/python bench/class_load.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
