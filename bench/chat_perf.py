@@ -10,12 +10,9 @@ tokens/s (tokens counted with the model's tokenizer) and the server's peak RSS.
 
 from __future__ import annotations
 
-import threading
 import time
 
-import psutil
-
-from common import REPO, header, median, start_app
+from common import REPO, PeakRss, header, median, start_app
 
 PROMPTS = [
     "Explain in three sentences why the sky is blue.",
@@ -29,23 +26,9 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     header("chat performance and cold start")
-    peak = [0]
-    stop = threading.Event()
-
-    def watch_rss(proc) -> None:
-        def loop() -> None:
-            p = psutil.Process(proc.pid)
-            while not stop.is_set():
-                try:
-                    peak[0] = max(peak[0], p.memory_info().rss)
-                except psutil.Error:
-                    return
-                time.sleep(0.1)
-
-        threading.Thread(target=loop, daemon=True).start()
-
+    rss = PeakRss()
     proc, url, cold = start_app(["--max-new-tokens", "96", "--log-dir", "/tmp/allinone-bench-logs"],
-                                on_start=watch_rss)
+                                on_start=rss.watch)
     try:
         print(f"cold start (process start -> /ready 200): {cold:.1f} s")
         tokenizer = AutoTokenizer.from_pretrained(REPO / "models" / "current")
@@ -64,9 +47,9 @@ def main() -> None:
             rates.append(tokens / (total - (first or 0)) if total > (first or 0) else 0.0)
             print(f"  {tokens} tokens, time to first token {first:.2f} s, total {total:.1f} s")
         print(f"chat: time to first token p50 {median(ttfts):.2f} s; decode {median(rates):.2f} tokens/s (p50)")
-        print(f"server peak RSS: {peak[0] / 2**30:.2f} GiB")
+        print(f"server peak RSS: {rss.peak / 2**30:.2f} GiB")
     finally:
-        stop.set()
+        rss.stop()
         proc.terminate()
         proc.wait(30)
 

@@ -22,9 +22,7 @@ import json
 import threading
 import time
 
-import psutil
-
-from common import DATA, REPO, header, load_engine, median, percentile, start_app
+from common import DATA, REPO, PeakRss, header, load_engine, median, percentile, start_app
 
 CHAT_PROMPTS = [
     "Write a short story about a robot who learns to paint.",
@@ -102,22 +100,9 @@ def simulate_class(students: int, new_tokens: int) -> dict:
     from gradio_client import Client
     from transformers import AutoTokenizer
 
-    peak, stop = [0], threading.Event()
-
-    def watch_rss(proc) -> None:
-        def loop() -> None:
-            process = psutil.Process(proc.pid)
-            while not stop.is_set():
-                try:
-                    peak[0] = max(peak[0], process.memory_info().rss)
-                except psutil.Error:
-                    return
-                time.sleep(0.1)
-
-        threading.Thread(target=loop, daemon=True).start()
-
+    rss = PeakRss()
     proc, url, _ = start_app(["--max-new-tokens", str(new_tokens), "--log-dir", "/tmp/allinone-bench-logs"],
-                             on_start=watch_rss)
+                             on_start=rss.watch)
     try:
         tokenizer = AutoTokenizer.from_pretrained(REPO / "models" / "current")
         texts = load_texts(students * 5)
@@ -174,12 +159,12 @@ def simulate_class(students: int, new_tokens: int) -> dict:
             "chat_tokens": sum(chat_tokens),
             "chat_tokens_per_s": round(chat_rate, 2),
             "errors": dict(errors),
-            "server_peak_rss_gib": round(peak[0] / 2**30, 2),
+            "server_peak_rss_gib": round(rss.peak / 2**30, 2),
         }
         print(f"class of {students}: " + json.dumps(report, ensure_ascii=False))
         return report
     finally:
-        stop.set()
+        rss.stop()
         proc.terminate()
         proc.wait(30)
 

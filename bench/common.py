@@ -48,6 +48,36 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+class PeakRss:
+    """Watches a process's resident memory from a background thread; ``peak`` in bytes.
+    Pass ``watch`` as ``start_app(on_start=...)`` to see the memory from the process's first second."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def watch(self, proc) -> None:
+        import threading
+
+        import psutil
+
+        def loop() -> None:
+            process = psutil.Process(proc.pid)
+            while not self._stop.is_set():
+                try:
+                    self.peak = max(self.peak, process.memory_info().rss)
+                except psutil.Error:
+                    return
+                time.sleep(0.1)
+
+        threading.Thread(target=loop, daemon=True).start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
 def free_port() -> int:
     import socket
 
