@@ -2,8 +2,8 @@
 # System packages the test suite needs: Debian's Chromium (for the browser
 # test; Playwright's own browser download does not work offline), a CJK font
 # so screenshots of the Chinese UI are legible, HAProxy (the failover test and
-# `haproxy -c`) and Prometheus (its `promtool` checks and unit-tests the alert
-# rules and scrape config). Idempotent: installs only what is missing.
+# `haproxy -c`), Prometheus (its `promtool` checks and unit-tests the alert
+# rules and scrape config) and systemd (`systemd-analyze verify` of the unit). Idempotent: installs only what is missing.
 set -euo pipefail
 need=()
 lean=()  # installed without recommends: prometheus would pull in exporters we never run
@@ -12,6 +12,7 @@ command -v chromium >/dev/null 2>&1 || need+=(chromium chromium-driver)
 fc-list 2>/dev/null | grep -i "wenquanyi\|noto sans cjk" >/dev/null || need+=(fonts-wqy-zenhei)
 command -v haproxy >/dev/null 2>&1 || need+=(haproxy)
 command -v promtool >/dev/null 2>&1 || lean+=(prometheus)
+command -v systemd-analyze >/dev/null 2>&1 || lean+=(systemd)  # verifies ops/deploy/systemd
 [ ${#need[@]} -eq 0 ] && [ ${#lean[@]} -eq 0 ] && exit 0
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
