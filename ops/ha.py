@@ -411,7 +411,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                epilog="Other options go to both app instances (python app.py -h).")
     demo.add_argument("--port", type=int, default=7860, help="HAProxy's port on 127.0.0.1")
     demo.add_argument("--stats-port", type=int, default=0, help="HAProxy's stats page and metrics (default: free)")
-    demo.add_argument("--run-dir", type=Path, help="keep sockets, configs' state and logs here (default: temporary)")
+    demo.add_argument("--run-dir", type=Path, help="keep sockets, pid files and logs here (default: a temporary directory, removed at exit)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for both instances to be ready")
     args, app_args = parser.parse_known_args(argv)
     if app_args[:1] == ["--"]:
