@@ -196,10 +196,10 @@ class HaDemo:
         logger.info("starting primary on :{} and standby on :{} behind HAProxy on :{} (stats "
                     "http://127.0.0.1:{}/stats); run dir {}", primary.port, standby.port, self.port,
                     self.stats_port, self.run_dir)
-        all_alive = lambda: self.haproxy.poll() is None and all(i.supervisor_alive() for i in self.instances.values())  # noqa: E731
         for instance in self.instances.values():
-            wait_until(instance.ready, timeout, f"{instance.role} /ready 200 (see {instance.console_log})", all_alive)
-        wait_until(lambda: serving(self.port) == "primary", 30, "HAProxy routing to the primary", all_alive)
+            wait_until(instance.ready, timeout, f"{instance.role} /ready 200 (see {instance.console_log})",
+                       self.processes_alive)
+        wait_until(lambda: serving(self.port) == "primary", 30, "HAProxy routing to the primary", self.processes_alive)
         return self.describe()
 
     def describe(self) -> dict:
@@ -411,13 +411,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                                epilog="Other options go to both app instances (python app.py -h).")
     demo.add_argument("--port", type=int, default=7860, help="HAProxy's port on 127.0.0.1")
     demo.add_argument("--stats-port", type=int, default=0, help="HAProxy's stats page and metrics (default: free)")
-    demo.add_argument("--run-dir", type=Path, help="keep sockets, pid files and logs here (default: a temporary directory, removed at exit)")
+    demo.add_argument("--run-dir", type=Path,
+                      help="keep sockets, pid files and logs here (default: a temporary directory, removed at exit)")
     demo.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for both instances to be ready")
     args, app_args = parser.parse_known_args(argv)
     if app_args[:1] == ["--"]:
         app_args = app_args[1:]
     if shutil.which("haproxy") is None:
-        logger.error("haproxy is not installed (Debian: apt-get install haproxy, or bash scripts/install-system-deps.sh)")
+        logger.error("haproxy is not installed (Debian: apt-get install haproxy; or make test-deps)")
         return 2
     return _demo(args, app_args)
 

@@ -128,7 +128,7 @@ class Metrics:
                             ["state"], registry=r)
         for name in STATES:
             model_state.labels(name).set_function(lambda name=name: float(state() == name))
-        Gauge("allinone_memory_limit_bytes", "Most memory the process may use: its cgroup limit, else the machine's RAM.",
+        Gauge("allinone_memory_limit_bytes", "Most memory the process may use: its cgroup limit, else the RAM.",
               registry=r).set_function(memory_limit_bytes)
         r.register(_ServiceCollector(stats))
 
