@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test setup model test-deps test-fast test-e2e bench clean
+.PHONY: run test setup model test-deps test-fast test-e2e bench ha-demo clean
 
 $(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ bench: model
 	$(BIN)/python bench/chat_perf.py
 	$(BIN)/python bench/drill.py
 	$(BIN)/python bench/class_load.py
+	$(BIN)/python bench/failover.py
+
+## ha-demo: primary + standby (each under supervisord) behind HAProxy on 127.0.0.1:8000; Ctrl-C stops all
+ha-demo: model test-deps
+	$(BIN)/python -m ops.ha demo --port 8000 $(ARGS)
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache

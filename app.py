@@ -56,6 +56,7 @@ def build_app(config: AppConfig, service: ModelService, timeline: Timeline | Non
     from ops.admin import AdminActions, add_admin_routes
     from ops.health import add_health_routes
     from ops.metrics import InstrumentedInference, Metrics, add_metrics_route
+    from ops.peers import Peers
     from ui.demo import build_demo
     from ui.i18n import I18N
     from ui.status_tab import StatusSource
@@ -75,7 +76,8 @@ def build_app(config: AppConfig, service: ModelService, timeline: Timeline | Non
         snapshot=snapshot,
         classify_concurrency=config.max_batch,
         chat_concurrency=config.max_active_chats,
-        status=StatusSource(snapshot, service.events.recent, timeline.latency_rows, timeline.memory_rows),
+        status=StatusSource(snapshot, service.events.recent, timeline.latency_rows, timeline.memory_rows,
+                            peers=Peers(config.peer_urls).check if config.peer_urls else None),
         drills=admin,
     )
     demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.max_batch)

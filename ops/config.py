@@ -51,10 +51,15 @@ class AppConfig:
     log_dir: Path = REPO_ROOT / "logs"
     log_text: bool = False
     log_json: bool = False
+    peers: str | None = None  # comma-separated base URLs of other instances, for the Status tab
 
     @property
     def resolved_model_dir(self) -> Path:
         return self.model_dir if self.model_dir is not None else self.models_root / "current"
+
+    @property
+    def peer_urls(self) -> tuple[str, ...]:
+        return tuple(url.strip().rstrip("/") for url in (self.peers or "").split(",") if url.strip())
 
     @property
     def auth_pair(self) -> tuple[str, str] | None:
@@ -91,6 +96,7 @@ _HELP = {
     "log_dir": "where log files go",
     "log_text": "include user text in the access log",
     "log_json": "log to the console as JSON lines",
+    "peers": "other instances to show on the Status tab, as base URLs: http://10.0.0.2:7860,http://10.0.0.3:7860",
 }
 
 
@@ -161,5 +167,8 @@ def _validate(config: AppConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive.")
     if config.self_test_interval_s < 1 or config.hang_limit_s < 1 or config.memory_limit_mb < 0:
         raise ConfigError("--self-test-interval-s and --hang-limit-s must be at least 1; --memory-limit-mb >= 0.")
+    for url in config.peer_urls:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigError(f"--peers: {url!r} is not an http(s) URL.")
     if config.context_tokens < 32:
         raise ConfigError("--context-tokens must be at least 32.")

@@ -4,7 +4,10 @@
 (browser or API) is counted once, by task and outcome, with its latency and,
 for chats, its generated tokens; and logged once to ``access.log`` and
 ``perf.log`` (see ``ops.logs``). State, queue depth and memory are read when
-Prometheus scrapes. Names follow Prometheus conventions (``_total``,
+Prometheus scrapes, and so is ``allinone_memory_limit_bytes``: the most
+memory the process may use (its cgroup's limit, as set by systemd's
+MemoryMax or a container's memory limit; else the machine's RAM), which the
+memory alert compares ``process_resident_memory_bytes`` with. Names follow Prometheus conventions (``_total``,
 ``_seconds``, ``_bytes``). Each app builds its own registry, so tests and
 several apps in one process never share counters.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from fastapi import FastAPI, Response
@@ -33,7 +37,7 @@ from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference,
 from ops.history import Timeline
 from ops.logs import access_logger, perf_logger
 
-__all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of"]
+__all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of", "memory_limit_bytes"]
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 _OUTCOMES = [(InvalidInput, "invalid_input"), (Busy, "busy"), (Superseded, "superseded"),
@@ -49,6 +53,35 @@ def outcome_of(exc: BaseException | None) -> str:
         if isinstance(exc, kind):
             return name
     return "error" if isinstance(exc, AllInOneError) else "internal_error"
+
+
+def memory_limit_bytes(cgroup_root: Path = Path("/sys/fs/cgroup"), proc_cgroup: Path = Path("/proc/self/cgroup")
+                       ) -> float:
+    """The lowest memory limit of this process's cgroup and its ancestors (v2 or v1), capped at the machine's RAM."""
+    import psutil
+
+    limits = [float(psutil.virtual_memory().total)]
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        lines = []
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if controllers == "":  # v2: 0::/system.slice/x.service
+            base, name = cgroup_root, "memory.max"
+        elif "memory" in controllers.split(","):  # v1: 4:memory:/docker/abc
+            base, name = cgroup_root / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        parts = [p for p in path.split("/") if p]
+        for depth in range(len(parts), -1, -1):  # the cgroup itself, its parents, and the namespace root
+            try:
+                raw = (base.joinpath(*parts[:depth]) / name).read_text().strip()
+            except OSError:
+                continue
+            if raw.isdigit():  # "max" (v2) means no limit at this level
+                limits.append(float(raw))
+    return min(limits)
 
 
 class _ServiceCollector:
@@ -97,6 +130,8 @@ class Metrics:
                             ["state"], registry=r)
         for name in STATES:
             model_state.labels(name).set_function(lambda name=name: float(state() == name))
+        Gauge("allinone_memory_limit_bytes", "Most memory the process may use: its cgroup limit, else the RAM.",
+              registry=r).set_function(memory_limit_bytes)
         r.register(_ServiceCollector(stats))
 
     def render(self) -> bytes:

@@ -131,10 +131,12 @@ def live_app(tiny_app_args, tmp_path_factory):
 
 
 @pytest.fixture()
-def drill_app(tiny_app_args, tmp_path):
-    """An app of its own (drills break it) with drills on, token ``drill``, and a fast watchdog."""
+def drill_app(tiny_app_args, tmp_path, live_app):
+    """An app of its own (drills break it) with drills on, token ``drill``, and a fast watchdog.
+    Its Status tab lists two peers: the shared live app and an address where nothing answers."""
     app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--admin-token", "drill", "--fault-injection",
-                   "--self-test-interval-s", "1", "--hang-limit-s", "2", "--request-timeout-s", "5"],
+                   "--self-test-interval-s", "1", "--hang-limit-s", "2", "--request-timeout-s", "5",
+                   "--peers", f"{live_app.url},http://127.0.0.1:{free_port()}"],
                   tmp_path / "console.log")
     yield app
     app.stop()

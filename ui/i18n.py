@@ -35,6 +35,12 @@ _EN = {
     "drills_help": "Break the service on purpose and watch it heal. Needs the admin token the app was started with.",
     "admin_token": "Admin token",
     "reload_button": "Reload model",
+    "peers": "Other instances",
+    "col_instance": "Instance",
+    "col_ready": "Ready",
+    "col_state": "State",
+    "col_model": "Model",
+    "col_latency": "Latency (ms)",
 }
 
 _ZH = {
@@ -66,6 +72,12 @@ _ZH = {
     "drills_help": "故意让服务出故障，观察它自动恢复。需要启动应用时设置的管理员令牌。",
     "admin_token": "管理员令牌",
     "reload_button": "重新加载模型",
+    "peers": "其他实例",
+    "col_instance": "实例",
+    "col_ready": "就绪",
+    "col_state": "状态",
+    "col_model": "模型",
+    "col_latency": "延迟（毫秒）",
 }
 
 I18N = gr.I18n(en=_EN, zh=_ZH, **{"zh-CN": _ZH, "zh-TW": _ZH})

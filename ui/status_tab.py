@@ -1,8 +1,10 @@
 """Builder for the Status tab: what the service is doing, and buttons to break it on purpose.
 
 Shows the lifecycle state and model version, the recent self-tests, the
-history of loads, reloads and recoveries with their reasons, and latency and
-memory over time. With an admin token configured it also shows a drill panel
+history of loads, reloads and recoveries with their reasons, latency and
+memory over time, and, when peers are configured, each other instance's
+readiness, model version and latency (the lightweight console for several
+nodes). With an admin token configured it also shows a drill panel
 (the token is asked for in the page and checked on the server by the same
 ``AdminActions`` as the ``/admin`` routes), so a class can watch the service
 break and heal. It reads plain dicts through the callables it is given and
@@ -10,7 +12,9 @@ never imports torch.
 
 The tab refreshes on a timer that runs only while the tab is open: twenty
 students on the Chat tab cost the server nothing here. Its events run
-outside the queue, so the page keeps updating while the queue is full.
+outside the queue, so the page keeps updating while the queue is full; the
+peers are polled by an event of their own, so a slow peer never holds up the
+rest of the tab.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import pandas as pd
 
 from ui.i18n import both, t
 
-__all__ = ["StatusSource", "Drills", "build_status_tab", "REFRESH_S"]
+__all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S"]
 
 REFRESH_S = 3.0
 SELF_TEST = ("self-test",)
@@ -37,6 +41,7 @@ class StatusSource:
     events: Callable[[int, tuple[str, ...]], list[dict]]  # newest first: {at, kind, ok, detail}
     latency_rows: Callable[[], list[dict]]  # {time, task, mean_s, max_s, requests}
     memory_rows: Callable[[], list[dict]]  # {time, rss_mib}
+    peers: Callable[[], list[dict]] | None = None  # {url, ready, state, model, latency_ms, error} (ops.peers)
 
 
 class Drills(Protocol):
@@ -51,6 +56,8 @@ class Drills(Protocol):
 
 
 EVENT_HEADERS = [both("col_time"), both("col_event"), both("col_detail")]
+PEER_HEADERS = [both(key) for key in ("col_instance", "col_ready", "col_state", "col_model", "col_latency",
+                                      "col_detail")]
 
 
 def _clock(unix: float) -> str:
@@ -78,6 +85,12 @@ def event_frame(events: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=EVENT_HEADERS)
 
 
+def peer_frame(peers: list[dict]) -> pd.DataFrame:
+    rows = [[p["url"], "✓" if p["ready"] else "✗", p["state"], p.get("model") or "—",
+             "—" if p.get("latency_ms") is None else p["latency_ms"], p.get("error") or ""] for p in peers]
+    return pd.DataFrame(rows, columns=PEER_HEADERS)
+
+
 def latency_frame(rows: list[dict]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["time", "task", "mean_s", "max_s", "requests"])
     frame["time"] = pd.to_datetime(frame["time"], unit="s")
@@ -97,6 +110,10 @@ def build_status_tab(source: StatusSource, drills: Drills | None) -> tuple[gr.Ti
     outputs, so the caller can run the timer only while this tab is shown.
     """
     summary = gr.Markdown(elem_id="status-summary")
+    peers = None
+    if source.peers is not None:
+        peers = gr.Dataframe(headers=PEER_HEADERS, label=t("peers"), interactive=False, wrap=True,
+                             elem_id="status-peers")
     with gr.Row():
         latency_plot = gr.LinePlot(x="time", y="mean_s", color="task", label=t("latency_plot"),
                                    y_title="s", x_title="", height=240, elem_id="status-latency")
@@ -119,7 +136,10 @@ def build_status_tab(source: StatusSource, drills: Drills | None) -> tuple[gr.Ti
     if drills is not None and drills.enabled:
         _build_drill_panel(drills, refresh, outputs)
     timer = gr.Timer(REFRESH_S, active=False)
-    timer.tick(refresh, outputs=outputs, queue=False, api_visibility="private", show_progress="hidden")
+    quiet = dict(queue=False, api_visibility="private", show_progress="hidden")
+    timer.tick(refresh, outputs=outputs, **quiet)
+    if peers is not None:
+        timer.tick(lambda: peer_frame(source.peers()), outputs=[peers], **quiet)
     return timer, refresh, outputs
 
 

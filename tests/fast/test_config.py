@@ -27,6 +27,7 @@ def test_environment_and_flags_flag_wins():
         (["--fault-injection"], {}, "--admin-token"),
         ([], {"ALLINONE_PORT": "eighty"}, "ALLINONE_PORT"),
         (["--max-new-tokens", "0"], {}, "positive"),
+        (["--peers", "10.0.0.2:7860"], {}, "--peers"),
     ],
 )
 def test_bad_settings_are_refused(argv, env, fragment):
@@ -37,3 +38,9 @@ def test_bad_settings_are_refused(argv, env, fragment):
 def test_lan_binding_with_auth_or_explicit_no_auth():
     assert load_config(["--host", "0.0.0.0", "--auth", "teacher:secret"], {}).auth_pair == ("teacher", "secret")
     assert load_config(["--host", "0.0.0.0", "--no-auth"], {}).no_auth
+
+
+def test_peers_are_a_comma_separated_list_of_base_urls():
+    config = load_config([], {"ALLINONE_PEERS": "http://10.0.0.2:7860/, https://b.example ,"})
+    assert config.peer_urls == ("http://10.0.0.2:7860", "https://b.example")
+    assert load_config([], {}).peer_urls == ()

@@ -145,3 +145,25 @@ def test_errors_go_to_the_error_log_with_their_trace(log_dir):
         logger.exception("worker failed")
     (error,) = records(log_dir / "error.log")
     assert error["message"] == "worker failed" and error["exception"]["type"] == "RuntimeError"
+
+
+def test_memory_limit_is_the_tightest_cgroup_limit_capped_at_ram(tmp_path):
+    from ops.metrics import memory_limit_bytes
+
+    import psutil
+
+    unit = tmp_path / "system.slice" / "allinone@primary.service"
+    unit.mkdir(parents=True)
+    (unit / "memory.max").write_text(f"{6 * 2**30}\n")  # systemd MemoryMax=6G
+    (unit.parent / "memory.max").write_text("max\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("0::/system.slice/allinone@primary.service\n")
+    ram = psutil.virtual_memory().total
+    assert memory_limit_bytes(tmp_path, proc) == min(6 * 2**30, ram)
+    proc.write_text("4:memory:/docker/abc\n")  # cgroup v1, no limit files: the machine's RAM
+    assert memory_limit_bytes(tmp_path, proc) == ram
+    v1 = tmp_path / "memory" / "docker" / "abc"
+    v1.mkdir(parents=True)
+    (v1 / "memory.limit_in_bytes").write_text(f"{2**30}\n")
+    assert memory_limit_bytes(tmp_path, proc) == 2**30
+    assert 0 < memory_limit_bytes() <= ram  # this machine, whatever its cgroups say

@@ -10,7 +10,9 @@ from ops.admin import AdminActions, AdminDenied
 from ops.history import EventLog, Timeline
 from ops.lifecycle import ModelService
 from tests.fast.test_lifecycle import FakeEngine, wait_for
-from ui.status_tab import EVENT_HEADERS, LIFECYCLE, SELF_TEST, event_frame, memory_frame, summary_markdown
+from ops.peers import Peers
+from ui.status_tab import (EVENT_HEADERS, LIFECYCLE, PEER_HEADERS, SELF_TEST, event_frame, memory_frame, peer_frame,
+                           summary_markdown)
 
 
 class Clock:
@@ -147,3 +149,24 @@ def test_status_rendering():
     assert list(frame.columns) == EVENT_HEADERS and "__i18n__" not in "".join(EVENT_HEADERS)
     assert frame.iloc[0, 1] == "✗ recovering" and frame.iloc[0, 2] == "hung"
     assert memory_frame([]).empty
+
+
+def test_peers_show_readiness_model_and_latency_and_a_dead_peer_costs_one_timeout(live_app):
+    import time
+
+    from tests.conftest import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    started = time.perf_counter()
+    rows = Peers([live_app.url, dead], timeout_s=1.0).check()
+    assert time.perf_counter() - started < 5  # asked at once, not one after the other
+    alive, gone = rows
+    assert alive["url"] == live_app.url and alive["ready"] is True and alive["state"] == "ready"
+    assert alive["model"] == "tiny-qwen2@test" and alive["latency_ms"] >= 0
+    assert gone == {"url": dead, "ready": False, "state": "unreachable", "model": None, "latency_ms": None,
+                    "error": "ConnectError"}
+    frame = peer_frame(rows)
+    assert list(frame.columns) == PEER_HEADERS
+    assert frame.iloc[0].tolist()[:4] == [live_app.url, "✓", "ready", "tiny-qwen2@test"]
+    assert frame.iloc[1].tolist()[1:5] == ["✗", "unreachable", "—", "—"]
+    assert Peers([]).check() == []
