@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
 
+from ops.ha import free_port  # noqa: E402  (after the path insert; one helper for app, tests, benches)
+
 
 def machine() -> str:
     cpu = "unknown CPU"
@@ -76,14 +78,6 @@ class PeakRss:
 
     def stop(self) -> None:
         self._stop.set()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_app(args: list[str], timeout: float = 300.0, on_start=None):

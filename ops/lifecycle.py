@@ -115,10 +115,16 @@ def files_fingerprint(path) -> tuple | None:
         return ("unreadable",)
 
 
+_CAUSE_NEEDLES = (("hung", "hang"), ("memory", "memory"), ("self-test", "self_test"), ("files", "files"),
+                  ("request failed", "failed_request"))
+# Every cause is exported from the start (at 0): a counter that first appears at 1 is
+# invisible to Prometheus' increase(), so the first recovery would never alert.
+RECOVERY_CAUSES = tuple(cause for _, cause in _CAUSE_NEEDLES) + ("other",)
+
+
 def recovery_cause(reason: str) -> str:
     """A small fixed set of label values for metrics, from a free-text reason."""
-    for needle, cause in (("hung", "hang"), ("memory", "memory"), ("self-test", "self_test"), ("files", "files"),
-                          ("request failed", "failed_request")):
+    for needle, cause in _CAUSE_NEEDLES:
         if needle in reason:
             return cause
     return "other"
@@ -149,7 +155,8 @@ class ModelService:
         # instant the service turns ready is not mistaken for "a load is already under way".
         self._loading = False
         self._last_success: float | None = None  # monotonic time of the last successful request
-        self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0}, recoveries={})
+        self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0},
+                                  recoveries=dict.fromkeys(RECOVERY_CAUSES, 0))
         self._fingerprint: tuple | None = None  # the serving model's files when it was loaded
         self.events = EventLog()  # self-tests, loads, reloads and recoveries, for the Status tab
 

@@ -8,7 +8,6 @@ through the same code path users get.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ops.ha import free_port
 from tests.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,12 +77,6 @@ def tiny_probes_file(tiny_engine, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_app_args(tiny_model_dir, tiny_probes_file) -> list[str]:
     return ["--model-dir", str(tiny_model_dir), "--probes-file", str(tiny_probes_file)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class LiveApp:
