@@ -37,6 +37,7 @@ from ops.history import Timeline
 __all__ = ["Probes", "load_probes", "WatchdogConfig", "Vitals", "decide", "Watchdog", "DEFAULT_PROBES_FILE"]
 
 DEFAULT_PROBES_FILE = Path(__file__).with_name("probes.toml")
+SLOW_PROBES_BEFORE_RECOVERY = 3
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,8 @@ class Watchdog:
         self.config = config
         self._rss = rss
         self._scheduler = None
+        self._slow_probes = 0  # consecutive probes past their time limit with no stuck worker
+        self._probe_thread: threading.Thread | None = None
 
     def vitals(self) -> Vitals:
         return Vitals(
@@ -155,7 +158,16 @@ class Watchdog:
         return action
 
     def _probe(self) -> str | None:
-        """Run the probes with a time limit; record the result; return a failure reason."""
+        """Run the probes with a time limit; record the result; return a failure reason.
+
+        A probe past its limit while the engine's worker is stuck is a hang: recover
+        at once. Past its limit with the worker making progress, the machine is
+        overloaded (a neighbour's restart eating the CPU, say), not the model sick:
+        reloading would only add load and take a working instance out, so that
+        recovers only after ``SLOW_PROBES_BEFORE_RECOVERY`` such probes in a row.
+        """
+        if self._probe_thread is not None and self._probe_thread.is_alive():
+            return None  # the last slow probe is still running: do not pile up another
         outcome: dict = {}
 
         def target() -> None:
@@ -168,8 +180,19 @@ class Watchdog:
         runner = threading.Thread(target=target, name="self-test", daemon=True)
         runner.start()
         runner.join(self.config.probe_timeout_s)
-        if runner.is_alive():
+        slow = runner.is_alive()
+        if slow:
+            self._probe_thread = runner
+            self._slow_probes += 1
             outcome["error"] = f"self-test took longer than {self.config.probe_timeout_s:.0f} s"
+            if self.service.stuck_for() <= self.config.hang_limit_s and (
+                    self._slow_probes < SLOW_PROBES_BEFORE_RECOVERY):
+                detail = f"{outcome['error']}; the worker is not stuck, so the machine is overloaded: not reloading"
+                self.service.record_self_test(False, time.monotonic() - started, detail)
+                logger.warning("watchdog: {}", detail)
+                return None
+        else:
+            self._slow_probes = 0
         passed = "error" not in outcome
         self.service.record_self_test(passed, time.monotonic() - started, outcome.get("detail") or outcome["error"])
         if not passed:

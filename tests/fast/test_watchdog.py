@@ -96,14 +96,34 @@ def test_a_wrong_answer_triggers_recovery():
     assert "expected negative" in service.recovered[0]
 
 
-def test_a_probe_that_hangs_is_cut_off_and_recovered():
+def test_a_probe_that_hangs_in_a_stuck_worker_is_cut_off_and_recovered():
     service = FakeService(answer=expected_answers)
-    service.classify = lambda task, texts: time.sleep(30)
+
+    def hang(task, texts):
+        service.stuck = 60.0  # the engine's worker is stuck on this step
+        time.sleep(30)
+
+    service.classify = hang
     dog = Watchdog(service, load_probes(), WatchdogConfig(probe_timeout_s=0.5), rss=lambda: 1)
     started = time.monotonic()
     assert dog.run_self_test() == "recover"
     assert time.monotonic() - started < 5
     assert "longer than" in service.recovered[0]
+
+
+def test_a_slow_probe_on_an_overloaded_machine_is_not_a_reason_to_reload_at_once():
+    service = FakeService(answer=expected_answers)
+    release = threading.Event()
+    service.classify = lambda task, texts: release.wait(0.8) and []  # slow, worker not stuck
+    dog = Watchdog(service, load_probes(), WatchdogConfig(probe_timeout_s=0.3), rss=lambda: 1)
+    assert dog.run_self_test() == "probe" and service.recovered == []
+    assert service.tests[-1][0] is False and "overloaded" in service.tests[-1][1]
+    assert dog.run_self_test() == "probe"  # the slow probe is still running: none piles up
+    assert len(service.tests) == 1
+    for _ in range(3):
+        time.sleep(0.6)  # let the previous slow probe end
+        dog.run_self_test()
+    assert "longer than" in service.recovered[0]  # slow again and again: recover after all
 
 
 def test_vitals_catch_a_hang_without_running_the_model():
