@@ -74,8 +74,8 @@ class _Instance:
                 if got != expected:
                     return f"{task}({text[:30]!r}) gave {got}, expected {expected}"
             for task, message, _ in probes.generate:
-                if not client.predict(message, [], api_name=f"/{task}"):
-                    return f"{task} gave an empty answer"
+                if not isinstance(client.predict(message, [], api_name=f"/{task}"), str):
+                    return f"{task} gave no text"
         except Exception as exc:  # any failure through the API is a finding
             return f"a probe request failed: {exc}"
         return None
