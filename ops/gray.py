@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import httpx
 from loguru import logger

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.errors import AllInOneError, ModelInstallError
+from engine.errors import AllInOneError
 from ops.config import REPO_ROOT
 from ops.store import MANIFEST, ModelStore
 

@@ -448,7 +448,8 @@ class ModelSource:
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = Path(model_dir)
-        is_link = self.model_dir.name == "current" or self.model_dir.is_symlink()
+        # ``current`` may not exist yet (nothing installed): it is still the store's link.
+        is_link = self.model_dir.is_symlink() or (self.model_dir.name == "current" and not self.model_dir.exists())
         self.store = ModelStore(self.model_dir.parent) if is_link else None
         self.link = self.model_dir.name
 

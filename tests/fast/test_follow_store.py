@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -202,8 +203,6 @@ def test_touched_but_intact_files_are_hashed_and_accepted(store):
     with Harness(store) as h:
         assert wait_for(lambda: not h.service._hashing)
         weights = store.root / "m@1" / "model.safetensors"
-        import os
-
         os.utime(weights, (1, 1))
         assert h.service.model_on_disk().damaged is None  # starts the hash
         assert wait_for(lambda: not h.service._hashing and h.service.model_on_disk().damaged is None)

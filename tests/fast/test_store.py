@@ -352,3 +352,18 @@ def test_the_store_survives_a_crash_between_any_two_steps(tiny_model_dir, tmp_pa
     else:
         pytest.fail("the command never completed")
     assert crashes >= 3  # the crash points really fell between steps
+
+
+def test_a_source_is_a_store_link_only_when_it_is_one(tmp_path, two_versions, store_root):
+    from ops.store import ModelSource
+
+    assert ModelSource(tmp_path / "nothing-yet" / "current").store is not None  # current before any install
+    plain = tmp_path / "plain" / "current"
+    plain.mkdir(parents=True)
+    assert ModelSource(plain).store is None and ModelSource(plain).active() == plain
+    two_versions.activate("tiny-qwen2@1")
+    source = ModelSource(store_root / "current")
+    assert source.active() == (store_root / "tiny-qwen2@1").resolve()
+    stamp = source.stamp()
+    two_versions.activate("tiny-qwen2@2")
+    assert source.active().name == "tiny-qwen2@2" and source.stamp() != stamp
