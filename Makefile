@@ -44,6 +44,8 @@ bench: model
 	$(BIN)/python bench/dtype_speed.py
 	$(BIN)/python bench/chat_perf.py
 	$(BIN)/python bench/drill.py
+	$(BIN)/python bench/manifest_hash.py
+	$(BIN)/python bench/hot_swap.py
 
 clean:
 	rm -rf $(VENV) artifacts .pytest_cache
