@@ -46,6 +46,8 @@ bench: model
 	$(BIN)/python bench/drill.py
 	$(BIN)/python bench/class_load.py
 	$(BIN)/python bench/failover.py
+	$(BIN)/python bench/manifest_hash.py
+	$(BIN)/python bench/hot_swap.py
 
 ## ha-demo: primary + standby (each under supervisord) behind HAProxy on 127.0.0.1:8000; Ctrl-C stops all
 ha-demo: model test-deps

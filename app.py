@@ -10,6 +10,7 @@ them down in reverse.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from loguru import logger
@@ -19,6 +20,7 @@ from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
 from ops.config import AppConfig, load_config
 from ops.history import Timeline
 from ops.lifecycle import ModelService
+from ops.store import ModelSource
 from ops.watchdog import DEFAULT_PROBES_FILE, Watchdog, WatchdogConfig, load_probes
 
 
@@ -26,13 +28,16 @@ STATE_SESSIONS = 500
 
 
 def make_engine_loader(config: AppConfig, tasks: TaskRegistry):
-    """The function the lifecycle calls to get a warmed-up engine (imports torch lazily)."""
+    """The function the lifecycle calls to get a warmed-up engine (imports torch lazily).
 
-    def load():
+    It is given the version directory the store link names at that moment
+    (resolved by the lifecycle, so a hot swap loads the new version)."""
+
+    def load(model_dir: Path | None = None):
         from engine.engine import Engine, EngineConfig
         from engine.loader import load_model
 
-        handle = load_model(config.resolved_model_dir, dtype=config.dtype, device=config.device)
+        handle = load_model(model_dir or config.resolved_model_dir, dtype=config.dtype, device=config.device)
         engine_config = EngineConfig(
             context_tokens=config.context_tokens,
             max_new_tokens=config.max_new_tokens,
@@ -105,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    service = ModelService(tasks, make_engine_loader(config, tasks), self_test=probes.run).start()
+    service = ModelService(tasks, make_engine_loader(config, tasks), self_test=probes.run,
+                           source=ModelSource(config.resolved_model_dir)).start()
     timeline = Timeline()  # latency and memory over time, for the Status tab
     watchdog = Watchdog(service, probes, WatchdogConfig(
         interval_s=config.self_test_interval_s,

@@ -223,8 +223,13 @@ class Engine:
             )
         return self
 
-    def close(self, drain: bool = False, timeout: float = 30.0) -> None:
-        """Stop the worker. With ``drain``, running and queued work finishes first."""
+    def close(self, drain: bool = False, timeout: float | None = None) -> None:
+        """Stop the worker. With ``drain``, running and queued work finishes first.
+
+        A drain waits up to the request timeout (plus a margin) by default: no
+        request can legitimately run longer, so a drain never cuts one short."""
+        if timeout is None:
+            timeout = self.config.request_timeout_s + 5.0 if drain else 30.0
         if drain:
             deadline = time.monotonic() + timeout
             while self.busy() and time.monotonic() < deadline:

@@ -9,7 +9,8 @@ stays in the logs.
     AllInOneError
     ├── InvalidInput        the request itself is wrong (empty text, unknown task)
     ├── ModelUnavailable    no usable model: missing/broken directory, loading, recovering
-    │   └── ModelNotFound   the model directory is missing or not a model
+    │   ├── ModelNotFound   the model directory is missing or not a model
+    │   └── ModelDamaged    a store version's files no longer match its MANIFEST
     ├── Busy                admission control: too much work queued, retry shortly
     ├── Superseded          a newer chat message from the same session replaced this one
     ├── InferenceTimeout    a request ran past its wall-clock limit
@@ -25,6 +26,7 @@ __all__ = [
     "InvalidInput",
     "ModelUnavailable",
     "ModelNotFound",
+    "ModelDamaged",
     "Busy",
     "Superseded",
     "InferenceTimeout",
@@ -57,6 +59,10 @@ class ModelUnavailable(AllInOneError):
 
 class ModelNotFound(ModelUnavailable):
     default_message = "No model is installed. Run: python -m ops.models install-default"
+
+
+class ModelDamaged(ModelUnavailable):
+    default_message = "The model's files do not match their MANIFEST (damaged or tampered with)."
 
 
 class Busy(AllInOneError):

@@ -8,7 +8,9 @@ measurement (``docs/benchmarks.md``): fp32 on this CPU, bf16 on CUDA.
 
 from __future__ import annotations
 
+import json
 import os
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 
 from engine.errors import ModelNotFound, ModelUnavailable
 
-__all__ = ["ModelHandle", "load_model", "describe_model_dir", "INSTALL_HINT"]
+__all__ = ["ModelHandle", "load_model", "describe_model_dir", "model_dir_problems", "INSTALL_HINT"]
 
 INSTALL_HINT = "Install the default model with: python -m ops.models install-default (or start with --model-dir DIR)"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -47,13 +49,64 @@ def describe_model_dir(model_dir: Path) -> tuple[str, str]:
     return (name, version) if sep else (resolved.name, "local")
 
 
+def _safetensors_problem(path: Path) -> str | None:
+    """A truncated or garbled safetensors file, found from its header alone (no torch)."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > min(size - 8, 100 * 2**20):
+                return f"{path.name}: not a safetensors file"
+            header = json.loads(f.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError, IndexError):
+        return f"{path.name}: not a safetensors file"
+    if 8 + header_len + end != size:
+        return f"{path.name}: {size} bytes, its header describes {8 + header_len + end} (truncated?)"
+    return None
+
+
+def model_dir_problems(model_dir: Path) -> list[str]:
+    """Why ``model_dir`` is not a loadable chat model directory (empty when it looks loadable).
+
+    Cheap and torch-free: it reads config.json, the safetensors headers and the tokenizer
+    files' names, so the store can refuse a bad source before copying gigabytes.
+    """
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        return [f"{model_dir} is not a directory"]
+    names = {p.name for p in model_dir.iterdir()}
+    problems = []
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+        if not isinstance(config, dict) or "model_type" not in config:
+            problems.append("config.json names no model_type")
+    except FileNotFoundError:
+        problems.append("no config.json")
+    except (OSError, ValueError) as exc:
+        problems.append(f"config.json is not readable JSON ({exc})")
+    weights = sorted(model_dir / n for n in names if n.endswith(_WEIGHT_SUFFIXES))
+    if not weights:
+        problems.append("no weights (*.safetensors or *.bin)")
+    problems += [p for w in weights if w.suffix == ".safetensors" and (p := _safetensors_problem(w))]
+    if not names & {"tokenizer.json", "tokenizer.model", "vocab.json"}:
+        problems.append("no tokenizer (tokenizer.json, tokenizer.model or vocab.json)")
+    template_in_config = False
+    try:
+        template_in_config = "chat_template" in (model_dir / "tokenizer_config.json").read_text(encoding="utf-8")
+    except OSError:
+        pass
+    if not template_in_config and not names & {"chat_template.jinja", "chat_template.json"}:
+        problems.append("no chat template (a chat model is needed)")
+    return problems
+
+
 def _check_dir(model_dir: Path) -> None:
     if not model_dir.exists():
         raise ModelNotFound(f"No model at {model_dir}. {INSTALL_HINT}")
-    if not model_dir.is_dir() or not (model_dir / "config.json").is_file():
-        raise ModelNotFound(f"{model_dir} is not a model directory (no config.json). {INSTALL_HINT}")
-    if not any(p.name.endswith(_WEIGHT_SUFFIXES) for p in model_dir.iterdir()):
-        raise ModelNotFound(f"{model_dir} holds no weights (*.safetensors). {INSTALL_HINT}")
+    problems = model_dir_problems(model_dir)
+    if problems:
+        raise ModelNotFound(f"{model_dir} is not a usable model directory: {'; '.join(problems)}. {INSTALL_HINT}")
 
 
 def _pick_dtype(requested: str, device: str):
@@ -73,7 +126,9 @@ def load_model(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> Mod
     """Load tokenizer and causal LM from ``model_dir``; every failure is a ``ModelUnavailable``."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
-    model_dir = Path(model_dir)
+    # Resolved once, so a ``current`` link switched during the load cannot mix two versions'
+    # files, and the handle names the version really loaded.
+    model_dir = Path(model_dir).resolve()
     _check_dir(model_dir)
     started = time.monotonic()
     try:
@@ -100,7 +155,7 @@ def load_model(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> Mod
         tokenizer=tokenizer,
         name=name,
         version=version,
-        path=model_dir.resolve(),
+        path=model_dir,
         dtype=dtype_name,
         device=device,
         load_seconds=time.monotonic() - started,

@@ -8,28 +8,46 @@ caller gets a clear ``ModelUnavailable`` naming the reason. A missing or
 broken model is retried with backoff, so installing it while the app runs is
 enough. The model code itself is injected (``loader`` and ``engine_factory``),
 so this module never imports torch.
+
+Following the model store (``source``, an ``ops.store.ModelSource``): every
+load resolves the link (``models/current``) once and checks the version's
+files against its MANIFEST by size; the SHA-256 check runs in the background
+right after (hashing 2.5 GB takes about 9 s here and would double a load it
+ran beside, see ``docs/benchmarks.md``). A new version is loaded beside the
+serving one when free memory allows (else the serving one is unloaded first,
+and the events say so), must pass the self-test, and is then swapped in;
+requests in flight finish on the old engine. If it fails to load or fails
+its self-test, the old engine keeps serving and the link is pointed back to
+it: an automatic rollback, in the logs, the metrics and the events. A serving
+version whose files stop matching their MANIFEST is replaced by the last good
+version.
 """
 
 from __future__ import annotations
 
+import gc
+import os
 import threading
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
 from loguru import logger
 
-from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
+from engine.errors import AllInOneError, InferenceFailed, ModelDamaged, ModelUnavailable
 from engine.tasks import TaskRegistry
 from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
 from ops.history import EventLog
+from ops.store import MANIFEST, ModelSource, full_check, quick_check, weights_bytes
 
-__all__ = ["State", "SelfTestResult", "HealthSnapshot", "ModelService"]
+__all__ = ["State", "SelfTestResult", "HealthSnapshot", "DiskCheck", "ModelService"]
 
 
 RECOVERY_ATTEMPTS_BEFORE_FAILED = 3
+# Loading beside needs the new weights plus activations, tokenizer and warm-up caches.
+LOAD_MEMORY_FACTOR = 1.3
 
 
 class State(str, Enum):
@@ -102,6 +120,24 @@ class ServiceStats:
     recoveries: dict[str, int]  # by cause: hang, memory, wrong_answer, failed_request, other
     reloads: int = 0  # operator reloads
     last_recovery_s: float = 0.0
+    rollbacks: dict[str, int] = field(default_factory=dict)  # by cause: load_failed, self_test, damaged
+    switches: dict[str, int] = field(default_factory=dict)  # version switches by mode: beside, unload_first
+    integrity_failures: int = 0
+
+
+@dataclass(frozen=True)
+class DiskCheck:
+    """What the watchdog learns from the disk (cheap: a link, names, sizes, mtimes)."""
+
+    files_changed: bool = False  # the serving files changed, and there is no MANIFEST to judge them by
+    damaged: str | None = None  # the serving version no longer matches its MANIFEST (hashed)
+    switched_to: str | None = None  # the link now names another version than the one serving
+
+
+def _available_memory() -> int:
+    import psutil
+
+    return psutil.virtual_memory().available
 
 
 def files_fingerprint(path) -> tuple | None:
@@ -139,9 +175,14 @@ class ModelService:
         load_engine: Callable[[], Inference],
         self_test: Callable[[Inference], str] = basic_self_test,
         max_backoff_s: float = 60.0,
+        source: ModelSource | None = None,
+        available_memory: Callable[[], int] = _available_memory,
     ) -> None:
+        """With a ``source``, ``load_engine`` is called with the version directory to load."""
         self.tasks = tasks
         self._load_engine = load_engine
+        self._source = source
+        self._available_memory = available_memory
         self._self_test = self_test
         self._max_backoff_s = max_backoff_s
         self._engine: Inference | None = None
@@ -157,8 +198,13 @@ class ModelService:
         self._last_success: float | None = None  # monotonic time of the last successful request
         self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0},
                                   recoveries=dict.fromkeys(RECOVERY_CAUSES, 0))
-        self._fingerprint: tuple | None = None  # the serving model's files when it was loaded
-        self.events = EventLog()  # self-tests, loads, reloads and recoveries, for the Status tab
+        self._fingerprint: tuple | None = None  # the serving model's files when it was loaded (or last hashed)
+        self._hashed: tuple | None = None  # (path, fingerprint) the background SHA-256 check last judged
+        self._hashing = False
+        self._damage: tuple[Path, str] | None = None  # a serving version found damaged, not yet acted on
+        self._good: list[Path] = []  # versions that passed their self-test here, oldest first
+        self._refused: tuple | None = None  # (version, link stamp) rolled back: not tried again until re-activated
+        self.events = EventLog()  # self-tests, loads, reloads, switches, rollbacks and recoveries, for the Status tab
 
     # ----- state ----------------------------------------------------------
 
@@ -205,7 +251,7 @@ class ModelService:
         attempts = 0
         while not self._closing.is_set():
             try:
-                self._load_once()
+                self._load_once(self._target())
                 return
             except AllInOneError as exc:
                 reason = exc.user_message
@@ -224,13 +270,16 @@ class ModelService:
             self._wake.clear()
             delay = min(delay * 2, self._max_backoff_s)
 
-    def reload(self, reason: str) -> bool:
-        """Load the active model again beside the one serving; swap once it passes its self-test.
+    def reload(self, reason: str, operator: bool = True) -> bool:
+        """Load the active model version beside the one serving; swap once it passes its self-test.
 
+        With a store source this is also how a new version comes in: the link
+        is resolved again, so after ``activate`` it loads the new version.
         Requests keep being served by the old engine meanwhile; in-flight ones
         finish on it (it drains before closing). If the new load fails, the old
-        engine keeps serving and ``/ready`` says why. Returns False when a load
-        is already under way (a failed-state retry is then started at once).
+        engine keeps serving, ``/ready`` says why, and a new version is rolled
+        back. Returns False when a load is already under way (a failed-state
+        retry is then started at once).
         """
         with self._lock:
             if self._loading:
@@ -238,32 +287,94 @@ class ModelService:
                 return False
             target = self._load_until_ready if self._engine is None else self._reload_beside
             self._start_loader(target, "model-reloader")
-        self.stats.reloads += 1
+        if operator:
+            self.stats.reloads += 1
         self.events.add("reload", True, reason)
         logger.info("model reload requested ({})", reason)
         return True
 
-    def _reload_beside(self) -> None:
+    def _target(self) -> Path | None:
+        return self._source.active() if self._source is not None else None
+
+    def _reload_beside(self, may_roll_back: bool = True) -> None:
+        target = self._target()
+        good = getattr(self._engine, "model_path", None)
+        unloaded = target is not None and self._unload_if_no_room(target)
         try:
-            self._load_once()
+            self._load_once(target)
         except Exception as exc:
             message = exc.user_message if isinstance(exc, AllInOneError) else str(exc)
-            self._set(reason=f"reload failed, still serving the previous model: {message}")
-            self.events.add("load-failed", False, f"reload failed, still serving the previous model: {message}")
-            logger.opt(exception=exc).error("model reload failed; still serving the previous model")
+            if may_roll_back and target is not None and good is not None and target != good:
+                self._roll_back(target, good, message)
+            else:
+                self._set(reason=f"reload failed, still serving the previous model: {message}")
+                self.events.add("load-failed", False, f"reload failed, still serving the previous model: {message}")
+                logger.opt(exception=exc).error("model reload failed; still serving the previous model")
+            if unloaded:  # nothing serves now: load what the link names (the good version, after a rollback)
+                self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED)
+            return
+        if target is not None and good is not None and target != good:
+            mode = "unload_first" if unloaded else "beside"
+            with self._lock:
+                self.stats.switches[mode] = self.stats.switches.get(mode, 0) + 1
+            self.events.add("switch", True, f"{good.name} -> {target.name} ({mode.replace('_', ' ')})")
 
-    def _load_once(self) -> None:
+    def _unload_if_no_room(self, target: Path) -> bool:
+        """Unload the serving engine when the new version would not fit beside it; True if it did."""
+        need = int(weights_bytes(target) * LOAD_MEMORY_FACTOR)
+        available = self._available_memory()
+        if need <= available:
+            return False
+        message = (f"not enough free memory to load {target.name} beside the serving model (needs about "
+                   f"{need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB available): unloading it first; "
+                   "requests get 'retry shortly' until the new version is ready")
+        logger.warning(message)
+        self.events.add("unload-first", False, message)
+        with self._lock:
+            old, self._engine = self._engine, None
+            self._snapshot = replace(self._snapshot, state=State.LOADING, reason=message)
+        if old is not None:
+            getattr(old, "close", lambda **_: None)(drain=True)
+        del old
+        gc.collect()
+        return True
+
+    def _roll_back(self, bad: Path, good: Path, why: str) -> None:
+        """``bad`` failed: keep (or bring back) ``good`` and point the link back at it."""
+        cause = "damaged" if "MANIFEST" in why else "self_test" if "self-test" in why else "load_failed"
+        try:
+            pointed = self._source.point_back(bad, good, why) if self._source is not None else False
+        except OSError as exc:
+            logger.error("could not point the model link back: {}", exc)
+            pointed = False
+        self._refused = (bad, self._source.stamp() if self._source is not None else None)
+        with self._lock:
+            self.stats.rollbacks[cause] = self.stats.rollbacks.get(cause, 0) + 1
+        where = f"{self._source.link} points back to {good.name}" if pointed else "the link was not moved back"
+        detail = f"{bad.name} rejected ({why}); {where}"
+        self.events.add("rollback", False, detail)
+        self._set(reason=f"rolled back: {detail}")
+        logger.error("automatic rollback: {}", detail)
+
+    def _load_once(self, target: Path | None = None) -> None:
         started = time.monotonic()
-        engine = self._load_engine()
+        if target is not None and (target / MANIFEST).is_file():
+            problems = quick_check(target)
+            if problems:
+                raise ModelDamaged(f"{target.name} does not match its MANIFEST: {'; '.join(problems[:3])}")
+        engine = self._load_engine(target) if self._source is not None else self._load_engine()
         label = getattr(engine, "model_label", None)
         test_started = time.monotonic()
         try:
             detail = self._self_test(engine)
-        except Exception:
+        except Exception as exc:
             getattr(engine, "close", lambda: None)()
-            raise
+            if isinstance(exc, AllInOneError) and "self-test" in str(exc):
+                raise
+            raise ModelUnavailable(f"self-test failed: {exc}") from exc
         result = SelfTestResult(True, time.time(), round(time.monotonic() - test_started, 3), detail)
-        fingerprint = files_fingerprint(getattr(engine, "model_path", None))
+        path = getattr(engine, "model_path", None)
+        fingerprint = files_fingerprint(path)
         if self._closing.is_set():  # the service was closed while this load ran
             getattr(engine, "close", lambda: None)()
             return
@@ -271,12 +382,17 @@ class ModelService:
             self._loading = False
             old, self._engine = self._engine, engine
             self._fingerprint = fingerprint
+            self._damage = None
             self._snapshot = replace(
                 self._snapshot, state=State.READY, model=label, reason=None,
                 last_self_test=result, consecutive_failures=0,
             )
+            if path is not None:
+                self._good = [p for p in self._good if p != path][-9:] + [Path(path)]
         self.events.add("self-test", True, detail)
         self.events.add("loaded", True, f"{label} in {time.monotonic() - started:.1f} s")
+        if path is not None and (Path(path) / MANIFEST).is_file():
+            self._check_hashes(Path(path), fingerprint)
         if old is not None:
             getattr(old, "close", lambda **_: None)(drain=True)
         logger.info("model {} ready in {:.1f} s ({})", label, time.monotonic() - started, detail)
@@ -295,12 +411,94 @@ class ModelService:
         engine = self._engine
         return getattr(engine, "stuck_for", lambda: 0.0)() if engine is not None else 0.0
 
+    def model_on_disk(self) -> DiskCheck:
+        """Cheap (names, sizes, mtimes, the link); a change in a store version's files starts a
+        background SHA-256 check, whose verdict a later call reports."""
+        engine = self._engine
+        path = getattr(engine, "model_path", None) if engine is not None else None
+        if path is None or self._fingerprint is None:
+            return DiskCheck()
+        path = Path(path)
+        switched_to = None
+        if self._source is not None:
+            target = self._source.active()
+            if target is not None and target != path and self._refused != (target, self._source.stamp()):
+                switched_to = target.name
+        fingerprint = files_fingerprint(path)
+        if not (path / MANIFEST).is_file():
+            return DiskCheck(files_changed=fingerprint != self._fingerprint, switched_to=switched_to)
+        damage = self._damage
+        if damage is not None and damage[0] == path:
+            return DiskCheck(damaged=damage[1], switched_to=switched_to)
+        if fingerprint != self._fingerprint and self._hashed != (path, fingerprint):
+            self._check_hashes(path, fingerprint)
+        return DiskCheck(switched_to=switched_to)
+
     def model_files_changed(self) -> bool:
         """True when the serving model's files differ (size or mtime) from when it was loaded."""
-        engine = self._engine
-        if engine is None or self._fingerprint is None:
-            return False
-        return files_fingerprint(getattr(engine, "model_path", None)) != self._fingerprint
+        return self.model_on_disk().files_changed
+
+    def _check_hashes(self, path: Path, fingerprint: tuple | None) -> None:
+        """Hash ``path`` against its MANIFEST in the background; one check at a time."""
+        with self._lock:
+            if self._hashing:
+                return
+            self._hashing = True
+
+        def run() -> None:
+            try:
+                # Lowest CPU priority for this thread only (Linux): requests keep the cores.
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+            except (AttributeError, OSError):
+                pass
+            try:
+                problems = full_check(path)
+            except Exception as exc:  # an unreadable file is a finding, and the flag must be cleared
+                problems = [f"unreadable: {exc}"]
+            with self._lock:
+                self._hashing = False
+                if getattr(self._engine, "model_path", None) != path:
+                    return  # another version serves by now
+                self._hashed = (path, fingerprint)
+                if problems:
+                    self._damage = (path, "; ".join(problems[:3]))
+                else:
+                    self._fingerprint = fingerprint  # touched but intact: the new picture is the good one
+            if problems:
+                logger.error("INTEGRITY: the serving version {} does not match its MANIFEST: {}",
+                             path.name, "; ".join(problems))
+            else:
+                logger.info("{} matches its MANIFEST (SHA-256)", path.name)
+
+        threading.Thread(target=run, name="integrity-check", daemon=True).start()
+
+    def replace_damaged(self, reason: str) -> bool:
+        """The serving version's files are damaged: switch to the last good version (verified
+        first) and reload it beside the in-memory copy, which was loaded before the damage and
+        keeps serving meanwhile. False when a load is already under way."""
+        damage = self._damage
+        with self._lock:
+            if damage is None or self._loading:
+                return False
+            self._damage = None  # acted on once; the next change of the files is judged again
+            self.stats.integrity_failures += 1
+            self._start_loader(self._restore, "model-restore", damage[0], reason)
+        self.events.add("integrity", False, reason)
+        logger.error("INTEGRITY: {}", reason)
+        return True
+
+    def _restore(self, damaged: Path, reason: str) -> None:
+        good = None
+        if self._source is not None:
+            good = self._source.verified_fallback(damaged, list(reversed(self._good)))
+        if good is None:
+            message = (f"{reason}; no verified version to go back to, so the copy loaded into memory before "
+                       f"the damage keeps serving. Reinstall {damaged.name} or activate a good version.")
+            self._set(reason=message)
+            logger.error("INTEGRITY: {}", message)
+            return
+        self._roll_back(damaged, good, reason)
+        self._reload_beside(may_roll_back=False)  # never back to the damaged version
 
     def seconds_since_success(self) -> float | None:
         last = self._last_success
@@ -369,9 +567,20 @@ class ModelService:
     def task_infos(self) -> list[TaskInfo]:
         return self.tasks.infos()
 
+    def _on_current(self, call: Callable[[Inference], object]):
+        """``call(engine)``; once more on the new engine if a hot swap closed the old one between
+        picking it and handing it the request (the request never ran, so retrying is safe)."""
+        engine = self._current()
+        try:
+            return call(engine)
+        except ModelUnavailable:
+            if self._engine is engine or self._engine is None or not self._snapshot.ready:
+                raise
+            return call(self._current())
+
     def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
         try:
-            results = self._current().classify(task, texts)
+            results = self._on_current(lambda engine: engine.classify(task, texts))
         except InferenceFailed as exc:
             self.recover(f"a request failed: {exc}")  # real traffic is evidence of sickness too
             raise
@@ -381,7 +590,7 @@ class ModelService:
     def generate(
         self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
     ) -> Iterator[ChatUpdate]:
-        return self._mark_success(self._current().generate(task, message, history, options))
+        return self._mark_success(self._on_current(lambda engine: engine.generate(task, message, history, options)))
 
     def _mark_success(self, stream: Iterator[ChatUpdate]) -> Iterator[ChatUpdate]:
         try:

@@ -105,6 +105,18 @@ class _ServiceCollector:
         yield recoveries
         yield CounterMetricFamily("allinone_operator_reloads", "Reloads asked for on /admin/reload.",
                                   value=stats.reloads)
+        rollbacks = CounterMetricFamily("allinone_rollbacks", "Automatic rollbacks of a model version, by cause "
+                                        "(load_failed, self_test, damaged).", labels=["cause"])
+        for cause, count in stats.rollbacks.items():
+            rollbacks.add_metric([cause], count)
+        yield rollbacks
+        switches = CounterMetricFamily("allinone_model_switches", "Model versions switched in, by mode "
+                                       "(beside: loaded next to the serving one; unload_first).", labels=["mode"])
+        for mode, count in stats.switches.items():
+            switches.add_metric([mode], count)
+        yield switches
+        yield CounterMetricFamily("allinone_integrity_failures", "Serving model versions found not matching "
+                                  "their MANIFEST.", value=stats.integrity_failures)
         yield GaugeMetricFamily("allinone_last_recovery_duration_seconds",
                                 "How long the last recovery took, detection to ready.", value=stats.last_recovery_s)
 

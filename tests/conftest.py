@@ -75,6 +75,27 @@ def tiny_probes_file(tiny_engine, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def wrong_tiny_model_dir(tiny_probes_file, tasks, tmp_path_factory) -> Path:
+    """A tiny model that loads and answers, but fails the known-answer probes (another seed):
+    what a bad release looks like."""
+    from engine.errors import ModelUnavailable
+    from engine.loader import load_model
+    from ops.watchdog import load_probes
+
+    probes = load_probes(tiny_probes_file)
+    for seed in range(1, 20):
+        path = build_tiny_model(tmp_path_factory.mktemp("wrong") / "tiny-qwen2@wrong", seed=seed)
+        engine = make_engine(load_model(path), tasks)
+        try:
+            probes.run(engine)
+        except ModelUnavailable:
+            return path
+        finally:
+            engine.close()
+    raise RuntimeError("no seed gave a tiny model that fails the probes")
+
+
+@pytest.fixture(scope="session")
 def tiny_app_args(tiny_model_dir, tiny_probes_file) -> list[str]:
     return ["--model-dir", str(tiny_model_dir), "--probes-file", str(tiny_probes_file)]
 

@@ -32,7 +32,8 @@ __all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_
 
 REFRESH_S = 3.0
 SELF_TEST = ("self-test",)
-LIFECYCLE = ("loaded", "load-failed", "reload", "recovering", "recovered", "rollback")
+LIFECYCLE = ("loaded", "load-failed", "reload", "recovering", "recovered", "switch", "unload-first", "rollback",
+             "integrity")
 
 
 @dataclass(frozen=True)

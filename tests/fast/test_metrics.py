@@ -82,13 +82,17 @@ def test_self_tests_and_recoveries_are_exported():
     from ops.lifecycle import ServiceStats, recovery_cause
 
     stats = ServiceStats(self_tests={"passed": 4, "failed": 1}, recoveries={"hang": 2}, reloads=1,
-                         last_recovery_s=12.5)
+                         last_recovery_s=12.5, rollbacks={"self_test": 2}, switches={"beside": 3},
+                         integrity_failures=1)
     metrics = Metrics(state=lambda: "ready", queue_depth=lambda: 0, stats=lambda: stats)
     s = samples(metrics)
     assert s[("allinone_self_tests_total", (("result", "failed"),))] == 1
     assert s[("allinone_recoveries_total", (("cause", "hang"),))] == 2
     assert s[("allinone_operator_reloads_total", ())] == 1
     assert s[("allinone_last_recovery_duration_seconds", ())] == 12.5
+    assert s[("allinone_rollbacks_total", (("cause", "self_test"),))] == 2
+    assert s[("allinone_model_switches_total", (("mode", "beside"),))] == 3
+    assert s[("allinone_integrity_failures_total", ())] == 1
     assert recovery_cause("an inference hung for 12 s (limit 10 s)") == "hang"
     assert recovery_cause("a request failed: NaN") == "failed_request"
     assert recovery_cause("self-test failed: sentiment gave positive") == "self_test"

@@ -32,6 +32,10 @@ def vitals(**changes):
         (vitals(stuck_for_s=9.0), False, "ok"),  # a long step is not yet a hang
         (vitals(rss_bytes=2000), False, "recover"),  # over the memory limit
         (vitals(files_changed=True), False, "recover"),  # weights changed under the running model
+        (vitals(damaged="model.safetensors: SHA-256 mismatch"), False, "restore"),  # a store version: hashed
+        (vitals(switched_to="m@2"), False, "switch"),  # models/current was moved: load the new version
+        (vitals(switched_to="m@2", stuck_for_s=11), False, "recover"),  # a hang comes first
+        (vitals(switched_to="m@2", ready=False), False, "skip"),  # a load is under way
     ],
 )
 def test_decisions(v, probe_due, action):
@@ -45,7 +49,10 @@ def test_no_memory_limit_means_no_memory_recovery():
 class FakeService:
     def __init__(self, answer="positive", stuck=0.0):
         self.answer, self.stuck = answer, stuck
-        self.recovered, self.tests = [], []
+        self.recovered, self.tests, self.reloaded, self.restored = [], [], [], []
+        from ops.lifecycle import DiskCheck
+
+        self.disk = DiskCheck()
         self.ready = True
         self.since_success = None
 
@@ -58,8 +65,14 @@ class FakeService:
     def seconds_since_success(self):
         return self.since_success
 
-    def model_files_changed(self):
-        return False
+    def model_on_disk(self):
+        return self.disk
+
+    def reload(self, reason, operator=True):
+        self.reloaded.append((reason, operator))
+
+    def replace_damaged(self, reason):
+        self.restored.append(reason)
 
     def record_self_test(self, passed, duration, detail):
         self.tests.append((passed, detail))
@@ -124,6 +137,19 @@ def test_a_slow_probe_on_an_overloaded_machine_is_not_a_reason_to_reload_at_once
         time.sleep(0.6)  # let the previous slow probe end
         dog.run_self_test()
     assert "longer than" in service.recovered[0]  # slow again and again: recover after all
+
+
+def test_vitals_follow_the_store_link_and_the_manifest():
+    from ops.lifecycle import DiskCheck
+
+    service = FakeService()
+    dog = Watchdog(service, load_probes(), CONFIG, rss=lambda: 1)
+    service.disk = DiskCheck(switched_to="m@2")
+    assert dog.check_vitals() == "switch"
+    assert service.reloaded == [("the model link now names m@2", False)]  # not counted as an operator reload
+    service.disk = DiskCheck(damaged="model.safetensors: SHA-256 mismatch")
+    assert dog.check_vitals() == "restore"
+    assert "SHA-256 mismatch" in service.restored[0] and not service.recovered
 
 
 def test_vitals_catch_a_hang_without_running_the_model():

@@ -1,0 +1,237 @@
+"""The service follows the model store: switches, rollbacks, memory, integrity (fake engines, real store)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine.errors import ModelUnavailable
+from engine.tasks import load_tasks
+from ops.lifecycle import ModelService, State
+from ops.store import ModelSource, ModelStore
+from ops.watchdog import Watchdog, WatchdogConfig, load_probes
+from tests.fast.test_lifecycle import FakeEngine, wait_for
+from tests.fast.test_store import tamper
+
+
+class VersionEngine(FakeEngine):
+    """A fake engine that says which store version it was loaded from."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.model_path = Path(path)
+        self.model_label = self.model_path.name
+        self.served = 0
+
+    def classify(self, task, texts):
+        self.served += 1
+        return super().classify(task, texts)
+
+
+@pytest.fixture()
+def store(tmp_path) -> ModelStore:
+    store = ModelStore(tmp_path / "models")
+    for version in ("1", "2", "3"):
+        store.install("m", version, lambda d, v=version: (d / "model.safetensors").write_bytes(v.encode() * 1000))
+    store.activate("m@1")
+    return store
+
+
+class Harness:
+    """A service over the store, recording every engine it loads; ``bad`` versions fail as asked."""
+
+    def __init__(self, store, fail_self_test=(), fail_load=(), memory=10**12):
+        self.engines: list[VersionEngine] = []
+        self.fail_self_test, self.fail_load = set(fail_self_test), set(fail_load)
+
+        def load(path):
+            if path.name in self.fail_load:
+                raise ModelUnavailable(f"Loading the model at {path} failed: size mismatch")
+            self.engines.append(VersionEngine(path))
+            return self.engines[-1]
+
+        def self_test(engine):
+            if engine.model_label in self.fail_self_test:
+                raise ModelUnavailable("self-test failed: sentiment gave negative, expected positive")
+            return "ok"
+
+        self.service = ModelService(load_tasks(), load, self_test=self_test, max_backoff_s=0.05,
+                                    source=ModelSource(store.root / "current"), available_memory=lambda: memory)
+
+    def __enter__(self):
+        self.service.start()
+        assert self.service.wait_ready(5)
+        return self
+
+    def __exit__(self, *exc):
+        self.service.close()
+
+    def serving(self) -> str | None:
+        return self.service.snapshot().model
+
+    def kinds(self) -> list[str]:
+        return [e["kind"] for e in self.service.events.recent(50)]
+
+
+def vitals_until(dog: Watchdog, action: str, timeout: float = 10.0) -> list[str]:
+    """Run the vitals job (every 50 ms, like the real one every 2 s) until it takes ``action``."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and action not in seen:
+        seen.append(dog.check_vitals())
+        time.sleep(0.05)
+    return seen
+
+
+def test_a_new_version_is_loaded_beside_then_swapped_in(store):
+    with Harness(store) as h:
+        assert h.serving() == "m@1"
+        store.activate("m@2")
+        assert h.service.model_on_disk().switched_to == "m@2"
+        assert h.service.reload("test")
+        assert wait_for(lambda: h.serving() == "m@2" and h.engines[0].closed)
+        assert h.service.stats.switches == {"beside": 1}
+        assert "switch" in h.kinds()
+        assert h.service.model_on_disk().switched_to is None
+        assert h.service.classify("sentiment", ["hi"])[0].label == "positive"
+        assert h.engines[1].served == 1
+
+
+@pytest.mark.parametrize("failure, cause", [("self_test", "self_test"), ("load", "load_failed")])
+def test_a_failing_version_is_rolled_back_and_never_serves(store, failure, cause):
+    bad = {"fail_self_test": ["m@2"]} if failure == "self_test" else {"fail_load": ["m@2"]}
+    with Harness(store, **bad) as h:
+        good = h.engines[0]
+        store.activate("m@2")
+        assert h.service.reload("test")
+        assert wait_for(lambda: h.service.stats.rollbacks.get(cause) == 1)
+        assert store.current() == "m@1" and store.previous() == "m@2"
+        assert "m@2" in store.rejected()
+        assert h.serving() == "m@1" and h.service.snapshot().ready and not good.closed
+        assert "rolled back" in h.service.snapshot().reason
+        assert h.service.classify("sentiment", ["hi"]) and good.served == 1
+        assert all(e.served == 0 for e in h.engines[1:])
+        assert "rollback" in h.kinds()
+        # the watchdog does not try the rejected version again; a new activation is tried
+        assert h.service.model_on_disk().switched_to is None
+        store.activate("m@3")
+        assert h.service.model_on_disk().switched_to == "m@3"
+
+
+def test_a_version_whose_files_do_not_match_their_manifest_is_refused_at_load(store):
+    with Harness(store) as h:
+        target = store.root / "m@2" / "model.safetensors"
+        store.activate("m@2")
+        target.parent.chmod(0o755)
+        target.chmod(0o644)
+        target.write_bytes(b"short")  # after activate's verify: only the load's size check can see it
+        h.service.reload("test")
+        assert wait_for(lambda: h.service.stats.rollbacks.get("damaged") == 1)
+        assert h.serving() == "m@1" and store.current() == "m@1"
+        assert len(h.engines) == 1  # never even loaded
+
+
+def test_without_room_beside_the_old_model_is_unloaded_first_and_the_events_say_so(store):
+    with Harness(store, memory=0) as h:
+        store.activate("m@2")
+        h.service.reload("test")
+        assert wait_for(lambda: h.serving() == "m@2" and h.service.snapshot().ready)
+        assert h.engines[0].closed
+        assert h.service.stats.switches == {"unload_first": 1}
+        unload = [e for e in h.service.events.recent(50) if e["kind"] == "unload-first"]
+        assert unload and "not enough free memory" in unload[0]["detail"]
+
+
+def test_unloaded_first_then_failing_brings_the_good_version_back(store):
+    with Harness(store, memory=0, fail_self_test=["m@2"]) as h:
+        store.activate("m@2")
+        h.service.reload("test")
+        assert wait_for(lambda: h.service.stats.rollbacks.get("self_test") == 1)
+        assert wait_for(lambda: h.serving() == "m@1" and h.service.snapshot().ready)
+        assert [e.model_label for e in h.engines] == ["m@1", "m@2", "m@1"]
+        assert store.current() == "m@1"
+
+
+def test_a_request_racing_the_swap_runs_on_the_new_engine(store):
+    with Harness(store) as h:
+        old = h.engines[0]
+        new = VersionEngine(store.root / "m@2")
+
+        def closed_under_the_caller(task, texts):
+            h.service._engine = new  # the swap lands between picking the engine and submitting
+            raise ModelUnavailable()
+
+        old.classify = closed_under_the_caller
+        assert h.service.classify("sentiment", ["hi"])[0].label == "positive"
+        assert new.served == 1
+
+
+def test_a_damaged_serving_version_is_replaced_by_the_last_good_one(store):
+    with Harness(store) as h:
+        store.activate("m@2")
+        h.service.reload("test")
+        assert wait_for(lambda: h.serving() == "m@2")
+        dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
+        assert wait_for(lambda: not h.service._hashing)  # the background check after the load
+        assert dog.check_vitals() == "ok"
+        tamper(store.root / "m@2" / "model.safetensors")
+        assert vitals_until(dog, "restore")[-1] == "restore"  # sizes+mtime changed, then hashed
+        assert wait_for(lambda: h.serving() == "m@1")
+        assert store.current() == "m@1" and "m@2" in store.rejected()
+        assert h.service.stats.integrity_failures == 1 and h.service.stats.rollbacks == {"damaged": 1}
+        assert {"integrity", "rollback", "switch"} <= set(h.kinds())
+        assert dog.check_vitals() == "ok"
+
+
+def test_a_damaged_version_with_nothing_to_go_back_to_keeps_its_in_memory_copy(store):
+    with Harness(store) as h:
+        tamper(store.root / "m@1" / "model.safetensors")
+        for key in ("m@2", "m@3"):
+            tamper(store.root / key / "model.safetensors")  # no good version left either
+        dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
+        assert vitals_until(dog, "restore")[-1] == "restore"
+        assert wait_for(lambda: "no verified version to go back to" in (h.service.snapshot().reason or ""))
+        assert h.service.snapshot().ready and not h.engines[0].closed
+        assert dog.check_vitals() == "ok"  # reported once, not every tick
+
+
+def test_touched_but_intact_files_are_hashed_and_accepted(store):
+    with Harness(store) as h:
+        assert wait_for(lambda: not h.service._hashing)
+        weights = store.root / "m@1" / "model.safetensors"
+        os.utime(weights, (1, 1))
+        assert h.service.model_on_disk().damaged is None  # starts the hash
+        assert wait_for(lambda: not h.service._hashing and h.service.model_on_disk().damaged is None)
+        assert h.service._fingerprint == h.service._hashed[1]  # the new picture is accepted
+
+
+def test_requests_keep_being_served_throughout_a_switch(store):
+    """Many switches under steady requests: none fails, each answered by a version that passed."""
+    with Harness(store) as h:
+        failures, stop = [], threading.Event()
+
+        def traffic():
+            while not stop.is_set():
+                try:
+                    h.service.classify("sentiment", ["hi"])
+                except Exception as exc:  # noqa: BLE001 - any failure is what this test looks for
+                    failures.append(exc)
+
+        threads = [threading.Thread(target=traffic) for _ in range(4)]
+        for t in threads:
+            t.start()
+        try:
+            for key in ("m@2", "m@3", "m@1", "m@2"):
+                store.activate(key)
+                assert h.service.reload("test")
+                assert wait_for(lambda key=key: h.serving() == key)
+        finally:
+            stop.set()
+            for t in threads:
+                t.join(5)
+        assert failures == []
+        assert h.service.snapshot().state is State.READY
