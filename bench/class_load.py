@@ -22,6 +22,8 @@ import json
 import threading
 import time
 
+import psutil
+
 from common import DATA, REPO, PeakRss, header, load_engine, median, percentile, start_app
 
 CHAT_PROMPTS = [
@@ -140,12 +142,16 @@ def simulate_class(students: int, new_tokens: int) -> dict:
                         errors[f"{step}: {error_kind(exc)}"] += 1
 
         threads = [threading.Thread(target=student, args=(i,)) for i in range(students)]
+        server, here = psutil.Process(proc.pid), psutil.Process()
+        cpu_before = (sum(server.cpu_times()[:2]), sum(here.cpu_times()[:2]))
         started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
         wall = time.perf_counter() - started
+        server_cpu = sum(server.cpu_times()[:2]) - cpu_before[0]
+        clients_cpu = sum(here.cpu_times()[:2]) - cpu_before[1]
         chat_rate = sum(chat_tokens) / (chat_window[1] - chat_window[0]) if chat_tokens else 0.0
         report = {
             "students": students,
@@ -160,6 +166,9 @@ def simulate_class(students: int, new_tokens: int) -> dict:
             "chat_tokens_per_s": round(chat_rate, 2),
             "errors": dict(errors),
             "server_peak_rss_gib": round(rss.peak / 2**30, 2),
+            # Both run on the same cores here; in a classroom the clients are the students' machines.
+            "server_cpu_s": round(server_cpu, 1),
+            "clients_cpu_s": round(clients_cpu, 1),
         }
         print(f"class of {students}: " + json.dumps(report, ensure_ascii=False))
         return report
