@@ -391,7 +391,10 @@ class ModelService:
                 self._good = [p for p in self._good if p != path][-9:] + [Path(path)]
         self.events.add("self-test", True, detail)
         self.events.add("loaded", True, f"{label} in {time.monotonic() - started:.1f} s")
-        if path is not None and (Path(path) / MANIFEST).is_file():
+        # Hash in the background unless these very files (same size and mtime) were already
+        # hashed here: a recovery reloads the same version, and hashing 2.5 GB beside its
+        # warm-up slowed the recovery by seconds.
+        if path is not None and (Path(path) / MANIFEST).is_file() and self._hashed != (Path(path), fingerprint):
             self._check_hashes(Path(path), fingerprint)
         if old is not None:
             getattr(old, "close", lambda **_: None)(drain=True)
