@@ -38,9 +38,9 @@ CHAT_PROMPTS = [
 ]
 
 
-def decode_scaling(new_tokens: int = 48) -> dict:
-    """Tokens/s of one chat alone vs eight at once, excluding each chat's time to first token."""
-    engine = load_engine(max_new_tokens=new_tokens, max_active_chats=8, request_timeout_s=600)
+def decode_scaling(new_tokens: int = 48, widths: tuple[int, ...] = (8, 16)) -> dict:
+    """Tokens/s of one chat alone vs ``width`` chats at once, excluding each chat's time to first token."""
+    engine = load_engine(max_new_tokens=new_tokens, max_active_chats=max(widths), request_timeout_s=600)
     try:
         from engine.types import GenerateOptions
 
@@ -58,23 +58,26 @@ def decode_scaling(new_tokens: int = 48) -> dict:
         run("Warm up.")
         alone = [run(p) for p in CHAT_PROMPTS[:2]]
         single = sum(tokens - 1 for _, _, tokens in alone) / sum(last - first for first, last, _ in alone)
-        results: list = [None] * 8
-        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, run(CHAT_PROMPTS[i])))
-                   for i in range(8)]
-        started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        first_all = min(r[0] for r in results)
-        last_all = max(r[1] for r in results)
-        tokens = sum(r[2] for r in results)
-        aggregate = tokens / (last_all - first_all)
-        overall = tokens / (last_all - started)
         print(f"decode, one chat alone: {single:.2f} tokens/s")
-        print(f"decode, 8 chats at once: {aggregate:.2f} tokens/s in total (first to last token), "
-              f"{overall:.2f} tokens/s including prefills; ratio {aggregate / single:.2f}x")
-        return {"single": single, "aggregate": aggregate, "ratio": aggregate / single}
+        report = {"single": single}
+        for width in widths:
+            prompts = [CHAT_PROMPTS[i % len(CHAT_PROMPTS)] + ("" if i < len(CHAT_PROMPTS) else f" (#{i})")
+                       for i in range(width)]
+            results: list = [None] * width
+            threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, run(prompts[i])))
+                       for i in range(width)]
+            started = time.perf_counter()
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            tokens = sum(r[2] for r in results)
+            aggregate = tokens / (max(r[1] for r in results) - min(r[0] for r in results))
+            overall = tokens / (max(r[1] for r in results) - started)
+            print(f"decode, {width} chats at once: {aggregate:.2f} tokens/s in total (first to last token), "
+                  f"{overall:.2f} tokens/s including prefills; ratio {aggregate / single:.2f}x")
+            report[width] = aggregate
+        return report
     finally:
         engine.close()
 
