@@ -574,8 +574,9 @@ class Engine:
                 self._queued_texts -= len(job.texts)
             if job.future.set_running_or_notify_cancel():
                 job.future.set_exception(error)
-        for job in self._waiting + self._active:
-            self._chat_failed(job, error)
+        chats = self._waiting + self._active
         self._pending, self._waiting, self._active = [], [], []
-        if self._batch is not None:
+        if self._batch is not None:  # dropped whole, not row by row: every chat in it fails
             self._batch = DecodeBatch(self.handle.model)
+        for job in chats:
+            self._chat_failed(job, error)

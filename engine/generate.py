@@ -1,4 +1,4 @@
-"""Chat decoding primitives: ``prefill``, ``decode_one_token``, ``sample``.
+"""Chat decoding primitives: ``prefill``, ``sample`` and the ``DecodeBatch``.
 
 A ``ChatStream`` is one request's decoding state (the tokens so far, its
 limits). A ``DecodeBatch`` holds the KV caches of all active streams and
@@ -21,7 +21,7 @@ from engine.errors import InferenceFailed
 from engine.prompts import safe_stream_text
 from engine.types import FINISH_LENGTH, FINISH_STOP, FINISH_TIME_LIMIT, ChatUpdate
 
-__all__ = ["ChatStream", "DecodeBatch", "prefill", "decode_one_token", "sample", "stop_token_ids"]
+__all__ = ["ChatStream", "DecodeBatch", "prefill", "sample", "stop_token_ids"]
 
 
 def stop_token_ids(model, tokenizer) -> frozenset[int]:
@@ -48,13 +48,6 @@ def prefill(model, prompt_ids: list[int]):
     """Run the prompt; return (cache, logits of the last position)."""
     out = model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True, logits_to_keep=1)
     return out.cache, _check_finite(out.logits[0, -1].float())
-
-
-@torch.inference_mode()
-def decode_one_token(model, cache, token: int) -> torch.Tensor:
-    """Feed one token; return the next position's logits (the cache grows in place)."""
-    out = model(input_ids=torch.tensor([[token]], dtype=torch.long), cache=cache, use_cache=True, logits_to_keep=1)
-    return _check_finite(out.logits[0, -1].float())
 
 
 def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from engine.errors import Busy, Superseded
-from engine.generate import ChatStream, DecodeBatch, decode_one_token, prefill
+from engine.generate import ChatStream, DecodeBatch, prefill
 from engine.types import GenerateOptions
 from tests.conftest import make_engine
 
@@ -24,12 +24,15 @@ def encode_chat(handle, text: str) -> list[int]:
     return handle.tokenizer(rendered, add_special_tokens=False)["input_ids"]
 
 
+@torch.inference_mode()
 def greedy_alone(model, prompt_ids: list[int], steps: int) -> tuple[list[int], list[torch.Tensor]]:
+    """The reference: one sequence, its own cache, one plain forward pass per token."""
     cache, logits = prefill(model, prompt_ids)
     tokens, all_logits = [], [logits]
     for _ in range(steps):
         tokens.append(int(logits.argmax()))
-        logits = decode_one_token(model, cache, tokens[-1])
+        out = model(input_ids=torch.tensor([[tokens[-1]]]), cache=cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[0, -1].float()
         all_logits.append(logits)
     return tokens, all_logits
 
