@@ -46,6 +46,9 @@ __all__ = ["State", "SelfTestResult", "HealthSnapshot", "DiskCheck", "ModelServi
 
 
 RECOVERY_ATTEMPTS_BEFORE_FAILED = 3
+_CAUSE_NEEDLES = (("hung", "hang"), ("memory", "memory"), ("self-test", "self_test"), ("files", "files"),
+                  ("request failed", "failed_request"))
+RECOVERY_CAUSES = tuple(cause for _, cause in _CAUSE_NEEDLES) + ("other",)
 # Loading beside needs the new weights plus activations, tokenizer and warm-up caches.
 LOAD_MEMORY_FACTOR = 1.3
 
@@ -114,10 +117,14 @@ def basic_self_test(engine: Inference) -> str:
 
 @dataclass
 class ServiceStats:
-    """Running totals for ``/metrics`` (read at scrape time; written under the service lock)."""
+    """Running totals for ``/metrics`` (read at scrape time; written under the service lock).
+
+    Every recovery cause is there from the start, at 0: a counter that first appears
+    at 1 is invisible to Prometheus' ``increase()``, so the first recovery would never alert.
+    """
 
     self_tests: dict[str, int]
-    recoveries: dict[str, int]  # by cause: hang, memory, wrong_answer, failed_request, other
+    recoveries: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RECOVERY_CAUSES, 0))
     reloads: int = 0  # operator reloads
     last_recovery_s: float = 0.0
     rollbacks: dict[str, int] = field(default_factory=dict)  # by cause: load_failed, self_test, damaged
@@ -140,6 +147,13 @@ def _available_memory() -> int:
     return psutil.virtual_memory().available
 
 
+def _close(engine, **how) -> None:
+    """Close an engine (``drain=True``: after its work finishes) or a stream; fakes may have no ``close``."""
+    close = getattr(engine, "close", None)
+    if close is not None:
+        close(**how)
+
+
 def files_fingerprint(path) -> tuple | None:
     """A cheap picture of a model directory: (name, size, mtime) of every file."""
     if path is None:
@@ -149,13 +163,6 @@ def files_fingerprint(path) -> tuple | None:
                             for p in Path(path).rglob("*") if p.is_file() for st in [p.stat()]))
     except OSError:
         return ("unreadable",)
-
-
-_CAUSE_NEEDLES = (("hung", "hang"), ("memory", "memory"), ("self-test", "self_test"), ("files", "files"),
-                  ("request failed", "failed_request"))
-# Every cause is exported from the start (at 0): a counter that first appears at 1 is
-# invisible to Prometheus' increase(), so the first recovery would never alert.
-RECOVERY_CAUSES = tuple(cause for _, cause in _CAUSE_NEEDLES) + ("other",)
 
 
 def recovery_cause(reason: str) -> str:
@@ -196,8 +203,7 @@ class ModelService:
         # instant the service turns ready is not mistaken for "a load is already under way".
         self._loading = False
         self._last_success: float | None = None  # monotonic time of the last successful request
-        self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0},
-                                  recoveries=dict.fromkeys(RECOVERY_CAUSES, 0))
+        self.stats = ServiceStats(self_tests={"passed": 0, "failed": 0})
         self._fingerprint: tuple | None = None  # the serving model's files when it was loaded (or last hashed)
         self._hashed: tuple | None = None  # (path, fingerprint) the background SHA-256 check last judged
         self._hashing = False
@@ -334,7 +340,7 @@ class ModelService:
             old, self._engine = self._engine, None
             self._snapshot = replace(self._snapshot, state=State.LOADING, reason=message)
         if old is not None:
-            getattr(old, "close", lambda **_: None)(drain=True)
+            _close(old, drain=True)
         del old
         gc.collect()
         return True
@@ -368,7 +374,7 @@ class ModelService:
         try:
             detail = self._self_test(engine)
         except Exception as exc:
-            getattr(engine, "close", lambda: None)()
+            _close(engine)
             if isinstance(exc, AllInOneError) and "self-test" in str(exc):
                 raise
             raise ModelUnavailable(f"self-test failed: {exc}") from exc
@@ -376,7 +382,7 @@ class ModelService:
         path = getattr(engine, "model_path", None)
         fingerprint = files_fingerprint(path)
         if self._closing.is_set():  # the service was closed while this load ran
-            getattr(engine, "close", lambda: None)()
+            _close(engine)
             return
         with self._lock:
             self._loading = False
@@ -397,7 +403,7 @@ class ModelService:
         if path is not None and (Path(path) / MANIFEST).is_file() and self._hashed != (Path(path), fingerprint):
             self._check_hashes(Path(path), fingerprint)
         if old is not None:
-            getattr(old, "close", lambda **_: None)(drain=True)
+            _close(old, drain=True)
         logger.info("model {} ready in {:.1f} s ({})", label, time.monotonic() - started, detail)
 
     def close(self) -> None:
@@ -406,7 +412,7 @@ class ModelService:
         with self._lock:
             engine, self._engine = self._engine, None
         if engine is not None:
-            getattr(engine, "close", lambda: None)()
+            _close(engine)
 
     # ----- what the watchdog reads and does ------------------------------------
 
@@ -436,10 +442,6 @@ class ModelService:
         if fingerprint != self._fingerprint and self._hashed != (path, fingerprint):
             self._check_hashes(path, fingerprint)
         return DiskCheck(switched_to=switched_to)
-
-    def model_files_changed(self) -> bool:
-        """True when the serving model's files differ (size or mtime) from when it was loaded."""
-        return self.model_on_disk().files_changed
 
     def _check_hashes(self, path: Path, fingerprint: tuple | None) -> None:
         """Hash ``path`` against its MANIFEST in the background; one check at a time."""
@@ -529,7 +531,7 @@ class ModelService:
             engine, self._engine = self._engine, None
             self._snapshot = replace(self._snapshot, state=State.RECOVERING, reason=reason)
             cause = recovery_cause(reason)
-            self.stats.recoveries[cause] = self.stats.recoveries.get(cause, 0) + 1
+            self.stats.recoveries[cause] += 1
             self._start_loader(self._recover, "model-recovery", engine)
         self.events.add("recovering", False, reason)
         logger.error("recovering: {}", reason)
@@ -540,8 +542,6 @@ class ModelService:
         if suspect is not None:
             suspect.close(timeout=2.0)  # a hung worker cannot be joined; it is abandoned (daemon thread)
         del suspect
-        import gc
-
         gc.collect()  # free the suspect model's memory before loading a fresh copy
         self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED)
         if self._snapshot.ready:
@@ -605,4 +605,4 @@ class ModelService:
             self.recover(f"a request failed: {exc}")
             raise
         finally:
-            getattr(stream, "close", lambda: None)()
+            _close(stream)

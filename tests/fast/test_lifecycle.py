@@ -191,8 +191,8 @@ def test_changed_model_files_are_noticed(tmp_path):
     service = ModelService(load_tasks(), EngineOnDisk).start()
     try:
         assert service.wait_ready(5)
-        assert service.model_files_changed() is False
+        assert service.model_on_disk().files_changed is False
         (tmp_path / "model.safetensors").write_bytes(b"tampered!")
-        assert service.model_files_changed() is True
+        assert service.model_on_disk().files_changed is True
     finally:
         service.close()
