@@ -15,6 +15,10 @@ DATA = REPO.parent / "shared" / "data"
 
 from ops.ha import free_port  # noqa: E402  (after the path insert; one helper for app, tests, benches)
 
+# Sentiment texts whose answer is not in doubt: traffic during drills and swaps must keep getting these.
+KNOWN = [("What a lovely, friendly place. Loved it!", "positive"), ("Awful. Cold food and rude staff.", "negative"),
+         ("质量很好，非常满意。", "positive"), ("太失望了，再也不买了。", "negative")]
+
 
 def machine() -> str:
     cpu = "unknown CPU"

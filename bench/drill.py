@@ -19,10 +19,8 @@ import time
 
 import httpx
 
-from common import header, start_app
+from common import KNOWN, header, start_app
 
-KNOWN = [("What a lovely, friendly place. Loved it!", "positive"), ("Awful. Cold food and rude staff.", "negative"),
-         ("质量很好，非常满意。", "positive"), ("太失望了，再也不买了。", "negative")]
 TOKEN = "drill-token"
 
 

@@ -32,10 +32,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from common import REPO, header, start_app
+from common import KNOWN, REPO, header, start_app
 
-KNOWN = [("What a lovely, friendly place. Loved it!", "positive"), ("Awful. Cold food and rude staff.", "negative"),
-         ("质量很好，非常满意。", "positive"), ("太失望了，再也不买了。", "negative")]
 TOKEN = "swap-token"
 
 

@@ -36,6 +36,7 @@ from engine.errors import (
 from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
 from ops.history import Timeline
 from ops.logs import access_logger, perf_logger
+from ops.watchdog import process_rss_bytes
 
 __all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of", "memory_limit_bytes"]
 
@@ -178,7 +179,7 @@ class InstrumentedInference:
         if self._log_text:
             fields["text"] = text
         access_logger().bind(**fields).info("{task} {outcome} {latency_s}s", **fields)
-        perf = {"task": task, "latency_s": round(latency, 4), "rss_bytes": _rss_bytes()}
+        perf = {"task": task, "latency_s": round(latency, 4), "rss_bytes": process_rss_bytes()}
         if tokens is not None:
             perf.update(tokens=tokens, tokens_per_s=round(tokens / latency, 2) if latency > 0 else None)
         perf_logger().bind(**perf).info("{task} {latency_s}s", **perf)
@@ -228,12 +229,6 @@ class InstrumentedInference:
                 close()  # cancels the engine job at once, not when garbage is collected
             if last is not None:
                 self._metrics.generated_tokens.labels(task).inc(last.tokens)
-
-
-def _rss_bytes() -> int:
-    import psutil
-
-    return psutil.Process().memory_info().rss
 
 
 def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:

@@ -122,7 +122,8 @@ def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> tuple[str
     return "probe", None
 
 
-def _rss_bytes() -> int:
+def process_rss_bytes() -> int:
+    """This process's resident memory (the watchdog's limit, the perf log, the Status tab)."""
     import psutil
 
     return psutil.Process().memory_info().rss
@@ -130,7 +131,7 @@ def _rss_bytes() -> int:
 
 class Watchdog:
     def __init__(self, service, probes: Probes, config: WatchdogConfig = WatchdogConfig(),
-                 rss: Callable[[], int] = _rss_bytes, timeline: Timeline | None = None) -> None:
+                 rss: Callable[[], int] = process_rss_bytes, timeline: Timeline | None = None) -> None:
         self.service = service
         self.timeline = timeline  # the vitals job also samples memory for the Status tab's plot
         self.probes = probes

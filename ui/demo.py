@@ -8,7 +8,7 @@ from engine.types import Inference
 from ui.chat_tab import build_chat_tab
 from ui.classify_tab import build_classify_tab
 from ui.i18n import t, tab_title
-from ui.status_tab import Drills, StatusSource, build_status_tab
+from ui.status_tab import QUIET, Drills, StatusSource, build_status_tab
 
 __all__ = ["build_demo"]
 
@@ -47,14 +47,12 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
             with gr.Tab(t("task.status"), id="status") as status_tab:
                 timer, refresh_status, status_outputs = build_status_tab(status, drills)
             # The Status tab's timer runs only while that tab is shown.
-            quiet = dict(queue=False, api_visibility="private", show_progress="hidden")
-            status_tab.select(lambda: gr.Timer(active=True), outputs=[timer], **quiet).then(
-                refresh_status, outputs=status_outputs, **quiet)
+            status_tab.select(lambda: gr.Timer(active=True), outputs=[timer], **QUIET).then(
+                refresh_status, outputs=status_outputs, **QUIET)
             for tab in task_tabs:
-                tab.select(lambda: gr.Timer(active=False), outputs=[timer], **quiet)
+                tab.select(lambda: gr.Timer(active=False), outputs=[timer], **QUIET)
         # Refreshed on page load and every 10 s, outside the queue: a tiny read of the snapshot.
-        refresh = dict(fn=lambda: status_text(snapshot()), outputs=[status_line], queue=False,
-                       api_visibility="private", show_progress="hidden")
-        demo.load(**refresh)
-        gr.Timer(10).tick(**refresh)
+        refresh_line = dict(fn=lambda: status_text(snapshot()), outputs=[status_line], **QUIET)
+        demo.load(**refresh_line)
+        gr.Timer(10).tick(**refresh_line)
     return demo

@@ -28,9 +28,12 @@ import pandas as pd
 
 from ui.i18n import both, t
 
-__all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S"]
+__all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S", "QUIET"]
 
 REFRESH_S = 3.0
+# Events that only read or poke the service: outside the queue (they work while it is full),
+# not in the API, no spinner.
+QUIET = dict(queue=False, api_visibility="private", show_progress="hidden")
 SELF_TEST = ("self-test",)
 LIFECYCLE = ("loaded", "load-failed", "reload", "recovering", "recovered", "switch", "unload-first", "rollback",
              "integrity")
@@ -137,10 +140,9 @@ def build_status_tab(source: StatusSource, drills: Drills | None) -> tuple[gr.Ti
     if drills is not None and drills.enabled:
         _build_drill_panel(drills, refresh, outputs)
     timer = gr.Timer(REFRESH_S, active=False)
-    quiet = dict(queue=False, api_visibility="private", show_progress="hidden")
-    timer.tick(refresh, outputs=outputs, **quiet)
+    timer.tick(refresh, outputs=outputs, **QUIET)
     if peers is not None:
-        timer.tick(lambda: peer_frame(source.peers()), outputs=[peers], **quiet)
+        timer.tick(lambda: peer_frame(source.peers()), outputs=[peers], **QUIET)
     return timer, refresh, outputs
 
 
@@ -162,6 +164,5 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list)
         return f"✓ `{name}`: {result}"
 
     for name, button in buttons:
-        button.click(lambda given, name=name: run(name, given), inputs=[token], outputs=[outcome],
-                     queue=False, api_visibility="private").then(
-            refresh, outputs=refresh_outputs, queue=False, api_visibility="private", show_progress="hidden")
+        button.click(lambda given, name=name: run(name, given), inputs=[token], outputs=[outcome], **QUIET).then(
+            refresh, outputs=refresh_outputs, **QUIET)
