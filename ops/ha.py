@@ -15,6 +15,8 @@ which stop their apps. Every process is addressed by its PID, never by name.
 The configurations used are the shipped ones in ``ops/deploy/``, filled in
 through environment variables; sockets, logs and pid files go to the run
 directory (a temporary one, removed at exit, unless ``--run-dir`` is given).
+The apps run under the interpreter the demo runs under (``ALLINONE_PYTHON``
+overrides it).
 
 ``failover_drill`` kills the primary under steady client traffic and measures
 the failover; the failover test and ``bench/failover.py`` use it.
@@ -49,6 +51,7 @@ DEPLOY = REPO_ROOT / "ops" / "deploy"
 SUPERVISORD_CONF = DEPLOY / "supervisord.conf"
 HAPROXY_CFG = DEPLOY / "haproxy.cfg"
 PROGRAM = "allinone"  # the [program:...] name in supervisord.conf
+PYTHON_ENV = ENV_PREFIX + "PYTHON"  # supervisord.conf runs the app with this interpreter
 BACKEND_HEADER = "X-Allinone-Backend"  # set by haproxy.cfg: which server answered
 STOP_WAIT_S = 25.0  # supervisord gives the app 15 s (stopwaitsecs) before SIGKILL
 
@@ -177,7 +180,8 @@ class HaDemo:
             port = free_port()
             env = {**os.environ, **app_env, ENV_PREFIX + "PORT": str(port),
                    ENV_PREFIX + "LOG_DIR": str(log_root / role / "logs"),
-                   ENV_PREFIX + "SUPERVISOR_DIR": str(instance_dir)}
+                   ENV_PREFIX + "SUPERVISOR_DIR": str(instance_dir),
+                   PYTHON_ENV: os.environ.get(PYTHON_ENV) or sys.executable}
             self.instances[role] = Instance(role, port, instance_dir, env)
             self.instances[role].start()
         self.stats_port = self.stats_port or free_port()
