@@ -18,6 +18,7 @@ import subprocess
 import sys
 import sysconfig
 import threading
+import time
 from pathlib import Path
 
 import psutil
@@ -128,3 +129,45 @@ def test_the_demo_runs_its_apps_under_the_interpreter_it_runs_under(tiny_app_arg
         assert proc.wait(60) == 0
         gone, alive = psutil.wait_procs(children, timeout=10)
         assert not alive, f"left behind: {alive}"
+
+
+@pytest.mark.parametrize("python, app_args, reasons", [
+    ("/nonexistent/python", [], ["can't find command '/nonexistent/python'"]),
+    # supervisord's reason, then the app's own error from its console log
+    (None, ["--tasks-file", "/nonexistent.toml"],
+     ["Exited too quickly", "error: Cannot read the task registry /nonexistent.toml"]),
+], ids=["no-interpreter", "app-exits"])
+def test_the_demo_fails_within_seconds_naming_the_reason_when_an_app_cannot_start(
+        tiny_app_args, tmp_path, python, app_args, reasons):
+    env = {k: v for k, v in os.environ.items() if k != "ALLINONE_PYTHON"}
+    if python:
+        env["ALLINONE_PYTHON"] = python
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.ha", "demo", "--port", str(free_port()), "--run-dir", str(tmp_path / "run"),
+         "--", *tiny_app_args, *app_args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[psutil.Process] = set()  # everything it started, to check that nothing outlives it
+    while proc.poll() is None and time.monotonic() - started < 60:
+        try:
+            seen.update(psutil.Process(proc.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    if proc.poll() is None:  # still waiting for an app that will never start: clean up by PID
+        for child in seen:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        proc.kill()
+    stdout, stderr = proc.communicate(timeout=30)
+    print(f"failed after {elapsed:.1f} s")
+    assert proc.returncode == 1, stderr
+    assert elapsed < 45, stderr
+    assert "the primary could not start" in stderr or "the standby could not start" in stderr, stderr
+    for reason in reasons:
+        assert reason in stderr
+    assert stdout == ""
+    assert len(seen) >= 3, seen  # two supervisors and HAProxy were started, and watched
+    gone, alive = psutil.wait_procs(seen, timeout=10)
+    assert not alive, f"left behind: {alive}"
