@@ -15,6 +15,10 @@ which stop their apps. Every process is addressed by its PID, never by name.
 The configurations used are the shipped ones in ``ops/deploy/``, filled in
 through environment variables; sockets, logs and pid files go to the run
 directory (a temporary one, removed at exit, unless ``--run-dir`` is given).
+The apps run under the interpreter the demo runs under (``ALLINONE_PYTHON``
+overrides it). An app that cannot start (supervisord's BACKOFF, EXITED or
+FATAL before it is ready) ends the demo at once with ``InstanceFailed``:
+supervisord's reason and the app's last console lines.
 
 ``failover_drill`` kills the primary under steady client traffic and measures
 the failover; the failover test and ``bench/failover.py`` use it.
@@ -34,6 +38,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -43,12 +48,14 @@ from loguru import logger
 from engine.errors import ConfigError
 from ops.config import ENV_PREFIX, REPO_ROOT, build_parser, load_config
 
-__all__ = ["HaDemo", "Instance", "app_environment", "failover_drill", "Attempt", "SteadyTraffic", "main"]
+__all__ = ["HaDemo", "Instance", "InstanceFailed", "ProgramState", "ProgramStatus", "app_environment",
+           "failover_drill", "Attempt", "SteadyTraffic", "main"]
 
 DEPLOY = REPO_ROOT / "ops" / "deploy"
 SUPERVISORD_CONF = DEPLOY / "supervisord.conf"
 HAPROXY_CFG = DEPLOY / "haproxy.cfg"
 PROGRAM = "allinone"  # the [program:...] name in supervisord.conf
+PYTHON_ENV = ENV_PREFIX + "PYTHON"  # supervisord.conf runs the app with this interpreter
 BACKEND_HEADER = "X-Allinone-Backend"  # set by haproxy.cfg: which server answered
 STOP_WAIT_S = 25.0  # supervisord gives the app 15 s (stopwaitsecs) before SIGKILL
 
@@ -78,6 +85,49 @@ def app_environment(app_args: Sequence[str]) -> dict[str, str]:
     env = {ENV_PREFIX + name.upper(): value for name, value in given.items() if value is not None}
     load_config([], environ=env)
     return env
+
+
+class ProgramState(Enum):
+    """supervisord's process states (``supervisor.states.ProcessStates``), as ``supervisorctl status`` names them."""
+
+    STOPPED = "STOPPED"
+    STARTING = "STARTING"
+    RUNNING = "RUNNING"
+    BACKOFF = "BACKOFF"  # exited before startsecs, or could not be spawned; supervisord will retry
+    STOPPING = "STOPPING"
+    EXITED = "EXITED"
+    FATAL = "FATAL"  # startretries failed starts in a row: supervisord gave up
+    UNKNOWN = "UNKNOWN"
+
+
+FAILED_START = frozenset({ProgramState.BACKOFF, ProgramState.EXITED, ProgramState.FATAL})
+
+
+@dataclass(frozen=True)
+class ProgramStatus:
+    state: ProgramState
+    reason: str  # supervisord's description: "can't find command '...'", "Exited too quickly (...)", "pid 12, ..."
+
+    @classmethod
+    def parse(cls, line: str, program: str = PROGRAM) -> ProgramStatus | None:
+        """One line of ``supervisorctl status PROGRAM`` (``NAME  STATE  description``).
+
+        None for anything else, such as the error while supervisord is still starting.
+        """
+        parts = line.split(None, 2)
+        if len(parts) < 2 or parts[0] != program or parts[1] not in ProgramState.__members__:
+            return None
+        return cls(ProgramState[parts[1]], parts[2].strip() if len(parts) == 3 else "")
+
+
+class InstanceFailed(RuntimeError):
+    """A supervised app could not start: which instance, supervisord's status and the app's last console lines."""
+
+    def __init__(self, role: str, status: ProgramStatus, console_log: Path, console_tail: Sequence[str]) -> None:
+        self.role, self.status, self.console_log, self.console_tail = role, status, console_log, list(console_tail)
+        tail = ("; last lines of " + str(console_log) + ":\n" + "\n".join("    " + line for line in console_tail)
+                if console_tail else f"; the app wrote nothing to {console_log}")
+        super().__init__(f"the {role} could not start: supervisord says {status.state.value}: {status.reason}{tail}")
 
 
 def _get(url: str, timeout: float = 2.0) -> httpx.Response | None:
@@ -144,6 +194,26 @@ class Instance:
         out = self.ctl("pid", PROGRAM)
         return int(out) if out.isdigit() and int(out) > 0 else None
 
+    def status(self) -> ProgramStatus | None:
+        """The app's state as supervisord reports it (None while supervisord does not answer yet)."""
+        return ProgramStatus.parse(self.ctl("status", PROGRAM))
+
+    def raise_if_failed(self) -> None:
+        """InstanceFailed if supervisord reports that the app exited or could not be spawned."""
+        status = self.status()
+        if status is not None and status.state in FAILED_START:
+            raise InstanceFailed(self.role, status, self.console_log, self.console_tail())
+
+    def console_tail(self, lines: int = 15, max_bytes: int = 16384) -> list[str]:
+        """The last lines the app wrote to its console (stdout and stderr); [] if none."""
+        try:
+            with open(self.console_log, "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - max_bytes))
+                text = log.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return []
+        return [line for line in text.splitlines() if line.strip()][-lines:]
+
     def ready(self) -> bool:
         return is_ready(self.url)
 
@@ -177,7 +247,8 @@ class HaDemo:
             port = free_port()
             env = {**os.environ, **app_env, ENV_PREFIX + "PORT": str(port),
                    ENV_PREFIX + "LOG_DIR": str(log_root / role / "logs"),
-                   ENV_PREFIX + "SUPERVISOR_DIR": str(instance_dir)}
+                   ENV_PREFIX + "SUPERVISOR_DIR": str(instance_dir),
+                   PYTHON_ENV: os.environ.get(PYTHON_ENV) or sys.executable}
             self.instances[role] = Instance(role, port, instance_dir, env)
             self.instances[role].start()
         self.stats_port = self.stats_port or free_port()
@@ -196,11 +267,18 @@ class HaDemo:
         logger.info("starting primary on :{} and standby on :{} behind HAProxy on :{} (stats "
                     "http://127.0.0.1:{}/stats); run dir {}", primary.port, standby.port, self.port,
                     self.stats_port, self.run_dir)
-        for instance in self.instances.values():
-            wait_until(instance.ready, timeout, f"{instance.role} /ready 200 (see {instance.console_log})",
-                       self.processes_alive)
+        logs = ", ".join(str(instance.console_log) for instance in self.instances.values())
+        wait_until(self._instances_ready, timeout, f"/ready 200 from both instances (see {logs})",
+                   self.processes_alive, interval=0.5)
         wait_until(lambda: serving(self.port) == "primary", 30, "HAProxy routing to the primary", self.processes_alive)
         return self.describe()
+
+    def _instances_ready(self) -> bool:
+        """True once every instance passes /ready; InstanceFailed as soon as one's app fails to start."""
+        waiting = [instance for instance in self.instances.values() if not instance.ready()]
+        for instance in waiting:
+            instance.raise_if_failed()
+        return not waiting
 
     def describe(self) -> dict:
         info = {role: {"pid": instance.app_pid(), "port": instance.port} for role, instance in self.instances.items()}

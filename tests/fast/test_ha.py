@@ -10,11 +10,16 @@ demo leaves no process behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import threading
+import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -32,14 +37,15 @@ def read_line(proc: subprocess.Popen, timeout: float) -> str:
     return lines[0] if lines else ""
 
 
-@pytest.fixture()
-def demo(tiny_app_args, tmp_path):
+@contextlib.contextmanager
+def running_demo(python: str, app_args: list[str], tmp_path: Path, env: dict[str, str] | None = None):
+    """``PYTHON -m ops.ha demo -- APP_ARGS`` until its JSON line: (process, info, run dir); killed if left running."""
     run_dir = tmp_path / "run"
     stderr = open(tmp_path / "demo.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ops.ha", "demo", "--port", str(free_port()), "--run-dir", str(run_dir),
-         "--timeout", "240", "--", *tiny_app_args, "--max-new-tokens", "8"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=stderr, text=True)
+        [python, "-m", "ops.ha", "demo", "--port", str(free_port()), "--run-dir", str(run_dir),
+         "--timeout", "240", "--", *app_args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=stderr, text=True)
     line = read_line(proc, 300)
     try:
         assert line, f"the demo printed nothing; see {stderr.name} and {run_dir}"
@@ -51,6 +57,12 @@ def demo(tiny_app_args, tmp_path):
             proc.kill()
         proc.wait(30)
         stderr.close()
+
+
+@pytest.fixture()
+def demo(tiny_app_args, tmp_path):
+    with running_demo(sys.executable, [*tiny_app_args, "--max-new-tokens", "8"], tmp_path) as started:
+        yield started
 
 
 def test_failover_to_the_standby_and_back_when_the_primary_is_killed(demo):
@@ -94,3 +106,68 @@ def test_the_demo_refuses_bad_app_options_before_starting_anything(tmp_path):
     assert "--max-batch must be positive" in result.stderr
     assert result.stdout == ""
     assert not (tmp_path / "primary").exists()
+
+
+def second_venv(path: Path) -> Path:
+    """A venv other than the one running the tests, reusing its packages (a .pth file, nothing installed)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, timeout=120)
+    ours = {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}
+    theirs = sysconfig.get_path("purelib", vars={"base": str(path), "platbase": str(path)})
+    lines = [f"import site; site.addsitedir({d!r})" for d in sorted(ours)]
+    (Path(theirs) / "first_venv.pth").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path / "bin" / "python"
+
+
+def test_the_demo_runs_its_apps_under_the_interpreter_it_runs_under(tiny_app_args, tmp_path):
+    python = second_venv(tmp_path / "venv2")
+    env = {k: v for k, v in os.environ.items() if k != "ALLINONE_PYTHON"}
+    with running_demo(str(python), tiny_app_args, tmp_path, env) as (proc, info, run_dir):
+        for role in ("primary", "standby"):
+            assert psutil.Process(info[role]["pid"]).cmdline()[0] == str(python), f"{role}; logs in {run_dir}"
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        gone, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left behind: {alive}"
+
+
+@pytest.mark.parametrize("python, app_args, reasons", [
+    ("/nonexistent/python", [], ["can't find command '/nonexistent/python'"]),
+    # supervisord's reason, then the app's own error from its console log
+    (None, ["--tasks-file", "/nonexistent.toml"],
+     ["Exited too quickly", "error: Cannot read the task registry /nonexistent.toml"]),
+], ids=["no-interpreter", "app-exits"])
+def test_the_demo_fails_within_seconds_naming_the_reason_when_an_app_cannot_start(
+        tiny_app_args, tmp_path, python, app_args, reasons):
+    env = {k: v for k, v in os.environ.items() if k != "ALLINONE_PYTHON"}
+    if python:
+        env["ALLINONE_PYTHON"] = python
+    started = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ops.ha", "demo", "--port", str(free_port()), "--run-dir", str(tmp_path / "run"),
+         "--", *tiny_app_args, *app_args],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: set[psutil.Process] = set()  # everything it started, to check that nothing outlives it
+    while proc.poll() is None and time.monotonic() - started < 60:
+        try:
+            seen.update(psutil.Process(proc.pid).children(recursive=True))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.05)
+    elapsed = time.monotonic() - started
+    if proc.poll() is None:  # still waiting for an app that will never start: clean up by PID
+        for child in seen:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        proc.kill()
+    stdout, stderr = proc.communicate(timeout=30)
+    print(f"failed after {elapsed:.1f} s")
+    assert proc.returncode == 1, stderr
+    assert elapsed < 45, stderr
+    assert "the primary could not start" in stderr or "the standby could not start" in stderr, stderr
+    for reason in reasons:
+        assert reason in stderr
+    assert stdout == ""
+    assert len(seen) >= 3, seen  # two supervisors and HAProxy were started, and watched
+    gone, alive = psutil.wait_procs(seen, timeout=10)
+    assert not alive, f"left behind: {alive}"
