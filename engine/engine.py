@@ -36,10 +36,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Callable, Protocol, Sequence
 
 from loguru import logger
 
@@ -56,40 +54,46 @@ from engine.errors import (
 from engine.generate import ChatStream, DecodeBatch, stop_token_ids
 from engine.loader import ModelHandle
 from engine.prompts import Message, fit_conversation, validate_history
+from engine.replies import ReplyStream
 from engine.tasks import ClassifyTask, GenerateTask, TaskRegistry
 from engine.types import (
     NOTICE_HISTORY_TRIMMED,
     NOTICE_INPUT_TRUNCATED,
+    ChatRequest,
     ChatUpdate,
+    ClassifyRequest,
     ClassifyResult,
-    GenerateOptions,
+    EngineConfig,
+    Fault,
+    InferenceCalls,
+    Request,
     TaskInfo,
 )
 
-__all__ = ["Engine", "EngineConfig"]
+__all__ = ["Engine", "EngineConfig", "Sink"]
 
 MAX_TEXTS_PER_REQUEST = 64
 MAX_CHARS = 20_000  # before tokenization; the token caps below do the real fitting
 ADMIT_PER_ROUND = 1  # prefills per round: a prefill is compute-bound (about 1 s for a 50-token prompt here)
+IDLE_POLL_S = 0.5  # an idle worker still turns its loop (and beats) this often
 
 
-@dataclass(frozen=True)
-class EngineConfig:
-    context_tokens: int = 512  # chat prompt budget: system prompt + history + new message
-    max_new_tokens: int = 256  # server-wide cap on one answer
-    max_input_tokens: int = 256  # classification input cap (longer input is truncated, with a notice)
-    request_timeout_s: float = 60.0  # wall-clock limit per request
-    max_batch: int = 16
-    max_active_chats: int = 8  # chats decoded together in one batch
-    max_waiting_chats: int = 16
-    max_pending_classify: int = 256
+CHAT_TIMEOUT_MARGIN_S = 5.0  # a chat's caller waits this much past the deadline the worker itself stops at
+
+
+class Sink(Protocol):
+    """Where a job's replies go: a ``ReplyStream`` in this process, or the pipe to the web process.
+    It gets a list of ``ClassifyResult``, ``ChatUpdate``s, or an exception (the job's end)."""
+
+    def put(self, item: object) -> None: ...
 
 
 @dataclass(eq=False)
 class _ClassifyJob:
     task: ClassifyTask
     texts: list[str]
-    future: Future = field(default_factory=Future)
+    sink: Sink
+    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(eq=False)
@@ -101,14 +105,14 @@ class _ChatJob:
     temperature: float
     seed: int
     deadline: float
+    updates: Sink
     session: str | None = None
     priority: bool = False
     stream: ChatStream | None = None
-    updates: queue.Queue = field(default_factory=queue.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-FAULT_KINDS = ("nan-weights", "hang", "error")
+ENGINE_FAULTS = (Fault.NAN_WEIGHTS, Fault.HANG, Fault.ERROR)
 
 
 class _Faults:
@@ -120,16 +124,16 @@ class _Faults:
         self._hang = False
         self._errors = 0
 
-    def arm(self, kind: str, model) -> None:
+    def arm(self, kind: Fault | str, model) -> None:
+        if kind not in ENGINE_FAULTS:
+            raise InvalidInput(f"Unknown fault {kind!r}; the engine applies: {', '.join(ENGINE_FAULTS)}.")
         with self._lock:
-            if kind == "nan-weights":
+            if kind == Fault.NAN_WEIGHTS:
                 self._poison_model = model
-            elif kind == "hang":
+            elif kind == Fault.HANG:
                 self._hang = True
-            elif kind == "error":
-                self._errors = 3
             else:
-                raise InvalidInput(f"Unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}.")
+                self._errors = 3
 
     def before_step(self, closing: threading.Event) -> AllInOneError | None:
         """Apply armed faults; returns the error this step's work must fail with, if any."""
@@ -145,50 +149,21 @@ class _Faults:
                 for param in model.parameters():
                     param.fill_(float("nan"))
         if hang:
-            closing.wait()  # blocks this worker until the watchdog replaces the engine
+            closing.wait()  # blocks this worker until the engine is closed (its process killed)
             return InferenceTimeout()  # the hung work is abandoned with a timeout, never served late
         return InferenceFailed("Injected fault: this inference failed.") if fail else None
 
 
-class _ChatFollower:
-    """The caller's side of one chat: iterates its updates; closing it, or just
-    dropping it (a browser went away), cancels the request so its slot frees."""
+class Engine(InferenceCalls):
+    """Answers classify and generate requests on one model; see the module doc for the rule.
 
-    def __init__(self, job: _ChatJob) -> None:
-        self._job = job
-        self._finished = False
+    ``on_beat`` is called by the worker thread on every turn of its loop (at
+    least every ``IDLE_POLL_S`` while idle, and between steps): the worker
+    process publishes it so the web process can tell a hang from the outside.
+    """
 
-    def __iter__(self) -> "_ChatFollower":
-        return self
-
-    def __next__(self) -> ChatUpdate:
-        if self._finished:
-            raise StopIteration
-        remaining = self._job.deadline - time.monotonic() + 5.0  # the worker itself stops at the deadline
-        try:
-            update = self._job.updates.get(timeout=max(remaining, 0.1))
-        except queue.Empty:
-            self.close()
-            raise InferenceTimeout() from None
-        if isinstance(update, BaseException):
-            self.close()
-            raise update
-        if update.done:
-            self._finished = True
-        return update
-
-    def close(self) -> None:
-        self._finished = True
-        self._job.cancelled.set()
-
-    def __del__(self) -> None:
-        self.close()
-
-
-class Engine:
-    """Answers classify and generate requests on one model; see the module doc for the rule."""
-
-    def __init__(self, handle: ModelHandle, tasks: TaskRegistry, config: EngineConfig = EngineConfig()) -> None:
+    def __init__(self, handle: ModelHandle, tasks: TaskRegistry, config: EngineConfig = EngineConfig(),
+                 on_beat: Callable[[], None] | None = None) -> None:
         self.handle = handle
         self.tasks = tasks
         self.config = config
@@ -209,6 +184,7 @@ class Engine:
         self._queued_chats = 0
         self._step_started: float | None = None
         self._faults = _Faults()
+        self._on_beat = on_beat or (lambda: None)
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -252,10 +228,9 @@ class Engine:
         started = self._step_started
         return 0.0 if started is None else time.monotonic() - started
 
-    def inject_fault(self, kind: str) -> None:
-        """Fault drills (``--fault-injection`` only). Applied by the worker before its next step:
-        ``nan-weights`` poisons the weights in memory, ``hang`` blocks the next step until the
-        engine is closed, ``error`` makes the next three steps raise."""
+    def inject_fault(self, kind: Fault | str) -> None:
+        """Fault drills (``--fault-injection`` only), applied by the worker before its next step
+        (see ``Fault``)."""
         self._faults.arm(kind, self.handle.model)
 
     # ----- the public interface -------------------------------------------
@@ -271,11 +246,28 @@ class Engine:
     def task_infos(self) -> list[TaskInfo]:
         return self.tasks.infos()
 
-    def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
-        """Label each text with the task's labels; blocks until done or timed out."""
-        spec = self._task(task, ClassifyTask)
-        clean = self._validate_texts(texts)
-        job = _ClassifyJob(spec, clean)
+    def submit(self, task: str, request: Request) -> ReplyStream:
+        """Queue a request; its replies come on the returned stream (see ``engine.replies``).
+        Bad input and a full queue raise here, before anything is queued."""
+        timeout = self.config.request_timeout_s
+        if isinstance(request, ChatRequest):
+            timeout += CHAT_TIMEOUT_MARGIN_S  # the worker itself stops the chat at its deadline
+        stream = ReplyStream(timeout)
+        stream.on_close(self.start_job(task, request, stream.sink).set)
+        return stream
+
+    def start_job(self, task: str, request: Request, sink: Sink) -> threading.Event:
+        """Queue a request whose replies go to ``sink``; returns the event that cancels it.
+        Raises ``InvalidInput`` or ``Busy`` at once, before anything is queued."""
+        if isinstance(request, ClassifyRequest):
+            return self._start_classify(self._task(task, ClassifyTask), request, sink)
+        if isinstance(request, ChatRequest):
+            return self._start_chat(self._task(task, GenerateTask), request, sink)
+        raise InvalidInput(f"Unknown request type {type(request).__name__}.")
+
+    def _start_classify(self, spec: ClassifyTask, request: ClassifyRequest, sink: Sink) -> threading.Event:
+        clean = self._validate_texts(request.texts)
+        job = _ClassifyJob(spec, clean, sink)
         with self._counts_lock:
             if self._queued_texts + len(clean) > self.config.max_pending_classify:
                 raise Busy()
@@ -286,30 +278,14 @@ class Engine:
             with self._counts_lock:
                 self._queued_texts -= len(clean)
             raise
-        try:
-            return job.future.result(timeout=self.config.request_timeout_s)
-        except FutureTimeout:
-            job.future.cancel()
-            raise InferenceTimeout() from None
+        return job.cancelled
 
-    def generate(
-        self,
-        task: str,
-        message: str,
-        history: Sequence[dict] | None = None,
-        options: GenerateOptions | None = None,
-    ) -> Iterator[ChatUpdate]:
-        """Stream an answer: each ``ChatUpdate`` holds the whole text so far.
-
-        Closing the generator early (a user pressed Stop) cancels the request;
-        the worker drops it before its next token.
-        """
-        spec = self._task(task, GenerateTask)
-        options = options or GenerateOptions()
+    def _start_chat(self, spec: GenerateTask, request: ChatRequest, sink: Sink) -> threading.Event:
+        options, message = request.options, request.message
         if not isinstance(message, str) or not message.strip():
             raise InvalidInput("Please type a message.")
         try:
-            clean_history = validate_history(history)
+            clean_history = validate_history(request.history)
         except ValueError as exc:
             raise InvalidInput(f"Invalid chat history: {exc}.") from None
         temperature = spec.temperature if options.temperature is None else options.temperature
@@ -321,6 +297,7 @@ class Engine:
             temperature=min(max(float(temperature), 0.0), 2.0),
             seed=options.seed,
             deadline=time.monotonic() + self.config.request_timeout_s,
+            updates=sink,
             session=options.session,
             priority=options.priority,
         )
@@ -339,16 +316,7 @@ class Engine:
         except BaseException:
             self._chat_finished(job)
             raise
-        return _ChatFollower(job)
-
-    def chat(self, task: str, message: str, history: Sequence[dict] | None = None,
-             options: GenerateOptions | None = None) -> ChatUpdate:
-        """The non-streaming call: the last update of ``generate``."""
-        last = None
-        for last in self.generate(task, message, history, options):
-            pass
-        assert last is not None
-        return last
+        return job.cancelled
 
     # ----- caller-side helpers ---------------------------------------------
 
@@ -384,6 +352,7 @@ class Engine:
             return
         self._ready.set()
         while not self._closing.is_set():
+            self._on_beat()
             try:
                 self._take_jobs(block=not (self._pending or self._waiting or self._active))
                 if not (self._pending or self._waiting or self._active):
@@ -422,7 +391,7 @@ class Engine:
 
     def _take_jobs(self, block: bool) -> None:
         try:
-            job = self._inbox.get(timeout=0.5) if block else self._inbox.get_nowait()
+            job = self._inbox.get(timeout=IDLE_POLL_S) if block else self._inbox.get_nowait()
         except queue.Empty:
             return
         while job is not None:
@@ -448,8 +417,8 @@ class Engine:
             self._pending.remove(job)
             with self._counts_lock:
                 self._queued_texts -= len(job.texts)
-            if not job.future.set_running_or_notify_cancel():
-                continue  # its caller timed out and left
+            if job.cancelled.is_set():
+                continue  # its caller timed out or went away
             batch.append(job)
             size += len(job.texts)
         if not batch:
@@ -465,15 +434,13 @@ class Engine:
             if not isinstance(exc, AllInOneError):
                 logger.opt(exception=exc).error("classification failed")
             for job in batch:
-                job.future.set_exception(error)
+                job.sink.put(error)
             return
         offset = 0
         for job in batch:
             part = scored[offset : offset + len(job.texts)]
             offset += len(job.texts)
-            job.future.set_result(
-                [ClassifyResult(task.name, s.label, s.confidence, s.scores, s.truncated) for s in part]
-            )
+            job.sink.put([ClassifyResult(task.name, s.label, s.confidence, s.scores, s.truncated) for s in part])
 
     def _admit_chats(self) -> None:
         admitted = 0
@@ -572,8 +539,8 @@ class Engine:
         for job in self._pending:
             with self._counts_lock:
                 self._queued_texts -= len(job.texts)
-            if job.future.set_running_or_notify_cancel():
-                job.future.set_exception(error)
+            if not job.cancelled.is_set():
+                job.sink.put(error)
         chats = self._waiting + self._active
         self._pending, self._waiting, self._active = [], [], []
         if self._batch is not None:  # dropped whole, not row by row: every chat in it fails

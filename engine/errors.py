@@ -10,7 +10,9 @@ stays in the logs.
     ├── InvalidInput        the request itself is wrong (empty text, unknown task)
     ├── ModelUnavailable    no usable model: missing/broken directory, loading, recovering
     │   ├── ModelNotFound   the model directory is missing or not a model
-    │   └── ModelDamaged    a store version's files no longer match its MANIFEST
+    │   ├── ModelDamaged    a store version's files no longer match its MANIFEST
+    │   ├── SelfTestFailed  a loaded model gave a wrong or invalid answer to a known-answer probe
+    │   └── WorkerLost      the worker process ended (killed, crashed, replaced) with this request in it
     ├── Busy                admission control: too much work queued, retry shortly
     ├── Superseded          a newer chat message from the same session replaced this one
     ├── InferenceTimeout    a request ran past its wall-clock limit
@@ -27,6 +29,8 @@ __all__ = [
     "ModelUnavailable",
     "ModelNotFound",
     "ModelDamaged",
+    "SelfTestFailed",
+    "WorkerLost",
     "Busy",
     "Superseded",
     "InferenceTimeout",
@@ -63,6 +67,14 @@ class ModelNotFound(ModelUnavailable):
 
 class ModelDamaged(ModelUnavailable):
     default_message = "The model's files do not match their MANIFEST (damaged or tampered with)."
+
+
+class SelfTestFailed(ModelUnavailable):
+    default_message = "The model failed its self-test."
+
+
+class WorkerLost(ModelUnavailable):
+    default_message = "The model is recovering from a fault and this request was stopped. Please retry shortly."
 
 
 class Busy(AllInOneError):

@@ -18,7 +18,7 @@ from typing import Any
 
 from engine.errors import ModelNotFound, ModelUnavailable
 
-__all__ = ["ModelHandle", "load_model", "describe_model_dir", "model_dir_problems", "INSTALL_HINT"]
+__all__ = ["ModelHandle", "load_model", "describe_model_dir", "model_dir_problems", "check_model_dir", "INSTALL_HINT"]
 
 INSTALL_HINT = "Install the default model with: python -m ops.models install-default (or start with --model-dir DIR)"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -101,7 +101,8 @@ def model_dir_problems(model_dir: Path) -> list[str]:
     return problems
 
 
-def _check_dir(model_dir: Path) -> None:
+def check_model_dir(model_dir: Path) -> None:
+    """Raise ``ModelNotFound`` (naming the path and the install command) unless ``model_dir`` looks loadable."""
     if not model_dir.exists():
         raise ModelNotFound(f"No model at {model_dir}. {INSTALL_HINT}")
     problems = model_dir_problems(model_dir)
@@ -129,7 +130,7 @@ def load_model(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> Mod
     # Resolved once, so a ``current`` link switched during the load cannot mix two versions'
     # files, and the handle names the version really loaded.
     model_dir = Path(model_dir).resolve()
-    _check_dir(model_dir)
+    check_model_dir(model_dir)
     started = time.monotonic()
     try:
         import torch

@@ -2,19 +2,35 @@
 
 ``ui/`` and ``ops/`` import these (and ``engine.errors``), never torch. Result
 shapes never depend on the input.
+
+Every layer between a user and the model (the metrics wrapper, the service,
+the proxy across the pipe to the worker process, the engine) implements one
+generic call, ``submit(task, request) -> Iterator[Reply]``: a classification
+yields one ``ClassifyResult`` per text, a chat yields ``ChatUpdate``s until
+one is ``done``. ``InferenceCalls`` builds the convenient ``classify``,
+``generate`` and ``chat`` on top of it, so a layer forwards one call and a new
+request kind touches one place.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Iterator, Protocol, Sequence
 
 __all__ = [
     "ClassifyResult",
     "ChatUpdate",
     "GenerateOptions",
+    "ClassifyRequest",
+    "ChatRequest",
+    "Request",
+    "Reply",
     "TaskInfo",
     "Inference",
+    "InferenceCalls",
+    "EngineConfig",
+    "Fault",
     "NOTICE_HISTORY_TRIMMED",
     "NOTICE_INPUT_TRUNCATED",
     "FINISH_STOP",
@@ -76,6 +92,35 @@ class GenerateOptions:
 
 
 @dataclass(frozen=True)
+class ClassifyRequest:
+    """Label each of ``texts`` (validated by the engine: a list of non-empty strings)."""
+
+    texts: Sequence[str]
+
+    @property
+    def weight(self) -> int:
+        """Queue depth this request adds: one per text."""
+        return len(self.texts) if isinstance(self.texts, (list, tuple)) else 1
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """Answer ``message`` after ``history`` (``{"role", "content"}`` dicts), streaming."""
+
+    message: str
+    history: Sequence[dict] | None = None
+    options: GenerateOptions = field(default_factory=GenerateOptions)
+
+    @property
+    def weight(self) -> int:
+        return 1
+
+
+Request = ClassifyRequest | ChatRequest
+Reply = ClassifyResult | ChatUpdate
+
+
+@dataclass(frozen=True)
 class TaskInfo:
     name: str
     kind: str
@@ -85,12 +130,73 @@ class TaskInfo:
 
 
 class Inference(Protocol):
-    """What the UI and the operations code may ask of the engine."""
+    """What the UI and the operations code may ask of the engine (or of whatever forwards to it)."""
 
     def task_infos(self) -> list[TaskInfo]: ...
+
+    def submit(self, task: str, request: Request) -> Iterator[Reply]: ...
 
     def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]: ...
 
     def generate(
         self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
     ) -> Iterator[ChatUpdate]: ...
+
+
+class InferenceCalls:
+    """``classify``, ``generate`` and ``chat`` built on a class's ``submit``."""
+
+    def submit(self, task: str, request: Request) -> Iterator[Reply]:
+        raise NotImplementedError
+
+    def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
+        """Label each text with the task's labels; blocks until done or timed out."""
+        return list(self.submit(task, ClassifyRequest(texts)))
+
+    def generate(
+        self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
+    ) -> Iterator[ChatUpdate]:
+        """Stream an answer: each ``ChatUpdate`` holds the whole text so far. Closing the
+        iterator early (a user pressed Stop) cancels the request."""
+        return self.submit(task, ChatRequest(message, history, options or GenerateOptions()))
+
+    def chat(self, task: str, message: str, history: Sequence[dict] | None = None,
+             options: GenerateOptions | None = None) -> ChatUpdate:
+        """The non-streaming call: the last update of ``generate``."""
+        last = None
+        stream = self.generate(task, message, history, options)
+        try:
+            for last in stream:
+                pass
+        finally:
+            getattr(stream, "close", lambda: None)()
+        assert last is not None
+        return last
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's limits and sizes (plain data: the web process builds it for the worker)."""
+
+    context_tokens: int = 512  # chat prompt budget: system prompt + history + new message
+    max_new_tokens: int = 256  # server-wide cap on one answer
+    max_input_tokens: int = 256  # classification input cap (longer input is truncated, with a notice)
+    request_timeout_s: float = 60.0  # wall-clock limit per request
+    max_batch: int = 16
+    max_active_chats: int = 8  # chats decoded together in one batch
+    max_waiting_chats: int = 16
+    max_pending_classify: int = 256
+
+
+class Fault(str, Enum):
+    """The fault drills (``POST /admin/fault/{kind}``, ``--fault-injection`` only), defined once.
+
+    The engine applies the first three between its steps; the worker process
+    handles ``exit``; the web process handles ``exit-app``.
+    """
+
+    NAN_WEIGHTS = "nan-weights"  # poison the weights in memory: answers turn to NaN
+    HANG = "hang"  # the worker's next step blocks until its process is replaced
+    ERROR = "error"  # the next three steps raise
+    EXIT = "exit"  # the worker process exits at once, as a crash would
+    EXIT_APP = "exit-app"  # the web process exits, for supervisord or systemd to restart
