@@ -1,0 +1,189 @@
+"""The worker process: one model, one ``Engine``, requests from the web process over a pipe.
+
+The web process starts it as ``python -m engine.worker PIPE_FD BEAT_FD``
+(see ``ops.worker_process``): a socket carrying ``engine.ipc`` messages, and
+8 bytes of shared memory for the heartbeat. The first message is the
+``WorkerSpec``. It loads that model version, warms the engine up, says
+``READY`` and then serves requests until told to stop or until the web
+process goes away (the pipe ends), when it exits. The engine's scheduling rule is unchanged
+(``engine.engine``); this module only moves requests and replies across the
+pipe:
+
+- the main thread receives: each request is admitted or refused at once
+  (``ACCEPTED``/``REJECTED``), then queued for the engine's worker thread;
+- replies, admissions and log records leave through one writer thread
+  (``_Outbox``), so neither the engine nor the receiver ever blocks on the
+  pipe; the pipe's own buffer pushes back on the writer alone;
+- the engine's loop writes the time of its every turn into the shared
+  memory (``beat``), which the web process reads to tell a hang.
+
+A hang, a leak or a crash here ends with the web process killing this
+process, which frees everything it held.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import queue
+import signal
+import struct
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+from loguru import logger
+
+from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
+from engine.ipc import Op, WorkerInfo, WorkerSpec
+from engine.types import ChatUpdate, Fault
+
+__all__ = ["run", "main"]
+
+PROCESS_NAME = b"allinone-worker"
+
+
+class _Outbox:
+    """Every message to the web process goes through here, in order, from one writer thread."""
+
+    def __init__(self, conn) -> None:
+        self._conn = conn
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._write, name="worker-outbox", daemon=True)
+        self._thread.start()
+
+    def send(self, message: tuple) -> None:
+        self._queue.put(message)
+
+    def _write(self) -> None:
+        while (message := self._queue.get()) is not None:
+            try:
+                self._conn.send(message)
+            except (OSError, ValueError):  # the web process is gone: nobody to answer
+                os._exit(0)
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        self._thread.join(timeout)
+
+
+class _PipeSink:
+    """A job's replies, sent to the web process tagged with the request id."""
+
+    def __init__(self, rid: int, outbox: _Outbox, jobs: dict) -> None:
+        self._rid, self._outbox, self._jobs = rid, outbox, jobs
+
+    def put(self, item: object) -> None:
+        if isinstance(item, BaseException) and not isinstance(item, AllInOneError):
+            item = InferenceFailed()  # the engine logged the cause; only our own errors cross
+        self._outbox.send((Op.REPLY, self._rid, item))
+        if not isinstance(item, ChatUpdate) or item.done:
+            self._jobs.pop(self._rid, None)  # answered in full: nothing left to cancel
+
+
+def _name_process() -> None:
+    """Show as ``allinone-worker`` in ps and top (Linux)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(15, PROCESS_NAME, 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
+
+
+def _forward_logs(outbox: _Outbox) -> None:
+    """Log records go to the web process, whose logger owns the log files."""
+    logger.remove()
+
+    def sink(message) -> None:
+        outbox.send((Op.LOG, message.record["level"].name, str(message).rstrip()))
+
+    logger.add(sink, level="INFO", format="{message}", backtrace=False, diagnose=False)
+
+
+def _load(spec: WorkerSpec, beat):
+    from engine.engine import Engine
+    from engine.loader import load_model
+
+    handle = load_model(spec.model_dir, dtype=spec.dtype, device=spec.device)
+    on_beat = lambda: struct.pack_into("d", beat, 0, time.monotonic())  # noqa: E731
+    engine = Engine(handle, spec.tasks, spec.engine, on_beat=on_beat).start()
+    on_beat()
+    logger.info("worker {} loaded {} ({}, {}) in {:.1f} s", os.getpid(), handle.label, handle.dtype, handle.device,
+                handle.load_seconds)
+    return engine
+
+
+def _serve(conn, engine, outbox: _Outbox) -> None:
+    jobs: dict[int, threading.Event] = {}
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):  # the web process is gone
+            os._exit(0)
+        op = message[0]
+        if op is Op.SUBMIT:
+            rid, task, request = message[1:]
+            try:
+                jobs[rid] = engine.start_job(task, request, _PipeSink(rid, outbox, jobs))
+            except AllInOneError as exc:
+                outbox.send((Op.REJECTED, rid, exc))
+            except Exception as exc:  # a bug, not the user's fault: logged, answered generically
+                logger.opt(exception=exc).error("worker: could not queue a request")
+                outbox.send((Op.REJECTED, rid, InferenceFailed()))
+            else:
+                outbox.send((Op.ACCEPTED, rid))
+        elif op is Op.CANCEL:
+            cancelled = jobs.pop(message[1], None)
+            if cancelled is not None:
+                cancelled.set()
+        elif op is Op.FAULT:
+            if message[1] == Fault.EXIT:
+                os._exit(1)  # as a crash would: no goodbye, no cleanup
+            try:
+                engine.inject_fault(message[1])
+            except AllInOneError as exc:
+                logger.error("worker: fault drill refused: {}", exc)
+        elif op is Op.STOP:
+            engine.close()
+            return
+
+
+def run(conn, spec: WorkerSpec, beat) -> None:
+    """The worker process's main function; see the module doc."""
+    _name_process()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the web process stops us
+    outbox = _Outbox(conn)
+    _forward_logs(outbox)
+    try:
+        engine = _load(spec, beat)
+    except Exception as exc:
+        error = exc if isinstance(exc, AllInOneError) else ModelUnavailable(f"Loading the model failed: {exc}")
+        if not isinstance(exc, AllInOneError):
+            logger.opt(exception=exc).error("worker: loading failed")
+        outbox.send((Op.FAILED, error))
+        outbox.close()
+        return
+    handle = engine.handle
+    outbox.send((Op.READY, WorkerInfo(handle.label, handle.path, handle.dtype, handle.device,
+                                      handle.load_seconds, os.getpid())))
+    try:
+        _serve(conn, engine, outbox)
+    finally:
+        outbox.close()
+
+
+def main(argv: list[str]) -> None:
+    """``python -m engine.worker PIPE_FD BEAT_FD``: started by ``ops.worker_process`` only."""
+    conn = Connection(int(argv[0]))
+    beat = mmap.mmap(int(argv[1]), 8)
+    try:
+        spec = conn.recv()
+    except (EOFError, OSError):
+        return  # the web process went away before sending anything
+    run(conn, spec, beat)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
