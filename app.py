@@ -1,98 +1,129 @@
-"""Qwen All-in-One: wires config -> engine -> lifecycle -> watchdog -> HTTP/UI -> serve.
+"""Qwen All-in-One: wires config -> worker supervisor -> watchdog -> HTTP/UI -> serve.
 
     python app.py [--host] [--port] [--model-dir] [--admin-token] ...
 
 Every flag has an ``ALLINONE_*`` environment equivalent (``python app.py -h``).
 Nothing happens at import; ``main()`` builds the parts in order and shuts
-them down in reverse.
+them down in reverse. This is the web process: it never imports torch. The
+model runs in a worker process it starts first thing (``ops.worker_process``),
+and the HTTP server answers ``/health`` and ``/ready`` at once while Gradio is
+imported and the UI built beside it (``ops.staged_app``): the cold start
+overlaps Gradio's import with the worker's torch import and weights.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from loguru import logger
 
 from engine.errors import ConfigError
+from engine.ipc import WorkerSpec
+from engine.loader import check_model_dir
 from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
+from engine.types import EngineConfig
 from ops.config import AppConfig, load_config
 from ops.history import Timeline
-from ops.lifecycle import ModelService
+from ops.service import ModelService
 from ops.store import ModelSource
 from ops.watchdog import DEFAULT_PROBES_FILE, Watchdog, WatchdogConfig, load_probes
-
+from ops.worker_process import WorkerProcess
 
 STATE_SESSIONS = 500
 
 
-def make_engine_loader(config: AppConfig, tasks: TaskRegistry):
-    """The function the lifecycle calls to get a warmed-up engine (imports torch lazily).
+def make_worker_starter(config: AppConfig, tasks: TaskRegistry) -> Callable[[Path | None], WorkerProcess]:
+    """The function the lifecycle calls to start a worker process for a model version.
 
     It is given the version directory the store link names at that moment
     (resolved by the lifecycle, so a hot swap loads the new version)."""
+    engine_config = EngineConfig(
+        context_tokens=config.context_tokens,
+        max_new_tokens=config.max_new_tokens,
+        max_input_tokens=config.max_input_tokens,
+        request_timeout_s=config.request_timeout_s,
+        max_batch=config.max_batch,
+        max_active_chats=config.max_active_chats,
+        max_waiting_chats=config.max_waiting_chats,
+    )
 
-    def load(model_dir: Path | None = None):
-        from engine.engine import Engine, EngineConfig
-        from engine.loader import load_model
+    def start(model_dir: Path | None = None) -> WorkerProcess:
+        model_dir = Path(model_dir or config.resolved_model_dir).resolve()
+        check_model_dir(model_dir)  # a missing model is named here, without starting a process for it
+        return WorkerProcess(WorkerSpec(model_dir, tasks, engine_config, config.dtype, config.device)).start()
 
-        handle = load_model(model_dir or config.resolved_model_dir, dtype=config.dtype, device=config.device)
-        engine_config = EngineConfig(
-            context_tokens=config.context_tokens,
-            max_new_tokens=config.max_new_tokens,
-            max_input_tokens=config.max_input_tokens,
-            request_timeout_s=config.request_timeout_s,
-            max_batch=config.max_batch,
-            max_active_chats=config.max_active_chats,
-            max_waiting_chats=config.max_waiting_chats,
+    return start
+
+
+class WebParts:
+    """What the early app and the full app share: one set of metrics, one set of admin rules."""
+
+    def __init__(self, config: AppConfig, service: ModelService, timeline: Timeline) -> None:
+        from ops.admin import AdminActions
+        from ops.metrics import Metrics
+
+        self.config, self.service, self.timeline = config, service, timeline
+        self.metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
+                               stats=lambda: service.stats, timeline=timeline, worker_rss=service.worker_rss_bytes)
+        self.admin = AdminActions(service, config.admin_token, config.fault_injection)
+
+    def routes(self, ui_served: bool = True):
+        """A FastAPI app with the health, metrics and admin routes."""
+        from fastapi import FastAPI
+
+        from ops.admin import add_admin_routes
+        from ops.health import add_health_routes
+        from ops.metrics import add_metrics_route
+
+        app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
+        add_health_routes(app, self.service, ui_served)
+        add_metrics_route(app, self.metrics)
+        add_admin_routes(app, self.admin)
+        return app
+
+    def early_app(self):
+        """Served while the full app is built: the routes, and a page that says it is starting."""
+        from fastapi.responses import HTMLResponse
+
+        from ops.staged_app import STARTING_PAGE
+
+        app = self.routes(ui_served=False)
+        app.add_api_route("/", lambda: HTMLResponse(STARTING_PAGE, status_code=503, headers={"Retry-After": "2"}),
+                          include_in_schema=False)
+        return app
+
+    def full_app(self):
+        """The routes, then the Gradio UI and API at ``/``."""
+        import gradio as gr
+
+        from ops.metrics import InstrumentedInference
+        from ops.peers import Peers
+        from ui.demo import build_demo
+        from ui.i18n import I18N
+        from ui.status_tab import StatusSource
+
+        config, service, timeline = self.config, self.service, self.timeline
+        snapshot = lambda: service.snapshot().to_json()  # noqa: E731
+        demo = build_demo(
+            InstrumentedInference(service, self.metrics, log_text=config.log_text,
+                                  worker_rss=service.worker_rss_bytes),
+            snapshot=snapshot,
+            classify_concurrency=config.max_batch,
+            chat_concurrency=config.max_active_chats,
+            status=StatusSource(snapshot, service.events.recent, timeline.latency_rows, timeline.memory_rows,
+                                peers=Peers(config.peer_urls).check if config.peer_urls else None),
+            drills=self.admin,
         )
-        logger.info("loaded {} ({}, {}) in {:.1f} s", handle.label, handle.dtype, handle.device, handle.load_seconds)
-        return Engine(handle, tasks, engine_config).start()
-
-    return load
-
-
-def build_app(config: AppConfig, service: ModelService, timeline: Timeline | None = None):
-    """The FastAPI app: health and metrics routes first, then the Gradio UI and API at ``/``."""
-    import gradio as gr
-    from fastapi import FastAPI
-
-    from ops.admin import AdminActions, add_admin_routes
-    from ops.health import add_health_routes
-    from ops.metrics import InstrumentedInference, Metrics, add_metrics_route
-    from ops.peers import Peers
-    from ui.demo import build_demo
-    from ui.i18n import I18N
-    from ui.status_tab import StatusSource
-
-    timeline = timeline if timeline is not None else Timeline()
-
-    app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
-    add_health_routes(app, service)
-    metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
-                      stats=lambda: service.stats, timeline=timeline)
-    add_metrics_route(app, metrics)
-    admin = AdminActions(service, config.admin_token, config.fault_injection)
-    add_admin_routes(app, admin)
-    snapshot = lambda: service.snapshot().to_json()  # noqa: E731
-    demo = build_demo(
-        InstrumentedInference(service, metrics, log_text=config.log_text),
-        snapshot=snapshot,
-        classify_concurrency=config.max_batch,
-        chat_concurrency=config.max_active_chats,
-        status=StatusSource(snapshot, service.events.recent, timeline.latency_rows, timeline.memory_rows,
-                            peers=Peers(config.peer_urls).check if config.peer_urls else None),
-        drills=admin,
-    )
-    demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.max_batch)
-    # Gradio keeps per-session state in memory; a class opens a few hundred sessions a day, so
-    # cap it well below the default 10000 to keep memory flat over a long-running service.
-    demo.state_session_capacity = STATE_SESSIONS
-    return gr.mount_gradio_app(
-        app, demo, path="", auth=config.auth_pair, i18n=I18N, server_name=config.host, server_port=config.port,
-        footer_links=["api", "settings"],
-    )
+        demo.queue(max_size=config.queue_max_size, default_concurrency_limit=config.max_batch)
+        # Gradio keeps per-session state in memory; a class opens a few hundred sessions a day, so
+        # cap it well below the default 10000 to keep memory flat over a long-running service.
+        demo.state_session_capacity = STATE_SESSIONS
+        return gr.mount_gradio_app(
+            self.routes(), demo, path="", auth=config.auth_pair, i18n=I18N, server_name=config.host,
+            server_port=config.port, footer_links=["api", "settings"],
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -110,8 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    service = ModelService(tasks, make_engine_loader(config, tasks), self_test=probes.run,
-                           source=ModelSource(config.resolved_model_dir)).start()
+    # First: the worker process starts loading torch and the weights while this one imports Gradio.
+    service = ModelService(tasks, make_worker_starter(config, tasks), self_test=probes.run,
+                           source=ModelSource(config.resolved_model_dir), ready_wait_s=config.ready_wait_s).start()
     timeline = Timeline()  # latency and memory over time, for the Status tab
     watchdog = Watchdog(service, probes, WatchdogConfig(
         interval_s=config.self_test_interval_s,
@@ -121,9 +153,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn
 
-        app = build_app(config, service, timeline)
+        from ops.staged_app import StagedApp
+
+        parts = WebParts(config, service, timeline)
+        server = uvicorn.Server(uvicorn.Config(
+            StagedApp(parts.early_app(), parts.full_app, on_failure=lambda: setattr(server, "should_exit", True)),
+            host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5))
         logger.info("serving on http://{}:{} (model dir {})", config.host, config.port, config.resolved_model_dir)
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5)
+        server.run()
     finally:
         watchdog.stop()
         service.close()

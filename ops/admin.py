@@ -1,9 +1,10 @@
 """Operator actions, behind a bearer token: over HTTP and from the Status tab.
 
 ``POST /admin/reload`` reloads the active model version beside the one
-serving (see ``ModelService.reload``). ``POST /admin/fault/{kind}`` runs a
-fault drill (``nan-weights``, ``hang``, ``error``, ``exit``) and exists only
-with ``--fault-injection``, for classrooms and tests. With no admin token configured the
+serving (see ``ops.lifecycle``). ``POST /admin/fault/{kind}`` runs a fault
+drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``error`` and
+``exit`` hit the worker process, ``exit-app`` ends this web process) and
+exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
 routes are off (403); a missing or wrong token is 401. Tokens are compared in
 constant time.
 
@@ -21,12 +22,13 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
 
-from ops.lifecycle import ModelService
+from engine.types import Fault
+from ops.service import ModelService
 
 __all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "FAULT_KINDS"]
 
 
-FAULT_KINDS = ("nan-weights", "hang", "error", "exit")
+FAULT_KINDS = tuple(kind.value for kind in Fault)
 
 
 class AdminDenied(Exception):
@@ -68,11 +70,11 @@ class AdminActions:
         if kind not in FAULT_KINDS:
             raise AdminDenied(404, f"Unknown fault {kind!r}; known: {', '.join(FAULT_KINDS)}.")
         logger.warning("fault drill: {}", kind)
-        if kind == "exit":
+        if kind == Fault.EXIT_APP:
             # Answer first, then leave the way a crash would: no cleanup, for the supervisor to handle.
             threading.Timer(0.2, os._exit, args=(1,)).start()
         else:
-            self.service.inject_fault(kind)
+            self.service.inject_fault(Fault(kind))
         return {"injected": kind}
 
 

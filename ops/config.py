@@ -40,6 +40,7 @@ class AppConfig:
     max_new_tokens: int = 256
     max_input_tokens: int = 256
     request_timeout_s: float = 60.0
+    ready_wait_s: float = 30.0
     max_batch: int = 16
     max_active_chats: int = 8
     max_waiting_chats: int = 16
@@ -85,6 +86,7 @@ _HELP = {
     "max_new_tokens": "cap on the tokens of one answer",
     "max_input_tokens": "cap on a classification input in tokens; longer input is truncated",
     "request_timeout_s": "wall-clock limit of one request, seconds",
+    "ready_wait_s": "a request arriving while the model loads or recovers waits this long for it (0: fail at once)",
     "max_batch": "classification batch size",
     "max_active_chats": "chats decoded together, one batch per token (more wait in line)",
     "max_waiting_chats": "chats that may wait for a slot before new ones get 'busy'",
@@ -165,6 +167,8 @@ def _validate(config: AppConfig) -> None:
                  "max_active_chats", "queue_max_size"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive.")
+    if config.ready_wait_s < 0:
+        raise ConfigError("--ready-wait-s must be 0 or more.")
     if config.self_test_interval_s < 1 or config.hang_limit_s < 1 or config.memory_limit_mb < 0:
         raise ConfigError("--self-test-interval-s and --hang-limit-s must be at least 1; --memory-limit-mb >= 0.")
     for url in config.peer_urls:

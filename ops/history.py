@@ -5,7 +5,8 @@ laptop has no Prometheus, so the process keeps a short memory of its own:
 
 - ``EventLog``: the last self-tests, loads, reloads, recoveries and failures,
   each with its reason (written by ``ModelService``).
-- ``Timeline``: request latency per task and process memory, aggregated into
+- ``Timeline``: request latency per task and the memory of the web and the
+  worker process (each its own line), aggregated into
   fixed time buckets (a few hundred numbers however busy the class is; written
   by the metrics wrapper and the watchdog's vitals job).
 
@@ -50,7 +51,7 @@ class EventLog:
 
 
 class Timeline:
-    """Latency (mean and max per task) and memory (max) per ``bucket_s`` seconds."""
+    """Latency (mean and max per task) and memory (max per process) per ``bucket_s`` seconds."""
 
     def __init__(self, bucket_s: float = 5.0, keep_buckets: int = 360, clock=time.time) -> None:
         self.bucket_s = bucket_s
@@ -61,7 +62,7 @@ class Timeline:
     def _bucket(self) -> dict:
         start = self._clock() // self.bucket_s * self.bucket_s
         if not self._buckets or self._buckets[-1][0] != start:
-            self._buckets.append((start, {"latency": {}, "rss_bytes": None}))
+            self._buckets.append((start, {"latency": {}, "rss_bytes": {}}))
         return self._buckets[-1][1]
 
     def observe_latency(self, task: str, seconds: float) -> None:
@@ -69,10 +70,13 @@ class Timeline:
             count, total, peak = self._bucket()["latency"].get(task, (0, 0.0, 0.0))
             self._bucket()["latency"][task] = (count + 1, total + seconds, max(peak, seconds))
 
-    def observe_memory(self, rss_bytes: int) -> None:
+    def observe_memory(self, **rss_bytes: int) -> None:
+        """Resident memory by process, e.g. ``observe_memory(web=..., worker=...)``; 0 is no sample."""
         with self._lock:
-            bucket = self._bucket()
-            bucket["rss_bytes"] = max(bucket["rss_bytes"] or 0, rss_bytes)
+            peaks = self._bucket()["rss_bytes"]
+            for process, value in rss_bytes.items():
+                if value:
+                    peaks[process] = max(peaks.get(process, 0), value)
 
     def latency_rows(self) -> list[dict]:
         """``{time, task, mean_s, max_s, requests}`` per bucket and task, oldest first."""
@@ -82,7 +86,8 @@ class Timeline:
                 for start, latency in buckets for task, (count, total, peak) in sorted(latency.items())]
 
     def memory_rows(self) -> list[dict]:
-        """``{time, rss_mib}`` per bucket that has a sample, oldest first."""
+        """``{time, process, rss_mib}`` per bucket and process sampled, oldest first."""
         with self._lock:
-            samples = [(start, b["rss_bytes"]) for start, b in self._buckets]
-        return [{"time": start, "rss_mib": rss / 2**20} for start, rss in samples if rss is not None]
+            samples = [(start, dict(b["rss_bytes"])) for start, b in self._buckets]
+        return [{"time": start, "process": process, "rss_mib": rss / 2**20}
+                for start, peaks in samples for process, rss in sorted(peaks.items())]

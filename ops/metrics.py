@@ -4,10 +4,12 @@
 (browser or API) is counted once, by task and outcome, with its latency and,
 for chats, its generated tokens; and logged once to ``access.log`` and
 ``perf.log`` (see ``ops.logs``). State, queue depth and memory are read when
-Prometheus scrapes, and so is ``allinone_memory_limit_bytes``: the most
-memory the process may use (its cgroup's limit, as set by systemd's
-MemoryMax or a container's memory limit; else the machine's RAM), which the
-memory alert compares ``process_resident_memory_bytes`` with. Names follow Prometheus conventions (``_total``,
+Prometheus scrapes: ``process_*`` is the web process,
+``allinone_worker_resident_memory_bytes`` the model's worker process, and
+``allinone_memory_limit_bytes`` the most memory the two may use together
+(their cgroup's limit, as set by systemd's MemoryMax or a container's memory
+limit; else the machine's RAM), which the memory alert compares their sum
+with. Names follow Prometheus conventions (``_total``,
 ``_seconds``, ``_bytes``). Each app builds its own registry, so tests and
 several apps in one process never share counters.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -33,7 +35,7 @@ from engine.errors import (
     ModelUnavailable,
     Superseded,
 )
-from engine.types import ChatUpdate, ClassifyResult, GenerateOptions, Inference, TaskInfo
+from engine.types import ChatRequest, ClassifyRequest, Inference, InferenceCalls, Reply, Request, TaskInfo
 from ops.history import Timeline
 from ops.logs import access_logger, perf_logger
 from ops.watchdog import process_rss_bytes
@@ -124,7 +126,8 @@ class _ServiceCollector:
 
 class Metrics:
     def __init__(self, state: Callable[[], str], queue_depth: Callable[[], float],
-                 stats: Callable[[], object] = lambda: None, timeline: Timeline | None = None) -> None:
+                 stats: Callable[[], object] = lambda: None, timeline: Timeline | None = None,
+                 worker_rss: Callable[[], float] = lambda: 0.0) -> None:
         self.timeline = timeline  # the Status tab's latency plot, fed with the same observations
         self.registry = CollectorRegistry()
         r = self.registry
@@ -143,21 +146,25 @@ class Metrics:
                             ["state"], registry=r)
         for name in STATES:
             model_state.labels(name).set_function(lambda name=name: float(state() == name))
-        Gauge("allinone_memory_limit_bytes", "Most memory the process may use: its cgroup limit, else the RAM.",
-              registry=r).set_function(memory_limit_bytes)
+        Gauge("allinone_worker_resident_memory_bytes", "Resident memory of the model's worker process (0 while "
+              "none serves).", registry=r).set_function(worker_rss)
+        Gauge("allinone_memory_limit_bytes", "Most memory the web and worker processes may use together: their "
+              "cgroup limit, else the RAM.", registry=r).set_function(memory_limit_bytes)
         r.register(_ServiceCollector(stats))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
-class InstrumentedInference:
-    """An ``Inference`` that counts and times every call of the one it wraps."""
+class InstrumentedInference(InferenceCalls):
+    """An ``Inference`` that counts, times and logs every request of the one it wraps."""
 
-    def __init__(self, inner: Inference, metrics: Metrics, log_text: bool = False) -> None:
+    def __init__(self, inner: Inference, metrics: Metrics, log_text: bool = False,
+                 worker_rss: Callable[[], int] = lambda: 0) -> None:
         self._inner = inner
         self._metrics = metrics
         self._log_text = log_text
+        self._worker_rss = worker_rss
 
     def task_infos(self) -> list[TaskInfo]:
         return self._inner.task_infos()
@@ -179,56 +186,53 @@ class InstrumentedInference:
         if self._log_text:
             fields["text"] = text
         access_logger().bind(**fields).info("{task} {outcome} {latency_s}s", **fields)
-        perf = {"task": task, "latency_s": round(latency, 4), "rss_bytes": process_rss_bytes()}
+        perf = {"task": task, "latency_s": round(latency, 4), "rss_bytes": process_rss_bytes(),
+                "worker_rss_bytes": self._worker_rss()}
         if tokens is not None:
             perf.update(tokens=tokens, tokens_per_s=round(tokens / latency, 2) if latency > 0 else None)
         perf_logger().bind(**perf).info("{task} {latency_s}s", **perf)
 
-    def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
+    def submit(self, task: str, request: Request) -> Iterator[Reply]:
         started = time.perf_counter()
-        text = "\n".join(texts) if isinstance(texts, (list, tuple)) else str(texts)
+        text = _request_text(request)
         try:
-            results = self._inner.classify(task, texts)
+            stream = self._inner.submit(task, request)
         except Exception as exc:
             self._record(task, started, exc, text)
             raise
-        self._record(task, started, None, text)
-        return results
+        return self._follow(task, started, stream, text, isinstance(request, ChatRequest))
 
-    def generate(self, task: str, message: str, history: Sequence[dict] | None = None,
-                 options: GenerateOptions | None = None) -> Iterator[ChatUpdate]:
-        started = time.perf_counter()
-        try:
-            stream = self._inner.generate(task, message, history, options)
-        except Exception as exc:
-            self._record(task, started, exc, message)
-            raise
-        return self._follow(task, started, stream, message)
-
-    def _follow(self, task: str, started: float, stream: Iterator[ChatUpdate], message: str
-                ) -> Iterator[ChatUpdate]:
+    def _follow(self, task: str, started: float, stream: Iterator[Reply], text: str, chat: bool) -> Iterator[Reply]:
         last = None
         try:
-            for update in stream:
-                if last is None:
+            for reply in stream:
+                if last is None and chat:
                     self._metrics.first_token.labels(task).observe(time.perf_counter() - started)
-                last = update
-                yield update
+                last = reply
+                yield reply
         except GeneratorExit:  # the user pressed Stop or went away
             self._metrics.requests.labels(task, "cancelled").inc()
-            self._log(task, started, "cancelled", message, last.tokens if last else 0)
+            self._log(task, started, "cancelled", text, last.tokens if chat and last else None)
             raise
         except Exception as exc:
-            self._record(task, started, exc, message)
+            self._record(task, started, exc, text)
             raise
         else:
-            self._record(task, started, None, message, last.tokens if last else 0)
+            self._record(task, started, None, text, (last.tokens if last else 0) if chat else None)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
-                close()  # cancels the engine job at once, not when garbage is collected
-            if last is not None:
+                close()  # cancels the job at once, not when garbage is collected
+            if chat and last is not None:
                 self._metrics.generated_tokens.labels(task).inc(last.tokens)
+
+
+def _request_text(request: Request) -> str:
+    """The user's text, for ``--log-text``."""
+    if isinstance(request, ClassifyRequest):
+        texts = request.texts
+        return "\n".join(texts) if isinstance(texts, (list, tuple)) else str(texts)
+    return request.message if isinstance(request.message, str) else str(request.message)
 
 
 def add_metrics_route(app: FastAPI, metrics: Metrics) -> None:

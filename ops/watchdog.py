@@ -4,24 +4,28 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
 ``max_instances=1`` and ``coalesce=True``:
 
 - ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
-  work: a worker step running past ``hang_limit_s`` (a hang), process memory
-  above ``memory_limit_bytes``, the model's files changed on disk (size or
-  mtime, compared with what was loaded; a store version's files are then
-  hashed against its MANIFEST in the background), and the store link
+  work: the worker process gone (a crash, an OOM kill), its loop not turning
+  for ``hang_limit_s`` (a hang, or a stopped process: read from shared memory,
+  so it shows even when the worker cannot answer), the worker's memory above
+  ``memory_limit_bytes``, the model's files changed on disk (size or mtime,
+  compared with what was loaded; a store version's files are then hashed
+  against its MANIFEST in the background), and the store link
   (``models/current``) naming another version than the one serving. It also
-  samples memory into the Status tab's ``Timeline``.
+  samples the web and worker processes' memory into the Status tab's
+  ``Timeline``.
 - ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
   (``ops/probes.toml``) with a time limit, unless real traffic succeeded within
   the interval; successful user requests are evidence of health, so the probe
   does not compete with users under load.
 
-A sick model calls ``ModelService.recover(reason)``: detect -> isolate
-(``recovering``, 503) -> recover (drop the engine, reload from the store) ->
-verify (the probes pass) -> re-admit. A moved link calls ``reload`` (the new
-version is loaded beside the serving one, and rolled back if it fails); a
-damaged store version calls ``replace_damaged`` (back to the last good
-version). ``decide`` holds the rules and takes its inputs as arguments, so it
-is tested with a fake clock.
+A sick model calls ``recover(cause, reason)``: detect -> isolate
+(``recovering``, 503) -> recover (kill the worker, start a fresh one from the
+store) -> verify (the probes pass) -> re-admit. A moved link calls ``reload``
+(the new version's worker starts beside the serving one, and is rolled back
+if it fails); a damaged store version calls ``replace_damaged`` (back to the
+last good version). ``decide`` holds the rules and takes its inputs as
+arguments, so it is tested with a fake clock; its answer is a typed
+``Decision``.
 """
 
 from __future__ import annotations
@@ -30,16 +34,19 @@ import threading
 import time
 import tomllib
 from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 from loguru import logger
 
-from engine.errors import ConfigError, ModelUnavailable
+from engine.errors import ConfigError, SelfTestFailed
 from engine.types import GenerateOptions, Inference
 from ops.history import Timeline
+from ops.readiness import HealthSnapshot, RecoveryCause
 
-__all__ = ["Probes", "load_probes", "WatchdogConfig", "Vitals", "decide", "Watchdog", "DEFAULT_PROBES_FILE"]
+__all__ = ["Probes", "load_probes", "WatchdogConfig", "Vitals", "Action", "Decision", "decide", "Watchdog",
+           "WatchedService", "DEFAULT_PROBES_FILE", "process_rss_bytes"]
 
 DEFAULT_PROBES_FILE = Path(__file__).with_name("probes.toml")
 SLOW_PROBES_BEFORE_RECOVERY = 3
@@ -51,11 +58,19 @@ class Probes:
     generate: tuple[tuple[str, str, int], ...]  # (task, message, max_new_tokens)
 
     def run(self, engine: Inference) -> str:
-        """Raise ``ModelUnavailable`` on the first wrong answer; return a summary."""
+        """Raise ``SelfTestFailed`` on the first wrong answer; return a summary. A task's
+        probes go in one request (one batch), so a self-test costs one forward pass per task."""
+        by_task: dict[str, list[tuple[str, str]]] = {}
         for task, text, expected in self.classify:
-            got = engine.classify(task, [text])[0].label
-            if got != expected:
-                raise ModelUnavailable(f"self-test failed: {task}({text[:30]!r}) gave {got}, expected {expected}")
+            by_task.setdefault(task, []).append((text, expected))
+        for task, cases in by_task.items():
+            results = engine.classify(task, [text for text, _ in cases])
+            if len(results) != len(cases):
+                raise SelfTestFailed(f"self-test failed: {task} gave {len(results)} answers for {len(cases)} texts")
+            for (text, expected), result in zip(cases, results):
+                if result.label != expected:
+                    raise SelfTestFailed(f"self-test failed: {task}({text[:30]!r}) gave {result.label}, "
+                                         f"expected {expected}")
         for task, message, max_new_tokens in self.generate:
             last = None
             # priority: a probe never waits behind a full classroom's chats (see engine.engine)
@@ -63,7 +78,7 @@ class Probes:
             for last in engine.generate(task, message, options=options):
                 pass
             if last is None or not last.done:
-                raise ModelUnavailable(f"self-test failed: {task} did not finish")
+                raise SelfTestFailed(f"self-test failed: {task} did not finish")
         return f"{len(self.classify)} classify + {len(self.generate)} generate probes passed"
 
 
@@ -92,34 +107,54 @@ class WatchdogConfig:
 class Vitals:
     ready: bool
     stuck_for_s: float
-    rss_bytes: int
+    rss_bytes: int  # the worker process's: the memory a recovery can free
     seconds_since_success: float | None
     files_changed: bool = False
     damaged: str | None = None  # the serving store version no longer matches its MANIFEST
     switched_to: str | None = None  # the store link names another version
+    worker_alive: bool = True  # False: the serving worker's process has ended
+    web_rss_bytes: int = 0  # this (web) process's, for the Status tab
 
 
-def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> tuple[str, str | None]:
-    """(action, reason): action is ``skip``, ``ok``, ``probe``, ``recover``, ``restore`` (a damaged
-    version: back to the last good one) or ``switch`` (load the version the link names)."""
+class Action(str, Enum):
+    SKIP = "skip"  # not ready: a load or recovery is in charge
+    OK = "ok"
+    PROBE = "probe"  # run the known-answer probes
+    RECOVER = "recover"  # replace the worker
+    RESTORE = "restore"  # the serving version is damaged: back to a verified good one
+    SWITCH = "switch"  # load the version the store link names
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str | None = None
+    cause: RecoveryCause | None = None  # for RECOVER
+
+
+def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> Decision:
+    """What to do about these vitals; the rules, first match wins."""
     if not vitals.ready:
-        return "skip", None
+        return Decision(Action.SKIP)
+    if not vitals.worker_alive:
+        return Decision(Action.RECOVER, "the model's worker process ended", RecoveryCause.WORKER_EXIT)
     if vitals.stuck_for_s > config.hang_limit_s:
-        return "recover", f"an inference hung for {vitals.stuck_for_s:.0f} s (limit {config.hang_limit_s:.0f} s)"
+        return Decision(Action.RECOVER, f"an inference hung for {vitals.stuck_for_s:.0f} s "
+                        f"(limit {config.hang_limit_s:.0f} s)", RecoveryCause.HANG)
     if config.memory_limit_bytes is not None and vitals.rss_bytes > config.memory_limit_bytes:
-        return "recover", (f"process memory {vitals.rss_bytes / 2**20:.0f} MiB is over the limit of "
-                           f"{config.memory_limit_bytes / 2**20:.0f} MiB")
+        return Decision(Action.RECOVER, f"worker memory {vitals.rss_bytes / 2**20:.0f} MiB is over the limit of "
+                        f"{config.memory_limit_bytes / 2**20:.0f} MiB", RecoveryCause.MEMORY)
     if vitals.damaged:
-        return "restore", f"the serving model's files do not match their MANIFEST: {vitals.damaged}"
+        return Decision(Action.RESTORE, f"the serving model's files do not match their MANIFEST: {vitals.damaged}")
     if vitals.files_changed:
-        return "recover", "the model files changed on disk"
+        return Decision(Action.RECOVER, "the model files changed on disk", RecoveryCause.FILES)
     if vitals.switched_to:
-        return "switch", f"the model link now names {vitals.switched_to}"
+        return Decision(Action.SWITCH, f"the model link now names {vitals.switched_to}")
     if not probe_due:
-        return "ok", None
+        return Decision(Action.OK)
     if vitals.seconds_since_success is not None and vitals.seconds_since_success < config.interval_s:
-        return "ok", "recent traffic succeeded"
-    return "probe", None
+        return Decision(Action.OK, "recent traffic succeeded")
+    return Decision(Action.PROBE)
 
 
 def process_rss_bytes() -> int:
@@ -129,8 +164,32 @@ def process_rss_bytes() -> int:
     return psutil.Process().memory_info().rss
 
 
+class WatchedService(Inference, Protocol):
+    """What the watchdog reads and asks of the service (``ops.service.ModelService``)."""
+
+    def snapshot(self) -> HealthSnapshot: ...
+
+    def stuck_for(self) -> float: ...
+
+    def worker_alive(self) -> bool: ...
+
+    def worker_rss_bytes(self) -> int: ...
+
+    def seconds_since_success(self) -> float | None: ...
+
+    def model_on_disk(self): ...
+
+    def recover(self, cause: RecoveryCause, reason: str) -> bool: ...
+
+    def reload(self, reason: str, operator: bool = True) -> bool: ...
+
+    def replace_damaged(self, reason: str) -> bool: ...
+
+    def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None: ...
+
+
 class Watchdog:
-    def __init__(self, service, probes: Probes, config: WatchdogConfig = WatchdogConfig(),
+    def __init__(self, service: WatchedService, probes: Probes, config: WatchdogConfig = WatchdogConfig(),
                  rss: Callable[[], int] = process_rss_bytes, timeline: Timeline | None = None) -> None:
         self.service = service
         self.timeline = timeline  # the vitals job also samples memory for the Status tab's plot
@@ -146,38 +205,40 @@ class Watchdog:
         return Vitals(
             ready=self.service.snapshot().ready,
             stuck_for_s=self.service.stuck_for(),
-            rss_bytes=self._rss(),
+            rss_bytes=self.service.worker_rss_bytes(),
             seconds_since_success=self.service.seconds_since_success(),
             files_changed=disk.files_changed,
             damaged=disk.damaged,
             switched_to=disk.switched_to,
+            worker_alive=self.service.worker_alive(),
+            web_rss_bytes=self._rss(),
         )
 
-    def _act(self, action: str, reason: str | None) -> None:
-        if action == "recover":
-            self.service.recover(reason)
-        elif action == "restore":
-            self.service.replace_damaged(reason)
-        elif action == "switch":
-            self.service.reload(reason, operator=False)
+    def _act(self, decision: Decision) -> None:
+        if decision.action is Action.RECOVER:
+            self.service.recover(decision.cause, decision.reason)
+        elif decision.action is Action.RESTORE:
+            self.service.replace_damaged(decision.reason)
+        elif decision.action is Action.SWITCH:
+            self.service.reload(decision.reason, operator=False)
 
-    def check_vitals(self) -> str:
+    def check_vitals(self) -> Action:
         vitals = self.vitals()
         if self.timeline is not None:
-            self.timeline.observe_memory(vitals.rss_bytes)
-        action, reason = decide(vitals, self.config, probe_due=False)
-        self._act(action, reason)
-        return action
+            self.timeline.observe_memory(web=vitals.web_rss_bytes, worker=vitals.rss_bytes)
+        decision = decide(vitals, self.config, probe_due=False)
+        self._act(decision)
+        return decision.action
 
-    def run_self_test(self) -> str:
-        action, reason = decide(self.vitals(), self.config, probe_due=True)
-        self._act(action, reason)
-        if action == "probe":
+    def run_self_test(self) -> Action:
+        decision = decide(self.vitals(), self.config, probe_due=True)
+        self._act(decision)
+        if decision.action is Action.PROBE:
             reason = self._probe()
             if reason is not None:
-                self.service.recover(reason)
-                action = "recover"
-        return action
+                self.service.recover(RecoveryCause.SELF_TEST, reason)
+                return Action.RECOVER
+        return decision.action
 
     def _probe(self) -> str | None:
         """Run the probes with a time limit; record the result; return a failure reason.

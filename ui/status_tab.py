@@ -44,7 +44,7 @@ class StatusSource:
     snapshot: Callable[[], dict]  # the /ready JSON
     events: Callable[[int, tuple[str, ...]], list[dict]]  # newest first: {at, kind, ok, detail}
     latency_rows: Callable[[], list[dict]]  # {time, task, mean_s, max_s, requests}
-    memory_rows: Callable[[], list[dict]]  # {time, rss_mib}
+    memory_rows: Callable[[], list[dict]]  # {time, process ("web" or "worker"), rss_mib}
     peers: Callable[[], list[dict]] | None = None  # {url, ready, state, model, latency_ms, error} (ops.peers)
 
 
@@ -81,6 +81,8 @@ def summary_markdown(snapshot: dict) -> str:
                      f"({test['duration_s']:.2f} s) {test['detail']}")
     lines.append(f"- **Consecutive failures / 连续失败**: {snapshot.get('consecutive_failures', 0)}")
     lines.append(f"- **Uptime / 运行时间**: {snapshot.get('uptime_s', 0):.0f} s")
+    if snapshot.get("worker_pid"):
+        lines.append(f"- **Worker process / 工作进程**: pid {snapshot['worker_pid']}")
     return "\n".join(lines)
 
 
@@ -102,7 +104,7 @@ def latency_frame(rows: list[dict]) -> pd.DataFrame:
 
 
 def memory_frame(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=["time", "rss_mib"])
+    frame = pd.DataFrame(rows, columns=["time", "process", "rss_mib"])
     frame["time"] = pd.to_datetime(frame["time"], unit="s")
     return frame
 
@@ -121,8 +123,8 @@ def build_status_tab(source: StatusSource, drills: Drills | None) -> tuple[gr.Ti
     with gr.Row():
         latency_plot = gr.LinePlot(x="time", y="mean_s", color="task", label=t("latency_plot"),
                                    y_title="s", x_title="", height=240, elem_id="status-latency")
-        memory_plot = gr.LinePlot(x="time", y="rss_mib", label=t("memory_plot"), y_title="MiB", x_title="",
-                                  height=240, elem_id="status-memory")
+        memory_plot = gr.LinePlot(x="time", y="rss_mib", color="process", label=t("memory_plot"), y_title="MiB",
+                                  x_title="", height=240, elem_id="status-memory")
     with gr.Row():
         self_tests = gr.Dataframe(headers=EVENT_HEADERS, label=t("recent_self_tests"), interactive=False, wrap=True,
                                   max_height=320, elem_id="status-self-tests")

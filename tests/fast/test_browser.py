@@ -90,8 +90,11 @@ def test_the_status_tab_shows_a_drill_break_and_heal(drill_app):
         page.locator("#status-drill-error").click()
         expect(page.locator("#status-drill-outcome")).to_contain_text("injected")
         # The 1 s self-test finds the fault; the timer-refreshed tables show detect -> recover.
+        # Recovery starts a fresh worker process (seconds, even on the tiny model), and the tab
+        # refreshes every 3 s: wait for it that long, not the default 5 s.
+        recovery = 30_000
         expect(page.locator("#status-history")).to_contain_text("✗ recovering")
-        expect(page.locator("#status-history")).to_contain_text("✓ recovered")
+        expect(page.locator("#status-history")).to_contain_text("✓ recovered", timeout=recovery)
         expect(page.locator("#status-self-tests")).to_contain_text("✗ self-test")
-        expect(page.locator("#status-summary")).to_contain_text("ready")
+        expect(page.locator("#status-summary")).to_contain_text("ready", timeout=recovery)
         page.screenshot(path=str(ARTIFACTS / "browser-status.png"), full_page=True)

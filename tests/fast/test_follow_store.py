@@ -1,4 +1,4 @@
-"""The service follows the model store: switches, rollbacks, memory, integrity (fake engines, real store)."""
+"""The service follows the model store: switches, rollbacks, memory, integrity (fake workers, real store)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import pytest
 
 from engine.errors import ModelUnavailable
 from engine.tasks import load_tasks
-from ops.lifecycle import ModelService, State
+from ops.readiness import State
+from ops.service import ModelService
 from ops.store import ModelSource, ModelStore
 from ops.watchdog import Watchdog, WatchdogConfig, load_probes
-from tests.fast.test_lifecycle import FakeEngine, wait_for
+from tests.fakes import FakeWorker, wait_for
 from tests.fast.test_store import tamper
 
 
-class VersionEngine(FakeEngine):
-    """A fake engine that says which store version it was loaded from."""
+class VersionWorker(FakeWorker):
+    """A fake worker that says which store version it was loaded from."""
 
     def __init__(self, path: Path):
         super().__init__()
@@ -42,16 +43,16 @@ def store(tmp_path) -> ModelStore:
 
 
 class Harness:
-    """A service over the store, recording every engine it loads; ``bad`` versions fail as asked."""
+    """A service over the store, recording every worker it starts; ``bad`` versions fail as asked."""
 
     def __init__(self, store, fail_self_test=(), fail_load=(), memory=10**12):
-        self.engines: list[VersionEngine] = []
+        self.engines: list[VersionWorker] = []
         self.fail_self_test, self.fail_load = set(fail_self_test), set(fail_load)
 
         def load(path):
             if path.name in self.fail_load:
                 raise ModelUnavailable(f"Loading the model at {path} failed: size mismatch")
-            self.engines.append(VersionEngine(path))
+            self.engines.append(VersionWorker(path))
             return self.engines[-1]
 
         def self_test(engine):
@@ -159,10 +160,10 @@ def test_unloaded_first_then_failing_brings_the_good_version_back(store):
 def test_a_request_racing_the_swap_runs_on_the_new_engine(store):
     with Harness(store) as h:
         old = h.engines[0]
-        new = VersionEngine(store.root / "m@2")
+        new = VersionWorker(store.root / "m@2")
 
         def closed_under_the_caller(task, texts):
-            h.service._engine = new  # the swap lands between picking the engine and submitting
+            h.service.supervisor.swap_in(new)  # the swap lands between picking the worker and submitting
             raise ModelUnavailable()
 
         old.classify = closed_under_the_caller
@@ -176,7 +177,7 @@ def test_a_damaged_serving_version_is_replaced_by_the_last_good_one(store):
         h.service.reload("test")
         assert wait_for(lambda: h.serving() == "m@2")
         dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
-        assert wait_for(lambda: not h.service._hashing)  # the background check after the load
+        assert wait_for(lambda: not h.service.integrity.hashing)  # the background check after the load
         assert dog.check_vitals() == "ok"
         tamper(store.root / "m@2" / "model.safetensors")
         assert vitals_until(dog, "restore")[-1] == "restore"  # sizes+mtime changed, then hashed
@@ -201,12 +202,13 @@ def test_a_damaged_version_with_nothing_to_go_back_to_keeps_its_in_memory_copy(s
 
 def test_touched_but_intact_files_are_hashed_and_accepted(store):
     with Harness(store) as h:
-        assert wait_for(lambda: not h.service._hashing)
+        integrity = h.service.integrity
+        assert wait_for(lambda: not integrity.hashing)
         weights = store.root / "m@1" / "model.safetensors"
         os.utime(weights, (1, 1))
         assert h.service.model_on_disk().damaged is None  # starts the hash
-        assert wait_for(lambda: not h.service._hashing and h.service.model_on_disk().damaged is None)
-        assert h.service._fingerprint == h.service._hashed[1]  # the new picture is accepted
+        assert wait_for(lambda: not integrity.hashing and h.service.model_on_disk().damaged is None)
+        assert integrity._fingerprint == integrity._hashed[1]  # the new picture is accepted
 
 
 def test_requests_keep_being_served_throughout_a_switch(store):

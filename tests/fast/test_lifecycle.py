@@ -1,4 +1,4 @@
-"""Readiness states and routes, with a fake engine (no model needed)."""
+"""Readiness states and routes, with a fake worker (no model, no process needed)."""
 
 from __future__ import annotations
 
@@ -10,28 +10,10 @@ from fastapi.testclient import TestClient
 
 from engine.errors import ModelNotFound, ModelUnavailable
 from engine.tasks import load_tasks
-from engine.types import ChatUpdate, ClassifyResult
 from ops.health import add_health_routes
-from ops.lifecycle import ModelService, State
-
-
-class FakeEngine:
-    model_label = "fake@1"
-
-    def __init__(self):
-        self.closed = False
-
-    def task_infos(self):
-        return load_tasks().infos()
-
-    def classify(self, task, texts):
-        return [ClassifyResult(task, "positive", 0.9, {"positive": 0.9, "negative": 0.1}, False) for _ in texts]
-
-    def generate(self, task, message, history=None, options=None):
-        yield ChatUpdate("OK", "OK", True, "stop", (), 1)
-
-    def close(self, **_):
-        self.closed = True
+from ops.readiness import State
+from ops.service import ModelService
+from tests.fakes import FakeWorker, wait_for
 
 
 def routes(service):
@@ -43,7 +25,7 @@ def routes(service):
 def test_missing_model_keeps_the_process_up_and_says_why():
     attempts = []
 
-    def load():
+    def load(target=None):
         attempts.append(time.monotonic())
         raise ModelNotFound("No model at /x/models/current. Install the default model with: python -m ops.models install-default")
 
@@ -66,7 +48,7 @@ def test_missing_model_keeps_the_process_up_and_says_why():
 
 
 def test_becomes_ready_after_load_and_self_test():
-    service = ModelService(load_tasks(), FakeEngine).start()
+    service = ModelService(load_tasks(), FakeWorker).start()
     try:
         assert service.wait_ready(5)
         body = routes(service).get("/ready").json()
@@ -80,8 +62,8 @@ def test_becomes_ready_after_load_and_self_test():
 def test_a_model_that_fails_its_self_test_is_never_served():
     engines = []
 
-    def load():
-        engines.append(FakeEngine())
+    def load(target=None):
+        engines.append(FakeWorker())
         return engines[-1]
 
     def failing_test(engine):
@@ -100,9 +82,9 @@ def test_a_model_that_fails_its_self_test_is_never_served():
 
 
 def test_loading_state_answers_503_at_once():
-    def slow_load():
+    def slow_load(target=None):
         time.sleep(5)
-        return FakeEngine()
+        return FakeWorker()
 
     service = ModelService(load_tasks(), slow_load).start()
     try:
@@ -122,18 +104,11 @@ def admin_client(service, token):
     return TestClient(app)
 
 
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while not predicate() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    return predicate()
-
-
 def test_reload_swaps_in_a_new_engine_and_drains_the_old():
     engines = []
 
-    def load():
-        engines.append(FakeEngine())
+    def load(target=None):
+        engines.append(FakeWorker())
         return engines[-1]
 
     service = ModelService(load_tasks(), load).start()
@@ -150,11 +125,11 @@ def test_reload_swaps_in_a_new_engine_and_drains_the_old():
 def test_a_failed_reload_keeps_the_old_engine_serving():
     calls = []
 
-    def load():
+    def load(target=None):
         calls.append(1)
         if len(calls) > 1:
             raise ModelNotFound("No model at /gone")
-        return FakeEngine()
+        return FakeWorker()
 
     service = ModelService(load_tasks(), load).start()
     try:
@@ -169,7 +144,7 @@ def test_a_failed_reload_keeps_the_old_engine_serving():
 
 
 def test_admin_routes_need_the_token():
-    service = ModelService(load_tasks(), FakeEngine).start()
+    service = ModelService(load_tasks(), FakeWorker).start()
     try:
         assert service.wait_ready(5)
         assert admin_client(service, None).post("/admin/reload").status_code == 403
@@ -185,10 +160,10 @@ def test_admin_routes_need_the_token():
 def test_changed_model_files_are_noticed(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"weights")
 
-    class EngineOnDisk(FakeEngine):
+    class WorkerOnDisk(FakeWorker):
         model_path = tmp_path
 
-    service = ModelService(load_tasks(), EngineOnDisk).start()
+    service = ModelService(load_tasks(), WorkerOnDisk).start()
     try:
         assert service.wait_ready(5)
         assert service.model_on_disk().files_changed is False

@@ -8,10 +8,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.errors import Busy, InvalidInput
 from engine.types import ChatUpdate
 from ops.metrics import InstrumentedInference, Metrics, outcome_of
-from tests.fast.test_lifecycle import FakeEngine
+from tests.fakes import FakeWorker
 
 
-class FlakyEngine(FakeEngine):
+class FlakyEngine(FakeWorker):
     def classify(self, task, texts):
         if not texts or not texts[0].strip():
             raise InvalidInput("Please enter some text.")
@@ -71,6 +71,7 @@ def test_state_queue_and_memory_are_exported(instrumented):
     assert s[("allinone_model_state", (("state", "failed"),))] == 0
     assert s[("allinone_queue_depth", ())] == 3
     assert s[("process_resident_memory_bytes", ())] > 0
+    assert ("allinone_worker_resident_memory_bytes", ()) in s
 
 
 def test_unknown_errors_have_their_own_outcome():
@@ -79,7 +80,7 @@ def test_unknown_errors_have_their_own_outcome():
 
 
 def test_self_tests_and_recoveries_are_exported():
-    from ops.lifecycle import ServiceStats, recovery_cause
+    from ops.readiness import RecoveryCause, ServiceStats
 
     stats = ServiceStats(self_tests={"passed": 4, "failed": 1}, recoveries={"hang": 2}, reloads=1,
                          last_recovery_s=12.5, rollbacks={"self_test": 2}, switches={"beside": 3},
@@ -93,9 +94,11 @@ def test_self_tests_and_recoveries_are_exported():
     assert s[("allinone_rollbacks_total", (("cause", "self_test"),))] == 2
     assert s[("allinone_model_switches_total", (("mode", "beside"),))] == 3
     assert s[("allinone_integrity_failures_total", ())] == 1
-    assert recovery_cause("an inference hung for 12 s (limit 10 s)") == "hang"
-    assert recovery_cause("a request failed: NaN") == "failed_request"
-    assert recovery_cause("self-test failed: sentiment gave positive") == "self_test"
+    # Every cause is exported from the start, at 0 (increase() must see the first one).
+    fresh = samples(Metrics(state=lambda: "ready", queue_depth=lambda: 0, stats=lambda: ServiceStats()))
+    for cause in RecoveryCause:
+        assert fresh[("allinone_recoveries_total", (("cause", cause.value),))] == 0
+    assert {c.value for c in RecoveryCause} >= {"hang", "failed_request", "self_test", "worker_exit"}
 
 
 @pytest.fixture()
@@ -136,7 +139,7 @@ def test_access_and_perf_logs_have_one_line_per_request(log_dir, log_text):
     assert ("secret review text" in logged_text) is log_text
     assert ("private question" in logged_text) is log_text
     perf = [r["extra"] for r in records(log_dir / "perf.log")]
-    assert perf[-1]["tokens"] == 3 and perf[-1]["rss_bytes"] > 0
+    assert perf[-1]["tokens"] == 3 and perf[-1]["rss_bytes"] > 0 and "worker_rss_bytes" in perf[-1]
     assert "secret review text" not in (log_dir / "app.log").read_text()
 
 

@@ -8,8 +8,9 @@ from engine.errors import ModelNotFound
 from engine.tasks import load_tasks
 from ops.admin import AdminActions, AdminDenied
 from ops.history import EventLog, Timeline
-from ops.lifecycle import ModelService
-from tests.fast.test_lifecycle import FakeEngine, wait_for
+from ops.readiness import RecoveryCause
+from ops.service import ModelService
+from tests.fakes import FakeWorker, wait_for
 from ops.peers import Peers
 from ui.status_tab import (EVENT_HEADERS, LIFECYCLE, PEER_HEADERS, SELF_TEST, event_frame, memory_frame, peer_frame,
                            summary_markdown)
@@ -41,29 +42,31 @@ def test_timeline_aggregates_latency_and_memory_per_bucket():
     timeline.observe_latency("sentiment", 1.0)
     timeline.observe_latency("sentiment", 3.0)
     timeline.observe_latency("chat", 2.0)
-    timeline.observe_memory(10 * 2**20)
-    timeline.observe_memory(30 * 2**20)
+    timeline.observe_memory(web=10 * 2**20, worker=100 * 2**20)
+    timeline.observe_memory(web=30 * 2**20, worker=0)  # 0: no sample (no worker serving)
     clock.now = 106.0
-    timeline.observe_memory(20 * 2**20)
+    timeline.observe_memory(web=20 * 2**20)
     rows = timeline.latency_rows()
     assert rows == [
         {"time": 100.0, "task": "chat", "mean_s": 2.0, "max_s": 2.0, "requests": 1},
         {"time": 100.0, "task": "sentiment", "mean_s": 2.0, "max_s": 3.0, "requests": 2},
     ]
-    assert timeline.memory_rows() == [{"time": 100.0, "rss_mib": 30.0}, {"time": 105.0, "rss_mib": 20.0}]
+    assert timeline.memory_rows() == [{"time": 100.0, "process": "web", "rss_mib": 30.0},
+                                      {"time": 100.0, "process": "worker", "rss_mib": 100.0},
+                                      {"time": 105.0, "process": "web", "rss_mib": 20.0}]
     clock.now = 111.0
-    timeline.observe_memory(1)
+    timeline.observe_memory(web=1)
     assert [r["time"] for r in timeline.memory_rows()] == [105.0, 110.0]  # bounded: the oldest bucket went
 
 
 def test_the_service_records_loads_reloads_and_failed_reloads():
     calls = []
 
-    def load():
+    def load(target=None):
         calls.append(1)
         if len(calls) == 3:
             raise ModelNotFound("No model at /gone")
-        return FakeEngine()
+        return FakeWorker()
 
     service = ModelService(load_tasks(), load).start()
     try:
@@ -81,11 +84,11 @@ def test_the_service_records_loads_reloads_and_failed_reloads():
 
 
 def test_the_service_records_a_recovery_with_its_reason():
-    service = ModelService(load_tasks(), FakeEngine).start()
+    service = ModelService(load_tasks(), FakeWorker).start()
     try:
         assert service.wait_ready(5)
         service.record_self_test(False, 0.1, "self-test failed: wrong answer")
-        assert service.recover("self-test failed: wrong answer")
+        assert service.recover(RecoveryCause.SELF_TEST, "self-test failed: wrong answer")
         assert wait_for(lambda: service.events.recent(kinds=("recovered",)))
         recovering = service.events.recent(kinds=("recovering",))[0]
         assert recovering["ok"] is False and "wrong answer" in recovering["detail"]
@@ -107,7 +110,7 @@ class Recorder:
         return True
 
     def snapshot(self):
-        from ops.lifecycle import HealthSnapshot, State
+        from ops.readiness import HealthSnapshot, State
 
         return HealthSnapshot(State.READY, "fake@1", None, None, 0, 0.0)
 

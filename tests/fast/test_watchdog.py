@@ -9,7 +9,9 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from ops.watchdog import Vitals, Watchdog, WatchdogConfig, decide, load_probes
+from ops.readiness import RecoveryCause
+from ops.service import DiskCheck
+from ops.watchdog import Action, Vitals, Watchdog, WatchdogConfig, decide, load_probes
 
 CONFIG = WatchdogConfig(interval_s=15, hang_limit_s=10, memory_limit_bytes=1000)
 
@@ -36,31 +38,50 @@ def vitals(**changes):
         (vitals(switched_to="m@2"), False, "switch"),  # models/current was moved: load the new version
         (vitals(switched_to="m@2", stuck_for_s=11), False, "recover"),  # a hang comes first
         (vitals(switched_to="m@2", ready=False), False, "skip"),  # a load is under way
+        (vitals(worker_alive=False), False, "recover"),  # the worker process ended (crash, OOM kill)
+        (vitals(worker_alive=False, ready=False), False, "skip"),  # ...while a load is already in charge
     ],
 )
 def test_decisions(v, probe_due, action):
-    assert decide(v, CONFIG, probe_due)[0] == action
+    assert decide(v, CONFIG, probe_due).action == action
+
+
+@pytest.mark.parametrize("v, cause", [
+    (vitals(stuck_for_s=10.5), RecoveryCause.HANG),
+    (vitals(rss_bytes=2000), RecoveryCause.MEMORY),
+    (vitals(files_changed=True), RecoveryCause.FILES),
+    (vitals(worker_alive=False, stuck_for_s=60), RecoveryCause.WORKER_EXIT),  # a dead worker is not "hung"
+])
+def test_every_recovery_names_its_cause(v, cause):
+    decision = decide(v, CONFIG, probe_due=False)
+    assert decision.action is Action.RECOVER and decision.cause is cause and decision.reason
 
 
 def test_no_memory_limit_means_no_memory_recovery():
-    assert decide(vitals(rss_bytes=10**12), WatchdogConfig(), False)[0] == "ok"
+    assert decide(vitals(rss_bytes=10**12), WatchdogConfig(), False).action == "ok"
 
 
 class FakeService:
     def __init__(self, answer="positive", stuck=0.0):
         self.answer, self.stuck = answer, stuck
         self.recovered, self.tests, self.reloaded, self.restored = [], [], [], []
-        from ops.lifecycle import DiskCheck
-
+        self.causes = []
         self.disk = DiskCheck()
         self.ready = True
         self.since_success = None
+        self.alive = True
 
     def snapshot(self):
         return type("S", (), {"ready": self.ready})()
 
     def stuck_for(self):
         return self.stuck
+
+    def worker_alive(self):
+        return self.alive
+
+    def worker_rss_bytes(self):
+        return 1
 
     def seconds_since_success(self):
         return self.since_success
@@ -77,14 +98,15 @@ class FakeService:
     def record_self_test(self, passed, duration, detail):
         self.tests.append((passed, detail))
 
-    def recover(self, reason):
+    def recover(self, cause, reason):
+        self.causes.append(cause)
         self.recovered.append(reason)
 
     def classify(self, task, texts):
         from engine.types import ClassifyResult
 
-        label = self.answer if not callable(self.answer) else self.answer(texts[0])
-        return [ClassifyResult(task, label, 1.0, {label: 1.0}, False)]
+        labels = [self.answer if not callable(self.answer) else self.answer(text) for text in texts]
+        return [ClassifyResult(task, label, 1.0, {label: 1.0}, False) for label in labels]
 
     def generate(self, task, message, history=None, options=None):
         from engine.types import ChatUpdate
@@ -106,7 +128,7 @@ def test_a_wrong_answer_triggers_recovery():
     service = FakeService(answer="positive")  # the negative probes get a wrong answer
     assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).run_self_test() == "recover"
     assert service.tests[-1][0] is False
-    assert "expected negative" in service.recovered[0]
+    assert "expected negative" in service.recovered[0] and service.causes == [RecoveryCause.SELF_TEST]
 
 
 def test_a_probe_that_hangs_in_a_stuck_worker_is_cut_off_and_recovered():
@@ -140,8 +162,6 @@ def test_a_slow_probe_on_an_overloaded_machine_is_not_a_reason_to_reload_at_once
 
 
 def test_vitals_follow_the_store_link_and_the_manifest():
-    from ops.lifecycle import DiskCheck
-
     service = FakeService()
     dog = Watchdog(service, load_probes(), CONFIG, rss=lambda: 1)
     service.disk = DiskCheck(switched_to="m@2")
@@ -155,7 +175,14 @@ def test_vitals_follow_the_store_link_and_the_manifest():
 def test_vitals_catch_a_hang_without_running_the_model():
     service = FakeService(stuck=60.0)
     assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).check_vitals() == "recover"
-    assert "hung" in service.recovered[0]
+    assert "hung" in service.recovered[0] and service.causes == [RecoveryCause.HANG]
+
+
+def test_vitals_catch_a_worker_that_ended():
+    service = FakeService()
+    service.alive = False
+    assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).check_vitals() == "recover"
+    assert service.causes == [RecoveryCause.WORKER_EXIT]
 
 
 # ----- drills on the tiny model, through the running app --------------------------------
@@ -165,18 +192,19 @@ def fault(app, kind, token="drill"):
     return httpx.post(f"{app.url}/admin/fault/{kind}", headers={"Authorization": f"Bearer {token}"})
 
 
-def recoveries(app) -> float:
-    """Recoveries so far, from /metrics: durable evidence, unlike polling /ready, which can miss
-    a recovery that takes half a second on the tiny model."""
+def recoveries(app, cause: str | None = None) -> float:
+    """Recoveries so far (of one cause, or all), from /metrics: durable evidence, unlike polling
+    /ready, which can miss a recovery that takes half a second on the tiny model."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = httpx.get(app.url + "/metrics").text
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples
-               if s.name == "allinone_recoveries_total")
+               if s.name == "allinone_recoveries_total" and cause in (None, s.labels.get("cause")))
 
 
 def run_drill(app, kind):
-    """Steady traffic with a known answer while the fault hits; returns what clients saw."""
+    """Steady traffic with a known answer while the fault hits; returns what clients saw.
+    ``kind`` is a drill's name, or a function that breaks the app some other way."""
     client = Client(app.url, verbose=False)
     expected = client.predict("known answer", api_name="/sentiment")
     seen, stop = [], threading.Event()
@@ -193,7 +221,10 @@ def run_drill(app, kind):
     worker.start()
     states = []
     try:
-        assert fault(app, kind).status_code == 202
+        if callable(kind):
+            kind()
+        else:
+            assert fault(app, kind).status_code == 202
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert httpx.get(app.url + "/health").status_code == 200  # liveness holds throughout
@@ -207,8 +238,9 @@ def run_drill(app, kind):
     return expected, seen, states
 
 
-@pytest.mark.parametrize("kind", ["nan-weights", "hang", "error"])
+@pytest.mark.parametrize("kind", ["nan-weights", "hang", "error", "exit"])
 def test_drill_is_detected_and_healed_with_no_wrong_answer(drill_app, kind):
+    worker_before = httpx.get(drill_app.url + "/ready").json()["worker_pid"]
     expected, seen, states = run_drill(drill_app, kind)
     assert recoveries(drill_app) >= 1 and states[-1] == "ready", states
     wrong = [answer for outcome, answer in seen if outcome == "ok" and answer != expected]
@@ -218,10 +250,40 @@ def test_drill_is_detected_and_healed_with_no_wrong_answer(drill_app, kind):
     if kind == "hang":
         assert any("too long" in e or "recovering" in e.lower() or "not ready" in e for e in errors), errors
     assert Client(drill_app.url, verbose=False).predict("known answer", api_name="/sentiment") == expected
+    # Recovery replaced the worker process: the suspect one is gone, with all it held.
+    worker_after = httpx.get(drill_app.url + "/ready").json()["worker_pid"]
+    assert worker_after not in (None, worker_before)
+    assert not pid_running(worker_before)
+    assert drill_app.proc.poll() is None  # the web process served throughout
 
 
-def test_exit_drill_ends_the_process(drill_app):
-    assert fault(drill_app, "exit").status_code == 202
+def pid_running(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.mark.parametrize("signal_name, cause", [("SIGKILL", "worker_exit"), ("SIGSTOP", "hang")])
+def test_a_killed_or_stopped_worker_is_replaced_with_no_wrong_answer(drill_app, signal_name, cause):
+    """A real crash (SIGKILL) and a real hang (SIGSTOP: the process cannot even answer) of the
+    worker process, from outside the app: noticed, the worker replaced, nothing wrong served."""
+    import os
+    import signal
+
+    worker_before = httpx.get(drill_app.url + "/ready").json()["worker_pid"]
+    expected, seen, states = run_drill(drill_app, lambda: os.kill(worker_before, getattr(signal, signal_name)))
+    assert recoveries(drill_app, cause) == 1 and states[-1] == "ready", states
+    assert [answer for outcome, answer in seen if outcome == "ok" and answer != expected] == []
+    assert all("Traceback" not in text for outcome, text in seen if outcome == "error")
+    worker_after = httpx.get(drill_app.url + "/ready").json()["worker_pid"]
+    assert worker_after not in (None, worker_before) and not pid_running(worker_before)
+
+
+def test_exit_app_drill_ends_the_web_process(drill_app):
+    assert fault(drill_app, "exit-app").status_code == 202
     assert drill_app.proc.wait(10) == 1
 
 

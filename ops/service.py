@@ -1,0 +1,178 @@
+"""The model service: what the UI, the routes and the watchdog talk to. No torch here.
+
+``ModelService`` puts the parts together (the worker supervisor, the
+readiness snapshot, the store follower, the integrity monitor and the
+``Lifecycle`` that runs their flows; see ``ops.lifecycle``) and is the one
+door to the model:
+
+- requests (``submit``, and ``classify``/``generate`` built on it) go to the
+  serving worker only while the state is ``ready``. One that arrives while a
+  recovery or a load is under way waits for it (``ready_wait_s`` at most, a
+  recovery takes seconds), so only the requests in flight when a worker is
+  lost fail; past that wait, or when the state is ``failed``, the caller gets
+  ``ModelUnavailable`` naming the reason. A request that fails inside the
+  model (``InferenceFailed``) starts a recovery: real traffic is evidence of
+  sickness too;
+- the watchdog reads the vitals here and asks for recoveries, reloads and
+  restores here; the admin routes ask for reloads and fault drills.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+from engine.errors import InferenceFailed, ModelUnavailable
+from engine.tasks import TaskRegistry
+from engine.types import Fault, Inference, InferenceCalls, Reply, Request, TaskInfo
+from ops.follower import StoreFollower
+from ops.integrity import IntegrityMonitor
+from ops.lifecycle import Lifecycle, basic_self_test, free_memory_bytes
+from ops.readiness import HealthSnapshot, Readiness, RecoveryCause, State
+from ops.store import ModelSource
+from ops.supervisor import WorkerHandle, WorkerSupervisor
+
+__all__ = ["ModelService", "DiskCheck"]
+
+
+@dataclass(frozen=True)
+class DiskCheck:
+    """What the watchdog learns from the disk (cheap: a link, names, sizes, mtimes)."""
+
+    files_changed: bool = False  # the serving files changed, and there is no MANIFEST to judge them by
+    damaged: str | None = None  # the serving version no longer matches its MANIFEST (hashed)
+    switched_to: str | None = None  # the link now names another version than the one serving
+
+
+class ModelService(InferenceCalls):
+    """Implements ``Inference`` over whichever worker serves; see the module doc."""
+
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        start_worker: Callable[[Path | None], WorkerHandle],
+        self_test: Callable[[Inference], str] = basic_self_test,
+        max_backoff_s: float = 60.0,
+        source: ModelSource | None = None,
+        available_memory: Callable[[], int] = free_memory_bytes,
+        ready_wait_s: float = 0.0,
+    ) -> None:
+        """``start_worker(version_dir)`` starts a worker (the directory is None without a ``source``);
+        ``ready_wait_s``: how long a request waits for a load or recovery under way."""
+        self.tasks = tasks
+        self._ready_wait_s = ready_wait_s
+        self.supervisor = WorkerSupervisor(start_worker)
+        self.readiness = Readiness()
+        self.follower = StoreFollower(source)
+        self.integrity = IntegrityMonitor()
+        self.lifecycle = Lifecycle(self.supervisor, self.readiness, self.follower, self.integrity, self_test,
+                                   max_backoff_s, available_memory)
+        self.events = self.readiness.events
+        self.stats = self.readiness.stats
+        self._last_success: float | None = None  # monotonic time of the last successful request
+
+    # ----- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> "ModelService":
+        self.lifecycle.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.lifecycle.wait_ready(timeout)
+
+    def close(self) -> None:
+        self.lifecycle.close()
+
+    def snapshot(self) -> HealthSnapshot:
+        return self.readiness.snapshot()
+
+    def reload(self, reason: str, operator: bool = True) -> bool:
+        return self.lifecycle.reload(reason, operator)
+
+    def recover(self, cause: RecoveryCause, reason: str) -> bool:
+        return self.lifecycle.recover(cause, reason)
+
+    def replace_damaged(self, reason: str) -> bool:
+        return self.lifecycle.replace_damaged(reason)
+
+    def inject_fault(self, kind: Fault) -> None:
+        """A fault drill on the serving worker (the admin route checks ``--fault-injection``)."""
+        self._current().inject_fault(kind)
+
+    # ----- what the watchdog reads -----------------------------------------------------
+
+    def stuck_for(self) -> float:
+        return self.supervisor.stuck_for()
+
+    def worker_alive(self) -> bool:
+        return self.supervisor.worker_alive()
+
+    def worker_rss_bytes(self) -> int:
+        return self.supervisor.worker_rss_bytes()
+
+    def queue_depth(self) -> int:
+        return self.supervisor.queue_depth()
+
+    def seconds_since_success(self) -> float | None:
+        last = self._last_success
+        return None if last is None else time.monotonic() - last
+
+    def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
+        self.readiness.record_self_test(passed, duration_s, detail)
+
+    def model_on_disk(self) -> DiskCheck:
+        """Cheap (names, sizes, mtimes, the link); a change in a store version's files starts a
+        background SHA-256 check, whose verdict a later call reports."""
+        serving = self.supervisor.serving
+        path = serving.model_path if serving is not None else None
+        if path is None:
+            return DiskCheck()
+        integrity = self.integrity.check()
+        return DiskCheck(integrity.files_changed, integrity.damaged, self.follower.switched_to(Path(path)))
+
+    # ----- Inference ------------------------------------------------------------------------
+
+    def task_infos(self) -> list[TaskInfo]:
+        return self.tasks.infos()
+
+    def _current(self) -> WorkerHandle:
+        snapshot, worker = self.snapshot(), self.supervisor.serving
+        if snapshot.state is not State.READY and self._ready_wait_s > 0:
+            snapshot = self.readiness.wait_until_settled(self._ready_wait_s)
+            worker = self.supervisor.serving
+        if snapshot.state is not State.READY or worker is None:
+            if snapshot.state is State.FAILED:
+                raise ModelUnavailable(f"The model is not available: {snapshot.reason}")
+            raise ModelUnavailable()
+        return worker
+
+    def submit(self, task: str, request: Request) -> Iterator[Reply]:
+        """Forward to the serving worker; once more on the new one if a hot swap stopped the old
+        one between picking it and handing it the request (it never ran, so retrying is safe)."""
+        worker = self._current()
+        try:
+            try:
+                stream = worker.submit(task, request)
+            except ModelUnavailable:
+                if self.supervisor.serving in (worker, None) or not self.snapshot().ready:
+                    raise
+                stream = self._current().submit(task, request)
+        except InferenceFailed as exc:
+            self._request_failed(exc)
+            raise
+        return self._watch(stream)
+
+    def _watch(self, stream: Iterator[Reply]) -> Iterator[Reply]:
+        try:
+            yield from stream
+        except InferenceFailed as exc:
+            self._request_failed(exc)
+            raise
+        finally:
+            getattr(stream, "close", lambda: None)()
+        self._last_success = time.monotonic()
+
+    def _request_failed(self, exc: InferenceFailed) -> None:
+        self.lifecycle.recover(RecoveryCause.FAILED_REQUEST, f"a request failed: {exc}")
