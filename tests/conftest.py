@@ -110,7 +110,9 @@ class LiveApp:
             [sys.executable, str(REPO / "app.py"), "--port", str(self.port), *args],
             cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT,
         )
-        self._wait("/ready" if wait_ready else "/health")
+        # /ready is 200 once the model and the UI are both served; without a model, wait for the UI
+        # itself (the web process answers /health at once and shows a "starting" page until then).
+        self._wait("/ready" if wait_ready else "/")
 
     def _wait(self, route: str, timeout: float = 120.0) -> None:
         deadline = time.monotonic() + timeout

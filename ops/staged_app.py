@@ -1,0 +1,69 @@
+"""Serve ``/health`` and ``/ready`` from the first second, the full app once it is built.
+
+Importing Gradio and building the UI takes seconds (about 3 s here, more
+while the worker imports torch beside it). ``StagedApp`` is the ASGI app
+uvicorn runs: it answers with a small early app (health, readiness and
+metrics routes, and a "starting" page) at once, while the full app (the
+same routes plus the Gradio UI and API) is built in a background thread.
+When the full app is ready, its lifespan is entered on the server's event
+loop (Gradio starts its queue there) and every new request goes to it; on
+shutdown the lifespan is exited. If building the full app fails, the server
+stops, so a supervisor restarts the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Callable
+
+from loguru import logger
+
+__all__ = ["StagedApp", "STARTING_PAGE"]
+
+STARTING_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
+<title>Qwen All-in-One</title></head><body style="font-family: sans-serif; margin: 3em">
+<h1>Qwen All-in-One</h1><p>Starting… this page reloads itself.</p><p>正在启动…本页会自动刷新。</p></body></html>"""
+
+
+class StagedApp:
+    """An ASGI app: ``early`` until ``build()`` has made the full app; see the module doc."""
+
+    def __init__(self, early, build: Callable[[], object], on_failure: Callable[[], None]) -> None:
+        self._current = early
+        self._build = build
+        self._on_failure = on_failure
+        self._stack = contextlib.AsyncExitStack()
+        self.full_ready = threading.Event()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._current(scope, receive, send)
+
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                loop = asyncio.get_running_loop()
+                threading.Thread(target=self._build_then_switch, args=(loop,), name="build-app", daemon=True).start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self._stack.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _build_then_switch(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            full = self._build()
+            asyncio.run_coroutine_threadsafe(self._switch(full), loop).result()
+        except Exception as exc:  # the UI cannot be served: let the supervisor start us again
+            logger.opt(exception=exc).error("building the web app failed; stopping")
+            self._on_failure()
+
+    async def _switch(self, full) -> None:
+        await self._stack.enter_async_context(full.router.lifespan_context(full))
+        self._current = full
+        self.full_ready.set()
