@@ -43,7 +43,9 @@ bench: model
 	$(BIN)/python bench/sentiment_latency.py
 	$(BIN)/python bench/dtype_speed.py
 	$(BIN)/python bench/chat_perf.py
+	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/drill.py
+	$(BIN)/python bench/chaos.py
 	$(BIN)/python bench/class_load.py
 	$(BIN)/python bench/failover.py
 	$(BIN)/python bench/manifest_hash.py

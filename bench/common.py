@@ -54,28 +54,45 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def tree_rss(pid: int) -> tuple[int, int]:
+    """(the web process's RSS, its children's: the model's worker) in bytes; (0, 0) once it is gone."""
+    import psutil
+
+    try:
+        process = psutil.Process(pid)
+        web = process.memory_info().rss
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return 0, 0
+    worker = 0
+    for child in children:
+        try:
+            worker += child.memory_info().rss
+        except psutil.Error:
+            pass
+    return web, worker
+
+
 class PeakRss:
-    """Watches a process's resident memory from a background thread; ``peak`` in bytes.
-    Pass ``watch`` as ``start_app(on_start=...)`` to see the memory from the process's first second."""
+    """Watches an app's resident memory from a background thread, in bytes: ``peak`` for the web
+    process and its worker together, ``worker_peak`` for the worker (the process that holds the
+    model). Pass ``watch`` as ``start_app(on_start=...)`` to see the memory from the first second."""
 
     def __init__(self) -> None:
         import threading
 
         self.peak = 0
+        self.worker_peak = 0
         self._stop = threading.Event()
 
     def watch(self, proc) -> None:
         import threading
 
-        import psutil
-
         def loop() -> None:
-            process = psutil.Process(proc.pid)
-            while not self._stop.is_set():
-                try:
-                    self.peak = max(self.peak, process.memory_info().rss)
-                except psutil.Error:
-                    return
+            while not self._stop.is_set() and proc.poll() is None:
+                web, worker = tree_rss(proc.pid)
+                self.peak = max(self.peak, web + worker)
+                self.worker_peak = max(self.worker_peak, worker)
                 time.sleep(0.1)
 
         threading.Thread(target=loop, daemon=True).start()

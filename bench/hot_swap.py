@@ -11,7 +11,8 @@ with known answers, then:
 
 1. ``activate b``: time from running the command to ``/ready`` naming ``b``
    (the command itself hashes 2.5 GB first, reported apart), failed requests,
-   wrong answers, and the server's peak RSS (two models are loaded side by side);
+   wrong answers, and the server's peak RSS, web and worker processes together
+   (two workers run side by side during the swap);
 2. ``activate broken``: time until the app has rolled it back (``current``
    names ``b`` again), whether ``/ready`` ever named ``broken``, failed
    requests and wrong answers.
@@ -32,7 +33,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from common import KNOWN, REPO, header, start_app
+from common import KNOWN, REPO, header, start_app, tree_rss
 
 TOKEN = "swap-token"
 
@@ -100,7 +101,7 @@ class Load:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak_rss = max(self.peak_rss, self.process.memory_info().rss)
+            self.peak_rss = max(self.peak_rss, sum(tree_rss(self.process.pid)))
             try:
                 self.models.append((time.perf_counter(), httpx.get(self.url + "/ready", timeout=5).json()["model"]))
             except (httpx.HTTPError, ValueError):
@@ -117,7 +118,7 @@ class Load:
         self.outcomes.clear()
         self.wrong = 0
         self.models.clear()
-        self.peak_rss = self.process.memory_info().rss
+        self.peak_rss = sum(tree_rss(self.process.pid))
 
     def wait_model(self, key: str, timeout: float = 300) -> float:
         started = time.perf_counter()

@@ -13,6 +13,7 @@ stays in the logs.
     │   ├── ModelDamaged    a store version's files no longer match its MANIFEST
     │   ├── SelfTestFailed  a loaded model gave a wrong or invalid answer to a known-answer probe
     │   └── WorkerLost      the worker process ended (killed, crashed, replaced) with this request in it
+    │       └── WorkerGone  ...before it took this request: it never ran, so it may be sent again
     ├── Busy                admission control: too much work queued, retry shortly
     ├── Superseded          a newer chat message from the same session replaced this one
     ├── InferenceTimeout    a request ran past its wall-clock limit
@@ -31,6 +32,7 @@ __all__ = [
     "ModelDamaged",
     "SelfTestFailed",
     "WorkerLost",
+    "WorkerGone",
     "Busy",
     "Superseded",
     "InferenceTimeout",
@@ -75,6 +77,10 @@ class SelfTestFailed(ModelUnavailable):
 
 class WorkerLost(ModelUnavailable):
     default_message = "The model is recovering from a fault and this request was stopped. Please retry shortly."
+
+
+class WorkerGone(WorkerLost):
+    """The worker ended before it admitted the request: nothing of it ran (safe to send again)."""
 
 
 class Busy(AllInOneError):

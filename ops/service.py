@@ -8,8 +8,10 @@ door to the model:
 - requests (``submit``, and ``classify``/``generate`` built on it) go to the
   serving worker only while the state is ``ready``. One that arrives while a
   recovery or a load is under way waits for it (``ready_wait_s`` at most, a
-  recovery takes seconds), so only the requests in flight when a worker is
-  lost fail; past that wait, or when the state is ``failed``, the caller gets
+  recovery takes seconds), and so does one that finds the serving worker gone
+  (``WorkerGone``: it never ran; it starts the recovery at once and is sent to
+  the new worker). So only the requests in flight inside a lost worker fail;
+  past that wait, or when the state is ``failed``, the caller gets
   ``ModelUnavailable`` naming the reason. A request that fails inside the
   model (``InferenceFailed``) starts a recovery: real traffic is evidence of
   sickness too;
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.errors import InferenceFailed, ModelUnavailable
+from engine.errors import InferenceFailed, ModelUnavailable, WorkerGone, WorkerLost
 from engine.tasks import TaskRegistry
 from engine.types import Fault, Inference, InferenceCalls, Reply, Request, TaskInfo
 from ops.follower import StoreFollower
@@ -155,24 +157,38 @@ class ModelService(InferenceCalls):
         try:
             try:
                 stream = worker.submit(task, request)
+            except WorkerGone:  # it died before taking the request: replace it, and wait for the new one
+                self._worker_lost(worker)
+                worker = self._current()
+                stream = worker.submit(task, request)
             except ModelUnavailable:
                 if self.supervisor.serving in (worker, None) or not self.snapshot().ready:
                     raise
-                stream = self._current().submit(task, request)
+                worker = self._current()
+                stream = worker.submit(task, request)
         except InferenceFailed as exc:
             self._request_failed(exc)
             raise
-        return self._watch(stream)
+        return self._watch(stream, worker)
 
-    def _watch(self, stream: Iterator[Reply]) -> Iterator[Reply]:
+    def _watch(self, stream: Iterator[Reply], worker: WorkerHandle) -> Iterator[Reply]:
         try:
             yield from stream
         except InferenceFailed as exc:
             self._request_failed(exc)
             raise
+        except WorkerLost:
+            self._worker_lost(worker)
+            raise
         finally:
             getattr(stream, "close", lambda: None)()
         self._last_success = time.monotonic()
+
+    def _worker_lost(self, worker: WorkerHandle) -> None:
+        """The serving worker ended on its own: recover now, not at the next vitals check. (A
+        worker this service stopped, or one no longer serving, is not a reason.)"""
+        if self.supervisor.serving is worker and not worker.alive():
+            self.lifecycle.recover(RecoveryCause.WORKER_EXIT, "the model's worker process ended")
 
     def _request_failed(self, exc: InferenceFailed) -> None:
         self.lifecycle.recover(RecoveryCause.FAILED_REQUEST, f"a request failed: {exc}")

@@ -14,7 +14,9 @@ then on the worker is an ``Inference`` like the engine itself:
   ``ReplyStream``, and closing or dropping that stream cancels the job in the
   worker;
 - when the process ends for any reason (killed, crashed, stopped), every open
-  request fails at once with ``WorkerLost``: its reader sees the pipe end;
+  request fails at once, its reader sees the pipe end: ``WorkerLost`` for the
+  ones the worker had admitted, ``WorkerGone`` for those it never took (they
+  never ran, so the service may send them to the next worker);
 - ``stuck_for`` reads the worker's heartbeat from shared memory, so a hang
   (or a SIGSTOP) shows even though the worker cannot answer; ``rss_bytes``
   is the worker's resident memory.
@@ -45,7 +47,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from engine.errors import AllInOneError, InferenceTimeout, ModelUnavailable, WorkerLost
+from engine.errors import InferenceTimeout, ModelUnavailable, WorkerGone, WorkerLost
 from engine.ipc import Op, WorkerInfo, WorkerSpec
 from engine.replies import ReplyStream
 from engine.types import ChatRequest, Fault, InferenceCalls, Request, TaskInfo
@@ -166,7 +168,7 @@ class WorkerProcess(InferenceCalls):
         self._finish()
 
     def _finish(self) -> None:
-        self._fail_open(WorkerLost())
+        self._fail_open()
         self._outgoing.put(None)  # ends the writer
         if self._conn is not None:
             self._conn.close()
@@ -227,7 +229,7 @@ class WorkerProcess(InferenceCalls):
         entry = _Open(stream.sink, request.weight)
         with self._lock:
             if self._lost.is_set():
-                raise WorkerLost()
+                raise WorkerGone()
             self._open[rid] = entry
         self._outgoing.put((Op.SUBMIT, rid, task, request))
         if not entry.admitted.wait(timeout):
@@ -284,7 +286,7 @@ class WorkerProcess(InferenceCalls):
                     entry.admitted.set()
             elif op is Op.LOG:
                 self._log(*message[1:])
-        self._fail_open(WorkerLost())
+        self._fail_open()
         if not self._closing:
             logger.error("the model's worker process {} ended (exit code {})", self.pid, self._exit_code_soon())
 
@@ -295,15 +297,18 @@ class WorkerProcess(InferenceCalls):
         except subprocess.TimeoutExpired:
             return None
 
-    def _fail_open(self, error: AllInOneError) -> None:
-        """The worker is gone: every open request fails now instead of waiting out its timeout."""
+    def _fail_open(self) -> None:
+        """The worker is gone: every open request fails now instead of waiting out its timeout,
+        ``WorkerGone`` if the worker never admitted it, else ``WorkerLost``."""
         with self._lock:
             self._lost.set()
             entries, self._open = list(self._open.values()), {}
         for entry in entries:
-            entry.refusal = entry.refusal or (error if not entry.admitted.is_set() else None)
-            entry.admitted.set()
-            entry.sink.put(error)
+            if not entry.admitted.is_set():
+                entry.refusal = WorkerGone()
+                entry.admitted.set()
+            else:
+                entry.sink.put(WorkerLost())
 
     def _log(self, level: str, text: str) -> None:
         logger.opt(depth=0).log(level, "[worker {}] {}", self.pid, text)

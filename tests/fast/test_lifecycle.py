@@ -171,3 +171,43 @@ def test_changed_model_files_are_noticed(tmp_path):
         assert service.model_on_disk().files_changed is True
     finally:
         service.close()
+
+
+def test_a_request_that_finds_the_worker_gone_starts_the_recovery_and_is_served_by_the_new_one():
+    from engine.errors import WorkerGone
+
+    workers = []
+
+    class MortalWorker(FakeWorker):
+        def submit(self, task, request):
+            if self.closed:  # its process ended: the request is never sent
+                raise WorkerGone()
+            return super().submit(task, request)
+
+    def load(target=None):
+        workers.append(MortalWorker())
+        return workers[-1]
+
+    service = ModelService(load_tasks(), load, ready_wait_s=10).start()
+    try:
+        assert service.wait_ready(5)
+        workers[0].closed = True  # SIGKILLed, say; no watchdog runs in this test
+        assert service.classify("sentiment", ["hi"])[0].label == "positive"  # waited, then served
+        assert len(workers) == 2 and service.stats.recoveries["worker_exit"] == 1
+    finally:
+        service.close()
+
+
+def test_without_a_wait_a_request_during_a_recovery_gets_retry_shortly_at_once():
+    def slow_load(target=None):
+        time.sleep(5)
+        return FakeWorker()
+
+    service = ModelService(load_tasks(), slow_load, ready_wait_s=0).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ModelUnavailable, match="retry shortly"):
+            service.classify("sentiment", ["hi"])
+        assert time.monotonic() - started < 1.0
+    finally:
+        service.close()
