@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.errors import ConfigError, InferenceFailed
+from engine.errors import ConfigError, InvalidOutput
 from engine.prompts import RenderChat, split_classify_prompt
 from engine.tasks import ClassifyTask
 
@@ -78,7 +78,9 @@ class LabelScorer:
         self._prefix_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # The Rust tokenizer itself, as the engine's admission uses it from another thread: the
+        # Python wrapper may change the tokenizer's settings on a call, which two threads must not do.
+        return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
     def _label_tokens(self) -> list[list[int]]:
         seen: dict[int, str] = {}
@@ -137,7 +139,7 @@ class LabelScorer:
         if self._head_bias is not None:
             logits = logits + self._head_bias
         if not torch.isfinite(logits).all():
-            raise InferenceFailed("The model produced invalid numbers (NaN/inf); it will be reloaded.")
+            raise InvalidOutput()
         per_label = torch.stack([chunk.logsumexp(dim=-1) for chunk in logits.split(self._groups, dim=-1)], dim=-1)
         return per_label.log_softmax(dim=-1)
 

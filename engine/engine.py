@@ -33,6 +33,7 @@ positions, and a finished chat's cache is freed at once.
 
 from __future__ import annotations
 
+import functools
 import queue
 import threading
 import time
@@ -72,7 +73,6 @@ from engine.types import (
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
-MAX_TEXTS_PER_REQUEST = 64
 MAX_CHARS = 20_000  # before tokenization; the token caps below do the real fitting
 ADMIT_PER_ROUND = 1  # prefills per round: a prefill is compute-bound (about 1 s for a 50-token prompt here)
 IDLE_POLL_S = 0.5  # an idle worker still turns its loop (and beats) this often
@@ -93,19 +93,20 @@ class _ClassifyJob:
     task: ClassifyTask
     texts: list[str]
     sink: Sink
+    request_id: str = ""
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 @dataclass(eq=False)
 class _ChatJob:
-    task: GenerateTask
-    message: str
-    history: list[Message]
+    prompt_ids: list[int]  # the fitted conversation, rendered and tokenized at admission
+    notices: tuple[str, ...]
     max_new_tokens: int
     temperature: float
     seed: int
     deadline: float
     updates: Sink
+    request_id: str = ""
     session: str | None = None
     priority: bool = False
     stream: ChatStream | None = None
@@ -267,7 +268,7 @@ class Engine(InferenceCalls):
 
     def _start_classify(self, spec: ClassifyTask, request: ClassifyRequest, sink: Sink) -> threading.Event:
         clean = self._validate_texts(request.texts)
-        job = _ClassifyJob(spec, clean, sink)
+        job = _ClassifyJob(spec, clean, sink, request.request_id)
         with self._counts_lock:
             if self._queued_texts + len(clean) > self.config.max_pending_classify:
                 raise Busy()
@@ -289,15 +290,16 @@ class Engine(InferenceCalls):
         except ValueError as exc:
             raise InvalidInput(f"Invalid chat history: {exc}.") from None
         temperature = spec.temperature if options.temperature is None else options.temperature
+        prompt_ids, notices = self._fit_prompt(spec, clean_history, message[:MAX_CHARS])
         job = _ChatJob(
-            task=spec,
-            message=message[:MAX_CHARS],
-            history=clean_history,
+            prompt_ids=prompt_ids,
+            notices=notices,
             max_new_tokens=max(1, min(options.max_new_tokens or spec.max_new_tokens, self.config.max_new_tokens)),
             temperature=min(max(float(temperature), 0.0), 2.0),
             seed=options.seed,
             deadline=time.monotonic() + self.config.request_timeout_s,
             updates=sink,
+            request_id=request.request_id,
             session=options.session,
             priority=options.priority,
         )
@@ -326,14 +328,13 @@ class Engine(InferenceCalls):
             raise InvalidInput(f"Task {name!r} is a {spec.kind} task.")
         return spec
 
-    @staticmethod
-    def _validate_texts(texts: Sequence[str]) -> list[str]:
+    def _validate_texts(self, texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
             raise InvalidInput("Expected a list of texts.")
         if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
             raise InvalidInput("Please enter some text.")
-        if len(texts) > MAX_TEXTS_PER_REQUEST:
-            raise InvalidInput(f"At most {MAX_TEXTS_PER_REQUEST} lines per request.")
+        if len(texts) > self.config.max_lines:
+            raise InvalidInput(f"Too many lines: {len(texts)}, the limit is {self.config.max_lines} per request.")
         return [t.strip()[:MAX_CHARS] for t in texts]
 
     def _submit(self, job) -> None:
@@ -387,7 +388,32 @@ class Engine(InferenceCalls):
         )
 
     def _encode(self, text: str) -> list[int]:
-        return self.handle.tokenizer(text, add_special_tokens=False)["input_ids"]
+        # The Rust tokenizer itself: thread-safe (admission tokenizes on the caller's thread while
+        # this worker decodes), and without the Python wrapper's per-call bookkeeping.
+        return self.handle.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+    def _count(self, messages: list[Message]) -> int:
+        return len(self._encode(self._render(messages, True)))
+
+    @functools.cached_property
+    def _turn_overhead(self) -> int:
+        """Tokens the chat template adds around one message (its role markers)."""
+        system = [{"role": "system", "content": "x"}]
+        return max(self._count(system + [{"role": "user", "content": ""}]) - self._count(system), 0)
+
+    def _fit_prompt(self, spec: GenerateTask, history: list[Message], message: str) -> tuple[list[int], tuple]:
+        """The prompt's token ids, the conversation fitted to ``context_tokens``, and its notices.
+        Runs at admission, on the caller's thread (in the worker process, the one that receives
+        requests), so a long conversation never holds up the model's thread."""
+        fitted = fit_conversation(
+            spec.system_prompt, history, message, self.config.context_tokens,
+            count_tokens=self._count,
+            truncate_text=lambda text, n: self.handle.tokenizer.decode(self._encode(text)[:n]),
+            message_tokens=lambda m: len(self._encode(m["content"])) + self._turn_overhead,
+        )
+        notices = tuple(name for name, on in ((NOTICE_HISTORY_TRIMMED, fitted.dropped_messages),
+                                              (NOTICE_INPUT_TRUNCATED, fitted.truncated)) if on)
+        return self._encode(self._render(fitted.messages, True)), notices
 
     def _take_jobs(self, block: bool) -> None:
         try:
@@ -432,7 +458,8 @@ class Engine(InferenceCalls):
         except Exception as exc:
             error = exc if isinstance(exc, AllInOneError) else InferenceFailed()
             if not isinstance(exc, AllInOneError):
-                logger.opt(exception=exc).error("classification failed")
+                logger.opt(exception=exc).error("classification failed (requests {})",
+                                                ", ".join(job.request_id or "?" for job in batch))
             for job in batch:
                 job.sink.put(error)
             return
@@ -461,25 +488,12 @@ class Engine(InferenceCalls):
             admitted += 1
 
     def _start_stream(self, job: _ChatJob) -> ChatStream:
-        fitted = fit_conversation(
-            job.task.system_prompt,
-            job.history,
-            job.message,
-            self.config.context_tokens,
-            count_tokens=lambda msgs: len(self._encode(self._render(msgs, True))),
-            truncate_text=lambda text, n: self.handle.tokenizer.decode(self._encode(text)[:n]),
-        )
-        notices = tuple(
-            name
-            for name, on in ((NOTICE_HISTORY_TRIMMED, fitted.dropped_messages), (NOTICE_INPUT_TRUNCATED, fitted.truncated))
-            if on
-        )
         stream = ChatStream(
-            prompt_ids=self._encode(self._render(fitted.messages, True)),
+            prompt_ids=job.prompt_ids,
             max_new_tokens=job.max_new_tokens,
             temperature=job.temperature,
             deadline=job.deadline,
-            notices=notices,
+            notices=job.notices,
             seed=job.seed,
             updates=job.updates,
             cancelled=job.cancelled,
@@ -522,7 +536,7 @@ class Engine(InferenceCalls):
 
     def _chat_failed(self, job: _ChatJob, exc: Exception) -> None:
         if not isinstance(exc, AllInOneError):
-            logger.opt(exception=exc).error("chat generation failed")
+            logger.opt(exception=exc).error("chat generation failed (request {})", job.request_id or "?")
             exc = InferenceFailed()
         job.updates.put(exc)
         self._end_chat(job)

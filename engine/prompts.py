@@ -90,20 +90,32 @@ def fit_conversation(
     budget_tokens: int,
     count_tokens: Callable[[list[Message]], int],
     truncate_text: Callable[[str, int], str],
+    message_tokens: Callable[[Message], int],
 ) -> FittedConversation:
     """Fit a chat into ``budget_tokens`` by dropping the oldest turns, never by failing.
 
     The system prompt and the new message always stay. Older messages go first,
     oldest first. If the new message alone is still too long, its beginning is
     kept (``truncate_text(text, max_tokens)``) and ``truncated`` says so.
+
+    Linear in the history: ``message_tokens`` (one message's share of the
+    rendered prompt) is asked once per message, and the whole conversation is
+    rendered and counted (``count_tokens``) a few times, not once per dropped
+    turn; an estimate that proves short is corrected by counting again.
     """
     system = [{"role": "system", "content": system_prompt}]
     turns = list(history)
     new = {"role": "user", "content": message}
     dropped = 0
-    while turns and count_tokens(system + turns + [new]) > budget_tokens:
-        turns.pop(0)
-        dropped += 1
+    total = count_tokens(system + turns + [new])
+    if total > budget_tokens and turns:
+        sizes = [message_tokens(m) for m in turns]
+        while turns and total > budget_tokens:
+            total -= sizes[dropped]
+            turns.pop(0)
+            dropped += 1
+            if total <= budget_tokens or not turns:
+                total = count_tokens(system + turns + [new])  # the estimate, checked
     # A conversation should not start with an orphan assistant reply.
     while turns and turns[0]["role"] == "assistant":
         turns.pop(0)

@@ -34,9 +34,14 @@ def truncate_words(text, n):
     return " ".join(text.split()[:n])
 
 
+def words_of(message):
+    """One message's share of ``count_words``."""
+    return count_words([message])
+
+
 def test_fit_keeps_everything_that_fits():
     history = [{"role": "user", "content": "a b"}, {"role": "assistant", "content": "c d"}]
-    fitted = fit_conversation("sys", history, "e f", 100, count_words, truncate_words)
+    fitted = fit_conversation("sys", history, "e f", 100, count_words, truncate_words, words_of)
     assert [m["content"] for m in fitted.messages] == ["sys", "a b", "c d", "e f"]
     assert fitted.dropped_messages == 0 and not fitted.truncated
 
@@ -48,7 +53,7 @@ def test_fit_drops_oldest_turns_first_and_never_starts_with_a_reply():
         {"role": "user", "content": "three"},
         {"role": "assistant", "content": "four"},
     ]
-    fitted = fit_conversation("sys", history, "five", 8, count_words, truncate_words)
+    fitted = fit_conversation("sys", history, "five", 8, count_words, truncate_words, words_of)
     contents = [m["content"] for m in fitted.messages]
     assert contents == ["sys", "three", "four", "five"]
     assert fitted.dropped_messages == 2
@@ -56,10 +61,37 @@ def test_fit_drops_oldest_turns_first_and_never_starts_with_a_reply():
 
 
 def test_fit_truncates_an_overlong_message_instead_of_failing():
-    fitted = fit_conversation("sys", [], "w " * 50, 10, count_words, truncate_words)
+    fitted = fit_conversation("sys", [], "w " * 50, 10, count_words, truncate_words, words_of)
     assert fitted.truncated
     assert count_words(fitted.messages) <= 10
     assert fitted.messages[-1]["content"].startswith("w w")
+
+
+def test_fitting_a_long_history_is_linear_in_its_length():
+    """400 messages: each message is sized once and the whole chat counted a few times, not once per
+    dropped turn (that quadratic re-counting stalled the worker for a minute)."""
+    history = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message {i} " * 20} for i in range(400)]
+    calls = {"count": 0, "sized": 0}
+
+    def counting(messages):
+        calls["count"] += 1
+        return count_words(messages)
+
+    def sizing(message):
+        calls["sized"] += 1
+        return words_of(message)
+
+    fitted = fit_conversation("sys", history, "now?", 100, counting, truncate_words, sizing)
+    assert count_words(fitted.messages) <= 100 and fitted.messages[-1]["content"] == "now?"
+    assert fitted.dropped_messages >= 396 and fitted.messages[1]["role"] == "user"
+    assert calls["sized"] <= len(history) and calls["count"] <= 5
+    # The same answer as dropping one turn at a time and counting everything again each time.
+    turns, system, new = list(history), {"role": "system", "content": "sys"}, {"role": "user", "content": "now?"}
+    while turns and count_words([system, *turns, new]) > 100:
+        turns.pop(0)
+    while turns and turns[0]["role"] == "assistant":
+        turns.pop(0)
+    assert fitted.messages[1:-1] == turns
 
 
 def test_history_validation():
