@@ -2,36 +2,40 @@
 
 The app follows a store link (``models/current``, or ``standby`` on a gray
 release's standby). ``StoreFollower`` answers the questions the lifecycle
-asks of the store, and keeps what the app learned about versions:
+asks of the store:
 
-- ``target``: the version directory to load now (the link resolved once);
-- ``switched_to``: the link names another version than the one serving
-  (an operator activated it), unless that version was rolled back here and
-  the link has not been re-made since;
-- ``roll_back``: a version failed (to load, its self-test, or its MANIFEST):
-  point the link back to the one that was serving, mark the failed one
-  rejected in the store, and remember not to try it again;
-- ``fallback``: where to go when the serving version is found damaged: the
-  newest version that served well here or the link's previous one, verified
-  by hash first.
+- ``target``: the version directory to load now (the link resolved once).
+  A version an app rolled back is never loaded again unless an operator
+  activates it with ``--force``: if the link names one, the store's rule
+  picks another, and the link is pointed there;
+- ``switched_to``: the link names another version than the one serving (an
+  operator activated it), unless that version is rejected or was rolled back
+  here and the link has not been re-made since;
+- ``roll_back``: a version failed (to load, its self-test, its MANIFEST):
+  mark it rejected and point the link where the store's one rule says
+  (``ModelStore.fallback``: the version serving if still eligible, else the
+  newest verified version that is not rejected); None when nothing is;
+- ``replacement``: where to go when the serving version is found damaged, by
+  the same rule.
 
 Pure file work through ``ops.store``: no torch.
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 from loguru import logger
 
-from engine.errors import ModelDamaged, SelfTestFailed
+from engine.errors import ModelDamaged, ModelNotFound, ModelUnavailable, SelfTestFailed
 from ops.readiness import RollbackCause
 from ops.store import ModelSource
 
-__all__ = ["StoreFollower", "rollback_cause"]
+__all__ = ["StoreFollower", "rollback_cause", "VERSION_FAULTS"]
 
-GOOD_VERSIONS_KEPT = 10
+# Failures that are the version's, not the moment's: its files are gone, broken or damaged, or it
+# answers wrongly. Anything else (a timeout, a worker killed while loading) may pass if tried again.
+VERSION_FAULTS = (ModelNotFound, ModelDamaged, SelfTestFailed)
 
 
 def rollback_cause(error: BaseException) -> RollbackCause:
@@ -48,13 +52,25 @@ class StoreFollower:
 
     def __init__(self, source: ModelSource | None) -> None:
         self.source = source
-        self._lock = threading.Lock()
-        self._good: list[Path] = []  # versions that passed their self-test here, oldest first
         self._refused: tuple | None = None  # (version, link stamp) rolled back: not tried again until re-activated
 
     def target(self) -> Path | None:
         """The version directory to load (None without a store: the loader has its own default)."""
-        return self.source.active() if self.source is not None else None
+        if self.source is None:
+            return None
+        target = self.source.active()
+        why = self.source.rejected(target)
+        if why is None:
+            return target
+        good = self.source.fallback(exclude=target)
+        if good is None:
+            raise ModelUnavailable(f"{self.source.link} names {target.name}, which an app rolled back ({why}), "
+                                   "and no other version is verified and not rejected. Activate a good version "
+                                   f"(python -m ops.models activate V), or {target.name} with --force.")
+        moved = self.source.point_back(target, good, why)
+        logger.error("{} names {}, which was rolled back ({}): loading {} instead{}", self.source.link, target.name,
+                     why, good.name, f"; {self.source.link} now points to it" if moved else "")
+        return good
 
     def switched_to(self, serving: Path | None) -> str | None:
         if self.source is None or serving is None:
@@ -62,31 +78,32 @@ class StoreFollower:
         target = self.source.active()
         if target is None or target == serving or self._refused == (target, self.source.stamp()):
             return None
+        if self.source.rejected(target) is not None:
+            return None  # never again, unless an operator activates it with --force (which clears that)
         return target.name
 
-    def served_well(self, path: Path | None) -> None:
-        """``path`` passed its self-test and serves: a version to come back to."""
-        if path is not None:
-            with self._lock:
-                self._good = [p for p in self._good if p != path][-(GOOD_VERSIONS_KEPT - 1):] + [Path(path)]
-
-    def roll_back(self, bad: Path, good: Path, error: BaseException) -> str:
-        """``bad`` failed with ``error``: point the link back at ``good`` and refuse ``bad``.
-        Returns what was done, for the events and the readiness reason."""
+    def roll_back(self, bad: Path, error: BaseException, serving: Path | None = None,
+                  serving_intact: bool = False) -> tuple[Path | None, str]:
+        """``bad`` failed with ``error``: refuse it, and point the link where the rule says.
+        ``serving_intact``: the serving version's files were hashed after its load and have not
+        changed since, so it counts as verified without hashing it again. Returns (where the link
+        now points, or None; what was done, for the events and the readiness reason)."""
         why = getattr(error, "user_message", None) or str(error)
+        good = None
+        if self.source is not None:
+            trusted = (serving,) if serving is not None and serving_intact else ()
+            good = self.source.fallback(exclude=bad, prefer=serving, trusted=trusted)
         try:
             pointed = self.source.point_back(bad, good, why) if self.source is not None else False
         except OSError as exc:
             logger.error("could not point the model link back: {}", exc)
             pointed = False
         self._refused = (bad, self.source.stamp() if self.source is not None else None)
-        where = f"{self.source.link} points back to {good.name}" if pointed else "the link was not moved back"
-        return f"{bad.name} rejected ({why}); {where}"
+        if good is None:
+            return None, f"{bad.name} rejected ({why}); no verified version to go back to (none that is not rejected)"
+        where = f"{self.source.link} points to {good.name}" if pointed else "the link was not moved"
+        return good, f"{bad.name} rejected ({why}); {where}"
 
-    def fallback(self, damaged: Path) -> Path | None:
-        """A verified version other than ``damaged`` to serve instead, or None."""
-        if self.source is None:
-            return None
-        with self._lock:
-            candidates = list(reversed(self._good))
-        return self.source.verified_fallback(damaged, candidates)
+    def replacement(self, damaged: Path) -> Path | None:
+        """A verified version other than ``damaged``, not rejected, to serve instead; or None."""
+        return None if self.source is None else self.source.fallback(exclude=damaged)

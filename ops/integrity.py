@@ -2,10 +2,12 @@
 
 Cheap checks on every vitals tick: a fingerprint of the serving directory's
 files (names, sizes, mtimes) compared with the one taken when the version
-started serving. A directory with a MANIFEST (a store version) whose picture
-changed is hashed against its MANIFEST in a background thread at the lowest
-CPU priority (hashing 2.5 GB takes about 9 s here); its verdict is reported
-by a later check. A directory without a MANIFEST can only say "changed".
+started serving. Files that are gone (the directory deleted, a weight file
+removed) are damage at once. A directory with a MANIFEST (a store version)
+whose picture changed otherwise is hashed against its MANIFEST in a
+background thread at the lowest CPU priority (hashing 2.5 GB takes about 9 s
+here); its verdict is reported by a later check. A directory without a
+MANIFEST can only say "changed" (and is reloaded).
 A version is hashed once after it starts serving, unless these very files
 were hashed before (a recovery reloads the same files and skips it).
 Pure file work: no torch.
@@ -51,38 +53,68 @@ class IntegrityMonitor:
         self._lock = threading.Lock()
         self._serving: Path | None = None
         self._fingerprint: tuple | None = None  # the serving files when they started serving (or last hashed)
-        self._hashed: tuple | None = None  # (path, fingerprint) the last SHA-256 check judged
+        self._hashed: tuple | None = None  # (path, fingerprint, passed) of the last SHA-256 check
         self.hashing = False
         self._damage: tuple[Path, str] | None = None  # found damaged, not yet acted on
+        self._has_manifest = False  # the serving directory had a MANIFEST when it started serving
 
     def watch(self, path: Path | None) -> None:
         """``path`` serves from now on: take its picture, and hash it unless these very files were."""
         fingerprint = files_fingerprint(path)
         with self._lock:
             self._serving, self._fingerprint, self._damage = path, fingerprint, None
-        if path is not None and (path / MANIFEST).is_file() and self._hashed != (path, fingerprint):
+            self._has_manifest = path is not None and (path / MANIFEST).is_file()
+        if self._has_manifest and not self._judged(path, fingerprint):
             self._hash(path, fingerprint)
 
     def check(self) -> Integrity:
-        """Cheap: compare the picture; a changed store version starts a background hash."""
+        """Cheap: compare the picture. Files gone are damage at once; other changes to a store
+        version start a background hash; a plain directory's changes are reported as such."""
         path, known = self._serving, self._fingerprint
         if path is None or known is None:
             return Integrity()
-        fingerprint = files_fingerprint(path)
-        if not (path / MANIFEST).is_file():
-            return Integrity(files_changed=fingerprint != known)
         damage = self._damage
         if damage is not None and damage[0] == path:
             return Integrity(damaged=damage[1])
-        if fingerprint != known and self._hashed != (path, fingerprint):
-            self._hash(path, fingerprint)
+        fingerprint = files_fingerprint(path)
+        if fingerprint == known or self._judged(path, fingerprint):
+            return Integrity()
+        gone = self._gone(path, known, fingerprint)
+        if gone is not None:  # nothing to hash: judged now (once for this picture of the files)
+            with self._lock:
+                self._hashed = (path, fingerprint, False)
+                self._damage = (path, gone)
+            logger.error("INTEGRITY: the serving version {}: {}", path.name, gone)
+            return Integrity(damaged=gone)
+        if not self._has_manifest:
+            return Integrity(files_changed=True)
+        self._hash(path, fingerprint)
         return Integrity()
+
+    def _gone(self, path: Path, known: tuple, now: tuple | None) -> str | None:
+        """What of the serving version has disappeared from the disk (None: nothing)."""
+        if not path.is_dir():
+            return f"the version's directory {path} is gone"
+        if self._has_manifest and not (path / MANIFEST).is_file():
+            return f"its {MANIFEST} is gone"
+        missing = sorted({entry[0] for entry in known} - {entry[0] for entry in now or ()})
+        return f"files gone: {', '.join(missing[:3])}" if missing else None
 
     def take_damage(self) -> Path | None:
         """The damaged version, once: the caller acts on it, and the next change is judged again."""
         with self._lock:
             damage, self._damage = self._damage, None
         return None if damage is None else damage[0]
+
+    def _judged(self, path: Path, fingerprint: tuple | None) -> bool:
+        """These very files (same names, sizes, mtimes) were hashed already."""
+        return self._hashed is not None and self._hashed[:2] == (path, fingerprint)
+
+    def verified(self, path: Path | None) -> bool:
+        """``path`` was hashed against its MANIFEST without a problem, and its files have not
+        changed since (so it counts as verified without hashing it again)."""
+        hashed = self._hashed
+        return path is not None and hashed is not None and hashed == (path, files_fingerprint(path), True)
 
     def _hash(self, path: Path, fingerprint: tuple | None) -> None:
         """Hash ``path`` against its MANIFEST in the background; one check at a time."""
@@ -107,7 +139,7 @@ class IntegrityMonitor:
             self.hashing = False
             if self._serving != path:
                 return  # another version serves by now
-            self._hashed = (path, fingerprint)
+            self._hashed = (path, fingerprint, not problems)
             if problems:
                 self._damage = (path, "; ".join(problems[:3]))
             else:

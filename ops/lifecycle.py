@@ -41,7 +41,7 @@ from loguru import logger
 
 from engine.errors import AllInOneError, ModelDamaged, SelfTestFailed
 from engine.types import GenerateOptions, Inference
-from ops.follower import StoreFollower, rollback_cause
+from ops.follower import VERSION_FAULTS, StoreFollower, rollback_cause
 from ops.integrity import IntegrityMonitor
 from ops.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
 from ops.store import MANIFEST, quick_check, weights_bytes
@@ -138,17 +138,24 @@ class Lifecycle:
             time.sleep(0.05)
         return self.snapshot().ready
 
-    def _load_until_ready(self, failed_after: int = 1) -> None:
+    def _load_until_ready(self, failed_after: int = 1, version: Path | None = None) -> None:
         """Load until a worker passes its self-test, backing off between tries. The state
-        turns ``failed`` after ``failed_after`` consecutive failures (and the tries go on)."""
+        turns ``failed`` after ``failed_after`` consecutive failures (and the tries go on).
+
+        ``version``: load this one (a recovery reloads what was serving, not whatever the link
+        names by now) until it fails by its own fault (files gone or damaged, wrong answers); it
+        is then rolled back and the tries go on with where the link points."""
         delay = min(1.0, self._max_backoff_s)
         attempts = 0
         while not self._closing.is_set():
             try:
-                self._load_once(self.follower.target())
+                self._load_once(version if version is not None else self.follower.target())
                 return
             except AllInOneError as exc:
                 reason = exc.user_message
+                if version is not None and isinstance(exc, VERSION_FAULTS):
+                    self._roll_back(version, exc)
+                    version = None
             except Exception as exc:  # never let the loader thread die silently
                 logger.opt(exception=exc).error("model load failed unexpectedly")
                 reason = f"loading failed: {exc}"
@@ -186,7 +193,6 @@ class Lifecycle:
             self._loading = False
             old = self.supervisor.swap_in(worker)
             self.readiness.set_ready(worker.model_label, result, worker.pid)
-        self.follower.served_well(worker.model_path)
         self.integrity.watch(worker.model_path)
         self.events.add("self-test", True, detail)
         self.events.add("loaded", True, f"{worker.model_label} in {time.monotonic() - started:.1f} s")
@@ -217,16 +223,17 @@ class Lifecycle:
         return True
 
     def _reload_beside(self, may_roll_back: bool = True) -> None:
-        target = self.follower.target()
         serving = self.supervisor.serving
         good = serving.model_path if serving is not None else None
-        unloaded = target is not None and self._unload_if_no_room(target)
+        target = unloaded = None
         try:
+            target = self.follower.target()
+            unloaded = target is not None and self._unload_if_no_room(target)
             self._load_once(target)
         except Exception as exc:
             message = exc.user_message if isinstance(exc, AllInOneError) else str(exc)
             if may_roll_back and target is not None and good is not None and target != good:
-                self._roll_back(target, good, exc)
+                self._roll_back(target, exc, serving=good)
             else:
                 self.readiness.update(reason=f"reload failed, still serving the previous model: {message}")
                 self.events.add("load-failed", False, f"reload failed, still serving the previous model: {message}")
@@ -256,13 +263,15 @@ class Lifecycle:
         self.supervisor.retire(old)
         return True
 
-    def _roll_back(self, bad: Path, good: Path, error: BaseException) -> None:
-        """``bad`` failed: keep (or bring back) ``good`` and point the link back at it."""
-        detail = self.follower.roll_back(bad, good, error)
+    def _roll_back(self, bad: Path, error: BaseException, serving: Path | None = None) -> Path | None:
+        """``bad`` failed: refuse it and point the link where the store's rule says (the version
+        ``serving``, if still eligible). Returns where the link points, or None: nothing eligible."""
+        good, detail = self.follower.roll_back(bad, error, serving, self.integrity.verified(serving))
         self.readiness.count_rollback(rollback_cause(error))
         self.events.add("rollback", False, detail)
         self.readiness.update(reason=f"rolled back: {detail}")
         logger.error("automatic rollback: {}", detail)
+        return good
 
     def recover(self, cause: RecoveryCause, reason: str) -> bool:
         """Detect -> isolate -> recover -> verify -> re-admit. Returns False if already recovering.
@@ -287,7 +296,8 @@ class Lifecycle:
     def _recover(self, suspect: WorkerHandle | None) -> None:
         started = time.monotonic()
         self.supervisor.kill(suspect)
-        self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED)
+        serving = suspect.model_path if suspect is not None else None
+        self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED, version=serving)
         if self.snapshot().ready:
             seconds = time.monotonic() - started
             self.readiness.recovered_in(seconds)
@@ -311,15 +321,15 @@ class Lifecycle:
         return True
 
     def _restore(self, damaged: Path, reason: str) -> None:
-        good = self.follower.fallback(damaged)
-        if good is None:
-            message = (f"{reason}; no verified version to go back to, so the copy loaded into memory before "
-                       f"the damage keeps serving. Reinstall {damaged.name} or activate a good version.")
-            self.readiness.update(reason=message)
+        if self.follower.replacement(damaged) is None:
+            message = (f"{reason}; no verified version to go back to (none that is not rejected), so the copy loaded "
+                       f"into memory before the damage keeps serving. Reinstall {damaged.name} or activate a "
+                       "good version.")
+            self.readiness.update(reason=message, degraded=message)
             logger.error("INTEGRITY: {}", message)
             return
-        self._roll_back(damaged, good, ModelDamaged(reason))
-        self._reload_beside(may_roll_back=False)  # never back to the damaged version
+        self._roll_back(damaged, ModelDamaged(reason))  # the damaged version is refused: never back to it
+        self._reload_beside(may_roll_back=False)
 
     def close(self) -> None:
         self._closing.set()

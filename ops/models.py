@@ -69,13 +69,13 @@ def _list(store: ModelStore, hashed: bool) -> int:
         return 0
     for v in versions:
         mark = "current" if v.is_current else "previous" if v.is_previous else ""
-        if v.problems:
-            state = f"DAMAGED: {'; '.join(v.problems[:3])}"
-        else:
-            state = "verified (SHA-256)" if hashed else "sizes ok"
+        state = f"DAMAGED: {'; '.join(v.problems[:3])}" if v.problems else (
+            "verified (SHA-256)" if hashed else "sizes ok")
         if v.rejected:
             state += f"; rolled back by the app: {v.rejected}"
+        eligibility = v.eligibility(hashed)
         print(f"{v.key:45s} {v.size_bytes / 1e6:9.1f} MB  {mark:8s}  {state}")
+        print(f"    the app may go back to it: {'yes' if eligibility.eligible else 'no'} ({eligibility.why})")
     links = sorted(p.name for p in store.root.iterdir() if p.is_symlink() and not p.name.startswith("."))
     print("links: " + ", ".join(f"{link} -> {store.current(link)}" for link in links))
     if not hashed:

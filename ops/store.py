@@ -24,8 +24,21 @@ Crash consistency (the process may die between any two steps):
 Besides ``current`` an instance may serve another link (``--model-dir
 models/standby`` for a gray-release standby); its previous link is
 ``<link>.previous``. ``ModelSource`` is what a running app uses: where its
-link points now, and pointing it back to the last good version. Pure file
+link points now, and pointing it back to a good version. Pure file
 operations: no torch here.
+
+**Where the app may go back to** (automatic rollback, replacing a damaged
+version, a recovery whose version no longer loads): one rule,
+``ModelStore.fallback``: the version the app was serving if it is still
+eligible, else the newest eligible version. Eligible: not rejected (rolled
+back by an app; ``activate --force`` clears that) and verified (every file
+matches its MANIFEST, hashed). ``previous`` is only the ``rollback``
+command's hint. When nothing is eligible the app keeps what it serves.
+
+A MANIFEST is data from the disk: a path in it that is absolute, climbs out
+with ``..``, or leads outside its version through a link is refused before
+anything is read, and so is a version name from a link that is not
+``name@version``.
 """
 
 from __future__ import annotations
@@ -49,6 +62,7 @@ from engine.loader import model_dir_problems
 
 __all__ = [
     "ModelStore",
+    "Eligibility",
     "ModelSource",
     "VersionInfo",
     "MANIFEST",
@@ -78,6 +92,14 @@ def _valid_link(link: str) -> str:
     return link
 
 
+def _valid_key(key: str, where: str) -> str:
+    """A version key (``name@version``) as read from a link or typed: refuse anything else."""
+    name, sep, version = key.partition("@")
+    if not sep or not _SAFE.match(name) or not _SAFE.match(version) or ".." in key or "/" in key:
+        raise ModelInstallError(f"{where} names {key!r}, which is not a version of this store (name@version).")
+    return key
+
+
 def previous_link(link: str) -> str:
     return "previous" if link == "current" else f"{link}.previous"
 
@@ -92,16 +114,41 @@ def _sha256(path: Path) -> str:
 
 def _read_manifest(path: Path) -> dict | None:
     try:
-        return json.loads((path / MANIFEST).read_text())["files"]
+        files = json.loads((path / MANIFEST).read_text())["files"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    return files if isinstance(files, dict) else None
+
+
+def _manifest_created(path: Path) -> str:
+    """When the version was installed (its MANIFEST says; ISO 8601 sorts as text), '' if unknown."""
+    try:
+        created = json.loads((path / MANIFEST).read_text()).get("created", "")
+    except (OSError, ValueError, AttributeError):
+        return ""
+    return created if isinstance(created, str) else ""
+
+
+def _unsafe_entry(path: Path, rel: object) -> str | None:
+    """Why a MANIFEST entry may not be read (None when it names a file inside ``path``)."""
+    if not isinstance(rel, str) or not rel or "\0" in rel:
+        return f"{MANIFEST} names an invalid path {rel!r}"
+    if Path(rel).is_absolute() or ".." in Path(rel).parts:
+        return f"{MANIFEST} names a path outside the version: {rel!r}"
+    if not (path / rel).resolve().is_relative_to(path.resolve()):
+        return f"{MANIFEST} names a path that leads outside the version: {rel!r}"
+    return None
 
 
 def _check_files(path: Path, hashed: bool) -> list[str]:
-    """Problems with ``path`` against its MANIFEST: missing, extra, resized, and (hashed) altered files."""
+    """Problems with ``path`` against its MANIFEST: unsafe entries (then nothing is read), missing,
+    extra, resized, and (hashed) altered files."""
     files = _read_manifest(path)
     if files is None:
         return [f"{path.name}: no readable {MANIFEST}"]
+    unsafe = [why for rel in files if (why := _unsafe_entry(path, rel))]
+    if unsafe or not all(isinstance(m, dict) and {"size", "sha256"} <= set(m) for m in files.values()):
+        return unsafe or [f"{path.name}: {MANIFEST} is malformed"]
     problems = []
     for rel, meta in files.items():
         f = path / rel
@@ -159,6 +206,21 @@ class VersionInfo:
     problems: tuple[str, ...]  # from the quick check (or the full one, when asked)
     rejected: str | None  # why the app rolled it back, if it did
 
+    def eligibility(self, hashed: bool) -> "Eligibility":
+        """May the app go back to this version (see the module doc)?"""
+        if self.rejected:
+            return Eligibility(False, "rejected; activate --force clears that")
+        if self.problems:
+            return Eligibility(False, f"damaged: {'; '.join(self.problems[:3])}")
+        return Eligibility(True, "verified (SHA-256), not rejected" if hashed
+                           else "not rejected, sizes match; hashed before it is chosen")
+
+
+@dataclass(frozen=True)
+class Eligibility:
+    eligible: bool
+    why: str
+
 
 class ModelStore:
     def __init__(self, root: Path) -> None:
@@ -197,7 +259,7 @@ class ModelStore:
         if "/" in name or name in ("", ".", ".."):
             raise ModelInstallError(f"Invalid version {name!r}.")
         if (self.root / name).is_symlink():
-            return os.readlink(self.root / name)
+            return _valid_key(os.readlink(self.root / name), f"the link {name}")
         if "@" in name:
             return name
         matches = [k for k in self.keys() if k.partition("@")[2] == name]
@@ -301,7 +363,8 @@ class ModelStore:
         Returns the old target. A version the app rolled back is refused unless ``force``.
         """
         _valid_link(link)
-        if not (self.root / key).is_dir() or "@" not in key:
+        _valid_key(key, "the version")
+        if not (self.root / key).is_dir():
             raise ModelInstallError(f"No version {key!r} in {self.root}. See: python -m ops.models list")
         rejected = self.rejected().get(key)
         if rejected and not force:
@@ -326,17 +389,32 @@ class ModelStore:
         self.activate(target, link, force=force)
         return target
 
-    def point_back(self, link: str, bad: str, good: str, reason: str) -> bool:
-        """What the app does when ``bad`` fails: if ``link`` still names ``bad``, point it at
-        ``good`` (which it served until now; no re-hash) and mark ``bad`` rejected.
-        False when the link was moved meanwhile (an operator's newer choice wins)."""
+    def point_back(self, link: str, bad: str, good: str | None, reason: str) -> bool:
+        """What the app does when ``bad`` fails: mark ``bad`` rejected and, if ``link`` still names
+        it, point it at ``good`` (chosen by ``fallback``; no re-hash). False when the link was not
+        moved: nothing to go to, or an operator moved it meanwhile (their newer choice wins)."""
         _valid_link(link)
         with self._locked():
             self._set_rejected(bad, reason)
-            if self.current(link) != bad or not (self.root / good).is_dir():
+            if good is None or self.current(link) != bad or not (self.root / good).is_dir():
                 return False
             self._switch(link, good)
         return True
+
+    def fallback(self, exclude: tuple[str, ...] = (), prefer: str | None = None,
+                 trusted: tuple[str, ...] = ()) -> str | None:
+        """The one rule (module doc): ``prefer`` (the version serving) if still eligible, else the
+        newest eligible version, skipping ``exclude``. ``trusted`` versions count as verified
+        without hashing them again (the app hashed them after loading, and their files have not
+        changed since); every other candidate is hashed, newest first, until one passes."""
+        rejected = self.rejected()
+        newest_first = sorted(self.keys(), key=lambda k: (_manifest_created(self.root / k), k), reverse=True)
+        for key in dict.fromkeys(([prefer] if prefer else []) + newest_first):
+            if key in exclude or key in rejected or not (self.root / key).is_dir():
+                continue
+            if key in trusted or not self.verify(key):
+                return key
+        return None
 
     def set_immutable(self, key: str) -> str | None:
         """``chattr +i`` on a version; returns why it could not be done (None when done)."""
@@ -465,19 +543,29 @@ class ModelSource:
         except OSError:
             return None
 
-    def point_back(self, bad: Path, good: Path, reason: str) -> bool:
-        if self.store is None or bad.parent != self.store.root.resolve() or good.parent != bad.parent:
-            return False
-        return self.store.point_back(self.link, bad.name, good.name, reason)
+    def _in_store(self, path: Path | None) -> bool:
+        return self.store is not None and path is not None and path.parent == self.store.root.resolve()
 
-    def verified_fallback(self, exclude: Path, candidates: list[Path]) -> Path | None:
-        """The first of ``candidates`` (then the link's previous version) that passes a full verify."""
+    def point_back(self, bad: Path, good: Path | None, reason: str) -> bool:
+        """Mark ``bad`` rejected and point the link at ``good`` (see ``ModelStore.point_back``)."""
+        if not self._in_store(bad) or (good is not None and good.parent != bad.parent):
+            return False
+        return self.store.point_back(self.link, bad.name, None if good is None else good.name, reason)
+
+    def fallback(self, exclude: Path | None, prefer: Path | None = None,
+                 trusted: tuple[Path, ...] = ()) -> Path | None:
+        """``ModelStore.fallback`` in paths; None without a store."""
         if self.store is None:
             return None
-        root = self.store.root.resolve()
-        previous = self.store.previous(self.link)
-        names = [c.name for c in candidates if c.parent == root] + ([previous] if previous else [])
-        for name in dict.fromkeys(names):
-            if name != exclude.name and (root / name).is_dir() and not self.store.verify(name):
-                return root / name
-        return None
+        key = self.store.fallback(
+            exclude=(exclude.name,) if self._in_store(exclude) else (),
+            prefer=prefer.name if self._in_store(prefer) else None,
+            trusted=tuple(p.name for p in trusted if self._in_store(p)))
+        return None if key is None else self.store.root.resolve() / key
+
+    def rejected(self, path: Path | None) -> str | None:
+        """Why the store's apps rolled ``path`` back (None: not rejected, or not a store version)."""
+        if not self._in_store(path):
+            return None
+        entry = self.store.rejected().get(path.name)
+        return entry.get("reason", "rolled back") if isinstance(entry, dict) else None

@@ -11,7 +11,7 @@ import pytest
 
 from engine.errors import ModelUnavailable
 from engine.tasks import load_tasks
-from ops.readiness import State
+from ops.readiness import RecoveryCause, State
 from ops.service import ModelService
 from ops.store import ModelSource, ModelStore
 from ops.watchdog import Watchdog, WatchdogConfig, load_probes
@@ -176,6 +176,7 @@ def test_a_damaged_serving_version_is_replaced_by_the_last_good_one(store):
         store.activate("m@2")
         h.service.reload("test")
         assert wait_for(lambda: h.serving() == "m@2")
+        store.point_back("current", "m@3", None, "an earlier failed self-test")  # m@3: rejected, not a target
         dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
         assert wait_for(lambda: not h.service.integrity.hashing)  # the background check after the load
         assert dog.check_vitals() == "ok"
@@ -237,3 +238,74 @@ def test_requests_keep_being_served_throughout_a_switch(store):
                 t.join(5)
         assert failures == []
         assert h.service.snapshot().state is State.READY
+
+
+def test_the_store_rule_picks_the_newest_verified_version_that_is_not_rejected(store):
+    assert store.fallback(exclude=("m@3",)) == "m@2"  # newest first
+    assert store.fallback(exclude=("m@3",), prefer="m@1") == "m@1"  # the serving one, while eligible
+    store.point_back("current", "m@2", None, "self-test failed")
+    assert store.fallback(exclude=("m@3",)) == "m@1"  # rejected versions are skipped
+    tamper(store.root / "m@1" / "model.safetensors")
+    assert store.fallback(exclude=("m@3",), prefer="m@1") is None  # unverified ones too; None: nothing left
+    listed = {v.key: v.eligibility(hashed=True) for v in store.versions(hashed=True)}
+    assert not listed["m@2"].eligible and "rejected" in listed["m@2"].why
+    assert not listed["m@1"].eligible and "damaged" in listed["m@1"].why
+    assert listed["m@3"].eligible
+
+
+def test_damage_after_a_rollback_never_lands_on_the_rejected_version_and_a_hang_then_reloads_what_serves(store):
+    """The outage found by running drills in a row on one store: a rejected C, a damaged serving B
+    whose previous is C, an intact A, then a hang. It must end with A serving, never failed."""
+    with Harness(store, fail_self_test=["m@3"]) as h:
+        states: list[str] = []
+        watching = threading.Event()
+
+        def watch() -> None:
+            while not watching.is_set():
+                states.append(h.service.snapshot().state.value)
+                time.sleep(0.005)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            store.activate("m@2")
+            h.service.reload("test")
+            assert wait_for(lambda: h.serving() == "m@2")
+            store.activate("m@3")  # fails its self-test: rolled back, and becomes current's previous
+            h.service.reload("test")
+            assert wait_for(lambda: h.service.stats.rollbacks.get("self_test") == 1)
+            assert store.current() == "m@2" and store.previous() == "m@3" and "m@3" in store.rejected()
+            dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
+            assert wait_for(lambda: not h.service.integrity.hashing)
+            tamper(store.root / "m@2" / "model.safetensors")
+            assert vitals_until(dog, "restore")[-1] == "restore"
+            assert wait_for(lambda: h.serving() == "m@1")  # not m@3, though it is current's previous
+            assert store.current() == "m@1"
+            serving_before = h.engines[-1]
+            assert h.service.recover(RecoveryCause.HANG, "an inference hung for 11 s (limit 10 s)")
+            assert wait_for(lambda: h.service.snapshot().ready and h.engines[-1] is not serving_before)
+            assert h.serving() == "m@1" and h.engines[-1].model_label == "m@1"  # what served, not the link's
+            assert h.service.classify("sentiment", ["hi"])[0].label == "positive"
+        finally:
+            watching.set()
+            watcher.join()
+        assert "failed" not in states
+        assert [e.model_label for e in h.engines].count("m@3") == 1  # tried once, never again
+
+
+def test_a_recovery_reloads_what_serves_even_when_the_link_moved(store):
+    with Harness(store) as h:
+        store.point_back("current", "m@1", "m@2", "pretend an operator is mid-change")  # link: m@2
+        assert h.serving() == "m@1"
+        assert h.service.recover(RecoveryCause.HANG, "hung")
+        assert wait_for(lambda: h.service.snapshot().ready and len(h.engines) == 2)
+        assert h.engines[-1].model_label == "m@1"
+
+
+def test_a_rejected_version_named_by_the_link_is_not_loaded_at_start(store):
+    store.activate("m@2")
+    store.point_back("current", "m@2", None, "failed its self-test on another node")  # link still names it
+    with Harness(store) as h:
+        assert h.serving() == "m@3"  # the newest verified version that is not rejected
+        assert store.current() == "m@3"
+        assert all(e.model_label != "m@2" for e in h.engines)
