@@ -24,8 +24,9 @@ from engine.ipc import WorkerSpec
 from engine.loader import check_model_dir
 from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
 from engine.types import EngineConfig
-from ops.config import AppConfig, load_config
+from ops.config import LOCAL_HOSTS, AppConfig, load_config
 from ops.history import Timeline
+from ops.limits import RequestLimits
 from ops.service import ModelService
 from ops.store import ModelSource
 from ops.watchdog import DEFAULT_PROBES_FILE, Watchdog, WatchdogConfig, load_probes
@@ -47,6 +48,7 @@ def make_worker_starter(config: AppConfig, tasks: TaskRegistry) -> Callable[[Pat
         max_batch=config.max_batch,
         max_active_chats=config.max_active_chats,
         max_waiting_chats=config.max_waiting_chats,
+        max_lines=config.max_lines,
     )
 
     def start(model_dir: Path | None = None) -> WorkerProcess:
@@ -66,7 +68,8 @@ class WebParts:
 
         self.config, self.service, self.timeline = config, service, timeline
         self.metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
-                               stats=lambda: service.stats, timeline=timeline, worker_rss=service.worker_rss_bytes)
+                               stats=lambda: service.stats, timeline=timeline, worker_rss=service.worker_rss_bytes,
+                               degraded=lambda: service.snapshot().degraded is not None)
         self.admin = AdminActions(service, config.admin_token, config.fault_injection)
 
     def routes(self, ui_served: bool = True):
@@ -74,11 +77,14 @@ class WebParts:
         from fastapi import FastAPI
 
         from ops.admin import add_admin_routes
+        from ops.body_limit import BodyLimit
         from ops.health import add_health_routes
         from ops.metrics import add_metrics_route
 
         app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
-        add_health_routes(app, self.service, ui_served)
+        app.add_middleware(BodyLimit, max_bytes=self.config.max_body_bytes)
+        add_health_routes(app, self.service, ui_served, hide_paths=self.config.host not in LOCAL_HOSTS,
+                          is_admin=self.admin.allows)
         add_metrics_route(app, self.metrics)
         add_admin_routes(app, self.admin)
         return app
@@ -112,6 +118,7 @@ class WebParts:
             snapshot=snapshot,
             classify_concurrency=config.max_batch,
             chat_concurrency=config.max_active_chats,
+            limits=service.limits,
             status=StatusSource(snapshot, service.events.recent, timeline.latency_rows, timeline.memory_rows,
                                 peers=Peers(config.peer_urls).check if config.peer_urls else None),
             drills=self.admin,
@@ -136,14 +143,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     setup_logging(config.log_dir, json_console=config.log_json)
+    for warning in config.warnings:
+        logger.warning(warning)
     try:
         probes = load_probes(config.probes_file or DEFAULT_PROBES_FILE)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     # First: the worker process starts loading torch and the weights while this one imports Gradio.
+    limits = RequestLimits(config.max_message_chars, config.max_history_messages, config.max_history_chars,
+                           config.max_lines)
     service = ModelService(tasks, make_worker_starter(config, tasks), self_test=probes.run,
-                           source=ModelSource(config.resolved_model_dir), ready_wait_s=config.ready_wait_s).start()
+                           source=ModelSource(config.resolved_model_dir), ready_wait_s=config.ready_wait_s,
+                           limits=limits, failures_before_reload=config.failures_before_reload).start()
     timeline = Timeline()  # latency and memory over time, for the Status tab
     watchdog = Watchdog(service, probes, WatchdogConfig(
         interval_s=config.self_test_interval_s,

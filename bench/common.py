@@ -101,7 +101,7 @@ class PeakRss:
         self._stop.set()
 
 
-def start_app(args: list[str], timeout: float = 300.0, on_start=None):
+def start_app(args: list[str], timeout: float = 300.0, on_start=None, env: dict[str, str] | None = None):
     """Start ``python app.py`` on a free port; return (process, url, seconds from start to /ready 200).
     ``on_start(process)`` runs right after the process exists (to watch its memory from the start)."""
     import subprocess
@@ -112,7 +112,8 @@ def start_app(args: list[str], timeout: float = 300.0, on_start=None):
     url = f"http://127.0.0.1:{port}"
     started = time.perf_counter()
     proc = subprocess.Popen([sys.executable, str(REPO / "app.py"), "--port", str(port), *args], cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, **(env or {})})
     if on_start is not None:
         on_start(proc)
     while True:

@@ -17,7 +17,8 @@ stays in the logs.
     ├── Busy                admission control: too much work queued, retry shortly
     ├── Superseded          a newer chat message from the same session replaced this one
     ├── InferenceTimeout    a request ran past its wall-clock limit
-    ├── InferenceFailed     the model raised or produced garbage (NaN/inf)
+    ├── InferenceFailed     the model raised while answering this request (a request error)
+    │   └── InvalidOutput   the model produced garbage (NaN/inf): a sick model, reloaded at once
     ├── ModelInstallError   assembling, converting or installing a model failed
     └── ConfigError         bad configuration (task registry, flags)
 """
@@ -37,6 +38,7 @@ __all__ = [
     "Superseded",
     "InferenceTimeout",
     "InferenceFailed",
+    "InvalidOutput",
     "ModelInstallError",
     "ConfigError",
 ]
@@ -97,6 +99,10 @@ class InferenceTimeout(AllInOneError):
 
 class InferenceFailed(AllInOneError):
     default_message = "The model failed to answer. Please try again shortly."
+
+
+class InvalidOutput(InferenceFailed):
+    default_message = "The model produced invalid numbers (NaN/inf); it will be reloaded."
 
 
 class ModelInstallError(AllInOneError):

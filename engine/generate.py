@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.errors import InferenceFailed
+from engine.errors import InvalidOutput
 from engine.prompts import safe_stream_text
 from engine.types import FINISH_LENGTH, FINISH_STOP, FINISH_TIME_LIMIT, ChatUpdate
 
@@ -39,7 +39,7 @@ def stop_token_ids(model, tokenizer) -> frozenset[int]:
 
 def _check_finite(logits: torch.Tensor) -> torch.Tensor:
     if not torch.isfinite(logits).all():
-        raise InferenceFailed("The model produced invalid numbers (NaN/inf); it will be reloaded.")
+        raise InvalidOutput()
     return logits
 
 

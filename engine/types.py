@@ -96,6 +96,7 @@ class ClassifyRequest:
     """Label each of ``texts`` (validated by the engine: a list of non-empty strings)."""
 
     texts: Sequence[str]
+    request_id: str = ""  # for the logs of both processes (set by the metrics wrapper)
 
     @property
     def weight(self) -> int:
@@ -110,6 +111,7 @@ class ChatRequest:
     message: str
     history: Sequence[dict] | None = None
     options: GenerateOptions = field(default_factory=GenerateOptions)
+    request_id: str = ""
 
     @property
     def weight(self) -> int:
@@ -186,6 +188,7 @@ class EngineConfig:
     max_active_chats: int = 8  # chats decoded together in one batch
     max_waiting_chats: int = 16
     max_pending_classify: int = 256
+    max_lines: int = 64  # texts in one classification request
 
 
 class Fault(str, Enum):

@@ -6,7 +6,10 @@ drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``error`` and
 ``exit`` hit the worker process, ``exit-app`` ends this web process) and
 exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
 routes are off (403); a missing or wrong token is 401. Tokens are compared in
-constant time.
+constant time, and guessing is throttled: after ``WRONG_TOKENS_PER_MINUTE``
+wrong tokens from one client address within a minute, that address gets 429
+(with ``Retry-After``) until the minute has passed, right token or not; each
+wrong token is logged with the address.
 
 ``AdminActions`` holds the rules once; the routes and the Status tab's drill
 buttons both go through it, so a button can do nothing the route would refuse.
@@ -17,6 +20,9 @@ from __future__ import annotations
 import os
 import secrets
 import threading
+import time
+from collections import deque
+from typing import Callable
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -25,24 +31,61 @@ from loguru import logger
 from engine.types import Fault
 from ops.service import ModelService
 
-__all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "FAULT_KINDS"]
+__all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "FAULT_KINDS", "WrongTokenThrottle"]
 
 
 FAULT_KINDS = tuple(kind.value for kind in Fault)
+WRONG_TOKENS_PER_MINUTE = 5
 
 
 class AdminDenied(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, retry_after_s: int | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.retry_after_s = retry_after_s
+
+
+class WrongTokenThrottle:
+    """Wrong admin tokens per client address over the last ``window_s`` (bounded memory)."""
+
+    def __init__(self, limit: int = WRONG_TOKENS_PER_MINUTE, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic, max_clients: int = 1024) -> None:
+        self.limit, self.window_s, self._clock, self._max_clients = limit, window_s, clock, max_clients
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, client: str, now: float) -> deque[float]:
+        failures = self._failures.setdefault(client, deque())
+        while failures and failures[0] <= now - self.window_s:
+            failures.popleft()
+        return failures
+
+    def blocked_for(self, client: str) -> float:
+        """Seconds until ``client`` may try again (0: it may now)."""
+        now = self._clock()
+        with self._lock:
+            failures = self._recent(client, now)
+            return failures[0] + self.window_s - now if len(failures) >= self.limit else 0.0
+
+    def failed(self, client: str) -> int:
+        """Record a wrong token; returns how many ``client`` sent within the window."""
+        now = self._clock()
+        with self._lock:
+            if client not in self._failures and len(self._failures) >= self._max_clients:
+                self._failures = {c: f for c, f in self._failures.items() if self._recent(c, now)}
+            failures = self._recent(client, now)
+            failures.append(now)
+            return len(failures)
 
 
 class AdminActions:
-    def __init__(self, service: ModelService, admin_token: str | None, fault_injection: bool = False) -> None:
+    def __init__(self, service: ModelService, admin_token: str | None, fault_injection: bool = False,
+                 throttle: WrongTokenThrottle | None = None) -> None:
         self.service = service
         self._token = admin_token
         self.fault_injection = fault_injection
+        self._throttle = throttle or WrongTokenThrottle()
 
     @property
     def enabled(self) -> bool:
@@ -52,19 +95,37 @@ class AdminActions:
     def fault_kinds(self) -> tuple[str, ...]:
         return FAULT_KINDS if self.fault_injection else ()
 
-    def authorize(self, token: str | None) -> None:
+    def authorize(self, token: str | None, client: str = "unknown") -> None:
         if not self._token:
-            raise AdminDenied(403, "Admin actions are off: start the app with --admin-token.")
-        if not secrets.compare_digest((token or "").encode(), self._token.encode()):
+            raise AdminDenied(403, "Admin actions are off: start the app with an admin token "
+                                   "(ALLINONE_ADMIN_TOKEN or --admin-token-file).")
+        wait = self._throttle.blocked_for(client)
+        if wait > 0:
+            raise AdminDenied(429, f"Too many wrong admin tokens from {client}; try again in {wait:.0f} s.",
+                              retry_after_s=max(int(wait + 0.999), 1))
+        if not secrets.compare_digest((token or "").encode("utf-8", "surrogatepass"), self._token.encode()):
+            count = self._throttle.failed(client)
+            logger.warning("wrong admin token from {} ({} within a minute)", client, count)
             raise AdminDenied(401, "A valid admin token is required.")
 
-    def reload(self, token: str | None) -> dict:
-        self.authorize(token)
+    def allows(self, request: Request) -> bool:
+        """Whether ``request`` carries the admin token (a wrong one counts as a guess)."""
+        token = _bearer(request)
+        if not token:
+            return False
+        try:
+            self.authorize(token, client_address(request))
+        except AdminDenied:
+            return False
+        return True
+
+    def reload(self, token: str | None, client: str = "unknown") -> dict:
+        self.authorize(token, client)
         started = self.service.reload("operator request")
         return {"reloading": started, "state": self.service.snapshot().state.value}
 
-    def fault(self, kind: str, token: str | None) -> dict:
-        self.authorize(token)
+    def fault(self, kind: str, token: str | None, client: str = "unknown") -> dict:
+        self.authorize(token, client)
         if not self.fault_injection:
             raise AdminDenied(403, "Fault drills are off: start the app with --fault-injection.")
         if kind not in FAULT_KINDS:
@@ -83,6 +144,10 @@ def _bearer(request: Request) -> str | None:
     return token if scheme.lower() == "bearer" else None
 
 
+def client_address(request: Request) -> str:
+    return request.client.host if request.client is not None else "unknown"
+
+
 def add_admin_routes(app: FastAPI, actions: AdminActions) -> None:
     def run(action, *args) -> JSONResponse:
         try:
@@ -91,12 +156,14 @@ def add_admin_routes(app: FastAPI, actions: AdminActions) -> None:
             if denied.status == 401:
                 raise HTTPException(401, f"{denied.message} Send Authorization: Bearer <token>.",
                                     headers={"WWW-Authenticate": "Bearer"}) from None
+            if denied.status == 429:
+                raise HTTPException(429, denied.message, headers={"Retry-After": str(denied.retry_after_s)}) from None
             raise HTTPException(denied.status, denied.message) from None
 
     @app.post("/admin/reload", include_in_schema=False)
     def reload(request: Request) -> JSONResponse:
-        return run(actions.reload, _bearer(request))
+        return run(actions.reload, _bearer(request), client_address(request))
 
     @app.post("/admin/fault/{kind}", include_in_schema=False)
     def fault(kind: str, request: Request) -> JSONResponse:
-        return run(actions.fault, kind, _bearer(request))
+        return run(actions.fault, kind, _bearer(request), client_address(request))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -34,13 +34,20 @@ class AppConfig:
     device: str = "cpu"
     auth: str | None = None  # "user:password"
     no_auth: bool = False
-    admin_token: str | None = None
+    admin_token: str | None = field(default=None, repr=False)
+    admin_token_file: Path | None = None
     fault_injection: bool = False
     context_tokens: int = 512
     max_new_tokens: int = 256
     max_input_tokens: int = 256
     request_timeout_s: float = 60.0
     ready_wait_s: float = 30.0
+    max_message_chars: int = 4000
+    max_history_messages: int = 64
+    max_history_chars: int = 24000
+    max_lines: int = 64
+    max_body_bytes: int = 1048576
+    failures_before_reload: int = 3
     max_batch: int = 16
     max_active_chats: int = 8
     max_waiting_chats: int = 16
@@ -53,6 +60,8 @@ class AppConfig:
     log_text: bool = False
     log_json: bool = False
     peers: str | None = None  # comma-separated base URLs of other instances, for the Status tab
+    # Not a flag: what reading the configuration found worth a warning (main logs them).
+    warnings: tuple[str, ...] = field(default=(), metadata={"flag": False})
 
     @property
     def resolved_model_dir(self) -> Path:
@@ -80,21 +89,30 @@ _HELP = {
     "device": "cpu or cuda",
     "auth": "user:password required to use the UI and API",
     "no_auth": "allow binding to a non-local address without --auth",
-    "admin_token": "token for the /admin routes (Authorization: Bearer ...); unset: admin routes are off",
-    "fault_injection": "enable the /admin/fault drills (needs --admin-token)",
+    "admin_token": "token for the /admin routes (Authorization: Bearer ...); unset: admin routes are off. "
+                   "On the command line it shows in ps: prefer ALLINONE_ADMIN_TOKEN or --admin-token-file",
+    "admin_token_file": "read the admin token from this file (first line); not visible in ps",
+    "fault_injection": "enable the /admin/fault drills (needs an admin token)",
     "context_tokens": "chat prompt budget in tokens; older turns are dropped to fit",
     "max_new_tokens": "cap on the tokens of one answer",
     "max_input_tokens": "cap on a classification input in tokens; longer input is truncated",
     "request_timeout_s": "wall-clock limit of one request, seconds",
     "ready_wait_s": "a request arriving while the model loads or recovers waits this long for it (0: fail at once)",
+    "max_message_chars": "longest chat message, and longest line to classify, in characters (longer is refused)",
+    "max_history_messages": "most chat history messages one request may carry",
+    "max_history_chars": "most characters of chat history one request may carry",
+    "max_lines": "most lines (texts) one classification request may carry",
+    "max_body_bytes": "largest request body on the app's own routes (/admin, and /v1 when there is one)",
+    "failures_before_reload": "failed requests in a row that make the model count as sick and be reloaded "
+                              "(one failure is the request's; NaN/inf output reloads at once)",
     "max_batch": "classification batch size",
     "max_active_chats": "chats decoded together, one batch per token (more wait in line)",
     "max_waiting_chats": "chats that may wait for a slot before new ones get 'busy'",
     "queue_max_size": "Gradio queue size; past it users get 'busy, try again shortly'",
     "probes_file": "known-answer self-test probes (TOML); default ops/probes.toml",
     "self_test_interval_s": "seconds between watchdog self-tests (skipped while real traffic succeeds)",
-    "hang_limit_s": "an inference step running longer than this is a hang: the model is reloaded",
-    "memory_limit_mb": "reload the model when the process uses more memory than this (0: no limit)",
+    "hang_limit_s": "the worker's loop silent longer than this is a hang: its process is replaced",
+    "memory_limit_mb": "replace the model's worker process when it uses more memory than this (0: no limit)",
     "log_dir": "where log files go",
     "log_text": "include user text in the access log",
     "log_json": "log to the console as JSON lines",
@@ -108,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Qwen All-in-One: one small local model, several tasks, a self-healing Gradio app.",
         epilog=f"Every option can also be set as an environment variable {ENV_PREFIX}<NAME>, e.g. {ENV_PREFIX}PORT=7861.",
     )
-    for f in fields(AppConfig):
+    for f in _flag_fields():
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
             parser.add_argument(flag, action="store_const", const="true", default=None, help=_HELP[f.name])
@@ -140,14 +158,38 @@ def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | Non
     environ = os.environ if environ is None else environ
     args = vars(build_parser().parse_args(argv))
     values: dict[str, object] = {}
-    for f in fields(AppConfig):
+    for f in _flag_fields():
         env_name = ENV_PREFIX + f.name.upper()
         if args.get(f.name) is not None:
             values[f.name] = _convert(f, args[f.name], "--" + f.name.replace("_", "-"))
         elif env_name in environ:
             values[f.name] = _convert(f, environ[env_name], env_name)
-    config = AppConfig(**values)
+    config = _with_admin_token(AppConfig(**values), from_command_line=args.get("admin_token") is not None)
     _validate(config)
+    return config
+
+
+def _flag_fields():
+    return [f for f in fields(AppConfig) if f.metadata.get("flag", True)]
+
+
+def _with_admin_token(config: AppConfig, from_command_line: bool) -> AppConfig:
+    """The admin token from ``--admin-token-file`` (or the environment, or, with a warning, the
+    command line, where every user of the machine can read it in ``ps``)."""
+    if config.admin_token_file is not None:
+        if config.admin_token:
+            raise ConfigError("Give the admin token once: --admin-token-file, or ALLINONE_ADMIN_TOKEN.")
+        try:
+            token = config.admin_token_file.read_text(encoding="utf-8").strip().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"Cannot read the admin token file {config.admin_token_file}: {exc}") from None
+        if not token or not token[0].strip():
+            raise ConfigError(f"The admin token file {config.admin_token_file} is empty.")
+        return replace(config, admin_token=token[0].strip())
+    if from_command_line:
+        return replace(config, warnings=config.warnings + (
+            "--admin-token on the command line is visible to every user of this machine (ps); "
+            "use ALLINONE_ADMIN_TOKEN or --admin-token-file instead",))
     return config
 
 
@@ -162,9 +204,11 @@ def _validate(config: AppConfig) -> None:
         if not sep or not user or not password:
             raise ConfigError("--auth must look like user:password.")
     if config.fault_injection and not config.admin_token:
-        raise ConfigError("--fault-injection needs --admin-token.")
+        raise ConfigError("--fault-injection needs an admin token "
+                          "(ALLINONE_ADMIN_TOKEN, --admin-token-file or --admin-token).")
     for name in ("port", "context_tokens", "max_new_tokens", "max_input_tokens", "max_batch",
-                 "max_active_chats", "queue_max_size"):
+                 "max_active_chats", "queue_max_size", "max_message_chars", "max_history_messages",
+                 "max_history_chars", "max_lines", "max_body_bytes", "failures_before_reload"):
         if getattr(config, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive.")
     if config.ready_wait_s < 0:

@@ -16,6 +16,7 @@ several apps in one process never share counters.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from pathlib import Path
@@ -127,7 +128,7 @@ class _ServiceCollector:
 class Metrics:
     def __init__(self, state: Callable[[], str], queue_depth: Callable[[], float],
                  stats: Callable[[], object] = lambda: None, timeline: Timeline | None = None,
-                 worker_rss: Callable[[], float] = lambda: 0.0) -> None:
+                 worker_rss: Callable[[], float] = lambda: 0.0, degraded: Callable[[], bool] = lambda: False) -> None:
         self.timeline = timeline  # the Status tab's latency plot, fed with the same observations
         self.registry = CollectorRegistry()
         r = self.registry
@@ -146,6 +147,9 @@ class Metrics:
                             ["state"], registry=r)
         for name in STATES:
             model_state.labels(name).set_function(lambda name=name: float(state() == name))
+        Gauge("allinone_degraded", "1 while the service answers but needs an operator: the serving version's "
+              "files are damaged or gone and no good version is left to go back to.",
+              registry=r).set_function(lambda: float(bool(degraded())))
         Gauge("allinone_worker_resident_memory_bytes", "Resident memory of the model's worker process (0 while "
               "none serves).", registry=r).set_function(worker_rss)
         Gauge("allinone_memory_limit_bytes", "Most memory the web and worker processes may use together: their "
@@ -169,9 +173,9 @@ class InstrumentedInference(InferenceCalls):
     def task_infos(self) -> list[TaskInfo]:
         return self._inner.task_infos()
 
-    def _record(self, task: str, started: float, exc: BaseException | None, text: str = "",
+    def _record(self, rid: str, task: str, started: float, exc: BaseException | None, text: str = "",
                 tokens: int | None = None) -> None:
-        self._log(task, started, outcome_of(exc), text, tokens)
+        self._log(rid, task, started, outcome_of(exc), text, tokens)
         self._metrics.requests.labels(task, outcome_of(exc)).inc()
         if exc is None:
             latency = time.perf_counter() - started
@@ -179,10 +183,9 @@ class InstrumentedInference(InferenceCalls):
             if self._metrics.timeline is not None:
                 self._metrics.timeline.observe_latency(task, latency)
 
-    def _log(self, task: str, started: float, outcome: str, text: str, tokens: int | None) -> None:
+    def _log(self, rid: str, task: str, started: float, outcome: str, text: str, tokens: int | None) -> None:
         latency = time.perf_counter() - started
-        fields = {"request_id": uuid.uuid4().hex[:12], "task": task, "latency_s": round(latency, 4),
-                  "outcome": outcome}
+        fields = {"request_id": rid, "task": task, "latency_s": round(latency, 4), "outcome": outcome}
         if self._log_text:
             fields["text"] = text
         access_logger().bind(**fields).info("{task} {outcome} {latency_s}s", **fields)
@@ -194,15 +197,18 @@ class InstrumentedInference(InferenceCalls):
 
     def submit(self, task: str, request: Request) -> Iterator[Reply]:
         started = time.perf_counter()
+        rid = request.request_id or uuid.uuid4().hex[:12]
+        request = dataclasses.replace(request, request_id=rid)  # one id in every log line, in both processes
         text = _request_text(request)
         try:
             stream = self._inner.submit(task, request)
         except Exception as exc:
-            self._record(task, started, exc, text)
+            self._record(rid, task, started, exc, text)
             raise
-        return self._follow(task, started, stream, text, isinstance(request, ChatRequest))
+        return self._follow(rid, task, started, stream, text, isinstance(request, ChatRequest))
 
-    def _follow(self, task: str, started: float, stream: Iterator[Reply], text: str, chat: bool) -> Iterator[Reply]:
+    def _follow(self, rid: str, task: str, started: float, stream: Iterator[Reply], text: str,
+                chat: bool) -> Iterator[Reply]:
         last = None
         try:
             for reply in stream:
@@ -212,13 +218,13 @@ class InstrumentedInference(InferenceCalls):
                 yield reply
         except GeneratorExit:  # the user pressed Stop or went away
             self._metrics.requests.labels(task, "cancelled").inc()
-            self._log(task, started, "cancelled", text, last.tokens if chat and last else None)
+            self._log(rid, task, started, "cancelled", text, last.tokens if chat and last else None)
             raise
         except Exception as exc:
-            self._record(task, started, exc, text)
+            self._record(rid, task, started, exc, text)
             raise
         else:
-            self._record(task, started, None, text, (last.tokens if last else 0) if chat else None)
+            self._record(rid, task, started, None, text, (last.tokens if last else 0) if chat else None)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
@@ -231,7 +237,7 @@ def _request_text(request: Request) -> str:
     """The user's text, for ``--log-text``."""
     if isinstance(request, ClassifyRequest):
         texts = request.texts
-        return "\n".join(texts) if isinstance(texts, (list, tuple)) else str(texts)
+        return "\n".join(map(str, texts)) if isinstance(texts, (list, tuple)) else str(texts)
     return request.message if isinstance(request.message, str) else str(request.message)
 
 

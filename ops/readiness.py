@@ -38,7 +38,8 @@ class RecoveryCause(str, Enum):
     MEMORY = "memory"  # the worker's memory went over the limit
     SELF_TEST = "self_test"  # a known-answer probe failed
     FILES = "files"  # the serving model's files changed on disk (a directory without a MANIFEST)
-    FAILED_REQUEST = "failed_request"  # a request failed inside the model (NaN/inf, an engine error)
+    INVALID_OUTPUT = "invalid_output"  # the model produced NaN/inf: its memory is not to be trusted
+    FAILED_REQUEST = "failed_request"  # several requests in a row failed inside the model (one is a request error)
     WORKER_EXIT = "worker_exit"  # the worker process ended on its own (crash, OOM kill, the exit drill)
 
 
@@ -74,6 +75,9 @@ class HealthSnapshot:
     consecutive_failures: int
     started_at: float
     worker_pid: int | None = None
+    # A standing problem that needs an operator while the service still answers rightly: the
+    # serving version's files are damaged or gone and no good version is left to go back to.
+    degraded: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -89,6 +93,7 @@ class HealthSnapshot:
             "consecutive_failures": self.consecutive_failures,
             "uptime_s": round(now - self.started_at, 1),
             "worker_pid": self.worker_pid,
+            "degraded": self.degraded,
         }
 
 
@@ -136,7 +141,7 @@ class Readiness:
 
     def set_ready(self, model: str | None, self_test: SelfTestResult, worker_pid: int | None) -> None:
         self.update(state=State.READY, model=model, reason=None, last_self_test=self_test,
-                    consecutive_failures=0, worker_pid=worker_pid)
+                    consecutive_failures=0, worker_pid=worker_pid, degraded=None)
 
     def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
         result = SelfTestResult(passed, time.time(), round(duration_s, 3), detail)

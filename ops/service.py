@@ -12,26 +12,33 @@ door to the model:
   (``WorkerGone``: it never ran; it starts the recovery at once and is sent to
   the new worker). So only the requests in flight inside a lost worker fail;
   past that wait, or when the state is ``failed``, the caller gets
-  ``ModelUnavailable`` naming the reason. A request that fails inside the
-  model (``InferenceFailed``) starts a recovery: real traffic is evidence of
-  sickness too;
+  ``ModelUnavailable`` naming the reason;
+- a request error is not a sick model. One request that fails inside the
+  model gets a clear error and a log line with its id, nothing more; NaN/inf
+  output (``InvalidOutput``) starts a recovery at once, and so do
+  ``failures_before_reload`` failed requests in a row (real traffic is
+  evidence too); any success resets the count;
 - the watchdog reads the vitals here and asks for recoveries, reloads and
   restores here; the admin routes ask for reloads and fault drills.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from engine.errors import InferenceFailed, ModelUnavailable, WorkerGone, WorkerLost
+from loguru import logger
+
+from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable, WorkerGone, WorkerLost
 from engine.tasks import TaskRegistry
 from engine.types import Fault, Inference, InferenceCalls, Reply, Request, TaskInfo
 from ops.follower import StoreFollower
 from ops.integrity import IntegrityMonitor
 from ops.lifecycle import Lifecycle, basic_self_test, free_memory_bytes
+from ops.limits import RequestLimits
 from ops.readiness import HealthSnapshot, Readiness, RecoveryCause, State
 from ops.store import ModelSource
 from ops.supervisor import WorkerHandle, WorkerSupervisor
@@ -60,11 +67,17 @@ class ModelService(InferenceCalls):
         source: ModelSource | None = None,
         available_memory: Callable[[], int] = free_memory_bytes,
         ready_wait_s: float = 0.0,
+        limits: RequestLimits = RequestLimits(),
+        failures_before_reload: int = 3,
     ) -> None:
         """``start_worker(version_dir)`` starts a worker (the directory is None without a ``source``);
         ``ready_wait_s``: how long a request waits for a load or recovery under way."""
         self.tasks = tasks
+        self.limits = limits
         self._ready_wait_s = ready_wait_s
+        self._failures_before_reload = failures_before_reload
+        self._failures_lock = threading.Lock()
+        self._failures_in_a_row = 0
         self.supervisor = WorkerSupervisor(start_worker)
         self.readiness = Readiness()
         self.follower = StoreFollower(source)
@@ -153,6 +166,7 @@ class ModelService(InferenceCalls):
     def submit(self, task: str, request: Request) -> Iterator[Reply]:
         """Forward to the serving worker; once more on the new one if a hot swap stopped the old
         one between picking it and handing it the request (it never ran, so retrying is safe)."""
+        self.limits.check(request)  # before anything is queued
         worker = self._current()
         try:
             try:
@@ -167,15 +181,15 @@ class ModelService(InferenceCalls):
                 worker = self._current()
                 stream = worker.submit(task, request)
         except InferenceFailed as exc:
-            self._request_failed(exc)
+            self._request_failed(request, exc)
             raise
-        return self._watch(stream, worker)
+        return self._watch(stream, worker, request)
 
-    def _watch(self, stream: Iterator[Reply], worker: WorkerHandle) -> Iterator[Reply]:
+    def _watch(self, stream: Iterator[Reply], worker: WorkerHandle, request: Request) -> Iterator[Reply]:
         try:
             yield from stream
         except InferenceFailed as exc:
-            self._request_failed(exc)
+            self._request_failed(request, exc)
             raise
         except WorkerLost:
             self._worker_lost(worker)
@@ -183,6 +197,8 @@ class ModelService(InferenceCalls):
         finally:
             getattr(stream, "close", lambda: None)()
         self._last_success = time.monotonic()
+        with self._failures_lock:
+            self._failures_in_a_row = 0
 
     def _worker_lost(self, worker: WorkerHandle) -> None:
         """The serving worker ended on its own: recover now, not at the next vitals check. (A
@@ -190,5 +206,17 @@ class ModelService(InferenceCalls):
         if self.supervisor.serving is worker and not worker.alive():
             self.lifecycle.recover(RecoveryCause.WORKER_EXIT, "the model's worker process ended")
 
-    def _request_failed(self, exc: InferenceFailed) -> None:
-        self.lifecycle.recover(RecoveryCause.FAILED_REQUEST, f"a request failed: {exc}")
+    def _request_failed(self, request: Request, exc: InferenceFailed) -> None:
+        """One failed request is the request's problem; NaN/inf, or several failures in a row,
+        are the model's (see the module doc)."""
+        if isinstance(exc, InvalidOutput):
+            self.lifecycle.recover(RecoveryCause.INVALID_OUTPUT, f"a request failed: {exc}")
+            return
+        with self._failures_lock:
+            self._failures_in_a_row += 1
+            failures = self._failures_in_a_row
+            if failures >= self._failures_before_reload:
+                self._failures_in_a_row = 0
+        logger.error("request {} failed ({} in a row): {}", request.request_id or "?", failures, exc)
+        if failures >= self._failures_before_reload:
+            self.lifecycle.recover(RecoveryCause.FAILED_REQUEST, f"{failures} requests in a row failed: {exc}")

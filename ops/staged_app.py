@@ -24,7 +24,8 @@ __all__ = ["StagedApp", "STARTING_PAGE"]
 
 STARTING_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
 <title>Qwen All-in-One</title></head><body style="font-family: sans-serif; margin: 3em">
-<h1>Qwen All-in-One</h1><p>Starting… this page reloads itself.</p><p>正在启动…本页会自动刷新。</p></body></html>"""
+<h1>Qwen All-in-One</h1><p>Starting… this page reloads itself.</p>
+<p>正在启动…本页会自动刷新。</p></body></html>"""
 
 
 class StagedApp:

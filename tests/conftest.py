@@ -101,10 +101,11 @@ def tiny_app_args(tiny_model_dir, tiny_probes_file) -> list[str]:
 
 
 class LiveApp:
-    def __init__(self, args: list[str], log_path: Path, wait_ready: bool = True) -> None:
+    def __init__(self, args: list[str], log_path: Path, wait_ready: bool = True,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ALLINONE_")}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALLINONE_")}, **(env or {})}
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--port", str(self.port), *args],

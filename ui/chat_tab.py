@@ -8,7 +8,7 @@ streams the reply text when submitted as a job.
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import gradio as gr
 
@@ -23,6 +23,10 @@ from engine.types import (
 )
 from ui.errors import friendly_errors
 from ui.i18n import t
+from ui.validation import attach_validator, limit_validator
+
+if TYPE_CHECKING:
+    from ops.limits import RequestLimits
 
 __all__ = ["build_chat_tab"]
 
@@ -34,16 +38,18 @@ _NOTICES = {
 }
 
 
-def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -> None:
+def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, limits: "RequestLimits") -> None:
     """Render the tab. The browser chat and the API share one pool of ``concurrency_limit``
     slots (the engine's active chats); past it, requests wait in Gradio's queue, which shows
-    each browser its place in line, and a full queue answers "busy"."""
+    each browser its place in line, and a full queue answers "busy". ``limits``
+    (``ops.limits``): the browser sends only the history that fits them (the model would drop
+    older turns to fit its context anyway); an API call over them is refused at the queue's door."""
 
     def stream_reply(message: str, history: list | None, request: gr.Request) -> Iterator[str]:
         update = None
         # One slot per browser session: a new message replaces the session's unfinished answer.
         options = GenerateOptions(session=getattr(request, "session_hash", None))
-        for update in service.generate(info.name, message, history, options):
+        for update in service.generate(info.name, message, limits.fit_history(history), options):
             yield update.text
         if update is not None:
             for code in (*update.notices, update.finish_reason):
@@ -75,4 +81,6 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -
             yield update.text
 
     api.__name__ = info.name
-    gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit, concurrency_id=pool)
+    endpoint = gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit,
+                      concurrency_id=pool)
+    attach_validator(endpoint, limit_validator(limits.check_message, limits.check_history))

@@ -7,6 +7,8 @@ engine's fixed result shape (``ClassifyResult.to_api``).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
 import pandas as pd
 
@@ -14,14 +16,19 @@ from engine.errors import InvalidInput
 from engine.types import Inference, TaskInfo
 from ui.errors import friendly_errors
 from ui.i18n import both, t
+from ui.validation import attach_validator, limit_validator
+
+if TYPE_CHECKING:
+    from ops.limits import RequestLimits
 
 __all__ = ["build_classify_tab"]
 
 TABLE_HEADERS = [both("col_text"), both("col_label"), both("col_confidence")]
 
 
-def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: int) -> None:
-    """Render the tab's components into the current Blocks context."""
+def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: int, limits: "RequestLimits") -> None:
+    """Render the tab's components into the current Blocks context. ``limits`` (``ops.limits``)
+    refuses an oversized API call before it joins the queue."""
 
     @friendly_errors
     def analyze(text: str):
@@ -70,6 +77,7 @@ def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: in
         return service.classify(info.name, [text])[0].to_api()
 
     api.__name__ = info.name
-    gr.api(
+    endpoint = gr.api(
         friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit, concurrency_id=info.name
     )
+    attach_validator(endpoint, limit_validator(limits.check_message))

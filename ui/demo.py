@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import gradio as gr
 
 from engine.types import Inference
@@ -9,6 +11,9 @@ from ui.chat_tab import build_chat_tab
 from ui.classify_tab import build_classify_tab
 from ui.i18n import t, tab_title
 from ui.status_tab import QUIET, Drills, StatusSource, build_status_tab
+
+if TYPE_CHECKING:
+    from ops.limits import RequestLimits
 
 __all__ = ["build_demo"]
 
@@ -30,8 +35,10 @@ def status_text(snapshot_json: dict) -> str:
 
 
 def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_concurrency: int,
-               status: StatusSource | None = None, drills: Drills | None = None) -> gr.Blocks:
-    """``snapshot()`` returns the readiness JSON shown in the status line; ``status`` adds the Status tab."""
+               limits: "RequestLimits", status: StatusSource | None = None,
+               drills: Drills | None = None) -> gr.Blocks:
+    """``snapshot()`` returns the readiness JSON shown in the status line; ``status`` adds the Status tab;
+    ``limits`` are the request limits the tabs apply before the queue."""
     with gr.Blocks(title="Qwen All-in-One", fill_height=False) as demo:
         gr.Markdown("# Qwen All-in-One")
         status_line = gr.Markdown(elem_id="model-status")
@@ -39,9 +46,9 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
         for info in service.task_infos():
             with gr.Tab(tab_title(info), id=info.name) as tab:
                 if info.kind == "classify":
-                    build_classify_tab(service, info, classify_concurrency)
+                    build_classify_tab(service, info, classify_concurrency, limits)
                 else:
-                    build_chat_tab(service, info, chat_concurrency)
+                    build_chat_tab(service, info, chat_concurrency, limits)
             task_tabs.append(tab)
         if status is not None:
             with gr.Tab(t("task.status"), id="status") as status_tab:

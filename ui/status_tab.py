@@ -54,9 +54,9 @@ class Drills(Protocol):
     enabled: bool
     fault_kinds: tuple[str, ...]
 
-    def reload(self, token: str | None) -> dict: ...
+    def reload(self, token: str | None, client: str = ...) -> dict: ...
 
-    def fault(self, kind: str, token: str | None) -> dict: ...
+    def fault(self, kind: str, token: str | None, client: str = ...) -> dict: ...
 
 
 EVENT_HEADERS = [both("col_time"), both("col_event"), both("col_detail")]
@@ -158,13 +158,23 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list)
                                         size="sm", elem_id=f"status-drill-{name}")) for name, label in actions]
         outcome = gr.Markdown(elem_id="status-drill-outcome")
 
-    def run(name: str, given: str):
+    def run(name: str, given: str, request: gr.Request):
+        client = getattr(getattr(request, "client", None), "host", None) or "unknown"  # for the token throttle
         try:
-            result = drills.reload(given) if name == "reload" else drills.fault(name, given)
+            result = drills.reload(given, client) if name == "reload" else drills.fault(name, given, client)
         except Exception as exc:  # AdminDenied: show why, never a traceback
             return f"✗ {getattr(exc, 'message', None) or exc}"
         return f"✓ `{name}`: {result}"
 
     for name, button in buttons:
-        button.click(lambda given, name=name: run(name, given), inputs=[token], outputs=[outcome], **QUIET).then(
+        button.click(_handler(run, name), inputs=[token], outputs=[outcome], **QUIET).then(
             refresh, outputs=refresh_outputs, **QUIET)
+
+
+def _handler(run: Callable, name: str) -> Callable:
+    """One button's handler; Gradio hands it the request (for the client address) by its type hint."""
+
+    def handle(given: str, request: gr.Request):
+        return run(name, given, request)
+
+    return handle

@@ -185,8 +185,10 @@ def test_the_chat_tab_sends_the_browser_session_and_shares_the_api_slots(tasks):
             sessions.append(options.session if options else None)
             yield ChatUpdate("hi", "hi", True, "stop", (), 1)
 
+    from ops.limits import RequestLimits
+
     demo = build_demo(Service(), lambda: {"state": "ready", "model": "x"}, classify_concurrency=4,
-                      chat_concurrency=3)
+                      chat_concurrency=3, limits=RequestLimits())
     reply = next(f for f in demo.fns.values() if f.name == "stream_reply")
     async def run():
         return [update async for update in reply.fn("Hello", [], gr.Request(session_hash="browser-1"))]

@@ -1,0 +1,41 @@
+"""The request limits as Gradio validators: an API call over a limit is refused at the queue's door.
+
+Gradio runs an event's ``validator`` when a job asks to join the queue,
+before it waits for a slot; a refusal answers at once (HTTP 422), and
+``gradio_client`` raises it with the message, which names the limit. The same
+limits are checked again by the service for every request, whatever its door
+(``ops.limits``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import gradio as gr
+
+from engine.errors import InvalidInput
+
+__all__ = ["limit_validator", "attach_validator"]
+
+
+def _verdict(check: Callable[[object], None], value: object):
+    try:
+        check(value)
+    except InvalidInput as refused:
+        return gr.validate(False, refused.user_message)
+    return gr.validate(True, "")
+
+
+def limit_validator(*checks: Callable[[object], None]) -> Callable:
+    """A validator for an endpoint whose inputs are checked, in order, by ``checks``."""
+
+    def validate(*values):
+        verdicts = tuple(_verdict(check, value) for check, value in zip(checks, values))
+        return verdicts if len(verdicts) > 1 else verdicts[0]
+
+    return validate
+
+
+def attach_validator(dependency, validator: Callable) -> None:
+    """``gr.api`` takes no ``validator`` argument (event listeners do): set it on the event's function."""
+    dependency.fn.validator = validator
