@@ -155,6 +155,58 @@ class _Faults:
         return InferenceFailed("Injected fault: this inference failed.") if fail else None
 
 
+class _OwnWeights:
+    """Copies the weights off the model files into one region of the worker's own memory.
+
+    transformers maps safetensors files into memory, so the loaded weights *are*
+    the store's file pages: a file overwritten in place would change the running
+    model under its requests (NaN at best, quietly wrong answers at worst), and a
+    truncated one would crash it. A thread copies them (reading file pages while
+    the model reads them too is safe) once the engine is ready, so the start
+    does not wait the second or two it takes; the engine's own thread then swaps
+    every tensor to its copy at once, between two steps (``swap_when_copied``).
+    One region, swapped at once: copying and swapping tensor by tensor while
+    serving left the process 0.5 GB larger under traffic. The price: the whole
+    embedding table is resident, where only the rows of tokens seen were (about
+    0.5 GB more for the fp32 default model).
+    """
+
+    def __init__(self, model) -> None:
+        self._tensors = list(model.parameters()) + [b for b in model.buffers() if b.numel() > 1024]
+        self._copies: list | None = None
+        self._copied = threading.Event()
+
+    def start_copying(self) -> None:
+        threading.Thread(target=self._copy, name="own-weights", daemon=True).start()
+
+    def _copy(self) -> None:
+        import mmap
+
+        import torch
+
+        try:
+            region = mmap.mmap(-1, sum(t.numel() * t.element_size() for t in self._tensors))
+            copies, offset = [], 0
+            for tensor in self._tensors:
+                own = torch.frombuffer(region, dtype=tensor.dtype, count=tensor.numel(), offset=offset)
+                copies.append(own.view(tensor.shape).copy_(tensor.data))  # the region lives while a view does
+                offset += tensor.numel() * tensor.element_size()
+            self._copies = copies
+        except Exception:  # the model still works from the files: say so, and serve from them
+            logger.opt(exception=True).error("copying the weights off the model files failed; serving from them")
+        self._copied.set()
+
+    def swap_when_copied(self) -> None:
+        """Called by the engine's thread between steps: point every tensor at its copy, once."""
+        if self._copies is None or not self._copied.is_set():
+            return
+        for tensor, own in zip(self._tensors, self._copies):
+            tensor.data = own
+        self._copies = None
+        self._tensors = []
+        logger.info("the weights are in the worker's own memory now, off the model files")
+
+
 class Engine(InferenceCalls):
     """Answers classify and generate requests on one model; see the module doc for the rule.
 
@@ -186,6 +238,7 @@ class Engine(InferenceCalls):
         self._step_started: float | None = None
         self._faults = _Faults()
         self._on_beat = on_beat or (lambda: None)
+        self._weights = _OwnWeights(handle.model)
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -352,8 +405,10 @@ class Engine(InferenceCalls):
             self._ready.set()
             return
         self._ready.set()
+        self._weights.start_copying()
         while not self._closing.is_set():
             self._on_beat()
+            self._weights.swap_when_copied()
             try:
                 self._take_jobs(block=not (self._pending or self._waiting or self._active))
                 if not (self._pending or self._waiting or self._active):

@@ -103,7 +103,9 @@ class AdminActions:
         if wait > 0:
             raise AdminDenied(429, f"Too many wrong admin tokens from {client}; try again in {wait:.0f} s.",
                               retry_after_s=max(int(wait + 0.999), 1))
-        if not secrets.compare_digest((token or "").encode("utf-8", "surrogatepass"), self._token.encode()):
+        if not token:  # no guess, nothing to throttle
+            raise AdminDenied(401, "A valid admin token is required.")
+        if not secrets.compare_digest(token.encode("utf-8", "surrogatepass"), self._token.encode()):
             count = self._throttle.failed(client)
             logger.warning("wrong admin token from {} ({} within a minute)", client, count)
             raise AdminDenied(401, "A valid admin token is required.")

@@ -150,8 +150,9 @@ class Metrics:
         Gauge("allinone_degraded", "1 while the service answers but needs an operator: the serving version's "
               "files are damaged or gone and no good version is left to go back to.",
               registry=r).set_function(lambda: float(bool(degraded())))
-        Gauge("allinone_worker_resident_memory_bytes", "Resident memory of the model's worker process (0 while "
-              "none serves).", registry=r).set_function(worker_rss)
+        Gauge("allinone_worker_resident_memory_bytes", "Resident memory of the model's worker process, its own "
+              "(anonymous) pages: the model files' pages in the page cache are not counted (0 while none serves).",
+              registry=r).set_function(worker_rss)
         Gauge("allinone_memory_limit_bytes", "Most memory the web and worker processes may use together: their "
               "cgroup limit, else the RAM.", registry=r).set_function(memory_limit_bytes)
         r.register(_ServiceCollector(stats))

@@ -19,7 +19,7 @@ then on the worker is an ``Inference`` like the engine itself:
   never ran, so the service may send them to the next worker);
 - ``stuck_for`` reads the worker's heartbeat from shared memory, so a hang
   (or a SIGSTOP) shows even though the worker cannot answer; ``rss_bytes``
-  is the worker's resident memory.
+  is the worker's own resident memory (anonymous pages).
 
 Stopping: ``close(drain=True)`` lets open requests finish (up to the request
 timeout), then asks the worker to exit; ``kill`` is for a suspect worker:
@@ -200,10 +200,22 @@ class WorkerProcess(InferenceCalls):
         return 0.0 if not beat else max(time.monotonic() - beat, 0.0)
 
     def rss_bytes(self) -> int:
+        """The worker's own resident memory: anonymous pages (``RssAnon``, Linux), without the model
+        files' pages, which the kernel may drop and reread, and which both the old and the new worker
+        map during a swap. Elsewhere: the plain RSS."""
+        if not self.pid:
+            return 0
+        try:
+            with open(f"/proc/{self.pid}/status") as status:
+                for line in status:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            pass
         import psutil
 
         try:
-            return psutil.Process(self.pid).memory_info().rss if self.pid else 0
+            return psutil.Process(self.pid).memory_info().rss
         except psutil.Error:
             return 0
 

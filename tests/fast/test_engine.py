@@ -15,6 +15,7 @@ from engine.prompts import split_classify_prompt
 from engine.tasks import ClassifyTask, TaskRegistry
 from engine.types import FINISH_LENGTH, NOTICE_HISTORY_TRIMMED, NOTICE_INPUT_TRUNCATED, GenerateOptions
 from tests.conftest import make_engine
+from tests.fakes import wait_for
 
 TEXTS = ["I love it", "The room was dirty.", "服务很好", "A much longer sentence about the food and the staff."]
 
@@ -221,6 +222,9 @@ def test_nan_weights_give_an_error_never_an_answer(tiny_model_dir, tasks):
     handle = load_model(tiny_model_dir)
     engine = make_engine(handle, tasks)
     try:
+        # The engine's thread swaps the weights to their copies off the model files right after start;
+        # only it may touch the model meanwhile. Once it has, this test can poison them from outside.
+        assert wait_for(lambda: engine._weights._copied.is_set() and engine._weights._copies is None)
         with torch.no_grad():
             for p in handle.model.parameters():
                 p.fill_(float("nan"))

@@ -171,6 +171,11 @@ def test_the_sixth_wrong_token_within_a_minute_gets_429_even_with_the_right_one(
         actions.authorize("s3cret", "10.0.0.7")
     assert denied.value.status == 429 and denied.value.retry_after_s == 60
     actions.authorize("s3cret", "10.0.0.8")  # another address is not blocked
+    for _ in range(10):  # no token at all is no guess: refused, never throttled
+        with pytest.raises(AdminDenied) as denied:
+            actions.authorize(None, "10.0.0.9")
+        assert denied.value.status == 401
+    actions.authorize("s3cret", "10.0.0.9")
     clock.now += 61
     actions.authorize("s3cret", "10.0.0.7")  # the minute has passed
 

@@ -220,6 +220,7 @@ def run_drill(app, kind):
     worker = threading.Thread(target=traffic)
     worker.start()
     states = []
+    recovered_before = recoveries(app)
     try:
         if callable(kind):
             kind()
@@ -229,7 +230,7 @@ def run_drill(app, kind):
         while time.monotonic() < deadline:
             assert httpx.get(app.url + "/health").status_code == 200  # liveness holds throughout
             states.append(httpx.get(app.url + "/ready").json()["state"])
-            if recoveries(app) >= 1 and states[-1] == "ready":
+            if recoveries(app) > recovered_before and states[-1] == "ready":
                 break
             time.sleep(0.2)
     finally:
@@ -291,3 +292,22 @@ def test_drills_need_the_token_and_the_flag(drill_app, live_app):
     assert fault(drill_app, "hang", token="wrong").status_code == 401
     assert fault(drill_app, "meteor").status_code == 404
     assert httpx.post(f"{live_app.url}/admin/fault/hang").status_code == 403  # no admin token configured
+
+
+def test_hang_drills_in_a_row_leave_no_process_and_no_memory_behind(drill_app):
+    """Each hang ends with its worker killed: nothing of it survives, and the web process does not
+    grow (a hung thread used to keep a whole model alive beside its replacement)."""
+    import psutil
+
+    web = psutil.Process(drill_app.proc.pid)
+    web_rss_before = web.memory_info().rss
+    workers = [httpx.get(drill_app.url + "/ready").json()["worker_pid"]]
+    for _ in range(3):
+        before = recoveries(drill_app, "hang")
+        expected, seen, states = run_drill(drill_app, "hang")
+        assert recoveries(drill_app, "hang") == before + 1 and states[-1] == "ready", states
+        assert [a for outcome, a in seen if outcome == "ok" and a != expected] == []
+        workers.append(httpx.get(drill_app.url + "/ready").json()["worker_pid"])
+    assert len(set(workers)) == 4 and not any(pid_running(pid) for pid in workers[:-1])
+    assert [c.pid for c in web.children(recursive=True)] == [workers[-1]]  # one worker, the serving one
+    assert web.memory_info().rss - web_rss_before < 50 * 2**20
