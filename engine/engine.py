@@ -185,7 +185,9 @@ class _OwnWeights:
         import torch
 
         try:
-            region = mmap.mmap(-1, sum(t.numel() * t.element_size() for t in self._tensors))
+            # Private: the worker's own pages (counted as anonymous memory, as the memory rule expects).
+            region = mmap.mmap(-1, sum(t.numel() * t.element_size() for t in self._tensors),
+                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
             copies, offset = [], 0
             for tensor in self._tensors:
                 own = torch.frombuffer(region, dtype=tensor.dtype, count=tensor.numel(), offset=offset)

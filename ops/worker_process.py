@@ -200,16 +200,16 @@ class WorkerProcess(InferenceCalls):
         return 0.0 if not beat else max(time.monotonic() - beat, 0.0)
 
     def rss_bytes(self) -> int:
-        """The worker's own resident memory: anonymous pages (``RssAnon``, Linux), without the model
-        files' pages, which the kernel may drop and reread, and which both the old and the new worker
-        map during a swap. Elsewhere: the plain RSS."""
+        """The worker's own resident memory: anonymous and shared-memory pages (``RssAnon`` +
+        ``RssShmem``, Linux), without the model files' pages, which the kernel may drop and reread,
+        and which both the old and the new worker map during a swap. Elsewhere: the plain RSS."""
         if not self.pid:
             return 0
         try:
             with open(f"/proc/{self.pid}/status") as status:
-                for line in status:
-                    if line.startswith("RssAnon:"):
-                        return int(line.split()[1]) * 1024
+                fields = dict(line.split(":", 1) for line in status if line.startswith(("RssAnon:", "RssShmem:")))
+            if fields:
+                return sum(int(value.split()[0]) for value in fields.values()) * 1024
         except (OSError, ValueError, IndexError):
             pass
         import psutil
