@@ -90,14 +90,11 @@ class WebParts:
         return app
 
     def early_app(self):
-        """Served while the full app is built: the routes, and a page that says it is starting."""
-        from fastapi.responses import HTMLResponse
-
-        from ops.staged_app import STARTING_PAGE
+        """Served while the full app is built: the routes, and 503 "starting" for every other path."""
+        from ops.staged_app import add_starting_routes
 
         app = self.routes(ui_served=False)
-        app.add_api_route("/", lambda: HTMLResponse(STARTING_PAGE, status_code=503, headers={"Retry-After": "2"}),
-                          include_in_schema=False)
+        add_starting_routes(app)
         return app
 
     def full_app(self):

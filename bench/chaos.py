@@ -55,7 +55,7 @@ from pathlib import Path
 
 import httpx
 
-from common import KNOWN, REPO, free_port, header, start_app
+from common import KNOWN, REPO, free_port, header, install_broken_copy, start_app, store_cli
 
 TOKEN = "chaos-token"
 CHAT = ("What is 2 + 3? Answer with just the number.", "5")
@@ -429,9 +429,8 @@ def overwrite_weights(version: Path) -> None:
 def rollback_trap(url: str, traffic: Traffic, store: Path, name: str) -> dict:
     """A rejected ``c`` as current's previous, a damaged serving ``b``, an intact ``a``, then a hang."""
     before, causes = memory(traffic.url), recoveries(url)
-    cli = [sys.executable, "-m", "ops.models", "--root", str(store)]
     t0 = time.monotonic()
-    subprocess.run(cli + ["activate", f"{name}@c", "--force"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    store_cli(store, "activate", f"{name}@c", "--force")
     def rejected() -> dict:
         try:
             return json.loads((store / ".rejected.json").read_text())
@@ -518,27 +517,12 @@ def build_store(source: Path, root: Path) -> str:
             shutil.rmtree(root / key)
         if key not in store.keys():
             print(f"installing {key} ...", flush=True)
-            subprocess.run([sys.executable, "-m", "ops.models", "--root", str(root), "install", str(source),
-                            "--version", version], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+            store_cli(root, "install", str(source), "--version", version)
     if f"{name}@c" not in store.keys():
         print(f"building {name}@c (output layer negated: it loads, and fails its self-test) ...", flush=True)
-        import tempfile
-
-        import torch
-        from safetensors.torch import load_file, save_file
-
-        with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-            broken = Path(tmp) / name
-            shutil.copytree(source.resolve(), broken, ignore=shutil.ignore_patterns("MANIFEST", "model.safetensors"))
-            tensors = load_file(source / "model.safetensors")
-            tensors["lm_head.weight"] = torch.neg(tensors["lm_head.weight"])
-            save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
-            del tensors
-            subprocess.run([sys.executable, "-m", "ops.models", "--root", str(root), "install", str(broken),
-                            "--version", "c"], cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        install_broken_copy(source, root, "c")
     for key in (f"{name}@a", f"{name}@b"):
-        subprocess.run([sys.executable, "-m", "ops.models", "--root", str(root), "activate", key, "--force"],
-                       cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+        store_cli(root, "activate", key, "--force")
     return name
 
 

@@ -126,3 +126,33 @@ def start_app(args: list[str], timeout: float = 300.0, on_start=None, env: dict[
             proc.kill()
             raise SystemExit("the app did not become ready")
         time.sleep(0.1)
+
+
+def store_cli(root: Path, *args: str) -> float:
+    """``python -m ops.models --root ROOT ARGS``; returns the seconds it took."""
+    import subprocess
+
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ops.models", "--root", str(root), *args], cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def install_broken_copy(source: Path, root: Path, version: str) -> None:
+    """Install ``source`` with its output layer negated as ``name@version``: it loads and answers,
+    but every sentiment flips, so it fails the known-answer self-test (what a bad release looks like)."""
+    import shutil
+    import tempfile
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    name = source.resolve().name.partition("@")[0]
+    with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
+        broken = Path(tmp) / name
+        shutil.copytree(source.resolve(), broken, ignore=shutil.ignore_patterns("MANIFEST", "model.safetensors"))
+        tensors = load_file(source / "model.safetensors")
+        tensors["lm_head.weight"] = torch.neg(tensors["lm_head.weight"])
+        save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
+        del tensors
+        store_cli(root, "install", str(broken), "--version", version)

@@ -22,10 +22,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import shutil
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,16 +29,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from common import KNOWN, REPO, header, start_app, tree_rss
+from common import KNOWN, REPO, header, install_broken_copy, start_app, store_cli, tree_rss
 
 TOKEN = "swap-token"
-
-
-def store_cli(root: Path, *args: str) -> float:
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ops.models", "--root", str(root), *args], cwd=REPO, check=True,
-                   stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
 
 
 def build_store(source: Path, root: Path) -> None:
@@ -56,17 +45,7 @@ def build_store(source: Path, root: Path) -> None:
             store_cli(root, "install", str(source), "--version", version)
     if f"{name}@broken" not in store.keys():
         print(f"building {name}@broken (output layer negated) ...", flush=True)
-        import torch
-        from safetensors.torch import load_file, save_file
-
-        with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
-            broken = Path(tmp) / name
-            shutil.copytree(source.resolve(), broken, ignore=shutil.ignore_patterns("MANIFEST", "model.safetensors"))
-            tensors = load_file(source / "model.safetensors")
-            tensors["lm_head.weight"] = torch.neg(tensors["lm_head.weight"])
-            save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
-            del tensors
-            store_cli(root, "install", str(broken), "--version", "broken")
+        install_broken_copy(source, root, "broken")
     store.activate(f"{name}@a")
 
 

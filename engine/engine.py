@@ -61,7 +61,6 @@ from engine.types import (
     NOTICE_HISTORY_TRIMMED,
     NOTICE_INPUT_TRUNCATED,
     ChatRequest,
-    ChatUpdate,
     ClassifyRequest,
     ClassifyResult,
     EngineConfig,

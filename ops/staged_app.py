@@ -18,14 +18,37 @@ import contextlib
 import threading
 from typing import Callable
 
+from fastapi import Request
+from fastapi.responses import HTMLResponse, JSONResponse
 from loguru import logger
 
-__all__ = ["StagedApp", "STARTING_PAGE"]
+__all__ = ["StagedApp", "STARTING_PAGE", "add_starting_routes"]
 
 STARTING_PAGE = """<!doctype html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="2">
 <title>Qwen All-in-One</title></head><body style="font-family: sans-serif; margin: 3em">
 <h1>Qwen All-in-One</h1><p>Starting… this page reloads itself.</p>
 <p>正在启动…本页会自动刷新。</p></body></html>"""
+RETRY_AFTER_S = 2
+STARTING_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def add_starting_routes(app) -> None:
+    """Answer every path the early app does not serve with 503 and ``Retry-After``, never 404.
+
+    Added after the early app's own routes, which therefore still match
+    first. A 503 says "not yet", which a load balancer may retry elsewhere
+    (``retry-on 503`` in ``ops/deploy/haproxy.cfg``); a 404 for
+    ``/gradio_api/queue/join`` from a restarted primary would reach the
+    client as a hard failure during a failover.
+    """
+    headers = {"Retry-After": str(RETRY_AFTER_S)}
+
+    def starting(request: Request):
+        if request.url.path == "/" or "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(STARTING_PAGE, status_code=503, headers=headers)
+        return JSONResponse({"error": "starting", "retry_after_s": RETRY_AFTER_S}, status_code=503, headers=headers)
+
+    app.add_api_route("/{path:path}", starting, methods=STARTING_METHODS, include_in_schema=False)
 
 
 class StagedApp:

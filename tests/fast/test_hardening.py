@@ -9,12 +9,12 @@ import subprocess
 import sys
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
 
 from engine.errors import InferenceFailed, InvalidInput, InvalidOutput
 from engine.tasks import load_tasks
-from engine.types import ChatRequest, ClassifyRequest, ChatUpdate
+from engine.types import ChatRequest, ClassifyRequest
 from ops.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes
 from ops.body_limit import BodyLimit
 from ops.health import add_health_routes, redact_paths
@@ -231,11 +231,11 @@ def test_the_body_of_the_apps_own_routes_is_capped():
     app = FastAPI()
 
     @app.post("/admin/echo")
-    async def echo(request: __import__("fastapi").Request):
+    async def echo(request: Request):
         return {"bytes": len(await request.body())}
 
     @app.post("/gradio_api/x")
-    async def gradio(request: __import__("fastapi").Request):
+    async def gradio(request: Request):
         return {"bytes": len(await request.body())}
 
     client = TestClient(BodyLimit(app, max_bytes=1000))

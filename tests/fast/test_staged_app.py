@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from ops.health import UI_STARTING, add_health_routes
 from ops.readiness import State
-from ops.staged_app import StagedApp
+from ops.staged_app import StagedApp, add_starting_routes
 from tests.fakes import FakeWorker, wait_for
 
 
@@ -28,7 +28,7 @@ def test_the_early_app_answers_until_the_full_app_takes_over():
     release, lifespan = threading.Event(), []
     early = FastAPI()
     add_health_routes(early, service, ui_served=False)
-    early.add_api_route("/", lambda: PlainTextResponse("starting", status_code=503))
+    add_starting_routes(early)
 
     def build():
         release.wait(10)  # importing Gradio and building the UI takes seconds
@@ -52,7 +52,13 @@ def test_the_early_app_answers_until_the_full_app_takes_over():
             ready = client.get("/ready")
             assert ready.status_code == 503 and ready.json()["reason"] == UI_STARTING
             assert ready.json()["state"] == State.READY.value  # the model itself is ready
-            assert client.get("/").status_code == 503
+            page = client.get("/")
+            assert page.status_code == 503 and "Starting" in page.text and page.headers["retry-after"] == "2"
+            # Any other path is "not yet" (a load balancer retries it), never 404 (a client sees that as final)
+            join = client.post("/gradio_api/queue/join", json={"session_hash": "abc"})
+            assert join.status_code == 503 and join.json()["error"] == "starting"
+            assert join.headers["retry-after"] == "2"
+            assert client.get("/health").status_code == 200  # the early routes still match first
             release.set()
             assert wait_for(staged.full_ready.is_set)
             assert lifespan == ["started"]  # the full app's startup ran (Gradio starts its queue there)
