@@ -229,8 +229,11 @@ def run_drill(app, kind):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert httpx.get(app.url + "/health").status_code == 200  # liveness holds throughout
+            # The count first, then the state: a "ready" read before a recovery began must not pass
+            # for the end of that recovery (it once did, and the next /ready named no worker).
+            recovered = recoveries(app) > recovered_before
             states.append(httpx.get(app.url + "/ready").json()["state"])
-            if recoveries(app) > recovered_before and states[-1] == "ready":
+            if recovered and states[-1] == "ready":
                 break
             time.sleep(0.2)
     finally:
