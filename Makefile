@@ -29,11 +29,16 @@ run: model
 test-deps: $(BIN)/.dev
 	bash scripts/install-system-deps.sh
 
+# The fast tier runs in fp32 (the reference), then the tests that touch the model run again in the
+# weight format --precision auto picks on this machine; the e2e tier runs in that format.
+MODEL_TESTS := tests/fast/test_engine.py tests/fast/test_batching.py tests/fast/test_worker.py tests/fast/test_precision.py
+
 test-fast: test-deps
 	$(BIN)/python -m pytest tests/fast
+	ALLINONE_TEST_PRECISION=auto $(BIN)/python -m pytest $(MODEL_TESTS)
 
 test-e2e: test-deps model
-	$(BIN)/python -m pytest tests/e2e
+	ALLINONE_TEST_PRECISION=auto $(BIN)/python -m pytest tests/e2e
 
 ## test: fast tier on a tiny generated model, then the end-to-end tier on the default model
 test: test-fast test-e2e
@@ -41,7 +46,7 @@ test: test-fast test-e2e
 bench: model
 	$(BIN)/python bench/sentiment_accuracy.py
 	$(BIN)/python bench/sentiment_latency.py
-	$(BIN)/python bench/dtype_speed.py
+	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/chat_perf.py
 	$(BIN)/python bench/cold_start.py
 	$(BIN)/python bench/drill.py

@@ -54,7 +54,8 @@ def make_worker_starter(config: AppConfig, tasks: TaskRegistry) -> Callable[[Pat
     def start(model_dir: Path | None = None) -> WorkerProcess:
         model_dir = Path(model_dir or config.resolved_model_dir).resolve()
         check_model_dir(model_dir)  # a missing model is named here, without starting a process for it
-        return WorkerProcess(WorkerSpec(model_dir, tasks, engine_config, config.dtype, config.device)).start()
+        return WorkerProcess(WorkerSpec(model_dir, tasks, engine_config, config.backend, config.precision,
+                                        config.device)).start()
 
     return start
 

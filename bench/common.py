@@ -36,13 +36,14 @@ def header(title: str) -> None:
     print(f"# {title}  ({time.strftime('%Y-%m-%d %H:%M')} UTC, {machine()})", flush=True)
 
 
-def load_engine(model_dir: Path | None = None, dtype: str = "auto", **config):
+def load_engine(model_dir: Path | None = None, precision: str = "auto", **config):
+    """An in-process engine on the torch backend (no worker process): what the model itself costs."""
+    from engine.backends import open_backend
     from engine.engine import Engine, EngineConfig
-    from engine.loader import load_model
     from engine.tasks import load_tasks
 
-    handle = load_model(model_dir or REPO / "models" / "current", dtype=dtype)
-    return Engine(handle, load_tasks(), EngineConfig(**config)).start()
+    backend = open_backend("torch", model_dir or REPO / "models" / "current", precision=precision)
+    return Engine(backend, load_tasks(), EngineConfig(**config)).start()
 
 
 def percentile(values: list[float], q: float) -> float:

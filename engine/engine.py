@@ -1,8 +1,10 @@
-"""The engine: one loaded model, many tasks, one worker thread.
+"""The engine: the scheduler that drives one backend (one loaded model) for many tasks.
 
-The concurrency rule, in one place:
+It never imports torch: the model, its tokenizer and caches live behind the
+seam in ``engine.backend``. The concurrency rule, in one place:
 
-    Only the engine's worker thread touches the model and the tokenizer.
+    Only the engine's worker thread touches the model (the backend's model
+    calls; ``encode`` and ``render`` are safe from any thread).
     Everyone else (UI handlers, API calls, self-tests) submits a job and
     waits for its result. The worker loops:
 
@@ -12,7 +14,8 @@ The concurrency rule, in one place:
       3. admit waiting chats while fewer than ``max_active_chats`` run, at
          most ``ADMIT_PER_ROUND`` per round (build the prompt, prefill it alone);
       4. advance every active chat by one token in ONE forward pass
-         (``DecodeBatch``: the chats' KV caches as one padded batch).
+         (``Backend.step``: the torch backend keeps the chats' KV caches as
+         one padded batch).
 
     So a classification waits at most one decode step plus one prefill,
     however many chats run; decode steps are bound by reading the weights,
@@ -42,18 +45,16 @@ from typing import Callable, Protocol, Sequence
 
 from loguru import logger
 
-from engine.classify import LabelScorer
+from engine.backend import Backend
+from engine.chat import ChatStream
 from engine.errors import (
     AllInOneError,
     Busy,
     InferenceFailed,
-    InferenceTimeout,
     InvalidInput,
     ModelUnavailable,
     Superseded,
 )
-from engine.generate import ChatStream, DecodeBatch, stop_token_ids
-from engine.loader import ModelHandle
 from engine.prompts import Message, fit_conversation, validate_history
 from engine.replies import ReplyStream
 from engine.tasks import ClassifyTask, GenerateTask, TaskRegistry
@@ -64,7 +65,6 @@ from engine.types import (
     ClassifyRequest,
     ClassifyResult,
     EngineConfig,
-    Fault,
     InferenceCalls,
     Request,
     TaskInfo,
@@ -112,102 +112,6 @@ class _ChatJob:
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
-ENGINE_FAULTS = (Fault.NAN_WEIGHTS, Fault.HANG, Fault.ERROR)
-
-
-class _Faults:
-    """Drill faults, armed from any thread and applied by the worker between steps."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._poison_model = None
-        self._hang = False
-        self._errors = 0
-
-    def arm(self, kind: Fault | str, model) -> None:
-        if kind not in ENGINE_FAULTS:
-            raise InvalidInput(f"Unknown fault {kind!r}; the engine applies: {', '.join(ENGINE_FAULTS)}.")
-        with self._lock:
-            if kind == Fault.NAN_WEIGHTS:
-                self._poison_model = model
-            elif kind == Fault.HANG:
-                self._hang = True
-            else:
-                self._errors = 3
-
-    def before_step(self, closing: threading.Event) -> AllInOneError | None:
-        """Apply armed faults; returns the error this step's work must fail with, if any."""
-        with self._lock:
-            model, self._poison_model = self._poison_model, None
-            hang, self._hang = self._hang, False
-            fail = self._errors > 0
-            self._errors = max(self._errors - 1, 0)
-        if model is not None:
-            import torch
-
-            with torch.no_grad():
-                for param in model.parameters():
-                    param.fill_(float("nan"))
-        if hang:
-            closing.wait()  # blocks this worker until the engine is closed (its process killed)
-            return InferenceTimeout()  # the hung work is abandoned with a timeout, never served late
-        return InferenceFailed("Injected fault: this inference failed.") if fail else None
-
-
-class _OwnWeights:
-    """Copies the weights off the model files into one region of the worker's own memory.
-
-    transformers maps safetensors files into memory, so the loaded weights *are*
-    the store's file pages: a file overwritten in place would change the running
-    model under its requests (NaN at best, quietly wrong answers at worst), and a
-    truncated one would crash it. A thread copies them (reading file pages while
-    the model reads them too is safe) once the engine is ready, so the start
-    does not wait the second or two it takes; the engine's own thread then swaps
-    every tensor to its copy at once, between two steps (``swap_when_copied``).
-    One region, swapped at once: copying and swapping tensor by tensor while
-    serving left the process 0.5 GB larger under traffic. The price: the whole
-    embedding table is resident, where only the rows of tokens seen were (about
-    0.5 GB more for the fp32 default model).
-    """
-
-    def __init__(self, model) -> None:
-        self._tensors = list(model.parameters()) + [b for b in model.buffers() if b.numel() > 1024]
-        self._copies: list | None = None
-        self._copied = threading.Event()
-
-    def start_copying(self) -> None:
-        threading.Thread(target=self._copy, name="own-weights", daemon=True).start()
-
-    def _copy(self) -> None:
-        import mmap
-
-        import torch
-
-        try:
-            # Private: the worker's own pages (counted as anonymous memory, as the memory rule expects).
-            region = mmap.mmap(-1, sum(t.numel() * t.element_size() for t in self._tensors),
-                               flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-            copies, offset = [], 0
-            for tensor in self._tensors:
-                own = torch.frombuffer(region, dtype=tensor.dtype, count=tensor.numel(), offset=offset)
-                copies.append(own.view(tensor.shape).copy_(tensor.data))  # the region lives while a view does
-                offset += tensor.numel() * tensor.element_size()
-            self._copies = copies
-        except Exception:  # the model still works from the files: say so, and serve from them
-            logger.opt(exception=True).error("copying the weights off the model files failed; serving from them")
-        self._copied.set()
-
-    def swap_when_copied(self) -> None:
-        """Called by the engine's thread between steps: point every tensor at its copy, once."""
-        if self._copies is None or not self._copied.is_set():
-            return
-        for tensor, own in zip(self._tensors, self._copies):
-            tensor.data = own
-        self._copies = None
-        self._tensors = []
-        logger.info("the weights are in the worker's own memory now, off the model files")
-
-
 class Engine(InferenceCalls):
     """Answers classify and generate requests on one model; see the module doc for the rule.
 
@@ -216,30 +120,25 @@ class Engine(InferenceCalls):
     process publishes it so the web process can tell a hang from the outside.
     """
 
-    def __init__(self, handle: ModelHandle, tasks: TaskRegistry, config: EngineConfig = EngineConfig(),
+    def __init__(self, backend: Backend, tasks: TaskRegistry, config: EngineConfig = EngineConfig(),
                  on_beat: Callable[[], None] | None = None) -> None:
-        self.handle = handle
+        self.backend = backend
         self.tasks = tasks
         self.config = config
         self._inbox: queue.Queue = queue.Queue()
         self._pending: list[_ClassifyJob] = []
         self._waiting: list[_ChatJob] = []
         self._active: list[_ChatJob] = []
-        self._scorers: dict[str, LabelScorer] = {}
-        self._batch: DecodeBatch | None = None  # built by the worker at warm-up
         self._sessions: dict[str, _ChatJob] = {}  # session -> its unfinished chat (under _counts_lock)
-        self._stop_ids: frozenset[int] = frozenset()
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
-        self._worker = threading.Thread(target=self._run, name=f"model-worker[{handle.label}]", daemon=True)
+        self._worker = threading.Thread(target=self._run, name=f"model-worker[{backend.info.label}]", daemon=True)
         self._counts_lock = threading.Lock()
         self._queued_texts = 0
         self._queued_chats = 0
         self._step_started: float | None = None
-        self._faults = _Faults()
         self._on_beat = on_beat or (lambda: None)
-        self._weights = _OwnWeights(handle.model)
 
     # ----- lifecycle -------------------------------------------------------
 
@@ -249,7 +148,7 @@ class Engine(InferenceCalls):
         if not self._ready.wait(timeout):
             raise ModelUnavailable("The model took too long to warm up.")
         if self._startup_error is not None:
-            raise ModelUnavailable(f"Warming up {self.handle.label} failed: {self._startup_error}") from (
+            raise ModelUnavailable(f"Warming up {self.backend.info.label} failed: {self._startup_error}") from (
                 self._startup_error
             )
         return self
@@ -283,20 +182,15 @@ class Engine(InferenceCalls):
         started = self._step_started
         return 0.0 if started is None else time.monotonic() - started
 
-    def inject_fault(self, kind: Fault | str) -> None:
-        """Fault drills (``--fault-injection`` only), applied by the worker before its next step
-        (see ``Fault``)."""
-        self._faults.arm(kind, self.handle.model)
-
     # ----- the public interface -------------------------------------------
 
     @property
     def model_label(self) -> str:
-        return self.handle.label
+        return self.backend.info.label
 
     @property
     def model_path(self):
-        return self.handle.path
+        return self.backend.info.path
 
     def task_infos(self) -> list[TaskInfo]:
         return self.tasks.infos()
@@ -406,19 +300,15 @@ class Engine(InferenceCalls):
             self._ready.set()
             return
         self._ready.set()
-        self._weights.start_copying()
+        self.backend.on_ready()
         while not self._closing.is_set():
             self._on_beat()
-            self._weights.swap_when_copied()
+            self.backend.between_steps()
             try:
                 self._take_jobs(block=not (self._pending or self._waiting or self._active))
                 if not (self._pending or self._waiting or self._active):
                     continue
                 self._step_started = time.monotonic()
-                injected = self._faults.before_step(self._closing)
-                if injected is not None:
-                    self._fail_all(injected)
-                    continue
                 if self._pending:
                     self._classify_round()
                 self._admit_chats()
@@ -430,26 +320,10 @@ class Engine(InferenceCalls):
         self._fail_all(ModelUnavailable())
 
     def _warm_up(self) -> None:
-        handle = self.handle
-        self._stop_ids = stop_token_ids(handle.model, handle.tokenizer)
-        self._batch = DecodeBatch(handle.model)
-        for task in self.tasks.of_kind("classify"):
-            self._scorers[task.name] = LabelScorer(
-                handle.model, handle.tokenizer, task, self._render, self.config.max_input_tokens
-            )
-
-    def _render(self, messages: list[Message], add_generation_prompt: bool) -> str:
-        return self.handle.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=add_generation_prompt
-        )
-
-    def _encode(self, text: str) -> list[int]:
-        # The Rust tokenizer itself: thread-safe (admission tokenizes on the caller's thread while
-        # this worker decodes), and without the Python wrapper's per-call bookkeeping.
-        return self.handle.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+        self.backend.prepare(self.tasks.of_kind("classify"), self.config.max_input_tokens)
 
     def _count(self, messages: list[Message]) -> int:
-        return len(self._encode(self._render(messages, True)))
+        return len(self.backend.encode(self.backend.render(messages, True)))
 
     @functools.cached_property
     def _turn_overhead(self) -> int:
@@ -464,12 +338,12 @@ class Engine(InferenceCalls):
         fitted = fit_conversation(
             spec.system_prompt, history, message, self.config.context_tokens,
             count_tokens=self._count,
-            truncate_text=lambda text, n: self.handle.tokenizer.decode(self._encode(text)[:n]),
-            message_tokens=lambda m: len(self._encode(m["content"])) + self._turn_overhead,
+            truncate_text=lambda text, n: self.backend.decode(self.backend.encode(text)[:n]),
+            message_tokens=lambda m: len(self.backend.encode(m["content"])) + self._turn_overhead,
         )
         notices = tuple(name for name, on in ((NOTICE_HISTORY_TRIMMED, fitted.dropped_messages),
                                               (NOTICE_INPUT_TRUNCATED, fitted.truncated)) if on)
-        return self._encode(self._render(fitted.messages, True)), notices
+        return self.backend.encode(self.backend.render(fitted.messages, True)), notices
 
     def _take_jobs(self, block: bool) -> None:
         try:
@@ -507,10 +381,9 @@ class Engine(InferenceCalls):
             return
         texts = [t for job in batch for t in job.texts]
         try:
-            scorer = self._scorers[task.name]
             scored = []
             for start in range(0, len(texts), self.config.max_batch):
-                scored.extend(scorer.score(texts[start : start + self.config.max_batch]))
+                scored.extend(self.backend.score(task.name, texts[start : start + self.config.max_batch]))
         except Exception as exc:
             error = exc if isinstance(exc, AllInOneError) else InferenceFailed()
             if not isinstance(exc, AllInOneError):
@@ -539,7 +412,6 @@ class Engine(InferenceCalls):
             except Exception as exc:
                 self._chat_failed(job, exc)
                 continue
-            self._batch.add(job.stream)
             self._active.append(job)
             admitted += 1
 
@@ -554,40 +426,37 @@ class Engine(InferenceCalls):
             updates=job.updates,
             cancelled=job.cancelled,
         )
-        stream.start(self.handle.model)
+        stream.start(self.backend)
         return stream
 
     def _decode_round(self) -> None:
         """Each active chat picks its next token; then one forward pass feeds them all."""
-        tokens: dict[ChatStream, int] = {}
+        tokens: dict[object, int] = {}
         for job in list(self._active):
             try:
-                token = None if job.cancelled.is_set() else job.stream.choose(self.handle.tokenizer, self._stop_ids)
+                token = None if job.cancelled.is_set() else job.stream.choose(self.backend)
             except Exception as exc:
                 self._chat_failed(job, exc)
                 continue
             if token is None:
                 self._end_chat(job)
             else:
-                tokens[job.stream] = token
+                tokens[job.stream.sequence] = token
         if not tokens:
             return
         try:
-            logits = self._batch.feed([tokens[stream] for stream in self._batch.streams])
+            self.backend.step(tokens)
         except Exception as exc:  # NaN/inf or a broken model: every chat in the step fails, none gets garbage
             for job in list(self._active):
                 self._chat_failed(job, exc)
-            return
-        for stream, row in zip(self._batch.streams, logits):
-            stream.next_logits = row
+            self.backend.reset()
 
     def _end_chat(self, job: _ChatJob) -> None:
         """Take a chat out of the batch and free its cache and slot."""
         if job in self._active:
             self._active.remove(job)
-            self._batch.remove(job.stream)
         if job.stream is not None:
-            job.stream.release()
+            job.stream.release(self.backend)
         self._chat_finished(job)
 
     def _chat_failed(self, job: _ChatJob, exc: Exception) -> None:
@@ -613,7 +482,6 @@ class Engine(InferenceCalls):
                 job.sink.put(error)
         chats = self._waiting + self._active
         self._pending, self._waiting, self._active = [], [], []
-        if self._batch is not None:  # dropped whole, not row by row: every chat in it fails
-            self._batch = DecodeBatch(self.handle.model)
+        self.backend.reset()  # dropped whole, not row by row: every chat in it fails
         for job in chats:
             self._chat_failed(job, error)

@@ -51,7 +51,8 @@ class WorkerSpec:
     model_dir: Path
     tasks: TaskRegistry
     engine: EngineConfig = EngineConfig()
-    dtype: str = "auto"
+    backend: str = "auto"
+    precision: str = "auto"
     device: str = "cpu"
 
 
@@ -61,7 +62,8 @@ class WorkerInfo:
 
     label: str  # name@version
     path: Path  # the version directory really loaded (the link resolved once)
-    dtype: str
+    precision: str
+    precision_reason: str
     device: str
     load_seconds: float
     pid: int

@@ -2,8 +2,9 @@
 
 Rules: ``local_files_only=True`` and the hub switched off before transformers
 is imported, so a missing model is a clear ``ModelNotFound`` naming the path
-and the install command, never a download. The dtype is chosen per device by
-measurement (``docs/benchmarks.md``): fp32 on this CPU, bf16 on CUDA.
+and the install command, never a download. The weights' format (fp32, bf16,
+int8) is chosen by ``engine.precision`` and made here, so nothing after the
+loader depends on it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import ModelNotFound, ModelUnavailable
+from engine.precision import Precision, choose, quantize_int8, torch_dtype
 
 __all__ = ["ModelHandle", "load_model", "describe_model_dir", "model_dir_problems", "check_model_dir", "INSTALL_HINT"]
 
@@ -33,9 +35,11 @@ class ModelHandle:
     name: str
     version: str
     path: Path
-    dtype: str
+    precision: str  # fp32, bf16 or int8
+    precision_reason: str
     device: str
     load_seconds: float
+    weights_in_files: bool  # the weights are still the model files' pages (fp32 and bf16 safetensors, mapped)
 
     @property
     def label(self) -> str:
@@ -110,20 +114,7 @@ def check_model_dir(model_dir: Path) -> None:
         raise ModelNotFound(f"{model_dir} is not a usable model directory: {'; '.join(problems)}. {INSTALL_HINT}")
 
 
-def _pick_dtype(requested: str, device: str):
-    import torch
-
-    if requested == "auto":
-        # Measured (bench/dtype_speed.py): on CPUs without bf16 matrix units fp32
-        # is faster than bf16; on CUDA bf16 halves memory at no cost in speed.
-        requested = "bfloat16" if device.startswith("cuda") else "float32"
-    try:
-        return getattr(torch, requested), requested
-    except AttributeError:
-        raise ModelUnavailable(f"Unknown dtype {requested!r}; use auto, float32, bfloat16 or float16.") from None
-
-
-def load_model(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> ModelHandle:
+def load_model(model_dir: Path, precision: str = "auto", device: str = "cpu") -> ModelHandle:
     """Load tokenizer and causal LM from ``model_dir``; every failure is a ``ModelUnavailable``."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -131,21 +122,25 @@ def load_model(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> Mod
     # files, and the handle names the version really loaded.
     model_dir = Path(model_dir).resolve()
     check_model_dir(model_dir)
+    try:
+        choice = choose(precision, device)
+    except ValueError:
+        raise ModelUnavailable(f"Unknown precision {precision!r}; use auto, fp32, bf16 or int8.") from None
     started = time.monotonic()
     try:
-        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-        torch_dtype, dtype_name = _pick_dtype(dtype, device)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
         if not getattr(tokenizer, "chat_template", None):
             raise ModelNotFound(f"{model_dir} has no chat template; a chat model is needed. {INSTALL_HINT}")
         model = AutoModelForCausalLM.from_pretrained(
-            model_dir, dtype=torch_dtype, low_cpu_mem_usage=True, local_files_only=True
+            model_dir, dtype=torch_dtype(choice.precision), low_cpu_mem_usage=True, local_files_only=True
         )
         model.to(device).eval()
+        if choice.precision is Precision.INT8:
+            quantize_int8(model)
     except ModelUnavailable:
         raise
     except Exception as exc:  # translate library errors at the boundary
@@ -157,7 +152,24 @@ def load_model(model_dir: Path, dtype: str = "auto", device: str = "cpu") -> Mod
         name=name,
         version=version,
         path=model_dir,
-        dtype=dtype_name,
+        precision=choice.precision.value,
+        precision_reason=choice.reason,
         device=device,
         load_seconds=time.monotonic() - started,
+        weights_in_files=choice.precision is not Precision.INT8 and _stored_as(model_dir, choice.precision),
     )
+
+
+def _stored_as(model_dir: Path, precision: Precision) -> bool:
+    """Whether the safetensors files hold this format already (then transformers maps them, no copy)."""
+    wanted = {Precision.FP32: "F32", Precision.BF16: "BF16"}[precision]
+    for path in model_dir.glob("*.safetensors"):
+        try:
+            with open(path, "rb") as f:
+                (header_len,) = struct.unpack("<Q", f.read(8))
+                header = json.loads(f.read(header_len))
+        except (OSError, ValueError, struct.error):
+            return True  # cannot tell: assume mapped, so the worker copies (the safe side)
+        if any(t.get("dtype") != wanted for k, t in header.items() if k != "__metadata__"):
+            return False
+    return True

@@ -35,7 +35,10 @@ from multiprocessing.connection import Connection
 
 from loguru import logger
 
+from engine.backends import open_backend
+from engine.engine import Engine
 from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
+from engine.faults import FaultyBackend
 from engine.ipc import Op, WorkerInfo, WorkerSpec
 from engine.types import ChatUpdate, Fault
 
@@ -102,20 +105,18 @@ def _forward_logs(outbox: _Outbox) -> None:
     logger.add(sink, level="INFO", format="{message}", backtrace=False, diagnose=False)
 
 
-def _load(spec: WorkerSpec, beat):
-    from engine.engine import Engine
-    from engine.loader import load_model
-
-    handle = load_model(spec.model_dir, dtype=spec.dtype, device=spec.device)
+def _load(spec: WorkerSpec, beat) -> tuple[Engine, FaultyBackend]:
+    backend = FaultyBackend(open_backend(spec.backend, spec.model_dir, spec.precision, spec.device))
     on_beat = lambda: struct.pack_into("d", beat, 0, time.monotonic())  # noqa: E731
-    engine = Engine(handle, spec.tasks, spec.engine, on_beat=on_beat).start()
+    engine = Engine(backend, spec.tasks, spec.engine, on_beat=on_beat).start()
     on_beat()
-    logger.info("worker {} loaded {} ({}, {}) in {:.1f} s", os.getpid(), handle.label, handle.dtype, handle.device,
-                handle.load_seconds)
-    return engine
+    info = backend.info
+    logger.info("worker {} loaded {} in {} ({}) on {} in {:.1f} s", os.getpid(), info.label, info.precision,
+                info.precision_reason, info.device, info.load_seconds)
+    return engine, backend
 
 
-def _serve(conn, engine, outbox: _Outbox) -> None:
+def _serve(conn, engine: Engine, backend: FaultyBackend, outbox: _Outbox) -> None:
     jobs: dict[int, threading.Event] = {}
     while True:
         try:
@@ -142,7 +143,7 @@ def _serve(conn, engine, outbox: _Outbox) -> None:
             if message[1] == Fault.EXIT:
                 os._exit(1)  # as a crash would: no goodbye, no cleanup
             try:
-                engine.inject_fault(message[1])
+                backend.arm(message[1])
             except AllInOneError as exc:
                 logger.error("worker: fault drill refused: {}", exc)
         elif op is Op.STOP:
@@ -157,7 +158,7 @@ def run(conn, spec: WorkerSpec, beat) -> None:
     outbox = _Outbox(conn)
     _forward_logs(outbox)
     try:
-        engine = _load(spec, beat)
+        engine, backend = _load(spec, beat)
     except Exception as exc:
         error = exc if isinstance(exc, AllInOneError) else ModelUnavailable(f"Loading the model failed: {exc}")
         if not isinstance(exc, AllInOneError):
@@ -165,11 +166,11 @@ def run(conn, spec: WorkerSpec, beat) -> None:
         outbox.send((Op.FAILED, error))
         outbox.close()
         return
-    handle = engine.handle
-    outbox.send((Op.READY, WorkerInfo(handle.label, handle.path, handle.dtype, handle.device,
-                                      handle.load_seconds, os.getpid())))
+    info = backend.info
+    outbox.send((Op.READY, WorkerInfo(info.label, info.path, info.precision, info.precision_reason, info.device,
+                                      info.load_seconds, os.getpid())))
     try:
-        _serve(conn, engine, outbox)
+        _serve(conn, engine, backend, outbox)
     finally:
         outbox.close()
 

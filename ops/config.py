@@ -20,6 +20,8 @@ __all__ = ["AppConfig", "load_config", "build_parser", "ENV_PREFIX", "LOCAL_HOST
 
 ENV_PREFIX = "ALLINONE_"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
+BACKENDS = ("auto", "torch")  # llama.cpp comes as an optional extra (its own issue)
+PRECISIONS = ("auto", "fp32", "bf16", "int8")  # engine.precision.Precision, without importing the engine
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -30,7 +32,8 @@ class AppConfig:
     models_root: Path = REPO_ROOT / "models"
     model_dir: Path | None = None  # default: <models_root>/current
     tasks_file: Path | None = None  # default: engine/tasks.toml
-    dtype: str = "auto"
+    backend: str = "auto"
+    precision: str = "auto"
     device: str = "cpu"
     auth: str | None = None  # "user:password"
     no_auth: bool = False
@@ -85,7 +88,9 @@ _HELP = {
     "models_root": "the model store (models/<name>@<version>, current, previous)",
     "model_dir": "serve this model directory instead of <models-root>/current",
     "tasks_file": "task registry (TOML); default engine/tasks.toml",
-    "dtype": "auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16 or float16",
+    "backend": "model runtime: auto or torch (transformers + torch)",
+    "precision": "weight format: auto (the fastest that keeps the answers on this CPU, see docs/benchmarks.md), "
+                 "fp32, bf16 or int8",
     "device": "cpu or cuda",
     "auth": "user:password required to use the UI and API",
     "no_auth": "allow binding to a non-local address without --auth",
@@ -218,5 +223,9 @@ def _validate(config: AppConfig) -> None:
     for url in config.peer_urls:
         if not url.startswith(("http://", "https://")):
             raise ConfigError(f"--peers: {url!r} is not an http(s) URL.")
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"--backend {config.backend!r}: choose one of {', '.join(BACKENDS)}.")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"--precision {config.precision!r}: choose one of {', '.join(PRECISIONS)}.")
     if config.context_tokens < 32:
         raise ConfigError("--context-tokens must be at least 32.")

@@ -75,6 +75,7 @@ class HealthSnapshot:
     consecutive_failures: int
     started_at: float
     worker_pid: int | None = None
+    precision: tuple[str, str] | None = None  # the serving weights' format, and why that one
     # A standing problem that needs an operator while the service still answers rightly: the
     # serving version's files are damaged or gone and no good version is left to go back to.
     degraded: str | None = None
@@ -93,6 +94,7 @@ class HealthSnapshot:
             "consecutive_failures": self.consecutive_failures,
             "uptime_s": round(now - self.started_at, 1),
             "worker_pid": self.worker_pid,
+            "precision": None if self.precision is None else dict(zip(("format", "reason"), self.precision)),
             "degraded": self.degraded,
         }
 
@@ -139,9 +141,10 @@ class Readiness:
             self._changed.wait_for(lambda: self._snapshot.state in (State.READY, State.FAILED), timeout)
             return self._snapshot
 
-    def set_ready(self, model: str | None, self_test: SelfTestResult, worker_pid: int | None) -> None:
+    def set_ready(self, model: str | None, self_test: SelfTestResult, worker_pid: int | None,
+                  precision: tuple[str, str] | None = None) -> None:
         self.update(state=State.READY, model=model, reason=None, last_self_test=self_test,
-                    consecutive_failures=0, worker_pid=worker_pid, degraded=None)
+                    consecutive_failures=0, worker_pid=worker_pid, precision=precision, degraded=None)
 
     def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
         result = SelfTestResult(passed, time.time(), round(duration_s, 3), detail)

@@ -28,6 +28,7 @@ class WorkerHandle(Protocol):
 
     model_label: str | None
     model_path: Path | None
+    precision: tuple[str, str] | None  # the weights' format and why that one, once loaded
     pid: int | None
 
     def task_infos(self) -> list[TaskInfo]: ...

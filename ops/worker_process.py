@@ -187,6 +187,10 @@ class WorkerProcess(InferenceCalls):
     def model_path(self) -> Path | None:
         return None if self.info is None else Path(self.info.path)
 
+    @property
+    def precision(self) -> tuple[str, str] | None:
+        return None if self.info is None else (self.info.precision, self.info.precision_reason)
+
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None and not self._lost.is_set()
 

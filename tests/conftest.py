@@ -21,6 +21,9 @@ from tests.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
+# The weight format every engine and app of a test run uses: fp32 (the reference) unless the run
+# says otherwise; `make test` runs the model-facing tests again in the format `auto` picks here.
+TEST_PRECISION = os.environ.get("ALLINONE_TEST_PRECISION", "fp32")
 
 
 @pytest.fixture(scope="session")
@@ -39,15 +42,18 @@ def tasks():
 def tiny_handle(tiny_model_dir):
     from engine.loader import load_model
 
-    return load_model(tiny_model_dir)
+    return load_model(tiny_model_dir, precision=TEST_PRECISION)
 
 
 def make_engine(handle, tasks, **overrides):
+    """An engine on the torch backend, wrapped for fault drills as the worker wraps it."""
+    from engine.backends.torch_backend import TorchBackend
     from engine.engine import Engine, EngineConfig
+    from engine.faults import FaultyBackend
 
     settings = dict(max_new_tokens=12, request_timeout_s=30.0)
     settings.update(overrides)
-    return Engine(handle, tasks, EngineConfig(**settings)).start()
+    return Engine(FaultyBackend(TorchBackend(handle)), tasks, EngineConfig(**settings)).start()
 
 
 @pytest.fixture(scope="session")
@@ -85,7 +91,7 @@ def wrong_tiny_model_dir(tiny_probes_file, tasks, tmp_path_factory) -> Path:
     probes = load_probes(tiny_probes_file)
     for seed in range(1, 20):
         path = build_tiny_model(tmp_path_factory.mktemp("wrong") / "tiny-qwen2@wrong", seed=seed)
-        engine = make_engine(load_model(path), tasks)
+        engine = make_engine(load_model(path, precision=TEST_PRECISION), tasks)
         try:
             probes.run(engine)
         except ModelUnavailable:
@@ -105,7 +111,8 @@ class LiveApp:
                  env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALLINONE_")}, **(env or {})}
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALLINONE_")},
+               "ALLINONE_PRECISION": TEST_PRECISION, **(env or {})}
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--port", str(self.port), *args],

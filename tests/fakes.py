@@ -20,6 +20,7 @@ __all__ = ["FakeWorker", "wait_for"]
 class FakeWorker:
     model_label = "fake@1"
     model_path: Path | None = None
+    precision = ("fp32", "fake")
     pid = None
 
     def __init__(self, path: Path | None = None):

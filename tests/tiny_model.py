@@ -34,6 +34,9 @@ _CORPUS = [
 ]
 
 
+_LABEL_WORDS = ["positive", "negative", "Positive", "Negative"]  # each as a line: no space before it
+
+
 def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
     """Write a loadable tiny chat model to ``out_dir`` and return it."""
     import torch
@@ -50,7 +53,9 @@ def build_tiny_model(out_dir: Path, seed: int = 0) -> Path:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    bpe.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    # The label words, often enough to be one token each, as they are in Qwen's own vocabulary: a
+    # label's score is its whole token sequence, and random weights would favour the shorter label.
+    bpe.train_from_iterator(_CORPUS * 4 + _LABEL_WORDS * 40, trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=bpe,
         eos_token="<|im_end|>",

@@ -83,6 +83,9 @@ def summary_markdown(snapshot: dict) -> str:
     lines.append(f"- **Uptime / 运行时间**: {snapshot.get('uptime_s', 0):.0f} s")
     if snapshot.get("worker_pid"):
         lines.append(f"- **Worker process / 工作进程**: pid {snapshot['worker_pid']}")
+    if snapshot.get("precision"):
+        precision = snapshot["precision"]
+        lines.append(f"- **Weights / 权重格式**: {precision['format']} ({precision['reason']})")
     return "\n".join(lines)
 
 

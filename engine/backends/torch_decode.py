@@ -1,7 +1,7 @@
-"""Chat decoding primitives: ``prefill``, ``sample`` and the ``DecodeBatch``.
+"""The torch backend's chat decoding: ``prefill``, ``sample`` and the ``DecodeBatch``.
 
-A ``ChatStream`` is one request's decoding state (the tokens so far, its
-limits). A ``DecodeBatch`` holds the KV caches of all active streams and
+A ``TorchSequence`` is one chat's state here (its KV cache, its next
+logits). A ``DecodeBatch`` holds the KV caches of all running sequences and
 advances them together, one token each per forward pass, so several chats
 share each decode step and classification batches run between steps (see the
 scheduling rule in ``engine.engine``). Greedy by default: the same request
@@ -10,18 +10,13 @@ always gets the same answer, alone or in a batch.
 
 from __future__ import annotations
 
-import queue
-import threading
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 from engine.errors import InvalidOutput
-from engine.prompts import safe_stream_text
-from engine.types import FINISH_LENGTH, FINISH_STOP, FINISH_TIME_LIMIT, ChatUpdate
 
-__all__ = ["ChatStream", "DecodeBatch", "prefill", "sample", "stop_token_ids"]
+__all__ = ["TorchSequence", "DecodeBatch", "prefill", "sample", "stop_token_ids"]
 
 
 def stop_token_ids(model, tokenizer) -> frozenset[int]:
@@ -59,61 +54,19 @@ def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator 
 
 
 @dataclass(eq=False)
-class ChatStream:
-    """One chat request being decoded. The worker writes, the caller reads ``updates``.
+class TorchSequence:
+    """One chat's decoding state in the torch backend: its KV cache until a ``DecodeBatch``
+    takes it over, the logits of its next token, and its own random generator."""
 
-    ``start`` runs the prompt alone and keeps its KV cache; from then on the
-    stream lives in a ``DecodeBatch`` that feeds all active streams' tokens in
-    one forward pass. ``choose`` picks and publishes the next token.
-    """
-
-    prompt_ids: list[int]
-    max_new_tokens: int
     temperature: float
-    deadline: float
-    notices: tuple[str, ...]
-    seed: int = 0
-    updates: queue.Queue = field(default_factory=queue.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    generated: list[int] = field(default_factory=list)
-    text: str = ""
-    cache: object = None  # this stream's own KV cache, until a DecodeBatch takes it over
-    next_logits: torch.Tensor | None = None
     generator: torch.Generator | None = None
+    cache: object = None
+    next_logits: torch.Tensor | None = None
 
-    def start(self, model) -> None:
-        if self.temperature > 0:
-            self.generator = torch.Generator().manual_seed(self.seed)
-        self.cache, self.next_logits = prefill(model, self.prompt_ids)
-
-    def choose(self, tokenizer, stop_ids: frozenset[int]) -> int | None:
-        """Pick the next token and publish the new text. Returns the token to feed back, or
-        None when the answer is finished (stop token, length or time limit)."""
-        token = sample(self.next_logits, self.temperature, self.generator)
-        finish = None
-        if token in stop_ids:
-            finish = FINISH_STOP
-        else:
-            self.generated.append(token)
-            if len(self.generated) >= self.max_new_tokens:
-                finish = FINISH_LENGTH
-            elif time.monotonic() >= self.deadline:
-                finish = FINISH_TIME_LIMIT
-        text = tokenizer.decode(self.generated, skip_special_tokens=True)
-        if finish is None:
-            text = safe_stream_text(text)
-        delta, self.text = text[len(self.text):], text
-        self.publish(ChatUpdate(text, delta, finish is not None, finish, self.notices, len(self.generated)))
-        if finish is not None:
-            self.release()
-            return None
-        return token
-
-    def publish(self, update: ChatUpdate | BaseException) -> None:
-        self.updates.put(update)
+    def next_token(self) -> int:
+        return sample(self.next_logits, self.temperature, self.generator)
 
     def release(self) -> None:
-        """Drop the KV cache as soon as the stream ends, not when the caller lets go."""
         self.cache = None
         self.next_logits = None
 
@@ -134,7 +87,7 @@ class DecodeBatch:
 
     def __init__(self, model) -> None:
         self.model = model
-        self.streams: list[ChatStream] = []
+        self.streams: list[TorchSequence] = []
         self._layers: list[tuple[torch.Tensor, torch.Tensor]] = []  # per layer: keys, values [B, heads, width, dim]
         self._pads: list[int] = []
         self._width = 0
@@ -142,7 +95,7 @@ class DecodeBatch:
     def __len__(self) -> int:
         return len(self.streams)
 
-    def add(self, stream: ChatStream) -> None:
+    def add(self, stream: TorchSequence) -> None:
         """Take over a started stream's own cache."""
         layers = [(layer.keys, layer.values) for layer in stream.cache.layers]
         stream.cache = None
@@ -161,7 +114,7 @@ class DecodeBatch:
             self._pads.append(extra)
         self.streams.append(stream)
 
-    def remove(self, stream: ChatStream) -> None:
+    def remove(self, stream: TorchSequence) -> None:
         index = self.streams.index(stream)
         del self.streams[index]
         del self._pads[index]

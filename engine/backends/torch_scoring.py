@@ -1,4 +1,4 @@
-"""Classification by label scoring: one forward pass, no text generation.
+"""The torch backend's classification by label scoring: one forward pass, no text generation.
 
 For a classify task the prompt is split into a fixed prefix (instruction and
 few-shot turns, see ``engine.prompts.split_classify_prompt``) and a per-request
@@ -8,23 +8,29 @@ suffixes only (right-padded: under the causal mask a real token never sees the
 padding after it) and applies the output layer to one hidden state per row and
 only to the label tokens, not the 150k-word vocabulary.
 
-Each label is scored by the log-sum-exp of its first tokens (the label and its
-aliases, e.g. ``positive``/``Positive``); the answer is the arg-max of a
-softmax over labels. It is always one of the labels and deterministic; the
-input text can change the scores but not the set of possible answers.
+Each label is scored by its whole token sequence: a spelling ``t1 t2 ... tn``
+scores ``logit(t1) + log p(t2 | t1) + ... + log p(tn | t1..tn-1)`` (the first
+token's logit stands for its log-probability: every spelling's first token is
+predicted at the same position, so they share the normaliser), and a label
+is the log-sum-exp of its spellings (the label and its aliases, e.g.
+``positive``/``Positive``). One-token spellings cost nothing more than the
+one forward pass; longer ones (``very positive`` / ``very negative``) add one
+pass over the suffixes followed by each spelling's tokens. The answer is the
+arg-max of a softmax over labels. It is always one of the labels and
+deterministic; the input text can change the scores but not the set of
+possible answers.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from engine.backend import Scored
 from engine.errors import ConfigError, InvalidOutput
 from engine.prompts import RenderChat, split_classify_prompt
 from engine.tasks import ClassifyTask
 
-__all__ = ["LabelScorer", "Scored"]
+__all__ = ["LabelScorer"]
 
 MAX_TOKENS_PER_FORWARD = 1024  # padded suffix tokens in one forward pass
 
@@ -43,12 +49,12 @@ def _length_groups(lengths: list[int], budget: int = MAX_TOKENS_PER_FORWARD) -> 
     return groups
 
 
-@dataclass(frozen=True)
-class Scored:
-    label: str
-    confidence: float
-    scores: dict[str, float]
-    truncated: bool
+def _output_rows(head, rows: list[int]) -> torch.Tensor:
+    """fp32 rows of the output layer, whatever its weights' format (quantized layers dequantized)."""
+    weight = head.weight() if callable(head.weight) else head.weight  # torch's quantized Linear: a method
+    if weight.is_quantized:
+        weight = weight.dequantize()
+    return weight[rows].detach().to(torch.float32)
 
 
 class LabelScorer:
@@ -65,12 +71,17 @@ class LabelScorer:
         self._before_ids = self._encode(before)
         self._after_ids = self._encode(after)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self._label_token_ids = self._label_tokens()
-        flat = [tid for ids in self._label_token_ids for tid in ids]
-        head = model.get_output_embeddings()
-        self._head_rows = head.weight[flat].detach().to(torch.float32)
-        self._head_bias = None if getattr(head, "bias", None) is None else head.bias[flat].detach().float()
-        self._groups = [len(ids) for ids in self._label_token_ids]
+        self._spellings = self._label_spellings()  # per label, the token ids of each spelling
+        self._spelling_label = [i for i, spellings in enumerate(self._spellings) for _ in spellings]
+        flat = [ids for spellings in self._spellings for ids in spellings]
+        self._firsts = [ids[0] for ids in flat]
+        self._continuations = [(k, ids) for k, ids in enumerate(flat) if len(ids) > 1]
+        self._head = model.get_output_embeddings()
+        # fp32 first-token rows whatever the weights' format (an int8 head gives its rows dequantized)
+        self._head_rows = _output_rows(self._head, self._firsts)
+        bias = getattr(self._head, "bias", None)
+        bias = bias() if callable(bias) else bias  # a quantized layer's bias is a method
+        self._head_bias = None if bias is None else bias[self._firsts].detach().float()
         with torch.inference_mode():
             prefix_ids = torch.tensor([self._encode(prefix)], dtype=torch.long)
             out = model.base_model(input_ids=prefix_ids, use_cache=True)
@@ -82,22 +93,22 @@ class LabelScorer:
         # Python wrapper may change the tokenizer's settings on a call, which two threads must not do.
         return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
-    def _label_tokens(self) -> list[list[int]]:
-        seen: dict[int, str] = {}
+    def _label_spellings(self) -> list[list[tuple[int, ...]]]:
+        seen: dict[tuple[int, ...], str] = {}
         groups = []
         for label in self.task.labels:
-            ids = []
+            spellings: list[tuple[int, ...]] = []
             for spelling in (label, *self.task.aliases.get(label, ())):
-                first = self._encode(spelling)[0]
-                if seen.get(first, label) != label:
-                    raise ConfigError(
-                        f"Task {self.task.name!r}: labels {seen[first]!r} and {label!r} start with the same token; "
-                        "choose labels that differ in their first word."
-                    )
-                seen[first] = label
-                if first not in ids:
-                    ids.append(first)
-            groups.append(ids)
+                ids = tuple(self._encode(spelling))
+                if not ids:
+                    raise ConfigError(f"Task {self.task.name!r}: the spelling {spelling!r} of {label!r} is empty.")
+                if seen.get(ids, label) != label:
+                    raise ConfigError(f"Task {self.task.name!r}: labels {seen[ids]!r} and {label!r} are spelt "
+                                      f"the same ({spelling!r}); give each label its own spellings.")
+                seen[ids] = label
+                if ids not in spellings:
+                    spellings.append(ids)
+            groups.append(spellings)
         return groups
 
     def _suffix_ids(self, text: str) -> tuple[list[int], bool]:
@@ -127,21 +138,41 @@ class LabelScorer:
             out[group] = self._forward([encoded[i][0] for i in group])
         return out, [t for _, t in encoded]
 
-    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
-        lengths = [len(ids) for ids in rows]
-        width = max(lengths)
+    def _hidden(self, rows: list[list[int]]) -> torch.Tensor:
+        """The model body on right-padded rows after the cached prefix: hidden states [rows, width, dim]."""
+        width = max(len(ids) for ids in rows)
         input_ids = torch.tensor([ids + [self._pad_id] * (width - len(ids)) for ids in rows], dtype=torch.long)
-        hidden = self.model.base_model(
+        return self.model.base_model(
             input_ids=input_ids, cache=self._prefix_cache(len(rows)), use_cache=True
         ).last_hidden_state
-        last = hidden[torch.arange(len(rows)), torch.tensor(lengths) - 1].to(torch.float32)
-        logits = last @ self._head_rows.T
+
+    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
+        lengths = torch.tensor([len(ids) for ids in rows])
+        hidden = self._hidden(rows)
+        last = hidden[torch.arange(len(rows)), lengths - 1].to(torch.float32)
+        scores = last @ self._head_rows.T  # [rows, spellings]: each spelling's first-token logit
         if self._head_bias is not None:
-            logits = logits + self._head_bias
-        if not torch.isfinite(logits).all():
+            scores = scores + self._head_bias
+        if self._continuations:
+            scores = scores + self._continuation_logprobs(rows)
+        if not torch.isfinite(scores).all():
             raise InvalidOutput()
-        per_label = torch.stack([chunk.logsumexp(dim=-1) for chunk in logits.split(self._groups, dim=-1)], dim=-1)
+        labels = torch.tensor(self._spelling_label)
+        per_label = torch.stack([scores[:, labels == i].logsumexp(dim=-1) for i in range(len(self._spellings))],
+                                dim=-1)
         return per_label.log_softmax(dim=-1)
+
+    def _continuation_logprobs(self, rows: list[list[int]]) -> torch.Tensor:
+        """log p(t2..tn | suffix, t1) of every multi-token spelling: one pass over each row followed by
+        the spelling's tokens, the full output layer at the positions that predict t2..tn."""
+        extra = torch.zeros(len(rows), len(self._firsts))
+        pairs = [(r, k, ids) for r in range(len(rows)) for k, ids in self._continuations]
+        hidden = self._hidden([rows[r] + list(ids[:-1]) for r, _, ids in pairs])
+        for row, (r, k, ids) in enumerate(pairs):
+            start = len(rows[r])  # the position after t1: it predicts t2
+            logprobs = self._head(hidden[row, start : start + len(ids) - 1]).float().log_softmax(dim=-1)
+            extra[r, k] = logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum()
+        return extra
 
     def score(self, texts: list[str]) -> list[Scored]:
         logprobs, truncated = self.label_logprobs(texts)

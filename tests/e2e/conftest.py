@@ -1,4 +1,5 @@
-"""End-to-end tier: the real default model from the store (``make model``)."""
+"""End-to-end tier: the real default model from the store (``make model``), in the weight format
+the run names (``ALLINONE_TEST_PRECISION``; `make test` runs this tier in ``auto``, what users get)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ def default_model_dir():
 @pytest.fixture(scope="session")
 def real_engine(default_model_dir, tasks):
     from engine.loader import load_model
-    from tests.conftest import make_engine
+    from tests.conftest import TEST_PRECISION, make_engine
 
-    engine = make_engine(load_model(default_model_dir), tasks, max_new_tokens=48)
+    engine = make_engine(load_model(default_model_dir, precision=TEST_PRECISION), tasks, max_new_tokens=48)
     yield engine
     engine.close()

@@ -23,6 +23,8 @@ def test_health_and_ready(live_app):
     body = ready.json()
     assert body["state"] == "ready" and body["model"] == "tiny-qwen2@test"
     assert body["last_self_test"]["passed"] is True
+    # The weights' format and why, as the run asked for it (ALLINONE_PRECISION, see tests/conftest.py)
+    assert body["precision"]["format"] in ("fp32", "bf16", "int8") and body["precision"]["reason"]
 
 
 def test_api_names_are_the_public_contract(client):

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from engine.classify import LabelScorer
+from engine.backends.torch_scoring import LabelScorer
 from engine.errors import Busy, InferenceFailed, InvalidInput
 from engine.prompts import split_classify_prompt
 from engine.tasks import ClassifyTask, TaskRegistry
 from engine.types import FINISH_LENGTH, NOTICE_HISTORY_TRIMMED, NOTICE_INPUT_TRUNCATED, GenerateOptions
-from tests.conftest import make_engine
+from tests.conftest import TEST_PRECISION, make_engine
 from tests.fakes import wait_for
 
 TEXTS = ["I love it", "The room was dirty.", "服务很好", "A much longer sentence about the food and the staff."]
@@ -30,19 +30,41 @@ def test_classify_returns_a_label_with_probabilities(tiny_engine):
     assert tiny_engine.classify("sentiment", TEXTS) == results  # deterministic
 
 
-def test_cached_prefix_scoring_matches_a_full_forward(tiny_handle, tasks):
-    """The KV-cache reuse, right padding and length grouping must not change the numbers."""
+def reference_label_logprobs(model, prefix_ids, suffix_ids, spellings) -> torch.Tensor:
+    """Each label's whole-sequence score by plain full forward passes: logit(t1) + log p(t2..tn)."""
+    per_label = []
+    for label_spellings in spellings:
+        scores = []
+        for ids in label_spellings:
+            with torch.inference_mode():
+                logits = model(input_ids=torch.tensor([prefix_ids + suffix_ids + list(ids[:-1])])).logits[0]
+            start = len(prefix_ids) + len(suffix_ids) - 1  # the position that predicts t1
+            score = logits[start, ids[0]].float()
+            for j, token in enumerate(ids[1:], start=1):
+                score = score + logits[start + j].float().log_softmax(-1)[token]
+            scores.append(score)
+        per_label.append(torch.stack(scores).logsumexp(-1))
+    return torch.stack(per_label).log_softmax(-1)
+
+
+@pytest.mark.parametrize("labels, aliases", [
+    (("positive", "negative"), {"positive": ("Positive",), "negative": ("Negative",)}),  # the default task's
+    (("very positive", "very negative", "neutral"), {"neutral": ("so so",)}),  # a shared first token, and mixed
+])
+def test_cached_prefix_scoring_matches_a_full_forward(tiny_handle, labels, aliases):
+    """The KV-cache reuse, right padding, length grouping and multi-token labels must not change the numbers."""
     model, tokenizer = tiny_handle.model, tiny_handle.tokenizer
-    task = tasks.get("sentiment")
+    task = ClassifyTask(name="feeling", title="Feeling", labels=labels, aliases=aliases,
+                        instruction="Classify the feeling as one of: {labels}.")
     render = lambda m, g: tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=g)
     scorer = LabelScorer(model, tokenizer, task, render, max_input_tokens=256)
+    if "very positive" in labels:  # two labels that differ only after their first token
+        assert scorer._spellings[0][0][0] == scorer._spellings[1][0][0]
     batched, _ = scorer.label_logprobs(TEXTS)
     prefix_ids = scorer._encode(split_classify_prompt(task, render)[0])
     for i, text in enumerate(TEXTS):
-        with torch.inference_mode():
-            logits = model(input_ids=torch.tensor([prefix_ids + scorer._suffix_ids(text)[0]])).logits[0, -1]
-        pooled = torch.stack([logits[ids].logsumexp(-1) for ids in scorer._label_token_ids])
-        assert torch.allclose(batched[i], pooled.log_softmax(-1), atol=1e-4), text
+        expected = reference_label_logprobs(model, prefix_ids, scorer._suffix_ids(text)[0], scorer._spellings)
+        assert torch.allclose(batched[i], expected, rtol=1e-3, atol=1e-3), text  # sums in another order
 
 
 def test_input_cannot_change_the_answer_set(tiny_engine):
@@ -86,10 +108,25 @@ def test_a_new_classify_task_is_only_data(tiny_handle, tasks):
         engine.close()
 
 
-def test_labels_that_share_a_first_token_are_refused(tiny_handle, tasks):
-    clash = ClassifyTask(name="clash", title="Clash", labels=("cat", "cats"), instruction="Pick: {labels}.")
-    with pytest.raises(Exception, match="start with the same token"):
+def test_labels_spelt_the_same_are_refused(tiny_handle, tasks):
+    clash = ClassifyTask(name="clash", title="Clash", labels=("cat", "dog"), aliases={"dog": ("cat",)},
+                         instruction="Pick: {labels}.")
+    with pytest.raises(Exception, match="are spelt the same"):
         make_engine(tiny_handle, TaskRegistry({"clash": clash}))
+
+
+def test_labels_may_share_their_first_words(tiny_handle, tasks):
+    scale = ClassifyTask(name="scale", title="Scale", labels=("very positive", "very negative"),
+                         instruction="Classify the review as one of: {labels}.")
+    engine = make_engine(tiny_handle, TaskRegistry({**tasks.tasks, "scale": scale}))
+    try:
+        results = engine.classify("scale", TEXTS)
+        assert {r.label for r in results} <= set(scale.labels)
+        for r in results:
+            assert set(r.scores) == set(scale.labels) and sum(r.scores.values()) == pytest.approx(1.0, abs=1e-4)
+            assert r.scores["very positive"] != r.scores["very negative"]  # the second word decides
+    finally:
+        engine.close()
 
 
 def test_chat_streams_growing_text_and_ends_once(tiny_engine):
@@ -219,12 +256,13 @@ def test_admission_control_says_busy_instead_of_hanging(tiny_handle, tasks):
 def test_nan_weights_give_an_error_never_an_answer(tiny_model_dir, tasks):
     from engine.loader import load_model
 
-    handle = load_model(tiny_model_dir)
+    handle = load_model(tiny_model_dir, precision="fp32")  # fp32: the format read straight off the files
     engine = make_engine(handle, tasks)
     try:
         # The engine's thread swaps the weights to their copies off the model files right after start;
         # only it may touch the model meanwhile. Once it has, this test can poison them from outside.
-        assert wait_for(lambda: engine._weights._copied.is_set() and engine._weights._copies is None)
+        weights = engine.backend.inner._weights
+        assert wait_for(lambda: weights._copied.is_set() and weights._copies is None)
         with torch.no_grad():
             for p in handle.model.parameters():
                 p.fill_(float("nan"))
@@ -250,7 +288,7 @@ def test_closing_the_engine_fails_waiting_callers_instead_of_hanging(tiny_handle
 
 
 def test_length_groups_bound_padding_and_keep_every_row():
-    from engine.classify import _length_groups
+    from engine.backends.torch_scoring import _length_groups
 
     lengths = [5, 300, 7, 6, 290, 8]
     groups = _length_groups(lengths, budget=600)
@@ -272,9 +310,9 @@ def test_a_batch_answers_each_row_as_if_alone(tiny_engine):
 def test_injected_error_fails_requests_then_clears(tiny_model_dir, tasks):
     from engine.loader import load_model
 
-    engine = make_engine(load_model(tiny_model_dir), tasks)
+    engine = make_engine(load_model(tiny_model_dir, precision=TEST_PRECISION), tasks)
     try:
-        engine.inject_fault("error")
+        engine.backend.arm("error")
         with pytest.raises(InferenceFailed, match="Injected fault"):
             engine.classify("sentiment", ["hello"])
         for _ in range(3):
@@ -285,7 +323,7 @@ def test_injected_error_fails_requests_then_clears(tiny_model_dir, tasks):
                 pass
         assert engine.classify("sentiment", ["hello"])[0].label in ("positive", "negative")
         with pytest.raises(InvalidInput):
-            engine.inject_fault("meteor")
+            engine.backend.arm("meteor")
     finally:
         engine.close()
 
@@ -294,23 +332,24 @@ def test_injected_hang_shows_in_stuck_for_and_times_requests_out(tiny_model_dir,
     from engine.errors import InferenceTimeout
     from engine.loader import load_model
 
-    engine = make_engine(load_model(tiny_model_dir), tasks, request_timeout_s=1.0)
+    engine = make_engine(load_model(tiny_model_dir, precision=TEST_PRECISION), tasks, request_timeout_s=1.0)
     try:
         assert engine.stuck_for() == 0.0
-        engine.inject_fault("hang")
+        engine.backend.arm("hang")
         with pytest.raises(InferenceTimeout):
             engine.classify("sentiment", ["hello"])
         assert engine.stuck_for() >= 0.9
     finally:
+        engine.backend.release_hang()
         engine.close(timeout=2)
 
 
 def test_injected_nan_weights_give_errors_not_answers(tiny_model_dir, tasks):
     from engine.loader import load_model
 
-    engine = make_engine(load_model(tiny_model_dir), tasks)
+    engine = make_engine(load_model(tiny_model_dir, precision=TEST_PRECISION), tasks)
     try:
-        engine.inject_fault("nan-weights")
+        engine.backend.arm("nan-weights")
         with pytest.raises(InferenceFailed):
             engine.classify("sentiment", ["hello"])
     finally:

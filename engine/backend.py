@@ -1,0 +1,100 @@
+"""The seam between the scheduler and a model runtime: what a backend must do.
+
+The scheduler (``engine.engine``: queues, admission, sessions, rounds,
+priorities, cancellation) never imports torch. It drives one ``Backend``,
+which owns everything model-shaped: the tokenizer and chat template, the
+weights in whatever format the loader chose, the KV caches of running chats
+and the label scorers of classify tasks. A backend is used by one thread at
+a time (the engine's model thread), except ``encode`` and ``render``, which
+admission calls from the thread that receives requests.
+
+Chat decoding through the seam: ``start`` runs a prompt (the prefill) and
+adds the new sequence to the backend's decode batch; each round the
+scheduler asks every running sequence for its ``next_token`` and feeds them
+all back in one ``step`` (one forward pass for every chat); ``release`` takes
+a sequence out and frees its cache. Classification is one call, ``score``.
+
+Backends: ``engine.backends.torch_backend`` (transformers + torch, any
+precision the loader made) and test doubles; a new one is one new module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Protocol, Sequence
+
+from engine.prompts import Message
+from engine.tasks import ClassifyTask
+
+__all__ = ["Backend", "BackendInfo", "Scored", "Sequence"]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What a loaded backend is: the model version, its weight format and why that one."""
+
+    name: str
+    version: str
+    path: Path
+    precision: str  # fp32, bf16 or int8: the weights' format in memory
+    precision_reason: str  # why this format (the flag, or what ``auto`` measured)
+    device: str
+    load_seconds: float
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One text's classification: the best label, its probability and every label's."""
+
+    label: str
+    confidence: float
+    scores: dict[str, float]
+    truncated: bool
+
+
+class Backend(Protocol):
+    """A loaded model as the scheduler sees it; see the module doc for who calls what."""
+
+    info: BackendInfo
+    stop_ids: frozenset[int]  # token ids that end an answer
+
+    def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
+        """Warm up: build each classify task's scorer (its prompt prefix cached)."""
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text``, no special tokens added. Safe from any thread."""
+
+    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        """The chat template applied to ``messages``. Safe from any thread."""
+
+    def decode(self, ids: Sequence[int]) -> str:
+        """Text of generated ids, special tokens left out."""
+
+    def score(self, task: str, texts: list[str]) -> list[Scored]:
+        """Classify ``texts`` with ``task``'s labels, one forward pass per length group."""
+
+    def start(self, prompt_ids: list[int], temperature: float, seed: int) -> object:
+        """Prefill a prompt; the returned sequence joins the decode batch."""
+
+    def next_token(self, sequence: object) -> int:
+        """The sequence's next token: greedy at temperature 0, else sampled with its own seed."""
+
+    def step(self, tokens: dict[object, int]) -> None:
+        """Feed one token to every running sequence in ONE forward pass (all of them, no other)."""
+
+    def release(self, sequence: object) -> None:
+        """Take a finished sequence out of the batch and free its cache (idempotent)."""
+
+    def reset(self) -> None:
+        """Drop every running sequence at once (after a failed step, or on close)."""
+
+    def on_ready(self) -> None:
+        """Called once when the engine starts serving (the torch backend copies its weights then)."""
+
+    def between_steps(self) -> None:
+        """Called by the model thread between steps: the only safe moment to change the weights."""

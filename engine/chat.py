@@ -1,0 +1,70 @@
+"""One chat request being answered, on the scheduler's side of the backend seam.
+
+A ``ChatStream`` holds what the scheduler needs to know of a chat: its
+limits and deadline, the tokens generated so far, the text published, and
+the backend's opaque sequence (the KV cache lives there). ``choose`` asks
+the backend for the next token, decides whether the answer has finished
+(stop token, length or time limit) and publishes the new text. No torch.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from engine.backend import Backend
+from engine.prompts import safe_stream_text
+from engine.types import FINISH_LENGTH, FINISH_STOP, FINISH_TIME_LIMIT, ChatUpdate
+
+__all__ = ["ChatStream"]
+
+
+@dataclass(eq=False)
+class ChatStream:
+    """One chat request being decoded. The engine's thread writes, the caller reads ``updates``."""
+
+    prompt_ids: list[int]
+    max_new_tokens: int
+    temperature: float
+    deadline: float
+    notices: tuple[str, ...]
+    seed: int = 0
+    updates: queue.Queue = field(default_factory=queue.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    generated: list[int] = field(default_factory=list)
+    text: str = ""
+    sequence: object = None  # the backend's, from ``start`` until ``release``
+
+    def start(self, backend: Backend) -> None:
+        self.sequence = backend.start(self.prompt_ids, self.temperature, self.seed)
+
+    def choose(self, backend: Backend) -> int | None:
+        """Pick the next token and publish the new text. Returns the token to feed back, or
+        None when the answer is finished (stop token, length or time limit)."""
+        token = backend.next_token(self.sequence)
+        finish = None
+        if token in backend.stop_ids:
+            finish = FINISH_STOP
+        else:
+            self.generated.append(token)
+            if len(self.generated) >= self.max_new_tokens:
+                finish = FINISH_LENGTH
+            elif time.monotonic() >= self.deadline:
+                finish = FINISH_TIME_LIMIT
+        text = backend.decode(self.generated)
+        if finish is None:
+            text = safe_stream_text(text)
+        delta, self.text = text[len(self.text):], text
+        self.publish(ChatUpdate(text, delta, finish is not None, finish, self.notices, len(self.generated)))
+        return None if finish is not None else token
+
+    def publish(self, update: ChatUpdate | BaseException) -> None:
+        self.updates.put(update)
+
+    def release(self, backend: Backend) -> None:
+        """Free the cache as soon as the stream ends, not when the caller lets go."""
+        if self.sequence is not None:
+            backend.release(self.sequence)
+            self.sequence = None

@@ -1,0 +1,85 @@
+"""Fault drills as a backend wrapper: the scheduler's loop knows nothing of them.
+
+``FaultyBackend`` passes every call through to the real backend until a
+drill is armed (``POST /admin/fault/{kind}`` with ``--fault-injection``; the
+worker process arms it). Then the model calls (``score``, ``start``,
+``step``) behave as a sick model would:
+
+- ``nan-weights``: every call from then on fails with ``InvalidOutput``, as a
+  model whose weights turned to NaN does (its outputs are never finite);
+- ``hang``: the next call blocks until the process is replaced (or
+  ``release_hang`` in a test), then fails with ``InferenceTimeout``;
+- ``error``: the next three calls raise ``InferenceFailed``.
+
+The other drills (``exit``, ``exit-app``) end a process and are handled by
+the worker and the web process; ``Fault`` in ``engine.types`` lists them all.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from engine.backend import Backend
+from engine.errors import InferenceFailed, InferenceTimeout, InvalidInput, InvalidOutput
+from engine.types import Fault
+
+__all__ = ["BACKEND_FAULTS", "FaultyBackend"]
+
+BACKEND_FAULTS = (Fault.NAN_WEIGHTS, Fault.HANG, Fault.ERROR)
+INJECTED_ERRORS = 3
+
+
+class FaultyBackend:
+    """A ``Backend`` that can be made sick on purpose; see the module doc."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self._lock = threading.Lock()
+        self._poisoned = False
+        self._hang = False
+        self._errors = 0
+        self._hang_released = threading.Event()
+
+    def __getattr__(self, name: str):  # everything the drills leave alone
+        return getattr(self.inner, name)
+
+    def arm(self, kind: Fault | str) -> None:
+        """Arm a drill from any thread; the model thread meets it on its next model call."""
+        if kind not in BACKEND_FAULTS:
+            raise InvalidInput(f"Unknown fault {kind!r}; the backend applies: {', '.join(BACKEND_FAULTS)}.")
+        with self._lock:
+            if kind == Fault.NAN_WEIGHTS:
+                self._poisoned = True
+            elif kind == Fault.HANG:
+                self._hang = True
+            else:
+                self._errors = INJECTED_ERRORS
+
+    def release_hang(self) -> None:
+        self._hang_released.set()
+
+    def _before_model_call(self) -> None:
+        with self._lock:
+            hang, self._hang = self._hang, False
+            fail = self._errors > 0
+            self._errors = max(self._errors - 1, 0)
+            poisoned = self._poisoned
+        if hang:
+            self._hang_released.wait()  # the watchdog sees the model thread stuck, and replaces the process
+            raise InferenceTimeout()  # the hung work is abandoned with a timeout, never served late
+        if poisoned:
+            raise InvalidOutput()
+        if fail:
+            raise InferenceFailed("Injected fault: this inference failed.")
+
+    def score(self, task, texts):
+        self._before_model_call()
+        return self.inner.score(task, texts)
+
+    def start(self, prompt_ids, temperature, seed):
+        self._before_model_call()
+        return self.inner.start(prompt_ids, temperature, seed)
+
+    def step(self, tokens):
+        self._before_model_call()
+        return self.inner.step(tokens)

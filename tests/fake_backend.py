@@ -1,0 +1,76 @@
+"""A backend with no model and no torch: the proof that the seam in ``engine.backend`` is the whole
+contract. It answers every chat with ``ANSWER``, one character per token, and classifies a text as
+the task's first label when it contains "good". It records what the scheduler asked of it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.backend import BackendInfo, Scored
+
+ANSWER = "hello from the fake"
+STOP = 0
+
+
+@dataclass(eq=False)
+class FakeSequence:
+    prompt_ids: list[int]
+    position: int = 0
+
+
+class FakeBackend:
+    def __init__(self) -> None:
+        self.info = BackendInfo("fake", "1", Path("/nowhere"), "fp32", "a fake", "cpu", 0.0)
+        self.stop_ids = frozenset({STOP})
+        self.labels: dict[str, tuple[str, ...]] = {}
+        self.running: set[FakeSequence] = set()
+        self.step_sizes: list[int] = []
+
+    def prepare(self, classify_tasks, max_input_tokens: int) -> None:
+        self.labels = {task.name: task.labels for task in classify_tasks}
+
+    def encode(self, text: str) -> list[int]:
+        return [ord(c) for c in text]
+
+    def render(self, messages, add_generation_prompt: bool) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + ("<assistant>" if add_generation_prompt else "")
+
+    def decode(self, ids) -> str:
+        return "".join(chr(i) for i in ids)
+
+    def score(self, task: str, texts: list[str]) -> list[Scored]:
+        first, second = self.labels[task][:2]
+        results = []
+        for text in texts:
+            label = first if "good" in text else second
+            scores = {name: 0.0 for name in self.labels[task]}
+            scores[label] = 1.0
+            results.append(Scored(label, 1.0, scores, False))
+        return results
+
+    def start(self, prompt_ids: list[int], temperature: float, seed: int) -> FakeSequence:
+        sequence = FakeSequence(prompt_ids)
+        self.running.add(sequence)
+        return sequence
+
+    def next_token(self, sequence: FakeSequence) -> int:
+        return ord(ANSWER[sequence.position]) if sequence.position < len(ANSWER) else STOP
+
+    def step(self, tokens: dict) -> None:
+        assert set(tokens) == self.running, "a step feeds every running sequence, and only those"
+        self.step_sizes.append(len(tokens))
+        for sequence in tokens:
+            sequence.position += 1
+
+    def release(self, sequence: FakeSequence) -> None:
+        self.running.discard(sequence)
+
+    def reset(self) -> None:
+        self.running.clear()
+
+    def on_ready(self) -> None:
+        pass
+
+    def between_steps(self) -> None:
+        pass

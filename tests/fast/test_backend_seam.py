@@ -1,0 +1,50 @@
+"""The scheduler drives any backend through the seam alone: here one with no model and no torch."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from engine.engine import Engine, EngineConfig
+from engine.errors import InferenceFailed, InvalidOutput
+from engine.faults import FaultyBackend
+from tests.fake_backend import ANSWER, FakeBackend
+
+
+@pytest.fixture
+def fake_engine(tasks):
+    backend = FakeBackend()
+    engine = Engine(FaultyBackend(backend), tasks, EngineConfig(max_active_chats=4)).start()
+    yield engine, backend
+    engine.close()
+
+
+def test_a_new_backend_is_one_module(fake_engine):
+    engine, backend = fake_engine
+    results = engine.classify("sentiment", ["a good day", "a bad day"])
+    assert [r.label for r in results] == ["positive", "negative"]
+    assert engine.chat("chat", "Hi").text == ANSWER
+    assert backend.running == set()  # every sequence released when its chat ended
+
+
+def test_chats_share_steps_through_the_seam(fake_engine):
+    engine, backend = fake_engine
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: engine.chat("chat", f"Hi {i}").text, range(4)))
+    assert answers == [ANSWER] * 4
+    assert max(backend.step_sizes) > 1  # several chats fed in one step
+    assert len(backend.step_sizes) < 4 * len(ANSWER)  # fewer steps than tokens
+    assert backend.running == set()
+
+
+def test_the_fault_drills_wrap_any_backend(fake_engine):
+    engine, _ = fake_engine
+    engine.backend.arm("error")
+    with pytest.raises(InferenceFailed, match="Injected fault"):
+        engine.classify("sentiment", ["good"])
+    engine.backend.arm("nan-weights")
+    with pytest.raises(InvalidOutput):
+        engine.classify("sentiment", ["good"])
+    with pytest.raises(InvalidOutput):
+        engine.chat("chat", "Hi")
