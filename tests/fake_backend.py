@@ -4,6 +4,7 @@ the task's first label when it contains "good". It records what the scheduler as
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ class FakeBackend:
         self.labels: dict[str, tuple[str, ...]] = {}
         self.running: set[FakeSequence] = set()
         self.step_sizes: list[int] = []
+        self.steps_allowed = threading.Event()  # a test clears it to hold every step until it is set
+        self.steps_allowed.set()
 
     def prepare(self, classify_tasks, max_input_tokens: int) -> None:
         self.labels = {task.name: task.labels for task in classify_tasks}
@@ -58,6 +61,7 @@ class FakeBackend:
         return ord(ANSWER[sequence.position]) if sequence.position < len(ANSWER) else STOP
 
     def step(self, tokens: dict) -> None:
+        assert self.steps_allowed.wait(10), "steps held for 10 s"
         assert set(tokens) == self.running, "a step feeds every running sequence, and only those"
         self.step_sizes.append(len(tokens))
         for sequence in tokens:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import pytest
 
 from engine.engine import Engine, EngineConfig
@@ -30,8 +28,12 @@ def test_a_new_backend_is_one_module(fake_engine):
 
 def test_chats_share_steps_through_the_seam(fake_engine):
     engine, backend = fake_engine
-    with ThreadPoolExecutor(4) as pool:
-        answers = list(pool.map(lambda i: engine.chat("chat", f"Hi {i}").text, range(4)))
+    # Hold the first step until all four chats are queued: the fake answers in microseconds, so
+    # on a busy machine one chat could otherwise end before the next one arrives.
+    backend.steps_allowed.clear()
+    streams = [engine.generate("chat", f"Hi {i}") for i in range(4)]  # queued at once, not lazily
+    backend.steps_allowed.set()
+    answers = [[update.text for update in stream][-1] for stream in streams]
     assert answers == [ANSWER] * 4
     assert max(backend.step_sizes) > 1  # several chats fed in one step
     assert len(backend.step_sizes) < 4 * len(ANSWER)  # fewer steps than tokens
