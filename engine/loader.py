@@ -39,7 +39,7 @@ class ModelHandle:
     precision_reason: str
     device: str
     load_seconds: float
-    weights_in_files: bool  # the weights are still the model files' pages (fp32 and bf16 safetensors, mapped)
+    weights_in_files: bool  # float weights are still the model files' pages (safetensors in the loaded dtype, mapped)
 
     @property
     def label(self) -> str:
@@ -156,7 +156,9 @@ def load_model(model_dir: Path, precision: str = "auto", device: str = "cpu") ->
         precision_reason=choice.reason,
         device=device,
         load_seconds=time.monotonic() - started,
-        weights_in_files=choice.precision is not Precision.INT8 and _stored_as(model_dir, choice.precision),
+        # int8 keeps the embedding table, norms and biases in the dtype of the files: still mapped there.
+        weights_in_files=_stored_as(model_dir, Precision.FP32 if choice.precision is Precision.INT8
+                                    else choice.precision),
     )
 
 

@@ -3,23 +3,28 @@
 Decoding reads every weight once per step, so its speed is set by the bytes
 of the weights: fp32 (4 bytes each), bf16 (2) or int8 (1, plus one fp32
 scale per output channel). Which format is fastest *and* keeps the answers
-depends on the CPU:
+depends on the CPU and on how the format is made:
 
+- int8 (``engine.int8``): every linear layer's weights int8 with a scale per
+  output channel, each token's activations scaled on their own before
+  torch's dynamic int8 linear (fbgemm) quantizes them. It passes the
+  accuracy gate and is the fastest format wherever fbgemm has its kernels
+  (AVX2 and up; VNNI makes them faster). torch's own dynamic quantization,
+  one activation scale for the whole input, failed the gate (2.4-5.7 points
+  of sentiment, 3 chat questions): the per-token scaling is what fixed it.
 - bf16 is fast only where the CPU multiplies bf16 natively (AVX512_BF16 or
-  AMX); elsewhere it is converted on the fly and slower than fp32.
-- int8: the weights of every linear layer (the output layer too) are int8
-  with a scale per output channel, and the inputs are quantized per call
-  (torch's dynamic quantization, ``engine.int8``). Fast where the CPU has
-  int8 dot products (VNNI); the rounding of the inputs is what may move
-  answers, which the gate measures. (Weight-only int8, torch's
-  ``_weight_int8pack_mm``, was measured too: 2.3x *slower* than fp32 here.)
+  AMX), and slower than int8 even there; elsewhere it is converted on the
+  fly and slower than fp32. It is the format for a CUDA device.
+- fp32 is the reference, and the fallback where fbgemm has no kernels.
+  (Weight-only int8, torch's ``_weight_int8pack_mm``, was measured too: 2.3x
+  *slower* than fp32.)
 
 ``choose`` turns ``--precision auto`` into a format by a table from the CPU's
 flags; the table is what ``bench/precision.py`` measured (speed, and the
 accuracy gate: sentiment within 1 point of fp32 on every shared file, chat
-within 2 questions), recorded in ``docs/benchmarks.md``: bf16 where the CPU
-has AVX512_BF16 or AMX (it passes; 1.8x fp32's decode), else fp32 (int8
-fails the gate on the default model). The decode loop and the scorer never
+within 2 questions), recorded in ``docs/benchmarks.md``. The gate measures
+the model's answers, which int8's exact integer sums make the same on every
+x86 CPU; the speed is each CPU's own. The decode loop and the scorer never
 know which format they run.
 """
 
@@ -45,8 +50,8 @@ class PrecisionChoice:
     reason: str
 
 
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # the CPU multiplies bf16 itself
-INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products
+INT8_FLAGS = ("avx2",)  # fbgemm's int8 kernels (every AVX-512 CPU has AVX2 too)
+FAST_INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products in one instruction
 
 
 def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
@@ -70,14 +75,13 @@ def choose(requested: str, device: str = "cpu", flags: frozenset[str] | None = N
     if device.startswith("cuda"):
         return PrecisionChoice(Precision.BF16, "auto: a CUDA device computes in bf16 at full speed")
     flags = cpu_flags() if flags is None else flags
-    bf16 = [f for f in BF16_FLAGS if f in flags]
-    if bf16:
-        return PrecisionChoice(Precision.BF16, f"auto: the CPU has {bf16[0]}; bf16 is the fastest format that "
-                                                "passes the accuracy gate (bench/precision.py)")
-    # int8 is faster still on VNNI CPUs but fails the gate on the default model (2.4-5.7 points of
-    # sentiment, 3 chat questions); bf16 without the CPU's own bf16 arithmetic is slower than fp32.
-    return PrecisionChoice(Precision.FP32, "auto: no bf16 arithmetic on this CPU, and int8 fails the accuracy "
-                                           "gate (bench/precision.py)")
+    if all(f in flags for f in INT8_FLAGS):
+        fast = [f for f in FAST_INT8_FLAGS if f in flags]
+        kernels = f"AVX2 and {fast[0]}" if fast else "AVX2"
+        return PrecisionChoice(Precision.INT8, f"auto: the CPU has {kernels} for int8 kernels; int8 (per-token "
+                                               "activations) is the fastest format that passes the accuracy gate "
+                                               "(bench/precision.py)")
+    return PrecisionChoice(Precision.FP32, "auto: no AVX2 for int8 kernels on this CPU; fp32, the reference")
 
 
 def torch_dtype(precision: Precision):

@@ -88,7 +88,8 @@ class TorchBackend:
         self._model, self._tokenizer = handle.model, handle.tokenizer
         self._batch = DecodeBatch(self._model)
         self._scorers: dict[str, LabelScorer] = {}
-        # Weights the loader made (bf16 from fp32 files, int8) are the process's own already.
+        # Weights the loader converted (bf16 from fp32 files, int8 linears) are the process's own already;
+        # what is still mapped from the files (all of fp32, int8's embedding table and norms) is copied.
         self._weights = _OwnWeights(self._model) if handle.weights_in_files else None
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:

@@ -50,10 +50,11 @@ def _length_groups(lengths: list[int], budget: int = MAX_TOKENS_PER_FORWARD) -> 
 
 
 def _output_rows(head, rows: list[int]) -> torch.Tensor:
-    """fp32 rows of the output layer, whatever its weights' format (quantized layers dequantized)."""
-    weight = head.weight() if callable(head.weight) else head.weight  # torch's quantized Linear: a method
-    if weight.is_quantized:
-        weight = weight.dequantize()
+    """fp32 rows of the output layer, whatever its weights' format: an int8 layer tied to the embedding
+    table keeps the table as its ``weight`` (exact); an untied one gives its rows dequantized."""
+    weight = getattr(head, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        weight = head.dequantized_weight()  # engine.int8.Int8Linear
     return weight[rows].detach().to(torch.float32)
 
 
@@ -77,10 +78,9 @@ class LabelScorer:
         self._firsts = [ids[0] for ids in flat]
         self._continuations = [(k, ids) for k, ids in enumerate(flat) if len(ids) > 1]
         self._head = model.get_output_embeddings()
-        # fp32 first-token rows whatever the weights' format (an int8 head gives its rows dequantized)
+        # fp32 first-token rows whatever the weights' format
         self._head_rows = _output_rows(self._head, self._firsts)
         bias = getattr(self._head, "bias", None)
-        bias = bias() if callable(bias) else bias  # a quantized layer's bias is a method
         self._head_bias = None if bias is None else bias[self._firsts].detach().float()
         with torch.inference_mode():
             prefix_ids = torch.tensor([self._encode(prefix)], dtype=torch.long)

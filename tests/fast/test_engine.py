@@ -62,9 +62,12 @@ def test_cached_prefix_scoring_matches_a_full_forward(tiny_handle, labels, alias
         assert scorer._spellings[0][0][0] == scorer._spellings[1][0][0]
     batched, _ = scorer.label_logprobs(TEXTS)
     prefix_ids = scorer._encode(split_classify_prompt(task, render)[0])
+    # Float formats differ only in the order of sums. In int8 that order can also move an activation
+    # across a rounding step (1/127 of its token's largest value), which shows as a few thousandths.
+    tolerance = 1e-2 if tiny_handle.precision == "int8" else 1e-3
     for i, text in enumerate(TEXTS):
         expected = reference_label_logprobs(model, prefix_ids, scorer._suffix_ids(text)[0], scorer._spellings)
-        assert torch.allclose(batched[i], expected, rtol=1e-3, atol=1e-3), text  # sums in another order
+        assert torch.allclose(batched[i], expected, rtol=tolerance, atol=tolerance), text
 
 
 def test_input_cannot_change_the_answer_set(tiny_engine):

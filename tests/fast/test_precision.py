@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.int8 import Int8Linear
 from engine.precision import Precision, choose, cpu_flags
 from tests.conftest import make_engine
 
@@ -24,7 +25,10 @@ def test_auto_follows_the_cpu_and_says_why():
     for flags in (XEON_VNNI, EPYC_AVX2, EPYC_BF16, frozenset()):
         choice = choose("auto", flags=flags)
         assert choice.precision is not Precision.AUTO and choice.reason.startswith("auto: ")
-    assert choose("auto", flags=EPYC_AVX2).precision is Precision.FP32  # nothing faster passes the gate there
+    for flags in (XEON_VNNI, EPYC_AVX2, EPYC_BF16):  # fbgemm's int8 kernels: the fastest format that passes
+        assert choose("auto", flags=flags).precision is Precision.INT8
+    assert "avx512_vnni" in choose("auto", flags=EPYC_BF16).reason
+    assert choose("auto", flags=frozenset({"sse4_2"})).precision is Precision.FP32  # no int8 kernels
     assert choose("auto", device="cuda").precision is Precision.BF16
 
 
@@ -41,15 +45,57 @@ def test_cpu_flags_come_from_cpuinfo(tmp_path):
 
 
 def test_torch_still_ships_the_int8_kernels_this_project_uses():
-    """engine.int8 rests on torch.ao's dynamic quantization (deprecated, still shipped in 2.13).
+    """engine.int8 rests on torch.ao's dynamic quantized linear (deprecated, still shipped in 2.13).
     If this fails after a torch upgrade, int8 must move to its replacement before anything else."""
+    from torch.ao.nn.quantized.dynamic import Linear  # noqa: F401  (the import itself is the check)
+
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 32)
+    x = torch.randn(3, 64)
+    assert torch.allclose(Int8Linear(linear)(x), linear(x), atol=0.05)
+
+
+def test_int8_scales_each_token_on_its_own():
+    """One token with huge activations (Qwen's first tokens have them) must not crush the others'
+    precision, as one scale for the whole input (torch's own dynamic quantization) does."""
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    linear = torch.nn.Linear(64, 32)
-    quantized = quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: per_channel_dynamic_qconfig},
-                                 dtype=torch.qint8)
-    x = torch.randn(3, 64)
-    assert torch.allclose(quantized(x), linear(x), atol=0.05)
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(256, 128)
+    x = torch.randn(4, 256)
+    x[0] *= 300.0  # an outlier token in the batch
+    want = linear(x)[1:]
+
+    def error(layer) -> float:
+        with torch.inference_mode():
+            return float(((layer(x)[1:] - want).norm() / want.norm()))
+
+    per_tensor = quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: per_channel_dynamic_qconfig},
+                                  dtype=torch.qint8)
+    assert error(Int8Linear(linear)) < 0.02
+    assert error(per_tensor) > 5 * error(Int8Linear(linear))  # why engine.int8 scales per token
+
+
+def test_int8_keeps_a_tied_output_layer_exact(tiny_model_dir):
+    """A tied output layer (Qwen2.5's) keeps the fp32 embedding table as its weight: the scorer's
+    label rows are exact. An untied one (the tiny model's) gives its rows rounded to int8."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from engine.int8 import quantize_int8
+    from engine.loader import load_model
+
+    torch.manual_seed(0)
+    tied = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                                        num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True))
+    assert quantize_int8(tied) == 7 + 1  # q, k, v, o, gate, up, down, and the output layer
+    head, table = tied.get_output_embeddings(), tied.get_input_embeddings().weight
+    assert isinstance(head, Int8Linear) and head.weight is table and table.dtype == torch.float32
+
+    untied = load_model(tiny_model_dir, precision="int8").model
+    head = untied.get_output_embeddings()
+    reference = load_model(tiny_model_dir, precision="fp32").model.get_output_embeddings().weight
+    assert isinstance(head, Int8Linear) and not hasattr(head, "weight")
+    assert torch.allclose(head.dequantized_weight(), reference, atol=float(reference.detach().abs().max()) / 100)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
@@ -58,17 +104,23 @@ def test_each_format_serves_the_same_labels_as_fp32(tiny_model_dir, tasks, preci
     are in memory (no fp32 linear weights left beside the int8 ones, no fp32 copy beside bf16)."""
     from engine.loader import load_model
 
-    reference = make_engine(load_model(tiny_model_dir, precision="fp32"), tasks)
+    reference_handle = load_model(tiny_model_dir, precision="fp32")
+    reference_params = sum(p.numel() for p in reference_handle.model.parameters())
+    reference = make_engine(reference_handle, tasks)
     handle = load_model(tiny_model_dir, precision=precision)
     engine = make_engine(handle, tasks)
     try:
         assert handle.precision == precision and handle.precision_reason == f"--precision {precision}"
-        assert not handle.weights_in_files  # made at load: the worker's own memory, nothing to copy
         if precision == "bf16":
+            assert not handle.weights_in_files  # converted at load: the worker's own memory, nothing to copy
             assert {p.dtype for p in handle.model.parameters()} == {torch.bfloat16}
         else:
+            # The embedding table and the norms stay fp32, mapped from the files: the worker copies them.
+            assert handle.weights_in_files
             assert not any(type(m) is torch.nn.Linear for m in handle.model.modules())
-            assert any("quantized" in type(m).__module__ for m in handle.model.modules())
+            assert any(isinstance(m, Int8Linear) for m in handle.model.modules())
+            assert {p.dtype for p in handle.model.parameters()} == {torch.float32}  # no fp32 linear weights left
+            assert sum(p.numel() for p in handle.model.parameters()) < 0.5 * reference_params
         expected = reference.classify("sentiment", TEXTS)
         got = engine.classify("sentiment", TEXTS)
         for want, have in zip(expected, got):
