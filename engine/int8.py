@@ -24,9 +24,9 @@ stays in memory anyway for the input lookups, so the label rows the scorer
 reads are exact at no cost. The embedding table itself stays fp32 (a lookup
 reads only the rows of the tokens seen).
 
-``torch.ao.nn.quantized.dynamic.Linear`` is deprecated in favour of the
-separate torchao package; it is still shipped and works in torch 2.13. It is
-used here and nowhere else, and ``tests/fast/test_precision.py`` fails
+torch's quantized tensors and ``quantized::linear_dynamic`` are deprecated in
+favour of the separate torchao package; they are still shipped and work in
+torch 2.13. They are used here and nowhere else, and ``tests/fast/test_precision.py`` fails
 loudly the day it goes away.
 """
 
@@ -42,10 +42,11 @@ QUANTIZED_ENGINE = "x86"  # fbgemm with oneDNN where it is faster: torch's defau
 _TINY = 1e-6  # a row of zeros (padding) keeps a scale of 1e-6 instead of dividing by zero
 
 
-def _dynamic_linear(weight: torch.Tensor) -> torch.nn.Module:
-    """torch's dynamic int8 linear (no bias) on ``weight``, symmetric per output channel."""
-    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+def _pack(weight: torch.Tensor):
+    """``weight`` as fbgemm's packed int8 matrix, symmetric per output channel (for ``linear_dynamic``).
 
+    Packed directly: torch.ao's ``DynamicLinear`` module would first pack a zero matrix of the same
+    size, which doubles the cost of the load's slowest part (seconds for the output layer)."""
     # Two zero columns: they meet the +1 and -1 that Int8Linear.forward appends to every input row.
     weight = torch.nn.functional.pad(weight.detach().to(torch.float32), (0, 2))
     scales = (weight.abs().amax(dim=1) / 127).clamp(min=1e-12).to(torch.float64)
@@ -54,9 +55,7 @@ def _dynamic_linear(weight: torch.Tensor) -> torch.nn.Module:
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        layer = DynamicLinear(weight.shape[1], weight.shape[0], bias_=False, dtype=torch.qint8)
-        layer.set_weight_bias(torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8), None)
-    return layer
+        return torch.ops.quantized.linear_prepack(torch.quantize_per_channel(weight, scales, zeros, 0, torch.qint8))
 
 
 class Int8Linear(torch.nn.Module):
@@ -65,7 +64,7 @@ class Int8Linear(torch.nn.Module):
     def __init__(self, linear: torch.nn.Linear, tied_weight: torch.nn.Parameter | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.quantized = _dynamic_linear(linear.weight)
+        self.packed = _pack(linear.weight)
         bias = linear.bias
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float().clone(), requires_grad=False)
         if tied_weight is not None:
@@ -78,12 +77,14 @@ class Int8Linear(torch.nn.Module):
         # any batch, and a token's result never depends on the other tokens beside it: a chat decoded
         # in a batch, or a text scored after a cached prefix, gets what it would get alone.
         ends = x.new_tensor([1.0, -1.0]).expand(*x.shape[:-1], 2)
-        y = self.quantized(torch.cat([x / scale, ends], dim=-1)) * scale
+        # reduce_range: 7-bit inputs, so AVX2's 16-bit intermediate sums cannot saturate (torch's own choice).
+        y = torch.ops.quantized.linear_dynamic(torch.cat([x / scale, ends], dim=-1), self.packed, True) * scale
         return y if self.bias is None else y + self.bias
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weights as fp32, rounded to int8: for a caller that needs rows of an untied output layer."""
-        return self.quantized.weight().dequantize()[:, : self.in_features]  # without the two zero columns
+        weight, _ = torch.ops.quantized.linear_unpack(self.packed)
+        return weight.dequantize()[:, : self.in_features]  # without the two zero columns
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per channel, per token"
