@@ -54,13 +54,14 @@ def weight_bytes(model) -> int:
     and the output layer; the embedding table only where it is not the output layer's own."""
     import torch
 
+    from engine.int8 import Int8Linear
+
     total, seen = 0, set()
     for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if callable(weight):  # torch.ao dynamic quantized linear: weight() unpacks the int8 tensor
-            tensor = weight()
-            total += tensor.numel() * tensor.element_size()
+        if isinstance(module, Int8Linear):  # its int8 matrix; a tied fp32 ``weight`` is not read by it
+            total += module.in_features * module.out_features
             continue
+        weight = getattr(module, "weight", None)
         if not isinstance(weight, torch.Tensor) or isinstance(module, torch.nn.Embedding):
             continue
         if weight.data_ptr() not in seen:
