@@ -13,7 +13,8 @@ depends on the CPU and on how the format is made:
   one activation scale for the whole input, failed the gate (2.4-5.7 points
   of sentiment, 3 chat questions): the per-token scaling is what fixed it.
 - bf16 is fast only where the CPU multiplies bf16 natively (AVX512_BF16 or
-  AMX), and slower than int8 even there; elsewhere it is converted on the
+  AMX), and even there it decoded at less than half the speed of torch's
+  stock int8 (per-token int8 was not measured on that CPU); elsewhere it is converted on the
   fly and slower than fp32. It is the format for a CUDA device.
 - fp32 is the reference, and the fallback where fbgemm has no kernels.
   (Weight-only int8, torch's ``_weight_int8pack_mm``, was measured too: 2.3x
