@@ -32,6 +32,15 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
+def cpu_flags_line() -> str:
+    """The CPU flags that decide the weight format (``engine.precision``), for a benchmark's header."""
+    from engine.precision import cpu_flags
+
+    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    flags = cpu_flags()
+    return f"CPU flags that matter: {', '.join(f for f in wanted if f in flags) or 'none'}"
+
+
 def header(title: str) -> None:
     print(f"# {title}  ({time.strftime('%Y-%m-%d %H:%M')} UTC, {machine()})", flush=True)
 

@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-from common import REPO, header
+from common import REPO, cpu_flags_line, header
 
 PROMPT = "Write a short story about a robot who learns to paint."
 MATMUL = ("addmm", "aten::mm", "aten::bmm", "linear_dynamic", "int8pack", "mkldnn_linear", "_int_mm")
@@ -158,10 +158,7 @@ def main() -> None:
         print(json.dumps(measure(args.one, args.steps, batches)))
         return
     header("Decode step profile per weight format")
-    from engine.precision import cpu_flags
-
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    print("CPU flags: " + " ".join(f for f in wanted if f in cpu_flags()), flush=True)
+    print(cpu_flags_line(), flush=True)
     results = []
     for precision in args.formats.split(","):
         child = subprocess.run([sys.executable, __file__, "--one", precision, "--steps", str(args.steps),

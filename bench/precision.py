@@ -24,7 +24,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from common import DATA, REPO, header, load_engine, median
+from common import DATA, REPO, cpu_flags_line, header, load_engine, median
 
 FILES = ["sentiment_en_sst2_train.jsonl", "sentiment_en_yelp.jsonl",
          "sentiment_zh_chnsenticorp_train.jsonl", "sentiment_zh_reviews.jsonl"]
@@ -151,12 +151,10 @@ def main() -> None:
     if args.one:
         print(json.dumps(measure(args.one, args.rows, args.chat_questions)), flush=True)
         return
-    from engine.precision import choose, cpu_flags
+    from engine.precision import choose
 
     header("weight formats: accuracy gate, speed and memory")
-    flags = cpu_flags()
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    print(f"CPU flags that matter: {', '.join(f for f in wanted if f in flags) or 'none'}")
+    print(cpu_flags_line())
     print(f"auto picks here: {choose('auto').precision.value} ({choose('auto').reason})", flush=True)
     results = {}
     for name in args.formats.split(","):

@@ -5,9 +5,8 @@ weights int8 with one scale per output channel, and each input row (one
 token) scaled to an absolute maximum of 1 before torch's dynamic int8 linear
 (fbgemm/oneDNN) quantizes it, then scaled back. Since the int8 products are
 summed exactly (int32), a token's result does not depend on what else is in
-the batch. A quarter of fp32's bytes per
-decode step, and the matrix products run on the CPU's int8 dot products
-(AVX2, VNNI).
+the batch. A quarter of fp32's bytes per decode step, and the matrix
+products run on the CPU's int8 dot products (AVX2, VNNI).
 
 Why per token: torch's dynamic quantization picks *one* scale for the whole
 input, every token of every row of a batch. Qwen's activations have tokens
@@ -26,8 +25,8 @@ reads only the rows of the tokens seen).
 
 torch's quantized tensors and ``quantized::linear_dynamic`` are deprecated in
 favour of the separate torchao package; they are still shipped and work in
-torch 2.13. They are used here and nowhere else, and ``tests/fast/test_precision.py`` fails
-loudly the day it goes away.
+torch 2.13. They are used here and nowhere else, and
+``tests/fast/test_precision.py`` fails loudly the day they go away.
 """
 
 from __future__ import annotations

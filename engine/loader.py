@@ -156,15 +156,14 @@ def load_model(model_dir: Path, precision: str = "auto", device: str = "cpu") ->
         precision_reason=choice.reason,
         device=device,
         load_seconds=time.monotonic() - started,
-        # int8 keeps the embedding table, norms and biases in the dtype of the files: still mapped there.
-        weights_in_files=_stored_as(model_dir, Precision.FP32 if choice.precision is Precision.INT8
-                                    else choice.precision),
+        weights_in_files=_stored_as(model_dir, choice.precision),
     )
 
 
 def _stored_as(model_dir: Path, precision: Precision) -> bool:
     """Whether the safetensors files hold this format already (then transformers maps them, no copy)."""
-    wanted = {Precision.FP32: "F32", Precision.BF16: "BF16"}[precision]
+    # int8 is made from fp32, and keeps its embedding table and norms in fp32: mapped from F32 files.
+    wanted = {Precision.FP32: "F32", Precision.BF16: "BF16", Precision.INT8: "F32"}[precision]
     for path in model_dir.glob("*.safetensors"):
         try:
             with open(path, "rb") as f:
