@@ -1,7 +1,7 @@
 """The model store's command line.
 
     python -m ops.models install-default        assemble + convert the embedded model, activate it
-    python -m ops.models install SRC [--version V] [--name N] [--immutable]
+    python -m ops.models install SRC [--version V] [--name N] [--immutable] [--no-int8]
     python -m ops.models list [--verify]
     python -m ops.models verify [V]
     python -m ops.models activate V [--link L] [--force]
@@ -9,7 +9,8 @@
     python -m ops.models gray V --standby URL --primary URL    (see ops/gray.py)
 
 ``--root DIR`` (or ``ALLINONE_MODELS_ROOT``) picks the store; default ``models/``.
-Every refusal says why and exits non-zero.
+Every refusal says why and exits non-zero. Both installs also make the
+version's int8 variant (``engine.variants``), so int8 loads skip quantizing.
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from engine.errors import AllInOneError
+from engine.errors import AllInOneError, ModelInstallError
 from ops.config import REPO_ROOT
-from ops.store import MANIFEST, ModelStore
+from ops.store import MANIFEST, ModelStore, variant_names
 
 __all__ = ["main"]
 
@@ -38,6 +39,7 @@ def _install_default(store: ModelStore) -> int:
             with tempfile.TemporaryDirectory(dir=store.root, prefix=".gguf-") as tmp:
                 gguf = assemble_gguf(Path(tmp))
                 convert_gguf(gguf, staging)
+            _make_int8_variant(staging)
 
         path = store.install(DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, build)
         print(f"Installed {key} at {path}.")
@@ -47,8 +49,22 @@ def _install_default(store: ModelStore) -> int:
     return 0
 
 
-def _install(store: ModelStore, src: Path, version: str | None, name: str | None, immutable: bool) -> int:
-    path = store.install_dir(src, version, name)
+def _make_int8_variant(staging: Path) -> None:
+    """The version's int8 variant (``engine.variants``), unless the source brought one of this scheme."""
+    from engine.variants import int8_variant_problem, make_int8_variant
+
+    if int8_variant_problem(staging) is None:
+        return
+    try:
+        make_int8_variant(staging)
+    except Exception as exc:  # translate library errors at the boundary
+        raise ModelInstallError(f"Making the int8 variant failed: {exc}. Install with --no-int8 to skip it "
+                                "(int8 then quantizes at every load).") from exc
+
+
+def _install(store: ModelStore, src: Path, version: str | None, name: str | None, immutable: bool,
+             int8: bool = True) -> int:
+    path = store.install_dir(src, version, name, then=_make_int8_variant if int8 else None)
     print(f"Installed {path.name} (read-only, {MANIFEST} written).")
     if immutable:
         why = store.set_immutable(path.name)
@@ -75,6 +91,8 @@ def _list(store: ModelStore, hashed: bool) -> int:
             state += f"; rolled back by the app: {v.rejected}"
         eligibility = v.eligibility(hashed)
         print(f"{v.key:45s} {v.size_bytes / 1e6:9.1f} MB  {mark:8s}  {state}")
+        variants = variant_names(v.path)
+        print(f"    variants: {', '.join(variants) if variants else 'none (int8 quantizes at every load)'}")
         print(f"    the app may go back to it: {'yes' if eligibility.eligible else 'no'} ({eligibility.why})")
     links = sorted(p.name for p in store.root.iterdir() if p.is_symlink() and not p.name.startswith("."))
     print("links: " + ", ".join(f"{link} -> {store.current(link)}" for link in links))
@@ -120,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p_install.add_argument("--version", help="default: the part after '@' in SRC's name, else 1")
     p_install.add_argument("--name", help="default: SRC's folder name (before any '@')")
     p_install.add_argument("--immutable", action="store_true", help="also chattr +i (where the filesystem allows)")
+    p_install.add_argument("--no-int8", dest="int8", action="store_false",
+                           help="do not make the int8 variant (int8 then quantizes at every load)")
     p_list = sub.add_parser("list", help="installed versions, links, sizes and state")
     p_list.add_argument("--verify", action="store_true", help="hash every file instead of checking sizes")
     p_verify = sub.add_parser("verify", help="check files against their MANIFEST (SHA-256)")
@@ -140,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "install-default":
             return _install_default(store)
         if args.command == "install":
-            return _install(store, args.src, args.version, args.name, args.immutable)
+            return _install(store, args.src, args.version, args.name, args.immutable, args.int8)
         if args.command == "list":
             return _list(store, args.verify)
         if args.command == "verify":

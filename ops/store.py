@@ -70,6 +70,8 @@ __all__ = [
     "quick_check",
     "full_check",
     "weights_bytes",
+    "variant_names",
+    "VARIANTS_DIR",
 ]
 
 MANIFEST = "MANIFEST"
@@ -173,9 +175,21 @@ def full_check(path: Path) -> list[str]:
     return _check_files(Path(path), hashed=True)
 
 
+VARIANTS_DIR = "variants"  # a version's precomputed weight formats (engine.variants), under its MANIFEST
+
+
 def weights_bytes(path: Path) -> int:
-    """Bytes of weight files: what loading the version costs in memory, roughly (fp32 as stored)."""
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.suffix in (".safetensors", ".bin"))
+    """Bytes of the model's own weight files: what loading the version costs in memory, roughly (fp32 as
+    stored; a variant, such as int8, costs less)."""
+    path = Path(path)
+    return sum(p.stat().st_size for p in path.rglob("*")
+               if p.suffix in (".safetensors", ".bin") and p.relative_to(path).parts[0] != VARIANTS_DIR)
+
+
+def variant_names(path: Path) -> list[str]:
+    """The precomputed weight formats a version carries (``int8``), by their folders."""
+    variants = Path(path) / VARIANTS_DIR
+    return sorted(p.name for p in variants.iterdir() if p.is_dir()) if variants.is_dir() else []
 
 
 def _fsync_dir(path: Path) -> None:
@@ -333,8 +347,10 @@ class ModelStore:
             raise
         return final
 
-    def install_dir(self, src: Path, version: str | None = None, name: str | None = None) -> Path:
-        """Copy a model directory in, after refusing what cannot be a good version."""
+    def install_dir(self, src: Path, version: str | None = None, name: str | None = None,
+                    then: Callable[[Path], None] | None = None) -> Path:
+        """Copy a model directory in, after refusing what cannot be a good version; ``then(staging)``
+        adds to the copy before it is sealed (the CLI makes the int8 variant there)."""
         src = Path(src)
         if not src.is_dir():
             raise ModelInstallError(f"{src} is not a directory.")
@@ -354,8 +370,13 @@ class ModelStore:
         ignore = lambda d, names: [MANIFEST] if Path(d) == src else []  # noqa: E731
         name = stem if name is None else name
         version = (src_version or "1") if version is None else version
-        return self.install(name, version,
-                            lambda staging: shutil.copytree(src, staging, dirs_exist_ok=True, ignore=ignore))
+
+        def build(staging: Path) -> None:
+            shutil.copytree(src, staging, dirs_exist_ok=True, ignore=ignore)
+            if then is not None:
+                then(staging)
+
+        return self.install(name, version, build)
 
     def activate(self, key: str, link: str = "current", force: bool = False) -> str | None:
         """Point ``link`` at ``key`` after verifying it (hashes); the old target becomes its previous.

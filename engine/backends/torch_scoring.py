@@ -54,7 +54,7 @@ def _output_rows(head, rows: list[int]) -> torch.Tensor:
     table keeps the table as its ``weight`` (exact); an untied one gives its rows dequantized."""
     weight = getattr(head, "weight", None)
     if not isinstance(weight, torch.Tensor):
-        weight = head.dequantized_weight()  # engine.int8.Int8Linear
+        return head.dequantized_rows(rows)  # engine.int8.Int8Linear
     return weight[rows].detach().to(torch.float32)
 
 

@@ -51,7 +51,7 @@ def test_torch_still_ships_the_int8_kernels_this_project_uses():
     torch.manual_seed(0)
     linear = torch.nn.Linear(64, 32)
     x = torch.randn(3, 64)
-    assert torch.allclose(Int8Linear(linear)(x), linear(x), atol=0.05)
+    assert torch.allclose(Int8Linear.from_linear(linear)(x), linear(x), atol=0.05)
 
 
 def test_int8_scales_each_token_on_its_own():
@@ -71,8 +71,8 @@ def test_int8_scales_each_token_on_its_own():
 
     per_tensor = quantize_dynamic(torch.nn.Sequential(linear), {torch.nn.Linear: per_channel_dynamic_qconfig},
                                   dtype=torch.qint8)
-    assert error(Int8Linear(linear)) < 0.02
-    assert error(per_tensor) > 5 * error(Int8Linear(linear))  # why engine.int8 scales per token
+    assert error(Int8Linear.from_linear(linear)) < 0.02
+    assert error(per_tensor) > 5 * error(Int8Linear.from_linear(linear))  # why engine.int8 scales per token
 
 
 def test_int8_keeps_a_tied_output_layer_exact(tiny_model_dir):
@@ -94,7 +94,7 @@ def test_int8_keeps_a_tied_output_layer_exact(tiny_model_dir):
     head = untied.get_output_embeddings()
     reference = load_model(tiny_model_dir, precision="fp32").model.get_output_embeddings().weight
     assert isinstance(head, Int8Linear) and not hasattr(head, "weight")
-    assert torch.allclose(head.dequantized_weight(), reference, atol=float(reference.detach().abs().max()) / 100)
+    assert torch.allclose(head.dequantized_rows(list(range(reference.shape[0]))), reference, atol=float(reference.detach().abs().max()) / 100)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
@@ -109,12 +109,14 @@ def test_each_format_serves_the_same_labels_as_fp32(tiny_model_dir, tasks, preci
     handle = load_model(tiny_model_dir, precision=precision)
     engine = make_engine(handle, tasks)
     try:
-        assert handle.precision == precision and handle.precision_reason == f"--precision {precision}"
+        assert handle.precision == precision and handle.precision_reason.startswith(f"--precision {precision}")
         if precision == "bf16":
             assert not handle.weights_in_files  # converted at load: the worker's own memory, nothing to copy
             assert {p.dtype for p in handle.model.parameters()} == {torch.bfloat16}
         else:
-            # The embedding table and the norms stay fp32, mapped from the files: the worker copies them.
+            # Made at load (this model has no int8 variant: tests/fast/test_variants.py has one): the
+            # embedding table and the norms stay fp32, mapped from the files, and the worker copies them.
+            assert "quantized at load (the version has no int8 variant)" in handle.precision_reason
             assert handle.weights_in_files
             assert not any(type(m) is torch.nn.Linear for m in handle.model.modules())
             assert any(isinstance(m, Int8Linear) for m in handle.model.modules())

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from engine.variants import INT8_VARIANT, int8_variant_problem
 from ops.models import main as models_cli
-from ops.store import ModelStore
+from ops.store import ModelStore, weights_bytes
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -173,6 +174,28 @@ def test_install_default_builds_once_and_activates(tiny_model_dir, store_root, m
     assert "already installed" in capsys.readouterr().out
 
 
+def test_install_makes_the_variant_under_the_manifest(tiny_model_dir, store_root, capsys):
+    """Both installs make the int8 variant (engine.variants) unless told not to."""
+    assert cli(store_root, "install", str(tiny_model_dir), "--version", "1") == 0
+    assert cli(store_root, "install", str(tiny_model_dir), "--version", "2", "--no-int8") == 0
+    store = ModelStore(store_root)
+    with_int8, without = store_root / "tiny-qwen2@1", store_root / "tiny-qwen2@2"
+    assert int8_variant_problem(with_int8) is None and int8_variant_problem(without) is not None
+    assert store.verify("tiny-qwen2@1") == []  # the MANIFEST covers it
+    (with_int8 / INT8_VARIANT).chmod(0o644)
+    with open(with_int8 / INT8_VARIANT, "r+b") as f:  # one byte changed: the full check must see it
+        f.seek(-1, 2)
+        last = f.read(1)
+        f.seek(-1, 2)
+        f.write(bytes([last[0] ^ 1]))
+    assert store.verify("tiny-qwen2@1") == [f"{INT8_VARIANT}: SHA-256 mismatch"]
+    assert weights_bytes(with_int8) == weights_bytes(without)  # a variant is not what fp32 loads
+    capsys.readouterr()
+    assert cli(store_root, "list") == 0
+    listing = capsys.readouterr().out
+    assert "variants: int8" in listing and "variants: none (int8 quantizes at every load)" in listing
+
+
 # ----- list, verify, activate, rollback ---------------------------------------------------
 
 
@@ -320,7 +343,9 @@ def test_the_store_survives_a_crash_between_any_two_steps(tiny_model_dir, tmp_pa
     assert cli(base, "activate", "tiny-qwen2@1") == 0
     if command == "rollback":
         assert cli(base, "activate", "tiny-qwen2@2") == 0
-    args = {"install": ["install", str(tiny_model_dir), "--version", "3"],
+    # --no-int8: the variant is one more file of the staged build; making it in every crashing
+    # subprocess would import torch ~100 times over and add nothing to what this test checks.
+    args = {"install": ["install", str(tiny_model_dir), "--version", "3", "--no-int8"],
             "activate": ["activate", "tiny-qwen2@2"], "rollback": ["rollback"]}[command]
     script = tmp_path / "crash.py"
     script.write_text(CRASHER.format(repo=str(REPO)))
