@@ -139,7 +139,8 @@ def load_model(model_dir: Path, precision: str = "auto", device: str = "cpu") ->
         if not getattr(tokenizer, "chat_template", None):
             raise ModelNotFound(f"{model_dir} has no chat template; a chat model is needed. {INSTALL_HINT}")
         variant_problem = int8_variant_problem(model_dir) if choice.precision is Precision.INT8 else None
-        if choice.precision is Precision.INT8 and variant_problem is None:
+        from_variant = choice.precision is Precision.INT8 and variant_problem is None
+        if from_variant:
             model = load_int8_variant(model_dir)  # the store's int8 variant: no quantizing, no fp32 copy
             reason = f"{choice.reason}; int8 weights from the version's int8 variant"
         else:
@@ -167,7 +168,7 @@ def load_model(model_dir: Path, precision: str = "auto", device: str = "cpu") ->
         precision_reason=reason,
         device=device,
         load_seconds=time.monotonic() - started,
-        weights_in_files=_stored_as(model_dir, choice.precision) and variant_problem is not None,
+        weights_in_files=not from_variant and _stored_as(model_dir, choice.precision),
     )
 
 
