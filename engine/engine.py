@@ -1,18 +1,21 @@
-"""The engine: the scheduler that drives one backend (one loaded model) for many tasks.
+"""The engine: one model thread that drives one backend (one loaded model) for many tasks.
 
 It never imports torch: the model, its tokenizer and caches live behind the
-seam in ``engine.backend``. The concurrency rule, in one place:
+seam in ``engine.backend``. A request is checked, fitted and counted on the
+caller's thread first (``engine.admission``); this module runs what is
+admitted. The concurrency rule, in one place:
 
     Only the engine's worker thread touches the model (the backend's model
     calls; ``encode`` and ``render`` are safe from any thread).
     Everyone else (UI handlers, API calls, self-tests) submits a job and
     waits for its result. The worker loops:
 
-      1. take new jobs from the inbox;
+      1. take new jobs from the inbox (``priority`` chats to the front);
       2. run one batch of pending classifications (up to ``max_batch`` texts,
          one forward pass over their suffixes);
-      3. admit waiting chats while fewer than ``max_active_chats`` run, at
-         most ``ADMIT_PER_ROUND`` per round (build the prompt, prefill it alone);
+      3. start waiting chats while fewer than ``max_active_chats`` run (a
+         ``priority`` chat may take one slot past that), at most
+         ``ADMIT_PER_ROUND`` per round (each prompt prefilled alone);
       4. advance every active chat by one token in ONE forward pass
          (``Backend.step``: the torch backend keeps the chats' KV caches as
          one padded batch).
@@ -24,97 +27,40 @@ seam in ``engine.backend``. The concurrency rule, in one place:
     never swapped under a running stream: a new model gets a new Engine, and
     the old one finishes its work and closes (see ``ops.lifecycle``).
 
-Admission: at most ``max_pending_classify`` texts and ``max_waiting_chats``
-chats may wait; past that, callers get ``Busy`` at once instead of a hang.
-``priority`` chats (the watchdog's probes) go first and may take one slot past
-the cap, so health checks stay fast in a full classroom. A
-chat that names a ``session`` replaces that session's unfinished chat (one
-browser session never holds two slots). Memory is bounded: the KV caches hold
-at most ``max_active_chats`` x (``context_tokens`` + ``max_new_tokens``)
-positions, and a finished chat's cache is freed at once.
+Memory is bounded: the KV caches hold at most ``max_active_chats`` x
+(``context_tokens`` + ``max_new_tokens``) positions, and a finished chat's
+cache is freed at once.
 """
 
 from __future__ import annotations
 
-import functools
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable
 
 from loguru import logger
 
+from engine.admission import Admission, ChatJob, ClassifyJob, Sink
 from engine.backend import Backend
 from engine.chat import ChatStream
-from engine.errors import (
-    AllInOneError,
-    Busy,
-    InferenceFailed,
-    InvalidInput,
-    ModelUnavailable,
-    Superseded,
-)
-from engine.prompts import Message, fit_conversation, validate_history
+from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
 from engine.replies import ReplyStream
-from engine.tasks import ClassifyTask, GenerateTask, TaskRegistry
-from engine.types import (
-    NOTICE_HISTORY_TRIMMED,
-    NOTICE_INPUT_TRUNCATED,
-    ChatRequest,
-    ClassifyRequest,
-    ClassifyResult,
-    EngineConfig,
-    InferenceCalls,
-    Request,
-    TaskInfo,
-)
+from engine.tasks import TaskRegistry
+from engine.types import ChatRequest, ClassifyResult, EngineConfig, InferenceCalls, Request, TaskInfo
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
-MAX_CHARS = 20_000  # before tokenization; the token caps below do the real fitting
 ADMIT_PER_ROUND = 1  # prefills per round: a prefill is compute-bound (about 1 s for a 50-token prompt here)
 IDLE_POLL_S = 0.5  # an idle worker still turns its loop (and beats) this often
-
-
 CHAT_TIMEOUT_MARGIN_S = 5.0  # a chat's caller waits this much past the deadline the worker itself stops at
-
-
-class Sink(Protocol):
-    """Where a job's replies go: a ``ReplyStream`` in this process, or the pipe to the web process.
-    It gets a list of ``ClassifyResult``, ``ChatUpdate``s, or an exception (the job's end)."""
-
-    def put(self, item: object) -> None: ...
-
-
-@dataclass(eq=False)
-class _ClassifyJob:
-    task: ClassifyTask
-    texts: list[str]
-    sink: Sink
-    request_id: str = ""
-    cancelled: threading.Event = field(default_factory=threading.Event)
-
-
-@dataclass(eq=False)
-class _ChatJob:
-    prompt_ids: list[int]  # the fitted conversation, rendered and tokenized at admission
-    notices: tuple[str, ...]
-    max_new_tokens: int
-    temperature: float
-    seed: int
-    deadline: float
-    updates: Sink
-    request_id: str = ""
-    session: str | None = None
-    priority: bool = False
-    stream: ChatStream | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
 
 
 class Engine(InferenceCalls):
     """Answers classify and generate requests on one model; see the module doc for the rule.
 
+    Requests come in through its ``Admission``; the worker thread hands every
+    job back to it (``release``) when done with it, so ``load`` stays true.
     ``on_beat`` is called by the worker thread on every turn of its loop (at
     least every ``IDLE_POLL_S`` while idle, and between steps): the worker
     process publishes it so the web process can tell a hang from the outside.
@@ -125,18 +71,15 @@ class Engine(InferenceCalls):
         self.backend = backend
         self.tasks = tasks
         self.config = config
+        self._admission = Admission(backend, tasks, config)
         self._inbox: queue.Queue = queue.Queue()
-        self._pending: list[_ClassifyJob] = []
-        self._waiting: list[_ChatJob] = []
-        self._active: list[_ChatJob] = []
-        self._sessions: dict[str, _ChatJob] = {}  # session -> its unfinished chat (under _counts_lock)
+        self._pending: list[ClassifyJob] = []
+        self._waiting: list[ChatJob] = []
+        self._active: list[ChatJob] = []
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
         self._worker = threading.Thread(target=self._run, name=f"model-worker[{backend.info.label}]", daemon=True)
-        self._counts_lock = threading.Lock()
-        self._queued_texts = 0
-        self._queued_chats = 0
         self._step_started: float | None = None
         self._on_beat = on_beat or (lambda: None)
 
@@ -171,8 +114,7 @@ class Engine(InferenceCalls):
 
     def load(self) -> int:
         """Texts and chats queued or running: the engine's queue depth."""
-        with self._counts_lock:
-            return self._queued_texts + self._queued_chats
+        return self._admission.load()
 
     def busy(self) -> bool:
         return self.load() > 0
@@ -208,93 +150,21 @@ class Engine(InferenceCalls):
     def start_job(self, task: str, request: Request, sink: Sink) -> threading.Event:
         """Queue a request whose replies go to ``sink``; returns the event that cancels it.
         Raises ``InvalidInput`` or ``Busy`` at once, before anything is queued."""
-        if isinstance(request, ClassifyRequest):
-            return self._start_classify(self._task(task, ClassifyTask), request, sink)
-        if isinstance(request, ChatRequest):
-            return self._start_chat(self._task(task, GenerateTask), request, sink)
-        raise InvalidInput(f"Unknown request type {type(request).__name__}.")
-
-    def _start_classify(self, spec: ClassifyTask, request: ClassifyRequest, sink: Sink) -> threading.Event:
-        clean = self._validate_texts(request.texts)
-        job = _ClassifyJob(spec, clean, sink, request.request_id)
-        with self._counts_lock:
-            if self._queued_texts + len(clean) > self.config.max_pending_classify:
-                raise Busy()
-            self._queued_texts += len(clean)
+        job = self._admission.admit(task, request, sink)
         try:
-            self._submit(job)
-        except BaseException:
-            with self._counts_lock:
-                self._queued_texts -= len(clean)
+            if self._closing.is_set():
+                raise ModelUnavailable()
+            self._inbox.put(job)
+        except BaseException:  # never queued: its counted place must not leak
+            self._admission.release(job)
             raise
         return job.cancelled
-
-    def _start_chat(self, spec: GenerateTask, request: ChatRequest, sink: Sink) -> threading.Event:
-        options, message = request.options, request.message
-        if not isinstance(message, str) or not message.strip():
-            raise InvalidInput("Please type a message.")
-        try:
-            clean_history = validate_history(request.history)
-        except ValueError as exc:
-            raise InvalidInput(f"Invalid chat history: {exc}.") from None
-        temperature = spec.temperature if options.temperature is None else options.temperature
-        prompt_ids, notices = self._fit_prompt(spec, clean_history, message[:MAX_CHARS])
-        job = _ChatJob(
-            prompt_ids=prompt_ids,
-            notices=notices,
-            max_new_tokens=max(1, min(options.max_new_tokens or spec.max_new_tokens, self.config.max_new_tokens)),
-            temperature=min(max(float(temperature), 0.0), 2.0),
-            seed=options.seed,
-            deadline=time.monotonic() + self.config.request_timeout_s,
-            updates=sink,
-            request_id=request.request_id,
-            session=options.session,
-            priority=options.priority,
-        )
-        with self._counts_lock:
-            previous = self._sessions.pop(job.session, None) if job.session is not None else None
-            if previous is not None:  # the same browser session sent a new message: it replaces the old one
-                previous.cancelled.set()
-                previous.updates.put(Superseded())
-            if self._queued_chats >= self.config.max_waiting_chats + self.config.max_active_chats and not job.priority:
-                raise Busy()
-            self._queued_chats += 1
-            if job.session is not None:
-                self._sessions[job.session] = job
-        try:
-            self._submit(job)
-        except BaseException:
-            self._chat_finished(job)
-            raise
-        return job.cancelled
-
-    # ----- caller-side helpers ---------------------------------------------
-
-    def _task(self, name: str, kind: type):
-        spec = self.tasks.get(name)
-        if not isinstance(spec, kind):
-            raise InvalidInput(f"Task {name!r} is a {spec.kind} task.")
-        return spec
-
-    def _validate_texts(self, texts: Sequence[str]) -> list[str]:
-        if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
-            raise InvalidInput("Expected a list of texts.")
-        if not texts or any(not isinstance(t, str) or not t.strip() for t in texts):
-            raise InvalidInput("Please enter some text.")
-        if len(texts) > self.config.max_lines:
-            raise InvalidInput(f"Too many lines: {len(texts)}, the limit is {self.config.max_lines} per request.")
-        return [t.strip()[:MAX_CHARS] for t in texts]
-
-    def _submit(self, job) -> None:
-        if self._closing.is_set():
-            raise ModelUnavailable()
-        self._inbox.put(job)
 
     # ----- the worker --------------------------------------------------------
 
     def _run(self) -> None:
         try:
-            self._warm_up()
+            self.backend.prepare(self.tasks.of_kind("classify"), self.config.max_input_tokens)
         except BaseException as exc:  # reported by start()
             self._startup_error = exc
             self._ready.set()
@@ -319,39 +189,13 @@ class Engine(InferenceCalls):
                 self._step_started = None
         self._fail_all(ModelUnavailable())
 
-    def _warm_up(self) -> None:
-        self.backend.prepare(self.tasks.of_kind("classify"), self.config.max_input_tokens)
-
-    def _count(self, messages: list[Message]) -> int:
-        return len(self.backend.encode(self.backend.render(messages, True)))
-
-    @functools.cached_property
-    def _turn_overhead(self) -> int:
-        """Tokens the chat template adds around one message (its role markers)."""
-        system = [{"role": "system", "content": "x"}]
-        return max(self._count(system + [{"role": "user", "content": ""}]) - self._count(system), 0)
-
-    def _fit_prompt(self, spec: GenerateTask, history: list[Message], message: str) -> tuple[list[int], tuple]:
-        """The prompt's token ids, the conversation fitted to ``context_tokens``, and its notices.
-        Runs at admission, on the caller's thread (in the worker process, the one that receives
-        requests), so a long conversation never holds up the model's thread."""
-        fitted = fit_conversation(
-            spec.system_prompt, history, message, self.config.context_tokens,
-            count_tokens=self._count,
-            truncate_text=lambda text, n: self.backend.decode(self.backend.encode(text)[:n]),
-            message_tokens=lambda m: len(self.backend.encode(m["content"])) + self._turn_overhead,
-        )
-        notices = tuple(name for name, on in ((NOTICE_HISTORY_TRIMMED, fitted.dropped_messages),
-                                              (NOTICE_INPUT_TRUNCATED, fitted.truncated)) if on)
-        return self.backend.encode(self.backend.render(fitted.messages, True)), notices
-
     def _take_jobs(self, block: bool) -> None:
         try:
             job = self._inbox.get(timeout=IDLE_POLL_S) if block else self._inbox.get_nowait()
         except queue.Empty:
             return
         while job is not None:
-            if isinstance(job, _ClassifyJob):
+            if isinstance(job, ClassifyJob):
                 self._pending.append(job)
             elif job.priority:
                 self._waiting.insert(0, job)
@@ -365,14 +209,13 @@ class Engine(InferenceCalls):
     def _classify_round(self) -> None:
         """One batch: the oldest job's task, jobs of that task up to ``max_batch`` texts."""
         task = self._pending[0].task
-        batch: list[_ClassifyJob] = []
+        batch: list[ClassifyJob] = []
         size = 0
         for job in list(self._pending):
             if job.task is not task or (batch and size + len(job.texts) > self.config.max_batch):
                 continue
             self._pending.remove(job)
-            with self._counts_lock:
-                self._queued_texts -= len(job.texts)
+            self._admission.release(job)
             if job.cancelled.is_set():
                 continue  # its caller timed out or went away
             batch.append(job)
@@ -405,7 +248,7 @@ class Engine(InferenceCalls):
                 break
             job = self._waiting.pop(0)
             if job.cancelled.is_set():
-                self._chat_finished(job)
+                self._admission.release(job)
                 continue
             try:
                 job.stream = self._start_stream(job)
@@ -415,7 +258,7 @@ class Engine(InferenceCalls):
             self._active.append(job)
             admitted += 1
 
-    def _start_stream(self, job: _ChatJob) -> ChatStream:
+    def _start_stream(self, job: ChatJob) -> ChatStream:
         stream = ChatStream(
             prompt_ids=job.prompt_ids,
             max_new_tokens=job.max_new_tokens,
@@ -451,33 +294,26 @@ class Engine(InferenceCalls):
                 self._chat_failed(job, exc)
             self.backend.reset()
 
-    def _end_chat(self, job: _ChatJob) -> None:
+    def _end_chat(self, job: ChatJob) -> None:
         """Take a chat out of the batch and free its cache and slot."""
         if job in self._active:
             self._active.remove(job)
         if job.stream is not None:
             job.stream.release(self.backend)
-        self._chat_finished(job)
+        self._admission.release(job)
 
-    def _chat_failed(self, job: _ChatJob, exc: Exception) -> None:
+    def _chat_failed(self, job: ChatJob, exc: Exception) -> None:
         if not isinstance(exc, AllInOneError):
             logger.opt(exception=exc).error("chat generation failed (request {})", job.request_id or "?")
             exc = InferenceFailed()
         job.updates.put(exc)
         self._end_chat(job)
 
-    def _chat_finished(self, job: _ChatJob) -> None:
-        with self._counts_lock:
-            self._queued_chats -= 1
-            if job.session is not None and self._sessions.get(job.session) is job:
-                del self._sessions[job.session]
-
     def _fail_all(self, error: AllInOneError) -> None:
         """Fail every queued and running request with ``error`` (on close, or an injected fault)."""
         self._take_jobs(block=False)
         for job in self._pending:
-            with self._counts_lock:
-                self._queued_texts -= len(job.texts)
+            self._admission.release(job)
             if not job.cancelled.is_set():
                 job.sink.put(error)
         chats = self._waiting + self._active

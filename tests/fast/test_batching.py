@@ -141,7 +141,7 @@ def test_many_sessions_leave_nothing_behind(tiny_handle, tasks):
                 assert all(pool.map(student, [f"s{round_}-{i}" for i in range(40)]))
         gc.collect()
         assert engine.load() == 0
-        assert engine._sessions == {} and len(engine.backend.inner._batch) == 0
+        assert engine._admission._sessions == {} and len(engine.backend.inner._batch) == 0
         assert not [o for o in gc.get_objects() if type(o) is ChatStream]
     finally:
         engine.close()
