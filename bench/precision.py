@@ -6,10 +6,12 @@ Each format runs in its own process (so its peak RSS is its own), on the
 in-process engine with the default model, one after another in the same
 run. For each: accuracy on every sentiment file in ../shared/data, sentiment
 p50 (one short sentence), batch-16 throughput, decode tokens/s for 1 and 8
-concurrent chats, the chat questions answered (bench/data/chat_questions.jsonl:
-checkable answers), load time and peak RSS. Then the gate: a format passes if
-its accuracy is within 1 point of fp32 on every file and it answers at most
-2 chat questions fewer than fp32. The CPU model and flags head the output.
+concurrent chats, the chat questions answered (the first N rows of
+bench/data/chat_questions.jsonl, scored by bench/chat_checks.py as
+bench/chat_quality.py scores them), load time and peak RSS. Then the gate: a
+format passes if its accuracy is within 1 point of fp32 on every file and it
+answers at most 2 chat questions fewer than fp32. The CPU model and flags
+head the output.
 """
 
 from __future__ import annotations
@@ -22,13 +24,12 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
+from chat_checks import load_questions, passes
 from common import DATA, REPO, cpu_flags_line, header, load_engine, median
 
 FILES = ["sentiment_en_sst2_train.jsonl", "sentiment_en_yelp.jsonl",
          "sentiment_zh_chnsenticorp_train.jsonl", "sentiment_zh_reviews.jsonl"]
-QUESTIONS = Path(__file__).resolve().parent / "data" / "chat_questions.jsonl"
 SHORT = "The staff were friendly and the room was spotless."
 DECODE_PROMPT = "Write a short story about a robot who learns to paint."
 DECODE_TOKENS = 64
@@ -62,13 +63,14 @@ def decode_rate(engine, chats: int) -> float:
 
 
 def chat_correct(engine, limit: int) -> tuple[int, int, list[str]]:
+    """The first ``limit`` chat questions, scored as bench/chat_quality.py scores them."""
     from engine.types import GenerateOptions
 
-    questions = [json.loads(line) for line in open(QUESTIONS, encoding="utf-8")][:limit]
+    questions = load_questions()[:limit]
 
     def ask(q: dict) -> bool:
-        answer = engine.chat("chat", q["q"], options=GenerateOptions(max_new_tokens=48)).text.lower()
-        return any(a.lower() in answer for a in q["a"])
+        reply = engine.chat("chat", q["q"], q.get("history"), options=GenerateOptions(max_new_tokens=48)).text
+        return passes(q, reply)
 
     with ThreadPoolExecutor(8) as pool:
         right = list(pool.map(ask, questions))
