@@ -45,14 +45,15 @@ def header(title: str) -> None:
     print(f"# {title}  ({time.strftime('%Y-%m-%d %H:%M')} UTC, {machine()})", flush=True)
 
 
-def load_engine(model_dir: Path | None = None, precision: str = "auto", **config):
-    """An in-process engine on the torch backend (no worker process): what the model itself costs."""
+def load_engine(model_dir: Path | None = None, precision: str = "auto", tasks=None, **config):
+    """An in-process engine on the torch backend (no worker process): what the model itself costs.
+    ``tasks``: a loaded task registry (default engine/tasks.toml)."""
     from engine.backends import open_backend
     from engine.engine import Engine, EngineConfig
     from engine.tasks import load_tasks
 
     backend = open_backend("torch", model_dir or REPO / "models" / "current", precision=precision)
-    return Engine(backend, load_tasks(), EngineConfig(**config)).start()
+    return Engine(backend, tasks or load_tasks(), EngineConfig(**config)).start()
 
 
 def percentile(values: list[float], q: float) -> float:
