@@ -3,6 +3,8 @@
     .venv/bin/python bench/sentiment_accuracy.py [--part held-out|tuning|all] [--limit N]
         [--precision auto|fp32|bf16|int8] [--model-dir DIR] [--task NAME] [--tasks-file PATH]
     .venv/bin/python bench/sentiment_accuracy.py --url http://127.0.0.1:7860 [--part ...] [--limit N]
+    common options: [--files F1,F2] [--dump scores.jsonl]  (--dump: every row's scores, for
+    bench/calibrate_bias.py)
 
 Every file in ../shared/data is split once by bench/sentiment_split.py (per
 label, 40 % tuning, 60 % held-out, by SHA-256 of the text). Prompt work may
@@ -18,6 +20,8 @@ Prints the header, a line per file, then Markdown tables for docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import math
 import shlex
 import sys
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common import cpu_flags_line, header, load_engine, median
-from sentiment_split import FILES, LABELS, PARTS, TUNING_SHARE, balanced_head, load_rows, select
+from sentiment_split import FILES, LABELS, PARTS, TUNING_SHARE, balanced_head, load_rows, select, split
 
 SHORT = "The staff were friendly and the room was spotless."  # the sentence bench/precision.py times too
 SHORT_RUNS = 10
@@ -55,6 +59,7 @@ def wilson(correct: int, n: int, z: float = Z95) -> tuple[float, float]:
 class Answer:
     label: str | None  # None: the request failed
     truncated: bool = False
+    scores: dict[str, float] | None = None  # label -> probability (for --dump)
 
 
 class InProcess:
@@ -87,7 +92,7 @@ class InProcess:
         answers = []
         for i in range(0, len(texts), BATCH):
             results = self.engine.classify(self.task, texts[i: i + BATCH])
-            answers += [Answer(r.label, r.truncated) for r in results]
+            answers += [Answer(r.label, r.truncated, r.scores) for r in results]
         return answers
 
     def close(self) -> None:
@@ -120,7 +125,7 @@ class OverHttp:
         for attempt in range(URL_TRIES):
             try:
                 result = self.client.predict(text, api_name=self.api_name)
-                return Answer(result["label"], bool(result.get("truncated")))
+                return Answer(result["label"], bool(result.get("truncated")), result.get("scores"))
             except Exception as exc:  # noqa: BLE001  (any failure a user would see: AppError, HTTP, timeout)
                 error = f"{type(exc).__name__}: {exc}"
                 time.sleep(1 + attempt)  # a recovering app asks to "retry shortly", and users do
@@ -151,10 +156,16 @@ class FileResult:
         return self.correct / self.n if self.n else 0.0
 
 
-def evaluate(classifier, name: str, rows: list[dict]) -> FileResult:
+def evaluate(classifier, name: str, rows: list[dict], dump=None) -> FileResult:
     started = time.perf_counter()
     answers = classifier.run([r["text"] for r in rows])
     seconds = time.perf_counter() - started
+    if dump is not None:  # one line per row, for fitting a calibration offline (bench/calibrate_bias.py)
+        tuning = {r["text"] for r in split(load_rows(name))[0]}
+        for row, answer in zip(rows, answers):
+            dump.write(json.dumps({"file": name, "part": "tuning" if row["text"] in tuning else "held-out",
+                                   "label": row["label"], "predicted": answer.label, "scores": answer.scores},
+                                  ensure_ascii=False) + "\n")
     recall = {label: (sum(a.label == label for a, r in zip(answers, rows) if r["label"] == label),
                       sum(r["label"] == label for r in rows)) for label in LABELS}
     return FileResult(name, len(rows), sum(a.label == r["label"] for a, r in zip(answers, rows)), recall,
@@ -215,6 +226,8 @@ def print_tables(results: list[FileResult], part: str, precision: str, url: bool
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=PARTS, default="held-out")
+    parser.add_argument("--files", default=",".join(FILES), help="comma-separated (default: all four)")
+    parser.add_argument("--dump", type=Path, help="write every row's label, answer, scores and part here (JSONL)")
     parser.add_argument("--limit", type=int, default=0, help="rows per file, labels in turn (0 = the whole part)")
     parser.add_argument("--task", default="sentiment", help="the classify task to measure")
     parser.add_argument("--tasks-file", type=Path, help="a task registry (default engine/tasks.toml); in-process only")
@@ -224,6 +237,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.limit < 0:
         parser.error("--limit must be 0 (all) or more")
+    unknown = set(args.files.split(",")) - set(FILES)
+    if unknown:
+        parser.error(f"unknown file(s) {', '.join(sorted(unknown))}; known: {', '.join(FILES)}")
     if args.url and (args.tasks_file or args.precision or args.model_dir):
         parser.error("--tasks-file, --precision and --model-dir describe an in-process engine; not with --url")
 
@@ -240,17 +256,21 @@ def main() -> None:
         classifier = InProcess(args.model_dir, args.precision or "auto", args.task,
                                args.tasks_file or DEFAULT_TASKS_FILE)
     print(classifier.description, flush=True)
+    dump = open(args.dump, "w", encoding="utf-8") if args.dump else None
     try:
         results = []
-        for name in FILES:
+        for name in args.files.split(","):
             rows = select(load_rows(name), args.part)
             if args.limit:
                 rows = balanced_head(rows, args.limit)
-            results.append(evaluate(classifier, name.removeprefix("sentiment_"), rows))
+            results.append(evaluate(classifier, name, rows, dump))
+            results[-1] = dataclasses.replace(results[-1], name=name.removeprefix("sentiment_"))
             print(describe_line(results[-1]), flush=True)
         p50, rate = cost(classifier)
     finally:
         classifier.close()
+        if dump is not None:
+            dump.close()
     if args.url and classifier.errors:
         print(f"first failed request: {classifier.errors[0]}")
     print()

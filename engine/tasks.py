@@ -5,8 +5,10 @@ Tasks live in a TOML file (``engine/tasks.toml`` by default). Two kinds:
 - ``classify``: ``labels``, an ``instruction``, an ``input_template`` (how
   the input is put in the user turn), optional few-shot ``examples`` and
   optional ``aliases`` per label (other spellings whose
-  scores are pooled into the label). Answered by scoring the labels at the
-  answer position, never by generating text.
+  scores are pooled into the label), and an optional ``label_bias`` per label
+  (added to the label's log-score: a calibration, fitted on tuning data by
+  ``bench/calibrate_bias.py``). Answered by scoring the labels at the answer
+  position, never by generating text.
 - ``generate``: a ``system_prompt`` and generation settings
   (``temperature``, ``max_new_tokens``).
 
@@ -37,6 +39,7 @@ __all__ = [
 
 DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.toml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_LABEL_BIAS = 10.0  # a log-score offset past this would decide every answer on its own
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class ClassifyTask:
     aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     input_template: str = "{text}"
     ui_examples: tuple[str, ...] = ()
+    label_bias: dict[str, float] = field(default_factory=dict)  # label -> added to its log-score
     kind: Literal["classify"] = "classify"
 
 
@@ -118,6 +122,12 @@ def _parse_classify(name: str, table: dict, where: str) -> ClassifyTask:
     if not isinstance(aliases_table, dict) or any(k not in labels for k in aliases_table):
         raise ConfigError(f"{where}: 'aliases' keys must be labels.")
     aliases = {k: _str_list(aliases_table, k, f"{where}.aliases") for k in aliases_table}
+    bias_table = table.get("label_bias", {})
+    if not isinstance(bias_table, dict) or any(k not in labels for k in bias_table):
+        raise ConfigError(f"{where}: 'label_bias' keys must be labels.")
+    if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not -MAX_LABEL_BIAS <= v <= MAX_LABEL_BIAS
+           for v in bias_table.values()):
+        raise ConfigError(f"{where}: 'label_bias' values must be numbers from {-MAX_LABEL_BIAS} to {MAX_LABEL_BIAS}.")
     input_template = table.get("input_template", "{text}")
     if not isinstance(input_template, str) or input_template.count("{text}") != 1:
         raise ConfigError(f"{where}: 'input_template' must contain '{{text}}' exactly once.")
@@ -130,6 +140,7 @@ def _parse_classify(name: str, table: dict, where: str) -> ClassifyTask:
         aliases=aliases,
         input_template=input_template,
         ui_examples=_str_list(table, "ui_examples", where),
+        label_bias={k: float(v) for k, v in bias_table.items()},
     )
 
 

@@ -78,6 +78,8 @@ class LabelScorer:
         self._firsts = [ids[0] for ids in flat]
         self._continuations = [(k, ids) for k, ids in enumerate(flat) if len(ids) > 1]
         self._head = model.get_output_embeddings()
+        # The task's calibration (engine.tasks): a log-score offset per label, zero where none is set.
+        self._label_bias = torch.tensor([task.label_bias.get(label, 0.0) for label in task.labels])
         # fp32 first-token rows whatever the weights' format
         self._head_rows = _output_rows(self._head, self._firsts)
         bias = getattr(self._head, "bias", None)
@@ -160,7 +162,7 @@ class LabelScorer:
         labels = torch.tensor(self._spelling_label)
         per_label = torch.stack([scores[:, labels == i].logsumexp(dim=-1) for i in range(len(self._spellings))],
                                 dim=-1)
-        return per_label.log_softmax(dim=-1)
+        return (per_label + self._label_bias).log_softmax(dim=-1)
 
     def _continuation_logprobs(self, rows: list[list[int]]) -> torch.Tensor:
         """log p(t2..tn | suffix, t1) of every multi-token spelling: one pass over each row followed by

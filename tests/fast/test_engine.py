@@ -132,6 +132,23 @@ def test_labels_may_share_their_first_words(tiny_handle, tasks):
         engine.close()
 
 
+def test_a_label_bias_shifts_the_log_scores_by_exactly_that_much(tiny_handle, tasks):
+    """label_bias (a calibration fitted on tuning data) adds to a label's log-score before the softmax."""
+    import dataclasses
+    import math
+
+    plain = tasks.get("sentiment")
+    biased = dataclasses.replace(plain, name="biased", label_bias={"positive": 1.5})
+    engine = make_engine(tiny_handle, TaskRegistry({**tasks.tasks, "biased": biased}))
+    try:
+        for before, after in zip(engine.classify("sentiment", TEXTS), engine.classify("biased", TEXTS)):
+            margin = math.log(before.scores["positive"]) - math.log(before.scores["negative"])
+            shifted = math.log(after.scores["positive"]) - math.log(after.scores["negative"])
+            assert shifted == pytest.approx(margin + 1.5, abs=1e-3)
+    finally:
+        engine.close()
+
+
 def test_chat_streams_growing_text_and_ends_once(tiny_engine):
     updates = list(tiny_engine.generate("chat", "Hello!"))
     assert updates[-1].done and sum(u.done for u in updates) == 1

@@ -27,6 +27,10 @@ def test_default_registry_has_sentiment_and_chat():
         ('[Bad-Name]\nkind = "generate"\nsystem_prompt = "s"', "lower-case"),
         ('[x]\nkind = "classify"\nlabels = ["a", "b"]\ninstruction = "i"\n[[x.examples]]\ntext = "t"\nlabel = "c"',
          "examples[0]"),
+        ('[x]\nkind = "classify"\nlabels = ["a", "b"]\ninstruction = "i"\n[x.label_bias]\nc = 1.0',
+         "'label_bias' keys must be labels"),
+        ('[x]\nkind = "classify"\nlabels = ["a", "b"]\ninstruction = "i"\n[x.label_bias]\na = 99',
+         "'label_bias' values must be numbers"),
         ("not toml [", "Cannot read"),
     ],
 )
