@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import shutil
 
-import pytest
-
 from tests.conftest import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -10,7 +10,6 @@ metrics a live app really exports. `make test-deps` installs the tools.
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -18,7 +17,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
