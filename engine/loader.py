@@ -13,7 +13,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any
 
 from engine.errors import ModelNotFound, ModelUnavailable
 from engine.precision import Precision, choose, quantize_int8, torch_dtype
+from engine.safetensors_header import read_header
 from engine.variants import int8_variant_problem, load_int8_variant
 
 __all__ = ["ModelHandle", "load_model", "describe_model_dir", "model_dir_problems", "check_model_dir", "INSTALL_HINT"]
@@ -61,15 +61,12 @@ def _safetensors_problem(path: Path) -> str | None:
     size = path.stat().st_size
     try:
         with open(path, "rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            if header_len > min(size - 8, 100 * 2**20):
-                return f"{path.name}: not a safetensors file"
-            header = json.loads(f.read(header_len))
+            header, data_start = read_header(f)
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (struct.error, ValueError, KeyError, TypeError, IndexError):
+    except (ValueError, KeyError, TypeError, IndexError):
         return f"{path.name}: not a safetensors file"
-    if 8 + header_len + end != size:
-        return f"{path.name}: {size} bytes, its header describes {8 + header_len + end} (truncated?)"
+    if data_start + end != size:
+        return f"{path.name}: {size} bytes, its header describes {data_start + end} (truncated?)"
     return None
 
 
@@ -188,9 +185,8 @@ def _stored_as(model_dir: Path, precision: Precision) -> bool:
     for path in model_dir.glob("*.safetensors"):
         try:
             with open(path, "rb") as f:
-                (header_len,) = struct.unpack("<Q", f.read(8))
-                header = json.loads(f.read(header_len))
-        except (OSError, ValueError, struct.error):
+                header, _ = read_header(f)
+        except (OSError, ValueError):
             return True  # cannot tell: assume mapped, so the worker copies (the safe side)
         if any(t.get("dtype") != wanted for k, t in header.items() if k != "__metadata__"):
             return False

@@ -25,6 +25,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from engine.safetensors_header import read_header
+
 __all__ = ["INT8_VARIANT", "SCHEME", "make_int8_variant", "int8_variant_problem", "load_int8_variant"]
 
 INT8_VARIANT = Path("variants") / "int8" / "model.safetensors"  # relative to the version's directory
@@ -70,15 +72,14 @@ def make_int8_variant(model_dir: Path, say: Callable[[str], None] = _say) -> Pat
 
 def int8_variant_problem(model_dir: Path) -> str | None:
     """Why ``model_dir``'s int8 variant cannot be used (None when it can); torch-free, header only."""
-    from safetensors import safe_open
-
     path = Path(model_dir) / INT8_VARIANT
     if not path.is_file():
         return "the version has no int8 variant"
     try:
-        with safe_open(path, "np") as f:
-            scheme = (f.metadata() or {}).get("scheme")
-    except Exception as exc:  # safetensors raises its own error types for a broken header
+        with open(path, "rb") as f:
+            header, _ = read_header(f)
+        scheme = (header.get("__metadata__") or {}).get("scheme")
+    except (OSError, ValueError, AttributeError) as exc:
         return f"its int8 variant is unreadable ({exc})"
     if scheme != SCHEME:
         return f"its int8 variant is of scheme {scheme!r}, this engine reads {SCHEME!r}"
@@ -92,14 +93,9 @@ class _TensorFile:
     _DTYPES = {"I8": "int8", "F64": "float64", "F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
     def __init__(self, path: Path) -> None:
-        import json
-        import struct
-
         self._file = open(path, "rb")
-        (length,) = struct.unpack("<Q", self._file.read(8))
-        self._header = json.loads(self._file.read(length))
+        self._header, self._base = read_header(self._file)
         self._header.pop("__metadata__", None)
-        self._base = 8 + length
 
     def names(self) -> set[str]:
         return set(self._header)
