@@ -8,7 +8,10 @@ chats may wait; past that, callers get ``Busy`` at once instead of a hang.
 ``priority`` chats (the watchdog's probes) are never refused for a full line,
 so health checks stay fast in a full classroom. A chat that names a
 ``session`` replaces that session's unfinished chat (one browser session
-never holds two slots). The model thread hands every job back (``release``)
+never holds two slots). A classification's ``mode`` is resolved here:
+``auto`` becomes ``head`` where the task's head is ready on this model, else
+``prompt``; asking for ``head`` where there is none is bad input, with the
+reason. The model thread hands every job back (``release``)
 when it is done with it, which frees its place. No torch.
 """
 
@@ -30,6 +33,7 @@ from engine.types import (
     NOTICE_INPUT_TRUNCATED,
     ChatRequest,
     ClassifyRequest,
+    ClassifyMode,
     EngineConfig,
     Request,
 )
@@ -52,6 +56,7 @@ class ClassifyJob:
     texts: list[str]
     sink: Sink
     request_id: str = ""
+    mode: ClassifyMode = ClassifyMode.PROMPT  # resolved: PROMPT or HEAD
     cancelled: threading.Event = field(default_factory=threading.Event)
 
 
@@ -121,12 +126,24 @@ class Admission:
 
     def _classify_job(self, spec: ClassifyTask, request: ClassifyRequest, sink: Sink) -> ClassifyJob:
         clean = self._validate_texts(request.texts)
-        job = ClassifyJob(spec, clean, sink, request.request_id)
+        job = ClassifyJob(spec, clean, sink, request.request_id, self._mode(spec, request.mode))
         with self._counts_lock:
             if self._queued_texts + len(clean) > self.config.max_pending_classify:
                 raise Busy()
             self._queued_texts += len(clean)
         return job
+
+    def _mode(self, spec: ClassifyTask, asked: ClassifyMode | str) -> ClassifyMode:
+        mode = ClassifyMode.parse(asked)
+        if mode is ClassifyMode.PROMPT:
+            return mode
+        state = self.backend.head_states().get(spec.name)
+        if state is not None and state.ready:
+            return ClassifyMode.HEAD
+        if mode is ClassifyMode.HEAD:
+            raise InvalidInput(f"Task {spec.name!r} cannot answer in head mode on this model: "
+                               f"{state.detail if state else 'no head'}.")
+        return ClassifyMode.PROMPT
 
     def _validate_texts(self, texts: Sequence[str]) -> list[str]:
         if isinstance(texts, str) or not isinstance(texts, (list, tuple)):
@@ -146,7 +163,10 @@ class Admission:
         except ValueError as exc:
             raise InvalidInput(f"Invalid chat history: {exc}.") from None
         temperature = spec.temperature if options.temperature is None else options.temperature
-        prompt_ids, notices = self._fit_prompt(spec, clean_history, message[:MAX_CHARS])
+        system_prompt = spec.system_prompt if options.system_prompt is None else options.system_prompt
+        if not isinstance(system_prompt, str) or not system_prompt.strip():
+            raise InvalidInput("The system prompt is empty.")
+        prompt_ids, notices = self._fit_prompt(system_prompt[:MAX_CHARS], clean_history, message[:MAX_CHARS])
         job = ChatJob(
             prompt_ids=prompt_ids,
             notices=notices,
@@ -182,12 +202,12 @@ class Admission:
         system = [{"role": "system", "content": "x"}]
         return max(self._count(system + [{"role": "user", "content": ""}]) - self._count(system), 0)
 
-    def _fit_prompt(self, spec: GenerateTask, history: list[Message], message: str) -> tuple[list[int], tuple]:
+    def _fit_prompt(self, system_prompt: str, history: list[Message], message: str) -> tuple[list[int], tuple]:
         """The prompt's token ids, the conversation fitted to ``context_tokens``, and its notices.
         Runs on the caller's thread (in the worker process, the one that receives requests), so a
         long conversation never holds up the model's thread."""
         fitted = fit_conversation(
-            spec.system_prompt, history, message, self.config.context_tokens,
+            system_prompt, history, message, self.config.context_tokens,
             count_tokens=self._count,
             truncate_text=lambda text, n: self.backend.decode(self.backend.encode(text)[:n]),
             message_tokens=lambda m: len(self.backend.encode(m["content"])) + self._turn_overhead,

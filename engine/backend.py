@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Protocol, Sequence
 
+from engine.heads import HeadState
 from engine.prompts import Message
 from engine.tasks import ClassifyTask
+from engine.types import ClassifyMode
 
 __all__ = ["Backend", "BackendInfo", "Scored", "Sequence"]
 
@@ -55,6 +57,7 @@ class Scored:
     confidence: float
     scores: dict[str, float]
     truncated: bool
+    mode: ClassifyMode = ClassifyMode.PROMPT  # what answered: the label words or the task's head
 
 
 class Backend(Protocol):
@@ -64,7 +67,10 @@ class Backend(Protocol):
     stop_ids: frozenset[int]  # token ids that end an answer
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
-        """Warm up: build each classify task's scorer (its prompt prefix cached)."""
+        """Warm up: build each classify task's scorer (its prompt prefix cached, its head loaded)."""
+
+    def head_states(self) -> dict[str, HeadState]:
+        """Per classify task, whether its linear head answers on this model (``engine.heads``). After ``prepare``."""
 
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text``, no special tokens added. Safe from any thread."""
@@ -75,8 +81,9 @@ class Backend(Protocol):
     def decode(self, ids: Sequence[int]) -> str:
         """Text of generated ids, special tokens left out."""
 
-    def score(self, task: str, texts: list[str]) -> list[Scored]:
-        """Classify ``texts`` with ``task``'s labels, one forward pass per length group."""
+    def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
+        """Classify ``texts`` with ``task``'s labels, one forward pass per length group; each text in
+        its mode (``PROMPT`` or ``HEAD``, resolved at admission: ``HEAD`` only where the head is ready)."""
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> object:
         """Prefill a prompt; the returned sequence joins the decode batch."""

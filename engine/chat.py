@@ -57,7 +57,8 @@ class ChatStream:
         if finish is None:
             text = safe_stream_text(text)
         delta, self.text = text[len(self.text):], text
-        self.publish(ChatUpdate(text, delta, finish is not None, finish, self.notices, len(self.generated)))
+        self.publish(ChatUpdate(text, delta, finish is not None, finish, self.notices, len(self.generated),
+                                len(self.prompt_ids)))
         return None if finish is not None else token
 
     def publish(self, update: ChatUpdate | BaseException) -> None:

@@ -223,10 +223,12 @@ class Engine(InferenceCalls):
         if not batch:
             return
         texts = [t for job in batch for t in job.texts]
+        modes = [job.mode for job in batch for _ in job.texts]
         try:
             scored = []
             for start in range(0, len(texts), self.config.max_batch):
-                scored.extend(self.backend.score(task.name, texts[start : start + self.config.max_batch]))
+                end = start + self.config.max_batch
+                scored.extend(self.backend.score(task.name, texts[start:end], modes[start:end]))
         except Exception as exc:
             error = exc if isinstance(exc, AllInOneError) else InferenceFailed()
             if not isinstance(exc, AllInOneError):
@@ -239,7 +241,8 @@ class Engine(InferenceCalls):
         for job in batch:
             part = scored[offset : offset + len(job.texts)]
             offset += len(job.texts)
-            job.sink.put([ClassifyResult(task.name, s.label, s.confidence, s.scores, s.truncated) for s in part])
+            job.sink.put([ClassifyResult(task.name, s.label, s.confidence, s.scores, s.truncated, s.mode)
+                          for s in part])
 
     def _admit_chats(self) -> None:
         admitted = 0

@@ -72,9 +72,9 @@ class FaultyBackend:
         if fail:
             raise InferenceFailed("Injected fault: this inference failed.")
 
-    def score(self, task, texts):
+    def score(self, task, texts, modes):
         self._before_model_call()
-        return self.inner.score(task, texts)
+        return self.inner.score(task, texts, modes)
 
     def start(self, prompt_ids, temperature, seed):
         self._before_model_call()

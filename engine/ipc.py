@@ -21,7 +21,7 @@ the worker is stopped or hung.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
@@ -67,3 +67,4 @@ class WorkerInfo:
     device: str
     load_seconds: float
     pid: int
+    heads: dict[str, dict] = field(default_factory=dict)  # task -> HeadState.to_api(), for tasks with examples

@@ -8,7 +8,11 @@ Tasks live in a TOML file (``engine/tasks.toml`` by default). Two kinds:
   scores are pooled into the label), and an optional ``label_bias`` per label
   (added to the label's log-score: a calibration, fitted on tuning data by
   ``bench/calibrate_bias.py``). Answered by scoring the labels at the answer
-  position, never by generating text.
+  position, never by generating text. A classify task may also name an
+  ``examples_file`` (JSON lines of ``{"text", "label"}``, relative to the
+  tasks file): the labelled examples a linear head is fitted on
+  (``engine.heads``), read and checked here so that a broken file is refused
+  at load with its line named.
 - ``generate``: a ``system_prompt`` and generation settings
   (``temperature``, ``max_new_tokens``).
 
@@ -18,6 +22,8 @@ the engine, the UI and the API pick it up. This module is pure: no torch.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -25,12 +31,13 @@ from pathlib import Path
 from typing import Literal
 
 from engine.errors import ConfigError
-from engine.types import TaskInfo
+from engine.types import ClassifyMode, TaskInfo
 
 __all__ = [
     "ClassifyExample",
     "ClassifyTask",
     "GenerateTask",
+    "HeadExamples",
     "Task",
     "TaskRegistry",
     "DEFAULT_TASKS_FILE",
@@ -39,6 +46,7 @@ __all__ = [
 
 DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.toml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+MAX_HEAD_EXAMPLES = 5000  # fitting reads every example through the model: bound its time
 MAX_LABEL_BIAS = 10.0  # a log-score offset past this would decide every answer on its own
 
 
@@ -59,7 +67,18 @@ class ClassifyTask:
     input_template: str = "{text}"
     ui_examples: tuple[str, ...] = ()
     label_bias: dict[str, float] = field(default_factory=dict)  # label -> added to its log-score
+    head_examples: "HeadExamples | None" = None  # what a linear head is fitted on (engine.heads)
     kind: Literal["classify"] = "classify"
+
+
+@dataclass(frozen=True)
+class HeadExamples:
+    """A classify task's labelled examples file, read and checked at load, and where its heads are kept."""
+
+    path: Path
+    examples: tuple[ClassifyExample, ...]
+    sha256: str  # of the file's bytes: a head records it, so an edited file makes the head stale
+    heads_dir: Path  # ``heads/`` beside the tasks file (engine.heads)
 
 
 @dataclass(frozen=True)
@@ -96,7 +115,9 @@ class TaskRegistry:
 
     def infos(self) -> list[TaskInfo]:
         """What the UI needs to build a tab per task."""
-        return [TaskInfo(t.name, t.kind, t.title, getattr(t, "labels", ()), t.ui_examples) for t in self]
+        return [TaskInfo(t.name, t.kind, t.title, getattr(t, "labels", ()), t.ui_examples,
+                         tuple(m.value for m in ClassifyMode) if getattr(t, "head_examples", None) else ())
+                for t in self]
 
 
 def _str_list(table: dict, key: str, where: str) -> tuple[str, ...]:
@@ -106,7 +127,7 @@ def _str_list(table: dict, key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _parse_classify(name: str, table: dict, where: str) -> ClassifyTask:
+def _parse_classify(name: str, table: dict, where: str, base_dir: Path) -> ClassifyTask:
     labels = _str_list(table, "labels", where)
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: a classify task needs at least two distinct labels.")
@@ -131,6 +152,9 @@ def _parse_classify(name: str, table: dict, where: str) -> ClassifyTask:
     input_template = table.get("input_template", "{text}")
     if not isinstance(input_template, str) or input_template.count("{text}") != 1:
         raise ConfigError(f"{where}: 'input_template' must contain '{{text}}' exactly once.")
+    examples_file = table.get("examples_file")
+    if examples_file is not None and (not isinstance(examples_file, str) or not examples_file.strip()):
+        raise ConfigError(f"{where}: 'examples_file' must be a file name (relative to the tasks file).")
     return ClassifyTask(
         name=name,
         title=table.get("title", name.title()),
@@ -141,7 +165,38 @@ def _parse_classify(name: str, table: dict, where: str) -> ClassifyTask:
         input_template=input_template,
         ui_examples=_str_list(table, "ui_examples", where),
         label_bias={k: float(v) for k, v in bias_table.items()},
+        head_examples=None if examples_file is None else read_head_examples(base_dir / examples_file, labels,
+                                                                            base_dir / "heads"),
     )
+
+
+def read_head_examples(path: Path, labels: tuple[str, ...], heads_dir: Path) -> HeadExamples:
+    """The examples file of a classify task; every problem is a ``ConfigError`` naming the file and line."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"Cannot read the examples file {path}: {exc.strerror or exc}.") from exc
+    examples = []
+    for number, line in enumerate(data.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}:{number}: not UTF-8 text.") from None
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}:{number}: not a JSON object ({exc.msg}).") from None
+        if not isinstance(row, dict) or not isinstance(row.get("text"), str) or not row["text"].strip():
+            raise ConfigError(f"{path}:{number}: each line needs a non-empty 'text'.")
+        if row.get("label") not in labels:
+            raise ConfigError(f"{path}:{number}: 'label' must be one of {list(labels)}, not {row.get('label')!r}.")
+        examples.append(ClassifyExample(text=row["text"].strip(), label=row["label"]))
+    counts = {label: sum(e.label == label for e in examples) for label in labels}
+    if min(counts.values()) < 2:
+        raise ConfigError(f"{path}: a head needs at least two examples of every label; it has {counts}.")
+    if len(examples) > MAX_HEAD_EXAMPLES:
+        raise ConfigError(f"{path}: {len(examples)} examples, the limit is {MAX_HEAD_EXAMPLES}.")
+    return HeadExamples(path, tuple(examples), hashlib.sha256(data).hexdigest(), heads_dir)
 
 
 def _parse_generate(name: str, table: dict, where: str) -> GenerateTask:
@@ -177,7 +232,7 @@ def load_tasks(path: Path = DEFAULT_TASKS_FILE) -> TaskRegistry:
             raise ConfigError(f"{where}: task names are lower-case identifiers with a table of settings.")
         kind = table.get("kind")
         if kind == "classify":
-            tasks[name] = _parse_classify(name, table, where)
+            tasks[name] = _parse_classify(name, table, where, Path(path).parent)
         elif kind == "generate":
             tasks[name] = _parse_generate(name, table, where)
         else:

@@ -19,6 +19,7 @@ from enum import Enum
 from typing import Iterator, Protocol, Sequence
 
 __all__ = [
+    "ClassifyMode",
     "ClassifyResult",
     "ChatUpdate",
     "GenerateOptions",
@@ -46,6 +47,26 @@ FINISH_LENGTH = "length"  # max_new_tokens reached
 FINISH_TIME_LIMIT = "time_limit"  # the per-request wall-clock limit reached
 
 
+class ClassifyMode(str, Enum):
+    """How a classify task answers (``engine.heads``): asked per request, reported per result."""
+
+    AUTO = "auto"  # the head where the task has one fitted for this model, else the prompt
+    PROMPT = "prompt"  # the label words' scores at the answer position
+    HEAD = "head"  # the task's linear head on the same forward pass
+
+    @classmethod
+    def parse(cls, value: "ClassifyMode | str | None") -> "ClassifyMode":
+        """A mode from a request (``None`` is ``auto``); ``InvalidInput`` names the choices."""
+        if value is None or value == "":
+            return cls.AUTO
+        try:
+            return cls(value)
+        except ValueError:
+            from engine.errors import InvalidInput
+
+            raise InvalidInput(f"Unknown mode {value!r}; use one of: {', '.join(m.value for m in cls)}.") from None
+
+
 @dataclass(frozen=True)
 class ClassifyResult:
     task: str
@@ -53,6 +74,7 @@ class ClassifyResult:
     confidence: float
     scores: dict[str, float]
     truncated: bool
+    mode: ClassifyMode = ClassifyMode.PROMPT  # the mode that answered: ``prompt`` or ``head``, never ``auto``
 
     def to_api(self) -> dict:
         """The ``/sentiment`` API shape (see DESIGN.md)."""
@@ -61,6 +83,7 @@ class ClassifyResult:
             "confidence": round(self.confidence, 4),
             "scores": {k: round(v, 4) for k, v in self.scores.items()},
             "truncated": self.truncated,
+            "mode": self.mode.value,
         }
 
 
@@ -73,7 +96,8 @@ class ChatUpdate:
     done: bool = False
     finish_reason: str | None = None
     notices: tuple[str, ...] = ()
-    tokens: int = 0
+    tokens: int = 0  # generated so far
+    prompt_tokens: int = 0  # the fitted prompt's (system prompt, history and message, as rendered)
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,8 @@ class GenerateOptions:
     # The watchdog's probes: they go to the front of the line and may use one slot past the
     # cap, so a busy classroom never makes a health check time out (and trigger a reload).
     priority: bool = False
+    # The caller's own system prompt in place of the task's (the OpenAI API's system messages).
+    system_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +123,7 @@ class ClassifyRequest:
 
     texts: Sequence[str]
     request_id: str = ""  # for the logs of both processes (set by the metrics wrapper)
+    mode: ClassifyMode | str = ClassifyMode.AUTO  # checked at admission
 
     @property
     def weight(self) -> int:
@@ -129,6 +156,7 @@ class TaskInfo:
     title: str
     labels: tuple[str, ...] = ()
     ui_examples: tuple[str, ...] = field(default_factory=tuple)
+    modes: tuple[str, ...] = ()  # a classify task with an examples file: the ``ClassifyMode``s one may ask for
 
 
 class Inference(Protocol):
@@ -138,7 +166,8 @@ class Inference(Protocol):
 
     def submit(self, task: str, request: Request) -> Iterator[Reply]: ...
 
-    def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]: ...
+    def classify(self, task: str, texts: Sequence[str], mode: ClassifyMode | str = ClassifyMode.AUTO
+                 ) -> list[ClassifyResult]: ...
 
     def generate(
         self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
@@ -151,9 +180,10 @@ class InferenceCalls:
     def submit(self, task: str, request: Request) -> Iterator[Reply]:
         raise NotImplementedError
 
-    def classify(self, task: str, texts: Sequence[str]) -> list[ClassifyResult]:
+    def classify(self, task: str, texts: Sequence[str], mode: ClassifyMode | str = ClassifyMode.AUTO
+                 ) -> list[ClassifyResult]:
         """Label each text with the task's labels; blocks until done or timed out."""
-        return list(self.submit(task, ClassifyRequest(texts)))
+        return list(self.submit(task, ClassifyRequest(texts, mode=mode)))
 
     def generate(
         self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None

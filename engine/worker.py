@@ -39,6 +39,7 @@ from engine.backends import open_backend
 from engine.engine import Engine
 from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
 from engine.faults import FaultyBackend
+from engine.heads import HeadStatus
 from engine.ipc import Op, WorkerInfo, WorkerSpec
 from engine.types import ChatUpdate, Fault
 
@@ -167,8 +168,9 @@ def run(conn, spec: WorkerSpec, beat) -> None:
         outbox.close()
         return
     info = backend.info
+    heads = {task: state.to_api() for task, state in backend.head_states().items() if state.status != HeadStatus.NONE}
     outbox.send((Op.READY, WorkerInfo(info.label, info.path, info.precision, info.precision_reason, info.device,
-                                      info.load_seconds, os.getpid())))
+                                      info.load_seconds, os.getpid(), heads)))
     try:
         _serve(conn, engine, backend, outbox)
     finally:

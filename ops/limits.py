@@ -42,14 +42,16 @@ class RequestLimits:
         if isinstance(request, ChatRequest):
             self.check_message(request.message)
             self.check_history(request.history)
+            if request.options.system_prompt is not None:
+                self.check_message(request.options.system_prompt, "System prompt")
         elif isinstance(request, ClassifyRequest):
             self.check_lines(request.texts)
 
-    def check_message(self, message: object) -> None:
+    def check_message(self, message: object, what: str = "Message") -> None:
         if isinstance(message, str) and len(message) > self.max_message_chars:
-            raise LimitExceeded(f"Message too long: {len(message)} characters, the limit is "
+            raise LimitExceeded(f"{what} too long: {len(message)} characters, the limit is "
                                 f"{self.max_message_chars}.")
-        _check_unicode(message, "The message")
+        _check_unicode(message, f"The {what.lower()}")
 
     def check_history(self, history: object) -> None:
         if not isinstance(history, (list, tuple)):

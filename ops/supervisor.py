@@ -29,6 +29,7 @@ class WorkerHandle(Protocol):
     model_label: str | None
     model_path: Path | None
     precision: tuple[str, str] | None  # the weights' format and why that one, once loaded
+    heads: dict[str, dict]  # per classify task with examples: its linear head's state (engine.heads)
     pid: int | None
 
     def task_infos(self) -> list[TaskInfo]: ...

@@ -191,6 +191,11 @@ class WorkerProcess(InferenceCalls):
     def precision(self) -> tuple[str, str] | None:
         return None if self.info is None else (self.info.precision, self.info.precision_reason)
 
+    @property
+    def heads(self) -> dict[str, dict]:
+        """Per classify task with examples, its head's state on this model (``engine.heads``)."""
+        return {} if self.info is None else dict(self.info.heads)
+
     def alive(self) -> bool:
         return self._process is not None and self._process.poll() is None and not self._lost.is_set()
 

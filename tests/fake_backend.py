@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.backend import BackendInfo, Scored
+from engine.heads import HeadState, HeadStatus
 
 ANSWER = "hello from the fake"
 STOP = 0
@@ -32,6 +33,11 @@ class FakeBackend:
 
     def prepare(self, classify_tasks, max_input_tokens: int) -> None:
         self.labels = {task.name: task.labels for task in classify_tasks}
+        self.heads = {task.name: HeadState(task.name, HeadStatus.NONE, "a fake: prompt only")
+                      for task in classify_tasks}
+
+    def head_states(self) -> dict[str, HeadState]:
+        return dict(self.heads)
 
     def encode(self, text: str) -> list[int]:
         return [ord(c) for c in text]
@@ -42,14 +48,14 @@ class FakeBackend:
     def decode(self, ids) -> str:
         return "".join(chr(i) for i in ids)
 
-    def score(self, task: str, texts: list[str]) -> list[Scored]:
+    def score(self, task: str, texts: list[str], modes) -> list[Scored]:
         first, second = self.labels[task][:2]
         results = []
-        for text in texts:
+        for text, mode in zip(texts, modes, strict=True):
             label = first if "good" in text else second
             scores = {name: 0.0 for name in self.labels[task]}
             scores[label] = 1.0
-            results.append(Scored(label, 1.0, scores, False))
+            results.append(Scored(label, 1.0, scores, False, mode))
         return results
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> FakeSequence:

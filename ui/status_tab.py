@@ -86,6 +86,8 @@ def summary_markdown(snapshot: dict) -> str:
     if snapshot.get("precision"):
         precision = snapshot["precision"]
         lines.append(f"- **Weights / 权重格式**: {precision['format']} ({precision['reason']})")
+    for task, head in (snapshot.get("heads") or {}).items():
+        lines.append(f"- **Head of {task} / {task} 线性头**: {head['status']}: {head['detail']}")
     return "\n".join(lines)
 
 

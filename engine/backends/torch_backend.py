@@ -19,10 +19,13 @@ from loguru import logger
 
 from engine.backend import BackendInfo, Scored
 from engine.backends.torch_decode import DecodeBatch, TorchSequence, prefill, stop_token_ids
+from engine.backends.torch_head import LinearHead
 from engine.backends.torch_scoring import LabelScorer
+from engine.heads import HeadState, find_head, model_identity
 from engine.loader import ModelHandle
 from engine.prompts import Message
 from engine.tasks import ClassifyTask
+from engine.types import ClassifyMode
 
 __all__ = ["TorchBackend"]
 
@@ -88,13 +91,30 @@ class TorchBackend:
         self._model, self._tokenizer = handle.model, handle.tokenizer
         self._batch = DecodeBatch(self._model)
         self._scorers: dict[str, LabelScorer] = {}
+        self._heads: dict[str, HeadState] = {}
         # Weights the loader converted (bf16 from fp32 files, int8 linears) are the process's own already;
         # what is still mapped from the files (all of fp32, int8's embedding table and norms) is copied.
         self._weights = _OwnWeights(self._model) if handle.weights_in_files else None
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
+        model_id: str | None = None
         for task in classify_tasks:
-            self._scorers[task.name] = LabelScorer(self._model, self._tokenizer, task, self.render, max_input_tokens)
+            scorer = LabelScorer(self._model, self._tokenizer, task, self.render, max_input_tokens)
+            if task.head_examples is not None and model_id is None:
+                model_id = model_identity(self.info.path)
+            head, self._heads[task.name] = find_head(task, model_id or "")
+            if head is not None:
+                scorer.head = LinearHead(head.weight, head.bias)
+            if task.head_examples is not None:
+                logger.info("task {}: {}", task.name, self._heads[task.name].detail)
+            self._scorers[task.name] = scorer
+
+    def head_states(self) -> dict[str, HeadState]:
+        return dict(self._heads)
+
+    def scorer(self, task: str) -> LabelScorer:
+        """The task's label scorer (for fitting its head: ``ops.heads``)."""
+        return self._scorers[task]
 
     def encode(self, text: str) -> list[int]:
         # The Rust tokenizer itself: thread-safe (admission tokenizes on the receiving thread while
@@ -108,8 +128,8 @@ class TorchBackend:
     def decode(self, ids: Sequence[int]) -> str:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
-    def score(self, task: str, texts: list[str]) -> list[Scored]:
-        return self._scorers[task].score(texts)
+    def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
+        return self._scorers[task].score(texts, list(modes))
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> TorchSequence:
         sequence = TorchSequence(temperature)

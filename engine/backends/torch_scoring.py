@@ -19,6 +19,11 @@ pass over the suffixes followed by each spelling's tokens. The answer is the
 arg-max of a softmax over labels. It is always one of the labels and
 deterministic; the input text can change the scores but not the set of
 possible answers.
+
+A task with a fitted linear head (``engine.heads``) can answer in ``head``
+mode instead: the head reads the same pass's hidden state at the answer
+position and the label log-probabilities (``torch_head``), at the cost of one
+small matrix product.
 """
 
 from __future__ import annotations
@@ -26,9 +31,11 @@ from __future__ import annotations
 import torch
 
 from engine.backend import Scored
+from engine.backends.torch_head import LinearHead
 from engine.errors import ConfigError, InvalidOutput
 from engine.prompts import RenderChat, split_classify_prompt
 from engine.tasks import ClassifyTask
+from engine.types import ClassifyMode
 
 __all__ = ["LabelScorer"]
 
@@ -89,6 +96,7 @@ class LabelScorer:
             out = model.base_model(input_ids=prefix_ids, use_cache=True)
         self.prefix_len = prefix_ids.shape[1]
         self._prefix_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
+        self.head: LinearHead | None = None  # set by the backend when a head fitted for this model is found
 
     def _encode(self, text: str) -> list[int]:
         # The Rust tokenizer itself, as the engine's admission uses it from another thread: the
@@ -127,18 +135,21 @@ class LabelScorer:
         return DynamicCache(ddp_cache_data=data, config=self.model.config)
 
     @torch.inference_mode()
-    def label_logprobs(self, texts: list[str]) -> tuple[torch.Tensor, list[bool]]:
-        """Log-probabilities over labels, shape (len(texts), len(labels)).
+    def features(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor, list[bool]]:
+        """What one forward pass gives per text: the hidden state at the answer position
+        [len(texts), hidden size], the label log-probabilities [len(texts), len(labels)], and
+        whether each input was truncated.
 
         Rows are sorted by length and run in groups of at most
         ``MAX_TOKENS_PER_FORWARD`` padded tokens, so one long review does not
         make fifteen short ones pay for its padding.
         """
         encoded = [self._suffix_ids(t) for t in texts]
-        out = torch.empty(len(texts), len(self.task.labels))
+        hidden = torch.empty(len(texts), self.model.config.hidden_size)
+        logprobs = torch.empty(len(texts), len(self.task.labels))
         for group in _length_groups([len(ids) for ids, _ in encoded]):
-            out[group] = self._forward([encoded[i][0] for i in group])
-        return out, [t for _, t in encoded]
+            hidden[group], logprobs[group] = self._forward([encoded[i][0] for i in group])
+        return hidden, logprobs, [t for _, t in encoded]
 
     def _hidden(self, rows: list[list[int]]) -> torch.Tensor:
         """The model body on right-padded rows after the cached prefix: hidden states [rows, width, dim]."""
@@ -148,7 +159,8 @@ class LabelScorer:
             input_ids=input_ids, cache=self._prefix_cache(len(rows)), use_cache=True
         ).last_hidden_state
 
-    def _forward(self, rows: list[list[int]]) -> torch.Tensor:
+    def _forward(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden state at each row's answer position, label log-probabilities) of a group of rows."""
         lengths = torch.tensor([len(ids) for ids in rows])
         hidden = self._hidden(rows)
         last = hidden[torch.arange(len(rows)), lengths - 1].to(torch.float32)
@@ -162,7 +174,7 @@ class LabelScorer:
         labels = torch.tensor(self._spelling_label)
         per_label = torch.stack([scores[:, labels == i].logsumexp(dim=-1) for i in range(len(self._spellings))],
                                 dim=-1)
-        return (per_label + self._label_bias).log_softmax(dim=-1)
+        return last, (per_label + self._label_bias).log_softmax(dim=-1)
 
     def _continuation_logprobs(self, rows: list[list[int]]) -> torch.Tensor:
         """log p(t2..tn | suffix, t1) of every multi-token spelling: one pass over each row followed by
@@ -176,11 +188,19 @@ class LabelScorer:
             extra[r, k] = logprobs[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].sum()
         return extra
 
-    def score(self, texts: list[str]) -> list[Scored]:
-        logprobs, truncated = self.label_logprobs(texts)
+    @torch.inference_mode()
+    def score(self, texts: list[str], modes: list[ClassifyMode]) -> list[Scored]:
+        hidden, logprobs, truncated = self.features(texts)
+        by_head = torch.tensor([mode is ClassifyMode.HEAD for mode in modes], dtype=torch.bool)
+        if by_head.any():
+            if self.head is None:
+                raise ConfigError(f"Task {self.task.name!r} has no head on this model.")  # admission prevents it
+            logprobs[by_head] = self.head.log_probs(hidden[by_head], logprobs[by_head])
+            if not torch.isfinite(logprobs).all():
+                raise InvalidOutput()
         probs = logprobs.exp().tolist()
         results = []
-        for row, was_truncated in zip(probs, truncated):
+        for row, was_truncated, mode in zip(probs, truncated, modes, strict=True):
             best = max(range(len(row)), key=row.__getitem__)
             results.append(
                 Scored(
@@ -188,6 +208,7 @@ class LabelScorer:
                     confidence=row[best],
                     scores=dict(zip(self.task.labels, row)),
                     truncated=was_truncated,
+                    mode=mode,
                 )
             )
         return results

@@ -60,7 +60,7 @@ def test_cached_prefix_scoring_matches_a_full_forward(tiny_handle, labels, alias
     scorer = LabelScorer(model, tokenizer, task, render, max_input_tokens=256)
     if "very positive" in labels:  # two labels that differ only after their first token
         assert scorer._spellings[0][0][0] == scorer._spellings[1][0][0]
-    batched, _ = scorer.label_logprobs(TEXTS)
+    _, batched, _ = scorer.features(TEXTS)
     prefix_ids = scorer._encode(split_classify_prompt(task, render)[0])
     # Float formats differ only in the order of sums. In int8 that order can also move an activation
     # across a rounding step (1/127 of its token's largest value), which shows as a few thousandths.

@@ -38,7 +38,7 @@ def test_the_scheduler_side_of_the_backend_seam_is_torch_free():
     (engine/backends/torch_*), the loader's format code (engine/int8.py) and the default-model
     converter do, and those lazily where the web process can reach them."""
     for name in ("engine.py", "admission.py", "backend.py", "chat.py", "faults.py", "worker.py", "ipc.py",
-                 "types.py", "prompts.py", "tasks.py", "replies.py"):
+                 "types.py", "prompts.py", "tasks.py", "replies.py", "heads.py"):
         assert imported_roots(REPO / "engine" / name) & HEAVY == set(), name
     # The loader, the format choice and the backend registry import torch only when they load a model:
     code = ("import sys, engine.engine, engine.chat, engine.faults, engine.backends, engine.precision; "
@@ -48,7 +48,7 @@ def test_the_scheduler_side_of_the_backend_seam_is_torch_free():
 
 
 def test_importing_the_app_loads_no_model_code():
-    code = "import sys, app, ui.demo, ops.lifecycle, ops.models; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,)
+    code = "import sys, app, ui.demo, ops.lifecycle, ops.models, ops.heads; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 

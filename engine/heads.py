@@ -1,0 +1,195 @@
+"""Linear heads for classify tasks: how they are named, stored, checked and reported. Pure: no torch.
+
+A classify task that names an ``examples_file`` (``engine.tasks``) can be
+answered two ways (``engine.types.ClassifyMode``):
+
+- ``prompt``: the label words' scores at the answer position (always there);
+- ``head``: a small linear layer on the same forward pass's hidden state at the
+  answer position plus the label log-probabilities, fitted on the task's
+  labelled examples (``python -m ops.heads fit``; the fitting itself is the
+  backend's, ``engine.backends.torch_head``). It costs one tiny matrix product
+  per text: no second model, no second pass.
+
+A head only means something for the model and the task it was fitted on, so
+its file records both: the task's fingerprint (everything that changes the
+prompt or the examples) and the model's identity (the weights' SHA-256 from
+the version's MANIFEST). Heads are stored beside the tasks file, in
+``heads/<task>@<model id>.json``, so they are versioned with the task, and a
+version can have a head per model (rolling back to a model finds its head
+again). A head whose task changed, or that was fitted for another model, is
+not used: the task answers in ``prompt`` mode and ``HeadState`` says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass
+from enum import Enum
+from pathlib import Path
+
+from engine.errors import ConfigError
+from engine.tasks import ClassifyTask
+
+__all__ = [
+    "FORMAT",
+    "HeadFile",
+    "HeadState",
+    "HeadStatus",
+    "find_head",
+    "head_path",
+    "model_identity",
+    "task_fingerprint",
+    "write_head",
+]
+
+FORMAT = "allinone-linear-head-v1"  # features: hidden state at the answer position, then label log-probs
+HEADS_DIR = "heads"  # beside the tasks file
+
+
+class HeadStatus(str, Enum):
+    READY = "ready"  # fitted for this task and this model: ``head`` mode answers
+    NONE = "none"  # the task names no examples file: prompt mode only
+    MISSING = "missing"  # examples, but no head fitted for this model yet
+    STALE = "stale"  # the task or its examples changed since the head was fitted
+    BROKEN = "broken"  # the head's file cannot be read
+
+
+@dataclass(frozen=True)
+class HeadState:
+    """Whether a task's head answers on the loaded model, and why (for /ready, the Status tab, logs)."""
+
+    task: str
+    status: HeadStatus
+    detail: str
+
+    @property
+    def ready(self) -> bool:
+        return self.status is HeadStatus.READY
+
+    def to_api(self) -> dict:
+        return {"status": self.status.value, "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class HeadFile:
+    """One fitted head, as stored: what it was fitted on, and its weights (labels x features)."""
+
+    task: str
+    task_sha256: str
+    model: str  # name@version it was fitted on (for people; ``model_id`` is what is checked)
+    model_id: str
+    precision: str  # the weights' format while fitting (the head is used with any format)
+    labels: list[str]
+    examples: int
+    l2: float
+    tuning_accuracy: float  # on the examples themselves
+    cv_accuracy: float  # 5-fold cross-validation on the examples: the honest estimate
+    fitted: str  # UTC time
+    weight: list[list[float]]  # [labels][hidden size + labels]
+    bias: list[float]
+    format: str = FORMAT
+
+    def describe(self) -> str:
+        return (f"linear head fitted {self.fitted[:10]} on {self.examples} examples with {self.model} "
+                f"({self.precision}); cross-validated accuracy {self.cv_accuracy:.3f}")
+
+
+def task_fingerprint(task: ClassifyTask) -> str:
+    """SHA-256 of everything that shapes the head's inputs: the prompt, the labels, their spellings and
+    biases, and the examples file's bytes. Titles and UI examples do not count."""
+    source = task.head_examples
+    body = {
+        "labels": list(task.labels),
+        "instruction": task.instruction,
+        "examples": [[e.text, e.label] for e in task.examples],
+        "aliases": {k: list(v) for k, v in sorted(task.aliases.items())},
+        "input_template": task.input_template,
+        "label_bias": dict(sorted(task.label_bias.items())),
+        "head_examples_sha256": None if source is None else source.sha256,
+    }
+    return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def model_identity(model_dir: Path) -> str:
+    """SHA-256 naming a model's weights: from the version's MANIFEST when it has one (cheap), else
+    of the weight files' bytes (a local directory outside the store)."""
+    model_dir = Path(model_dir)
+    digest = hashlib.sha256()
+    try:
+        manifest = json.loads((model_dir / "MANIFEST").read_text(encoding="utf-8"))["files"]
+        weights = sorted((name, entry["sha256"]) for name, entry in manifest.items()
+                         if name.endswith((".safetensors", ".gguf")) and "/" not in name)
+    except (OSError, ValueError, KeyError, TypeError):
+        weights = []
+    if weights:
+        for name, sha in weights:
+            digest.update(f"{name}:{sha}\n".encode())
+        return digest.hexdigest()
+    for path in sorted(model_dir.glob("*.safetensors")):
+        digest.update(f"{path.name}:".encode())
+        with open(path, "rb") as file:
+            while chunk := file.read(1 << 24):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def head_path(task: ClassifyTask, model_id: str) -> Path:
+    """Where ``task``'s head for the model ``model_id`` lives: ``heads/<task>@<id>.json`` beside the tasks file."""
+    assert task.head_examples is not None
+    return task.head_examples.heads_dir / f"{task.name}@{model_id[:16]}.json"
+
+
+def find_head(task: ClassifyTask, model_id: str) -> tuple[HeadFile | None, HeadState]:
+    """The task's head for this model if there is a usable one, and its state either way."""
+    if task.head_examples is None:
+        return None, HeadState(task.name, HeadStatus.NONE, "prompt mode only (the task names no examples file)")
+    path = head_path(task, model_id)
+    if not path.exists():
+        return None, HeadState(task.name, HeadStatus.MISSING,
+                               f"no head fitted for this model yet ({path.name}); fit one with "
+                               f"`python -m ops.heads fit --task {task.name}`")
+    try:
+        head = _read(path)
+    except ConfigError as exc:
+        return None, HeadState(task.name, HeadStatus.BROKEN, str(exc))
+    if head.task_sha256 != task_fingerprint(task) or head.labels != list(task.labels):
+        return None, HeadState(task.name, HeadStatus.STALE,
+                               f"{path.name} was fitted before the task or its examples changed; refit it with "
+                               f"`python -m ops.heads fit --task {task.name}`")
+    return head, HeadState(task.name, HeadStatus.READY, head.describe())
+
+
+def _read(path: Path) -> HeadFile:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data.get("format") != FORMAT:
+            raise ConfigError(f"{path}: format {data.get('format')!r}, this version reads {FORMAT!r}.")
+        head = HeadFile(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConfigError(f"Cannot read the head {path}: {exc}") from exc
+    width = len(head.weight[0]) if head.weight else 0
+    if len(head.weight) != len(head.labels) or len(head.bias) != len(head.labels) or any(
+            len(row) != width for row in head.weight):
+        raise ConfigError(f"{path}: its weights do not match its {len(head.labels)} labels.")
+    return head
+
+
+def write_head(task: ClassifyTask, head: HeadFile) -> Path:
+    """Store ``head`` atomically (a temporary file renamed into place); returns its path."""
+    path = head_path(task, head.model_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(asdict(head), file, ensure_ascii=False)
+            file.write("\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
