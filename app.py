@@ -65,13 +65,27 @@ class WebParts:
 
     def __init__(self, config: AppConfig, service: ModelService, timeline: Timeline) -> None:
         from ops.admin import AdminActions
-        from ops.metrics import Metrics
+        from ops.metrics import InstrumentedInference, Metrics
 
         self.config, self.service, self.timeline = config, service, timeline
         self.metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
                                stats=lambda: service.stats, timeline=timeline, worker_rss=service.worker_rss_bytes,
                                degraded=lambda: service.snapshot().degraded is not None)
         self.admin = AdminActions(service, config.admin_token, config.fault_injection)
+        # Every door (the UI, the Gradio API, /v1) goes through this one: counted, timed and logged once.
+        self.inference = InstrumentedInference(service, self.metrics, log_text=config.log_text,
+                                               worker_rss=service.worker_rss_bytes)
+
+    def api_keys(self):
+        """Who may call /v1 (``ops.openai_api``): the API key when there is one; open on a local host;
+        off on a network host whose UI asks for a password but which has no key."""
+        from ops.openai_api import ApiKeys
+
+        config = self.config
+        if config.api_key is None and config.host not in LOCAL_HOSTS and config.auth:
+            return ApiKeys(None, "The /v1 API is off: this server asks for a password (--auth) and has no API "
+                                 "key. Start it with ALLINONE_API_KEY or --api-key-file.")
+        return ApiKeys(config.api_key)
 
     def routes(self, ui_served: bool = True):
         """A FastAPI app with the health, metrics and admin routes."""
@@ -88,6 +102,10 @@ class WebParts:
                           is_admin=self.admin.allows)
         add_metrics_route(app, self.metrics)
         add_admin_routes(app, self.admin)
+        if ui_served:
+            from ops.openai_api import add_openai_routes
+
+            add_openai_routes(app, self.inference, self.api_keys())
         return app
 
     def early_app(self):
@@ -102,7 +120,6 @@ class WebParts:
         """The routes, then the Gradio UI and API at ``/``."""
         import gradio as gr
 
-        from ops.metrics import InstrumentedInference
         from ops.peers import Peers
         from ui.demo import build_demo
         from ui.i18n import I18N
@@ -111,8 +128,7 @@ class WebParts:
         config, service, timeline = self.config, self.service, self.timeline
         snapshot = lambda: service.snapshot().to_json()  # noqa: E731
         demo = build_demo(
-            InstrumentedInference(service, self.metrics, log_text=config.log_text,
-                                  worker_rss=service.worker_rss_bytes),
+            self.inference,
             snapshot=snapshot,
             classify_concurrency=config.max_batch,
             chat_concurrency=config.max_active_chats,

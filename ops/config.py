@@ -39,6 +39,8 @@ class AppConfig:
     no_auth: bool = False
     admin_token: str | None = field(default=None, repr=False)
     admin_token_file: Path | None = None
+    api_key: str | None = field(default=None, repr=False)
+    api_key_file: Path | None = None
     fault_injection: bool = False
     context_tokens: int = 512
     max_new_tokens: int = 256
@@ -97,6 +99,9 @@ _HELP = {
     "admin_token": "token for the /admin routes (Authorization: Bearer ...); unset: admin routes are off. "
                    "On the command line it shows in ps: prefer ALLINONE_ADMIN_TOKEN or --admin-token-file",
     "admin_token_file": "read the admin token from this file (first line); not visible in ps",
+    "api_key": "key for the /v1 API (Authorization: Bearer ...); required there when set. Off a local host with "
+               "--auth, /v1 is off without one. Prefer ALLINONE_API_KEY or --api-key-file (not visible in ps)",
+    "api_key_file": "read the /v1 API key from this file (first line); not visible in ps",
     "fault_injection": "enable the /admin/fault drills (needs an admin token)",
     "context_tokens": "chat prompt budget in tokens; older turns are dropped to fit",
     "max_new_tokens": "cap on the tokens of one answer",
@@ -169,7 +174,9 @@ def load_config(argv: Sequence[str] | None = None, environ: dict[str, str] | Non
             values[f.name] = _convert(f, args[f.name], "--" + f.name.replace("_", "-"))
         elif env_name in environ:
             values[f.name] = _convert(f, environ[env_name], env_name)
-    config = _with_admin_token(AppConfig(**values), from_command_line=args.get("admin_token") is not None)
+    config = AppConfig(**values)
+    for secret in ("admin_token", "api_key"):
+        config = _with_secret(config, secret, from_command_line=args.get(secret) is not None)
     _validate(config)
     return config
 
@@ -178,23 +185,26 @@ def _flag_fields():
     return [f for f in fields(AppConfig) if f.metadata.get("flag", True)]
 
 
-def _with_admin_token(config: AppConfig, from_command_line: bool) -> AppConfig:
-    """The admin token from ``--admin-token-file`` (or the environment, or, with a warning, the
-    command line, where every user of the machine can read it in ``ps``)."""
-    if config.admin_token_file is not None:
-        if config.admin_token:
-            raise ConfigError("Give the admin token once: --admin-token-file, or ALLINONE_ADMIN_TOKEN.")
+def _with_secret(config: AppConfig, name: str, from_command_line: bool) -> AppConfig:
+    """A secret (``admin_token``, ``api_key``) from its ``--<name>-file`` (or the environment, or, with a
+    warning, the command line, where every user of the machine can read it in ``ps``)."""
+    flag, env = "--" + name.replace("_", "-"), ENV_PREFIX + name.upper()
+    what = name.replace("_", " ")
+    path = getattr(config, f"{name}_file")
+    if path is not None:
+        if getattr(config, name):
+            raise ConfigError(f"Give the {what} once: {flag}-file, or {env}.")
         try:
-            token = config.admin_token_file.read_text(encoding="utf-8").strip().splitlines()
+            secret = path.read_text(encoding="utf-8").strip().splitlines()
         except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"Cannot read the admin token file {config.admin_token_file}: {exc}") from None
-        if not token or not token[0].strip():
-            raise ConfigError(f"The admin token file {config.admin_token_file} is empty.")
-        return replace(config, admin_token=token[0].strip())
+            raise ConfigError(f"Cannot read the {what} file {path}: {exc}") from None
+        if not secret or not secret[0].strip():
+            raise ConfigError(f"The {what} file {path} is empty.")
+        return replace(config, **{name: secret[0].strip()})
     if from_command_line:
         return replace(config, warnings=config.warnings + (
-            "--admin-token on the command line is visible to every user of this machine (ps); "
-            "use ALLINONE_ADMIN_TOKEN or --admin-token-file instead",))
+            f"{flag} on the command line is visible to every user of this machine (ps); "
+            f"use {env} or {flag}-file instead",))
     return config
 
 
