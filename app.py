@@ -29,17 +29,19 @@ from ops.history import Timeline
 from ops.limits import RequestLimits
 from ops.service import ModelService
 from ops.store import ModelSource
-from ops.watchdog import DEFAULT_PROBES_FILE, Watchdog, WatchdogConfig, load_probes
+from ops.runtime_tasks import RuntimeTasks
+from ops.watchdog import DEFAULT_PROBES_FILE, LiveProbes, Watchdog, WatchdogConfig, load_probes
 from ops.worker_process import WorkerProcess
 
 STATE_SESSIONS = 500
 
 
-def make_worker_starter(config: AppConfig, tasks: TaskRegistry) -> Callable[[Path | None], WorkerProcess]:
+def make_worker_starter(config: AppConfig, tasks: Callable[[], TaskRegistry]) -> Callable[[Path | None], WorkerProcess]:
     """The function the lifecycle calls to start a worker process for a model version.
 
     It is given the version directory the store link names at that moment
-    (resolved by the lifecycle, so a hot swap loads the new version)."""
+    (resolved by the lifecycle, so a hot swap loads the new version); ``tasks``
+    gives the tasks served at that moment (runtime tasks included)."""
     engine_config = EngineConfig(
         context_tokens=config.context_tokens,
         max_new_tokens=config.max_new_tokens,
@@ -54,7 +56,7 @@ def make_worker_starter(config: AppConfig, tasks: TaskRegistry) -> Callable[[Pat
     def start(model_dir: Path | None = None) -> WorkerProcess:
         model_dir = Path(model_dir or config.resolved_model_dir).resolve()
         check_model_dir(model_dir)  # a missing model is named here, without starting a process for it
-        return WorkerProcess(WorkerSpec(model_dir, tasks, engine_config, config.backend, config.precision,
+        return WorkerProcess(WorkerSpec(model_dir, tasks(), engine_config, config.backend, config.precision,
                                         config.device)).start()
 
     return start
@@ -63,7 +65,8 @@ def make_worker_starter(config: AppConfig, tasks: TaskRegistry) -> Callable[[Pat
 class WebParts:
     """What the early app and the full app share: one set of metrics, one set of admin rules."""
 
-    def __init__(self, config: AppConfig, service: ModelService, timeline: Timeline) -> None:
+    def __init__(self, config: AppConfig, service: ModelService, timeline: Timeline,
+                 runtime_tasks: RuntimeTasks | None = None) -> None:
         from ops.admin import AdminActions
         from ops.metrics import InstrumentedInference, Metrics
 
@@ -71,7 +74,7 @@ class WebParts:
         self.metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
                                stats=lambda: service.stats, timeline=timeline, worker_rss=service.worker_rss_bytes,
                                degraded=lambda: service.snapshot().degraded is not None)
-        self.admin = AdminActions(service, config.admin_token, config.fault_injection)
+        self.admin = AdminActions(service, config.admin_token, config.fault_injection, tasks=runtime_tasks)
         # Every door (the UI, the Gradio API, /v1) goes through this one: counted, timed and logged once.
         self.inference = InstrumentedInference(service, self.metrics, log_text=config.log_text,
                                                worker_rss=service.worker_rss_bytes)
@@ -152,7 +155,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         config = load_config(argv)
-        tasks = load_tasks(config.tasks_file or DEFAULT_TASKS_FILE)
+        runtime_tasks = RuntimeTasks(load_tasks(config.tasks_file or DEFAULT_TASKS_FILE), config.data_dir)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -167,7 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # First: the worker process starts loading torch and the weights while this one imports Gradio.
     limits = RequestLimits(config.max_message_chars, config.max_history_messages, config.max_history_chars,
                            config.max_lines)
-    service = ModelService(tasks, make_worker_starter(config, tasks), self_test=probes.run,
+    probes = LiveProbes(probes, runtime_tasks.registry)
+    service = ModelService(runtime_tasks.registry(), make_worker_starter(config, runtime_tasks.registry),
+                           self_test=probes.run,
                            source=ModelSource(config.resolved_model_dir), ready_wait_s=config.ready_wait_s,
                            limits=limits, failures_before_reload=config.failures_before_reload).start()
     timeline = Timeline()  # latency and memory over time, for the Status tab
@@ -181,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from ops.staged_app import StagedApp
 
-        parts = WebParts(config, service, timeline)
+        parts = WebParts(config, service, timeline, runtime_tasks)
         server = uvicorn.Server(uvicorn.Config(
             StagedApp(parts.early_app(), parts.full_app, on_failure=lambda: setattr(server, "should_exit", True)),
             host=config.host, port=config.port, log_level="warning", timeout_graceful_shutdown=5))

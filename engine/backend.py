@@ -67,7 +67,9 @@ class Backend(Protocol):
     stop_ids: frozenset[int]  # token ids that end an answer
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
-        """Warm up: build each classify task's scorer (its prompt prefix cached, its head loaded)."""
+        """Warm up, and again whenever the tasks change: build the scorer (its prompt prefix cached, its
+        head loaded) of every classify task that is new or changed, and drop those no longer given.
+        All or nothing: when one fails, the scorers stay as they were."""
 
     def head_states(self) -> dict[str, HeadState]:
         """Per classify task, whether its linear head answers on this model (``engine.heads``). After ``prepare``."""

@@ -27,6 +27,13 @@ admitted. The concurrency rule, in one place:
     never swapped under a running stream: a new model gets a new Engine, and
     the old one finishes its work and closes (see ``ops.lifecycle``).
 
+Tasks can change while it serves (``update_tasks``): the change waits in the
+inbox behind the jobs queued before it, which finish on the old definitions;
+then the model thread builds the changed classify tasks' scorers (their
+prompt prefixes) and only then do new requests see the new tasks. A change
+the backend cannot apply (say, two labels that tokenize the same) is refused
+whole, and the old tasks keep serving.
+
 Memory is bounded: the KV caches hold at most ``max_active_chats`` x
 (``context_tokens`` + ``max_new_tokens``) positions, and a finished chat's
 cache is freed at once.
@@ -37,6 +44,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from dataclasses import dataclass, field
 from typing import Callable
 
 from loguru import logger
@@ -44,7 +52,7 @@ from loguru import logger
 from engine.admission import Admission, ChatJob, ClassifyJob, Sink
 from engine.backend import Backend
 from engine.chat import ChatStream
-from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
+from engine.errors import AllInOneError, InferenceFailed, InferenceTimeout, InvalidInput, ModelUnavailable
 from engine.replies import ReplyStream
 from engine.tasks import TaskRegistry
 from engine.types import ChatRequest, ClassifyResult, EngineConfig, InferenceCalls, Request, TaskInfo
@@ -54,6 +62,16 @@ __all__ = ["Engine", "EngineConfig", "Sink"]
 ADMIT_PER_ROUND = 1  # prefills per round: a prefill is compute-bound (about 1 s for a 50-token prompt here)
 IDLE_POLL_S = 0.5  # an idle worker still turns its loop (and beats) this often
 CHAT_TIMEOUT_MARGIN_S = 5.0  # a chat's caller waits this much past the deadline the worker itself stops at
+TASK_UPDATE_TIMEOUT_S = 60.0  # building a classify task's scorer is one prefill; a queue ahead of it drains first
+
+
+@dataclass(eq=False)
+class _TaskUpdate:
+    """A change of the task registry, applied by the model thread in inbox order."""
+
+    tasks: TaskRegistry
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 class Engine(InferenceCalls):
@@ -137,6 +155,19 @@ class Engine(InferenceCalls):
     def task_infos(self) -> list[TaskInfo]:
         return self.tasks.infos()
 
+    def update_tasks(self, tasks: TaskRegistry, timeout: float = TASK_UPDATE_TIMEOUT_S) -> None:
+        """Serve ``tasks`` from now on (see the module doc). Raises the backend's error, with the old
+        tasks still serving, when it cannot apply them; ``InferenceTimeout`` when the queue ahead is
+        too long to wait for (the change still happens, in turn)."""
+        update = _TaskUpdate(tasks)
+        if self._closing.is_set():
+            raise ModelUnavailable()
+        self._inbox.put(update)
+        if not update.done.wait(timeout):
+            raise InferenceTimeout("The task change is queued behind other work; it applies in turn.")
+        if update.error is not None:
+            raise update.error
+
     def submit(self, task: str, request: Request) -> ReplyStream:
         """Queue a request; its replies come on the returned stream (see ``engine.replies``).
         Bad input and a full queue raise here, before anything is queued."""
@@ -195,7 +226,9 @@ class Engine(InferenceCalls):
         except queue.Empty:
             return
         while job is not None:
-            if isinstance(job, ClassifyJob):
+            if isinstance(job, _TaskUpdate):
+                self._apply_tasks(job)
+            elif isinstance(job, ClassifyJob):
                 self._pending.append(job)
             elif job.priority:
                 self._waiting.insert(0, job)
@@ -205,6 +238,20 @@ class Engine(InferenceCalls):
                 job = self._inbox.get_nowait()
             except queue.Empty:
                 job = None
+
+    def _apply_tasks(self, update: _TaskUpdate) -> None:
+        while self._pending:  # queued before the change: answered on the definitions they were admitted with
+            self._classify_round()
+        try:
+            self.backend.prepare(update.tasks.of_kind("classify"), self.config.max_input_tokens)
+        except BaseException as exc:  # the backend kept its old scorers: so do we
+            logger.warning("task change refused: {}", exc)
+            update.error = exc if isinstance(exc, AllInOneError) else InvalidInput(f"The tasks cannot be served: {exc}")
+        else:
+            self.tasks = update.tasks
+            self._admission.tasks = update.tasks
+            logger.info("tasks now served: {}", ", ".join(update.tasks.tasks))
+        update.done.set()
 
     def _classify_round(self) -> None:
         """One batch: the oldest job's task, jobs of that task up to ``max_batch`` texts."""
@@ -221,6 +268,10 @@ class Engine(InferenceCalls):
             batch.append(job)
             size += len(job.texts)
         if not batch:
+            return
+        if self.tasks.tasks.get(task.name) is None:  # removed after these were admitted
+            for job in batch:
+                job.sink.put(InvalidInput(f"Task {task.name!r} was removed."))
             return
         texts = [t for job in batch for t in job.texts]
         modes = [job.mode for job in batch for _ in job.texts]

@@ -5,12 +5,14 @@ request within one worker's life.
 
     web -> worker   (SUBMIT, rid, task, request)   queue a ClassifyRequest or ChatRequest
                     (CANCEL, rid)                  the caller let go: drop the job
+                    (TASKS, rid, registry)         serve these tasks from now on (``Engine.update_tasks``)
                     (FAULT, kind)                  a fault drill (``engine.types.Fault``)
                     (STOP,)                        fail what is left, close, exit
     worker -> web   (READY, WorkerInfo)            loaded and warmed up: send requests
                     (FAILED, error)                could not load; the process exits
                     (ACCEPTED, rid) | (REJECTED, rid, error)   admission, answered at once
                     (REPLY, rid, item)             a list of ClassifyResult, a ChatUpdate, or an error
+                    (TASKS_DONE, rid, error|None)  the task change applied, or why not (old tasks kept)
                     (LOG, level, text)             a log record, written by the web process's logger
 
 Errors cross as ``AllInOneError`` instances (they pickle by their message).
@@ -36,6 +38,8 @@ class Op(str, Enum):
     CANCEL = "cancel"
     FAULT = "fault"
     STOP = "stop"
+    TASKS = "tasks"
+    TASKS_DONE = "tasks_done"
     READY = "ready"
     FAILED = "failed"
     ACCEPTED = "accepted"

@@ -16,6 +16,11 @@ Tasks live in a TOML file (``engine/tasks.toml`` by default). Two kinds:
 - ``generate``: a ``system_prompt`` and generation settings
   (``temperature``, ``max_new_tokens``).
 
+A classify task may carry ``probes``: known answers (``{"text", "label"}``)
+that the self-test and the watchdog run too, so a task defined at run time
+(``ops.runtime_tasks``, validated by the same ``parse_task``) is watched like
+the shipped ones.
+
 Adding a task (a topic classifier, a translator) is a new table in the file;
 the engine, the UI and the API pick it up. This module is pure: no torch.
 """
@@ -42,10 +47,18 @@ __all__ = [
     "TaskRegistry",
     "DEFAULT_TASKS_FILE",
     "load_tasks",
+    "parse_task",
 ]
 
 DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.toml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+RESERVED_NAMES = ("classify", "generate", "status", "tasks")  # ui.tasks_tab's endpoints, the UI's tab ids
+_COMMON_FIELDS = {"kind", "title", "ui_examples"}
+_FIELDS = {
+    "classify": _COMMON_FIELDS | {"labels", "instruction", "input_template", "examples", "aliases", "label_bias",
+                                  "examples_file", "probes"},
+    "generate": _COMMON_FIELDS | {"system_prompt", "temperature", "max_new_tokens"},
+}
 MAX_HEAD_EXAMPLES = 5000  # fitting reads every example through the model: bound its time
 MAX_LABEL_BIAS = 10.0  # a log-score offset past this would decide every answer on its own
 
@@ -68,6 +81,7 @@ class ClassifyTask:
     ui_examples: tuple[str, ...] = ()
     label_bias: dict[str, float] = field(default_factory=dict)  # label -> added to its log-score
     head_examples: "HeadExamples | None" = None  # what a linear head is fitted on (engine.heads)
+    probes: tuple[ClassifyExample, ...] = ()  # known answers the self-test checks
     kind: Literal["classify"] = "classify"
 
 
@@ -110,6 +124,13 @@ class TaskRegistry:
     def of_kind(self, kind: str) -> list[Task]:
         return [t for t in self.tasks.values() if t.kind == kind]
 
+    def with_task(self, task: Task) -> "TaskRegistry":
+        """A new registry with ``task`` added, or in place of the one of its name."""
+        return TaskRegistry({**self.tasks, task.name: task})
+
+    def without(self, name: str) -> "TaskRegistry":
+        return TaskRegistry({k: v for k, v in self.tasks.items() if k != name})
+
     def __iter__(self):
         return iter(self.tasks.values())
 
@@ -127,18 +148,15 @@ def _str_list(table: dict, key: str, where: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _parse_classify(name: str, table: dict, where: str, base_dir: Path) -> ClassifyTask:
+def _parse_classify(name: str, table: dict, where: str, base_dir: Path | None) -> ClassifyTask:
     labels = _str_list(table, "labels", where)
     if len(labels) < 2 or len(set(labels)) != len(labels):
         raise ConfigError(f"{where}: a classify task needs at least two distinct labels.")
     instruction = table.get("instruction")
     if not isinstance(instruction, str) or not instruction.strip():
         raise ConfigError(f"{where}: 'instruction' is required.")
-    examples = []
-    for i, ex in enumerate(table.get("examples", [])):
-        if not isinstance(ex, dict) or ex.get("label") not in labels or not str(ex.get("text", "")).strip():
-            raise ConfigError(f"{where}: examples[{i}] needs a 'text' and a 'label' from {list(labels)}.")
-        examples.append(ClassifyExample(text=ex["text"], label=ex["label"]))
+    examples = _labelled(table, "examples", labels, where)
+    probes = _labelled(table, "probes", labels, where)
     aliases_table = table.get("aliases", {})
     if not isinstance(aliases_table, dict) or any(k not in labels for k in aliases_table):
         raise ConfigError(f"{where}: 'aliases' keys must be labels.")
@@ -153,6 +171,8 @@ def _parse_classify(name: str, table: dict, where: str, base_dir: Path) -> Class
     if not isinstance(input_template, str) or input_template.count("{text}") != 1:
         raise ConfigError(f"{where}: 'input_template' must contain '{{text}}' exactly once.")
     examples_file = table.get("examples_file")
+    if examples_file is not None and base_dir is None:
+        raise ConfigError(f"{where}: 'examples_file' is for tasks in a tasks file, not for tasks defined at run time.")
     if examples_file is not None and (not isinstance(examples_file, str) or not examples_file.strip()):
         raise ConfigError(f"{where}: 'examples_file' must be a file name (relative to the tasks file).")
     return ClassifyTask(
@@ -167,7 +187,22 @@ def _parse_classify(name: str, table: dict, where: str, base_dir: Path) -> Class
         label_bias={k: float(v) for k, v in bias_table.items()},
         head_examples=None if examples_file is None else read_head_examples(base_dir / examples_file, labels,
                                                                             base_dir / "heads"),
+        probes=probes,
     )
+
+
+def _labelled(table: dict, key: str, labels: tuple[str, ...], where: str) -> tuple[ClassifyExample, ...]:
+    """``examples`` or ``probes``: a list of ``{"text", "label"}`` with labels of the task."""
+    items = table.get(key, [])
+    if not isinstance(items, list):
+        raise ConfigError(f"{where}: '{key}' must be a list of {{text, label}} tables.")
+    out = []
+    for i, item in enumerate(items):
+        if (not isinstance(item, dict) or item.get("label") not in labels or not isinstance(item.get("text"), str)
+                or not item["text"].strip() or set(item) != {"text", "label"}):
+            raise ConfigError(f"{where}: {key}[{i}] needs a 'text' and a 'label' from {list(labels)}.")
+        out.append(ClassifyExample(text=item["text"], label=item["label"]))
+    return tuple(out)
 
 
 def read_head_examples(path: Path, labels: tuple[str, ...], heads_dir: Path) -> HeadExamples:
@@ -205,9 +240,9 @@ def _parse_generate(name: str, table: dict, where: str) -> GenerateTask:
         raise ConfigError(f"{where}: 'system_prompt' is required.")
     temperature = table.get("temperature", 0.0)
     max_new_tokens = table.get("max_new_tokens", 256)
-    if not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 2.0:
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0.0 <= temperature <= 2.0:
         raise ConfigError(f"{where}: 'temperature' must be between 0 and 2.")
-    if not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 4096:
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens <= 4096:
         raise ConfigError(f"{where}: 'max_new_tokens' must be an integer from 1 to 4096.")
     return GenerateTask(
         name=name,
@@ -219,24 +254,35 @@ def _parse_generate(name: str, table: dict, where: str) -> GenerateTask:
     )
 
 
+def parse_task(name: str, table: object, where: str, base_dir: Path | None = None) -> Task:
+    """One task from its table (a TOML table, or the same fields as JSON); ``ConfigError`` names the field.
+    ``base_dir``: where its files are (the tasks file's folder); ``None`` for a task defined at run time."""
+    if not isinstance(name, str) or not _NAME.match(name) or not isinstance(table, dict):
+        raise ConfigError(f"{where}: task names are lower-case identifiers with a table of settings.")
+    if name in RESERVED_NAMES:
+        raise ConfigError(f"{where}: {name!r} is reserved (the UI's own API endpoints); choose another name.")
+    kind = table.get("kind")
+    if kind not in _FIELDS:
+        raise ConfigError(f"{where}: 'kind' must be 'classify' or 'generate', not {kind!r}.")
+    unknown = sorted(set(table) - _FIELDS[kind])
+    if unknown:
+        raise ConfigError(f"{where}: unknown field {unknown[0]!r} for a {kind} task; the fields are: "
+                          f"{', '.join(sorted(_FIELDS[kind]))}.")
+    title = table.get("title", name.title())
+    if not isinstance(title, str) or not title.strip():
+        raise ConfigError(f"{where}: 'title' must be a non-empty string.")
+    if kind == "classify":
+        return _parse_classify(name, table, where, base_dir)
+    return _parse_generate(name, table, where)
+
+
 def load_tasks(path: Path = DEFAULT_TASKS_FILE) -> TaskRegistry:
     """Read and validate the registry; every problem is a ``ConfigError`` naming the place."""
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"Cannot read the task registry {path}: {exc}") from exc
-    tasks: dict[str, Task] = {}
-    for name, table in data.items():
-        where = f"{path} [{name}]"
-        if not _NAME.match(name) or not isinstance(table, dict):
-            raise ConfigError(f"{where}: task names are lower-case identifiers with a table of settings.")
-        kind = table.get("kind")
-        if kind == "classify":
-            tasks[name] = _parse_classify(name, table, where, Path(path).parent)
-        elif kind == "generate":
-            tasks[name] = _parse_generate(name, table, where)
-        else:
-            raise ConfigError(f"{where}: 'kind' must be 'classify' or 'generate', not {kind!r}.")
+    tasks = {name: parse_task(name, table, f"{path} [{name}]", Path(path).parent) for name, table in data.items()}
     if not tasks:
         raise ConfigError(f"{path} defines no tasks.")
     return TaskRegistry(tasks)

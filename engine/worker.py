@@ -147,9 +147,24 @@ def _serve(conn, engine: Engine, backend: FaultyBackend, outbox: _Outbox) -> Non
                 backend.arm(message[1])
             except AllInOneError as exc:
                 logger.error("worker: fault drill refused: {}", exc)
+        elif op is Op.TASKS:  # answered from its own thread: the receiver must not wait for the model thread
+            threading.Thread(target=_update_tasks, args=(engine, message[1], message[2], outbox),
+                             name="task-update", daemon=True).start()
         elif op is Op.STOP:
             engine.close()
             return
+
+
+def _update_tasks(engine: Engine, rid: int, tasks, outbox: _Outbox) -> None:
+    try:
+        engine.update_tasks(tasks)
+    except AllInOneError as exc:
+        outbox.send((Op.TASKS_DONE, rid, exc))
+    except Exception as exc:  # a bug: logged here, answered generically
+        logger.opt(exception=exc).error("worker: the task change failed")
+        outbox.send((Op.TASKS_DONE, rid, InferenceFailed("The task change failed.")))
+    else:
+        outbox.send((Op.TASKS_DONE, rid, None))
 
 
 def run(conn, spec: WorkerSpec, beat) -> None:

@@ -1,7 +1,10 @@
 """Operator actions, behind a bearer token: over HTTP and from the Status tab.
 
 ``POST /admin/reload`` reloads the active model version beside the one
-serving (see ``ops.lifecycle``). ``POST /admin/fault/{kind}`` runs a fault
+serving (see ``ops.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
+``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
+change the tasks defined at run time (``ops.runtime_tasks``; the body is the
+task's table as JSON, the fields of ``engine/tasks.toml``). ``POST /admin/fault/{kind}`` runs a fault
 drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``error`` and
 ``exit`` hit the worker process, ``exit-app`` ends this web process) and
 exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
@@ -27,8 +30,11 @@ from typing import Callable
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from loguru import logger
+from starlette.concurrency import run_in_threadpool
 
+from engine.errors import AllInOneError, ConfigError, InvalidInput, ModelUnavailable
 from engine.types import Fault
+from ops.runtime_tasks import RuntimeTasks, TaskConflict, TaskNotFound
 from ops.service import ModelService
 
 __all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "FAULT_KINDS", "WrongTokenThrottle"]
@@ -81,8 +87,9 @@ class WrongTokenThrottle:
 
 class AdminActions:
     def __init__(self, service: ModelService, admin_token: str | None, fault_injection: bool = False,
-                 throttle: WrongTokenThrottle | None = None) -> None:
+                 throttle: WrongTokenThrottle | None = None, tasks: RuntimeTasks | None = None) -> None:
         self.service = service
+        self.tasks = tasks
         self._token = admin_token
         self.fault_injection = fault_injection
         self._throttle = throttle or WrongTokenThrottle()
@@ -126,6 +133,37 @@ class AdminActions:
         started = self.service.reload("operator request")
         return {"reloading": started, "state": self.service.snapshot().state.value}
 
+    def list_tasks(self, token: str | None, client: str = "unknown") -> dict:
+        self.authorize(token, client)
+        runtime = self.tasks.runtime_tables() if self.tasks is not None else {}
+        return {"shipped": sorted(set(self.service.tasks.tasks) - set(runtime)), "runtime": runtime}
+
+    def put_task(self, name: str, table: object, token: str | None, client: str = "unknown",
+                 create_only: bool = False) -> dict:
+        """Add (or with ``create_only`` False, replace) a runtime task; the old one serves until this succeeds."""
+        self.authorize(token, client)
+        tasks = self._runtime_tasks()
+        if create_only and name in self.service.tasks.tasks:
+            raise AdminDenied(409, f"Task {name!r} exists; PUT replaces it.")
+        with _task_errors():
+            change = tasks.put(name, table, self.service.update_tasks)
+        logger.info("runtime task {} {}", name, change.value)
+        self.service.events.add("task", True, f"{name} {change.value}")
+        return {"task": name, "change": change.value}
+
+    def remove_task(self, name: str, token: str | None, client: str = "unknown") -> dict:
+        self.authorize(token, client)
+        with _task_errors():
+            change = self._runtime_tasks().remove(name, self.service.update_tasks)
+        logger.info("runtime task {} removed", name)
+        self.service.events.add("task", True, f"{name} {change.value}")
+        return {"task": name, "change": change.value}
+
+    def _runtime_tasks(self) -> RuntimeTasks:
+        if self.tasks is None:
+            raise AdminDenied(403, "Tasks cannot be changed at run time on this server.")
+        return self.tasks
+
     def fault(self, kind: str, token: str | None, client: str = "unknown") -> dict:
         self.authorize(token, client)
         if not self.fault_injection:
@@ -141,6 +179,26 @@ class AdminActions:
         return {"injected": kind}
 
 
+class _task_errors:
+    """A task change's refusals, as the admin answers them (the old tasks keep serving)."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, AllInOneError):
+            return False
+        if isinstance(exc, TaskNotFound):
+            raise AdminDenied(404, str(exc)) from exc
+        if isinstance(exc, TaskConflict):
+            raise AdminDenied(409, str(exc)) from exc
+        if isinstance(exc, (ConfigError, InvalidInput)):
+            raise AdminDenied(400, str(exc)) from exc
+        if isinstance(exc, ModelUnavailable):
+            raise AdminDenied(503, str(exc)) from exc
+        raise AdminDenied(500, str(exc)) from exc
+
+
 def _bearer(request: Request) -> str | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     return token if scheme.lower() == "bearer" else None
@@ -151,9 +209,9 @@ def client_address(request: Request) -> str:
 
 
 def add_admin_routes(app: FastAPI, actions: AdminActions) -> None:
-    def run(action, *args) -> JSONResponse:
+    def run(action, *args, status: int = 202) -> JSONResponse:
         try:
-            return JSONResponse(action(*args), status_code=202)
+            return JSONResponse(action(*args), status_code=status)
         except AdminDenied as denied:
             if denied.status == 401:
                 raise HTTPException(401, f"{denied.message} Send Authorization: Bearer <token>.",
@@ -165,6 +223,32 @@ def add_admin_routes(app: FastAPI, actions: AdminActions) -> None:
     @app.post("/admin/reload", include_in_schema=False)
     def reload(request: Request) -> JSONResponse:
         return run(actions.reload, _bearer(request), client_address(request))
+
+    async def table(request: Request) -> object:
+        try:
+            return await request.json()
+        except ValueError:
+            raise HTTPException(400, "The body must be the task's fields as a JSON object.") from None
+
+    @app.get("/admin/tasks", include_in_schema=False)
+    def list_tasks(request: Request) -> JSONResponse:
+        return run(actions.list_tasks, _bearer(request), client_address(request), status=200)
+
+    @app.post("/admin/tasks/{name}", include_in_schema=False)
+    async def add_task(name: str, request: Request) -> JSONResponse:
+        body = await table(request)
+        return await run_in_threadpool(run, actions.put_task, name, body, _bearer(request), client_address(request),
+                                       True, status=201)
+
+    @app.put("/admin/tasks/{name}", include_in_schema=False)
+    async def put_task(name: str, request: Request) -> JSONResponse:
+        body = await table(request)
+        return await run_in_threadpool(run, actions.put_task, name, body, _bearer(request), client_address(request),
+                                       status=200)
+
+    @app.delete("/admin/tasks/{name}", include_in_schema=False)
+    def remove_task(name: str, request: Request) -> JSONResponse:
+        return run(actions.remove_task, name, _bearer(request), client_address(request), status=200)
 
     @app.post("/admin/fault/{kind}", include_in_schema=False)
     def fault(kind: str, request: Request) -> JSONResponse:

@@ -62,6 +62,7 @@ class AppConfig:
     hang_limit_s: float = 10.0
     memory_limit_mb: int = 0  # 0: no limit
     log_dir: Path = REPO_ROOT / "logs"
+    data_dir: Path = REPO_ROOT / "data"  # what the app writes and keeps: tasks defined at run time
     log_text: bool = False
     log_json: bool = False
     peers: str | None = None  # comma-separated base URLs of other instances, for the Status tab
@@ -124,6 +125,7 @@ _HELP = {
     "hang_limit_s": "the worker's loop silent longer than this is a hang: its process is replaced",
     "memory_limit_mb": "replace the model's worker process when it uses more memory than this (0: no limit)",
     "log_dir": "where log files go",
+    "data_dir": "where the app keeps what it is told at run time (tasks added by an operator: tasks.json)",
     "log_text": "include user text in the access log",
     "log_json": "log to the console as JSON lines",
     "peers": "other instances to show on the Status tab, as base URLs: http://10.0.0.2:7860,http://10.0.0.3:7860",

@@ -112,6 +112,14 @@ class ModelService(InferenceCalls):
     def replace_damaged(self, reason: str) -> bool:
         return self.lifecycle.replace_damaged(reason)
 
+    def update_tasks(self, tasks: TaskRegistry) -> None:
+        """Serve ``tasks`` (``ops.runtime_tasks``). The serving worker applies them first, and its refusal
+        leaves the old ones serving; a worker started later gets them in its spec."""
+        worker = self.supervisor.serving
+        if worker is not None:
+            worker.update_tasks(tasks)
+        self.tasks = tasks
+
     def inject_fault(self, kind: Fault) -> None:
         """A fault drill on the serving worker (the admin route checks ``--fault-injection``)."""
         self._current().inject_fault(kind)

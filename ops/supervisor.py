@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
+from engine.tasks import TaskRegistry
 from engine.types import Fault, Reply, Request, TaskInfo
 
 __all__ = ["WorkerHandle", "WorkerSupervisor"]
@@ -33,6 +34,8 @@ class WorkerHandle(Protocol):
     pid: int | None
 
     def task_infos(self) -> list[TaskInfo]: ...
+
+    def update_tasks(self, tasks: TaskRegistry) -> None: ...
 
     def submit(self, task: str, request: Request) -> Iterator[Reply]: ...
 

@@ -41,11 +41,12 @@ from typing import Callable, Protocol
 from loguru import logger
 
 from engine.errors import ConfigError, SelfTestFailed
+from engine.tasks import TaskRegistry
 from engine.types import GenerateOptions, Inference
 from ops.history import Timeline
 from ops.readiness import HealthSnapshot, RecoveryCause
 
-__all__ = ["Probes", "load_probes", "WatchdogConfig", "Vitals", "Action", "Decision", "decide", "Watchdog",
+__all__ = ["Probes", "LiveProbes", "load_probes", "WatchdogConfig", "Vitals", "Action", "Decision", "decide", "Watchdog",
            "WatchedService", "DEFAULT_PROBES_FILE", "process_rss_bytes"]
 
 DEFAULT_PROBES_FILE = Path(__file__).with_name("probes.toml")
@@ -80,6 +81,21 @@ class Probes:
             if last is None or not last.done:
                 raise SelfTestFailed(f"self-test failed: {task} did not finish")
         return f"{len(self.classify)} classify + {len(self.generate)} generate probes passed"
+
+
+@dataclass(frozen=True)
+class LiveProbes:
+    """The probes file's probes plus the known answers the served tasks carry (a classify task's
+    ``probes``), read at each run: a task added at run time is watched from its first self-test."""
+
+    base: Probes
+    tasks: Callable[[], TaskRegistry]
+
+    def run(self, engine: Inference) -> str:
+        served = self.tasks()
+        extra = tuple((task.name, probe.text, probe.label) for task in served.of_kind("classify")
+                      for probe in task.probes)
+        return Probes(self.base.classify + extra, self.base.generate).run(engine)
 
 
 def load_probes(path: Path = DEFAULT_PROBES_FILE) -> Probes:

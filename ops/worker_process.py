@@ -41,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -50,6 +50,7 @@ from loguru import logger
 from engine.errors import InferenceTimeout, ModelUnavailable, WorkerGone, WorkerLost
 from engine.ipc import Op, WorkerInfo, WorkerSpec
 from engine.replies import ReplyStream
+from engine.tasks import TaskRegistry
 from engine.types import ChatRequest, Fault, InferenceCalls, Request, TaskInfo
 
 __all__ = ["WorkerProcess", "START_TIMEOUT_S", "KILL_GRACE_S"]
@@ -58,6 +59,7 @@ START_TIMEOUT_S = 600.0  # loading and warming up a model; a worker silent for l
 KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL after this long
 STOP_TIMEOUT_S = 10.0  # a worker asked to stop gets this long before it is killed
 CHAT_MARGIN_S = 5.0  # a chat's caller waits this much past the worker's own deadline
+TASK_UPDATE_TIMEOUT_S = 90.0  # the worker's own wait (60 s) plus a margin
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # where ``engine`` is importable from
 
 
@@ -261,6 +263,23 @@ class WorkerProcess(InferenceCalls):
             raise entry.refusal
         return stream
 
+    def update_tasks(self, tasks: TaskRegistry, timeout: float = TASK_UPDATE_TIMEOUT_S) -> None:
+        """Have the worker serve ``tasks`` (``Engine.update_tasks``); raises its refusal, old tasks kept."""
+        rid = next(self._ids)
+        entry = _Open(queue.Queue(), 0)
+        with self._lock:
+            if self._lost.is_set():
+                raise WorkerGone()
+            self._open[rid] = entry
+        self._outgoing.put((Op.TASKS, rid, tasks))
+        answered = entry.admitted.wait(timeout)
+        self._forget(rid)
+        if not answered:
+            raise InferenceTimeout("The worker did not confirm the task change in time.")
+        if entry.refusal is not None:
+            raise entry.refusal
+        self.spec = replace(self.spec, tasks=tasks)
+
     def inject_fault(self, kind: Fault) -> None:
         """Forwarded to the worker (``exit`` ends it there; the engine applies the others)."""
         if not self.alive():
@@ -299,11 +318,11 @@ class WorkerProcess(InferenceCalls):
                         del self._open[rid]  # answered in full
                 if entry is not None:
                     entry.sink.put(item)
-            elif op is Op.ACCEPTED or op is Op.REJECTED:
+            elif op in (Op.ACCEPTED, Op.REJECTED, Op.TASKS_DONE):  # TASKS_DONE carries an error or None
                 with self._lock:
                     entry = self._open.get(message[1])
                 if entry is not None:
-                    entry.refusal = message[2] if op is Op.REJECTED else None
+                    entry.refusal = None if op is Op.ACCEPTED else message[2]
                     entry.admitted.set()
             elif op is Op.LOG:
                 self._log(*message[1:])

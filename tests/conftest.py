@@ -111,8 +111,10 @@ class LiveApp:
                  env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # Its own data directory (runtime tasks) beside its log, so no test sees another's or a developer's.
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALLINONE_")},
-               "ALLINONE_PRECISION": TEST_PRECISION, **(env or {})}
+               "ALLINONE_PRECISION": TEST_PRECISION, "ALLINONE_DATA_DIR": str(Path(log_path).parent / "data"),
+               **(env or {})}
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "app.py"), "--port", str(self.port), *args],

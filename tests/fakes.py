@@ -43,6 +43,9 @@ class FakeWorker:
             return iter(self.classify(task, request.texts))
         return self.generate(task, request.message, request.history, request.options)
 
+    def update_tasks(self, tasks):
+        self.tasks = tasks
+
     def close(self, drain=False, timeout=None):
         self.closed = True
 

@@ -1,7 +1,9 @@
 """Builder for a generate task's tab (the Chat tab is one) and its API.
 
 The tab is a ``gr.ChatInterface``: streaming, Stop and Clear come with it,
-and the history lives in the browser session. The API endpoint ``/<task>``
+and the history lives in the browser session. A task selector under it
+lists every generate task, those added at run time too (``ops.runtime_tasks``),
+read again when the page loads and when the tab is opened. The API endpoint ``/<task>``
 takes ``message`` and an optional ``history`` of ``{"role", "content"}`` and
 streams the reply text when submitted as a job.
 """
@@ -38,18 +40,19 @@ _NOTICES = {
 }
 
 
-def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, limits: "RequestLimits") -> None:
+def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, limits: "RequestLimits"):
     """Render the tab. The browser chat and the API share one pool of ``concurrency_limit``
     slots (the engine's active chats); past it, requests wait in Gradio's queue, which shows
     each browser its place in line, and a full queue answers "busy". ``limits``
     (``ops.limits``): the browser sends only the history that fits them (the model would drop
-    older turns to fit its context anyway); an API call over them is refused at the queue's door."""
+    older turns to fit its context anyway); an API call over them is refused at the queue's door.
+    Returns ``(refresh, selector)``: the caller re-reads the generate tasks into the selector."""
 
-    def stream_reply(message: str, history: list | None, request: gr.Request) -> Iterator[str]:
+    def stream_reply(message: str, history: list | None, task: str | None, request: gr.Request) -> Iterator[str]:
         update = None
         # One slot per browser session: a new message replaces the session's unfinished answer.
         options = GenerateOptions(session=getattr(request, "session_hash", None))
-        for update in service.generate(info.name, message, limits.fit_history(history), options):
+        for update in service.generate(task or info.name, message, limits.fit_history(history), options):
             yield update.text
         if update is not None:
             for code in (*update.notices, update.finish_reason):
@@ -59,15 +62,19 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     pool = f"chat-slots:{info.name}"
     blocks = gr.context.get_blocks_context()
     before = set(blocks.fns)
+    selector = gr.Dropdown(_generate_tasks(service), value=info.name, label=t("task_choice"), render=False,
+                           elem_id=f"{info.name}-task")
     gr.ChatInterface(
         fn=friendly_errors(stream_reply),
         chatbot=gr.Chatbot(height=420, elem_id=f"{info.name}-chatbot"),
         textbox=gr.Textbox(placeholder=t("chat_placeholder"), submit_btn=True, stop_btn=True,
                            elem_id=f"{info.name}-input"),
-        examples=list(info.ui_examples) or None,
+        examples=[[example, info.name] for example in info.ui_examples] or None,
         api_visibility="private",
         concurrency_limit=concurrency_limit,
         fill_height=False,
+        additional_inputs=[selector],
+        additional_inputs_accordion=gr.Accordion(t("task_choice"), open=False),
     )
     # ChatInterface makes its own events (submit, retry, examples...); the ones that run the
     # model get a concurrency limit: put them in the API's pool (see the docstring).
@@ -84,3 +91,13 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     endpoint = gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit,
                       concurrency_id=pool)
     attach_validator(endpoint, limit_validator(limits.check_message, limits.check_history))
+
+    def refresh(current: str | None):
+        choices = _generate_tasks(service)
+        return gr.update(choices=choices, value=current if current in choices else info.name)
+
+    return refresh, selector
+
+
+def _generate_tasks(service: Inference) -> list[str]:
+    return [task.name for task in service.task_infos() if task.kind == "generate"]

@@ -56,7 +56,7 @@ def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: in
                 button = gr.Button(t("analyze"), variant="primary", elem_id=f"{info.name}-run")
                 clear = gr.Button(t("clear"))
             # Only a task with an examples file has a head to choose; the others answer by prompt alone.
-            mode = gr.Radio([m for m in info.modes], value=ClassifyMode.AUTO.value, label=t("mode"),
+            mode = gr.Radio([m.value for m in ClassifyMode], value=ClassifyMode.AUTO.value, label=t("mode"),
                             info=t("mode_info"), visible=bool(info.modes), elem_id=f"{info.name}-mode")
         with gr.Column(scale=2):
             label = gr.Label(label=t("result"), num_top_classes=len(info.labels), elem_id=f"{info.name}-label")

@@ -11,6 +11,7 @@ from ui.chat_tab import build_chat_tab
 from ui.classify_tab import build_classify_tab
 from ui.i18n import t, tab_title
 from ui.status_tab import QUIET, Drills, StatusSource, build_status_tab
+from ui.tasks_tab import build_tasks_tab
 
 if TYPE_CHECKING:
     from ops.limits import RequestLimits
@@ -48,8 +49,16 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
                 if info.kind == "classify":
                     build_classify_tab(service, info, classify_concurrency, limits)
                 else:
-                    build_chat_tab(service, info, chat_concurrency, limits)
+                    refresh, selector = build_chat_tab(service, info, chat_concurrency, limits)
+                    # Generate tasks added at run time join the selector: on page load, and on opening the tab.
+                    demo.load(refresh, inputs=[selector], outputs=[selector], **QUIET)
+                    tab.select(refresh, inputs=[selector], outputs=[selector], **QUIET)
             task_tabs.append(tab)
+        with gr.Tab(t("task.tasks"), id="tasks") as tasks_tab:
+            refresh_tasks, task_dropdown = build_tasks_tab(service, classify_concurrency, chat_concurrency, limits)
+        # Tasks added at run time show up here: the list is read again whenever the tab is opened.
+        tasks_tab.select(refresh_tasks, inputs=[task_dropdown], outputs=[task_dropdown], **QUIET)
+        task_tabs.append(tasks_tab)
         if status is not None:
             with gr.Tab(t("task.status"), id="status") as status_tab:
                 timer, refresh_status, status_outputs = build_status_tab(status, drills)

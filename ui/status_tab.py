@@ -27,6 +27,7 @@ import gradio as gr
 import pandas as pd
 
 from ui.i18n import both, t
+from ui.task_admin import build_task_panel
 
 __all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S", "QUIET"]
 
@@ -162,6 +163,8 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list)
             buttons = [(name, gr.Button(label, variant="primary" if name == "reload" else "stop",
                                         size="sm", elem_id=f"status-drill-{name}")) for name, label in actions]
         outcome = gr.Markdown(elem_id="status-drill-outcome")
+    if getattr(drills, "tasks", None) is not None:  # the app can change its tasks at run time
+        build_task_panel(drills, token)
 
     def run(name: str, given: str, request: gr.Request):
         client = getattr(getattr(request, "client", None), "host", None) or "unknown"  # for the token throttle

@@ -15,7 +15,7 @@ import gradio as gr
 
 from engine.errors import InvalidInput
 
-__all__ = ["limit_validator", "attach_validator"]
+__all__ = ["limit_validator", "attach_validator", "no_check"]
 
 
 def _verdict(check: Callable[[object], None], value: object):
@@ -26,11 +26,16 @@ def _verdict(check: Callable[[object], None], value: object):
     return gr.validate(True, "")
 
 
+def no_check(value: object) -> None:
+    """For an input a validator leaves alone (a task name, a mode: the service checks those)."""
+
+
 def limit_validator(*checks: Callable[[object], None]) -> Callable:
-    """A validator for an endpoint whose inputs are checked, in order, by ``checks``."""
+    """A validator for an endpoint whose inputs are checked, in order, by ``checks`` (inputs past
+    the last check are not checked here)."""
 
     def validate(*values):
-        verdicts = tuple(_verdict(check, value) for check, value in zip(checks, values))
+        verdicts = tuple(_verdict(checks[i] if i < len(checks) else no_check, value) for i, value in enumerate(values))
         return verdicts if len(verdicts) > 1 else verdicts[0]
 
     return validate

@@ -92,22 +92,29 @@ class TorchBackend:
         self._batch = DecodeBatch(self._model)
         self._scorers: dict[str, LabelScorer] = {}
         self._heads: dict[str, HeadState] = {}
+        self._model_id: str | None = None  # engine.heads.model_identity, once a task needs it
         # Weights the loader converted (bf16 from fp32 files, int8 linears) are the process's own already;
         # what is still mapped from the files (all of fp32, int8's embedding table and norms) is copied.
         self._weights = _OwnWeights(self._model) if handle.weights_in_files else None
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
-        model_id: str | None = None
+        scorers: dict[str, LabelScorer] = {}
+        heads: dict[str, HeadState] = {}
         for task in classify_tasks:
+            old = self._scorers.get(task.name)
+            if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
+                scorers[task.name], heads[task.name] = old, self._heads[task.name]
+                continue
             scorer = LabelScorer(self._model, self._tokenizer, task, self.render, max_input_tokens)
-            if task.head_examples is not None and model_id is None:
-                model_id = model_identity(self.info.path)
-            head, self._heads[task.name] = find_head(task, model_id or "")
+            if task.head_examples is not None and self._model_id is None:
+                self._model_id = model_identity(self.info.path)
+            head, heads[task.name] = find_head(task, self._model_id or "")
             if head is not None:
                 scorer.head = LinearHead(head.weight, head.bias)
             if task.head_examples is not None:
-                logger.info("task {}: {}", task.name, self._heads[task.name].detail)
-            self._scorers[task.name] = scorer
+                logger.info("task {}: {}", task.name, heads[task.name].detail)
+            scorers[task.name] = scorer
+        self._scorers, self._heads = scorers, heads
 
     def head_states(self) -> dict[str, HeadState]:
         return dict(self._heads)

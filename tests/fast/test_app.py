@@ -29,9 +29,12 @@ def test_health_and_ready(live_app):
 
 def test_api_names_are_the_public_contract(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    assert set(endpoints) == {"/sentiment", "/chat"}
+    # A tab's endpoint per shipped task, and the Tasks tab's two for every task (runtime ones too).
+    assert set(endpoints) == {"/sentiment", "/chat", "/classify", "/generate"}
     params = [p["parameter_name"] for p in endpoints["/chat"]["parameters"]]
     assert params == ["message", "history"]
+    assert [p["parameter_name"] for p in endpoints["/classify"]["parameters"]] == ["task", "text", "mode"]
+    assert [p["parameter_name"] for p in endpoints["/generate"]["parameters"]] == ["task", "message", "history"]
 
 
 def test_sentiment_api_returns_label_and_confidence(client):
@@ -40,6 +43,21 @@ def test_sentiment_api_returns_label_and_confidence(client):
     assert 0.5 <= result["confidence"] <= 1.0
     assert set(result["scores"]) == {"positive", "negative"}
     assert client.predict("The staff were lovely.", api_name="/sentiment") == result
+
+
+def test_sentiment_api_takes_a_mode_and_says_which_answered(client, live_app):
+    """The shipped sentiment task names examples, but its head was fitted for the default model, not the
+    tiny one: auto answers by prompt, /ready says why, and asking for the head is refused with that reason."""
+    params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/sentiment"]["parameters"]
+    assert [p["parameter_name"] for p in params] == ["text", "mode"] and params[1]["parameter_has_default"]
+    assert client.predict("The staff were lovely.", api_name="/sentiment")["mode"] == "prompt"
+    assert client.predict("The staff were lovely.", "prompt", api_name="/sentiment")["mode"] == "prompt"
+    with pytest.raises(Exception, match="cannot answer in head mode on this model: no head fitted"):
+        client.predict("The staff were lovely.", "head", api_name="/sentiment")
+    with pytest.raises(Exception, match="Unknown mode 'best'"):
+        client.predict("The staff were lovely.", "best", api_name="/sentiment")
+    heads = httpx.get(live_app.url + "/ready").json()["heads"]
+    assert heads["sentiment"]["status"] == "missing" and "ops.heads fit" in heads["sentiment"]["detail"]
 
 
 def test_chat_api_with_history_and_streaming(client):

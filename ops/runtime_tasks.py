@@ -1,0 +1,133 @@
+"""Tasks defined while the app runs: validated like ``engine/tasks.toml``, served at once, kept across restarts.
+
+``RuntimeTasks`` holds the registry the app serves: the shipped tasks file
+(read-only) plus the tasks an operator added with ``PUT /admin/tasks/{name}``
+or the Status tab's admin panel, stored in ``<data dir>/tasks.json`` (the
+same fields as a table of ``engine/tasks.toml``, as JSON). A change goes:
+
+1. validate with ``engine.tasks.parse_task`` (a bad field is a ``ConfigError``
+   naming it; nothing else happens);
+2. have the serving worker apply it (``ModelService.update_tasks``; its
+   refusal, say two labels that tokenize the same, leaves everything as it was);
+3. write the file atomically (a temporary file renamed into place);
+4. serve it: the UI's task lists, the APIs and the self-test read ``registry()``.
+
+Shipped tasks cannot be changed or removed here: they are the code's, and a
+restart would bring them back anyway. Changes are serialised by one lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+from enum import Enum
+from pathlib import Path
+from typing import Callable
+
+from engine.errors import ConfigError, InvalidInput
+from engine.tasks import Task, TaskRegistry, parse_task
+
+__all__ = ["RuntimeTasks", "TaskChange", "TaskConflict", "TaskNotFound", "RUNTIME_TASKS_FILE"]
+
+RUNTIME_TASKS_FILE = "tasks.json"
+MAX_RUNTIME_TASKS = 32  # each classify task keeps a cached prompt prefix in the worker
+
+
+class TaskChange(str, Enum):
+    ADDED = "added"
+    CHANGED = "changed"
+    REMOVED = "removed"
+
+
+class TaskConflict(InvalidInput):
+    """The change is not allowed as asked (a shipped task, too many tasks)."""
+
+
+class TaskNotFound(InvalidInput):
+    """No runtime task of that name."""
+
+
+class RuntimeTasks:
+    """The served registry: shipped plus runtime tasks; see the module doc."""
+
+    def __init__(self, shipped: TaskRegistry, data_dir: Path) -> None:
+        self.shipped = shipped
+        self.path = Path(data_dir) / RUNTIME_TASKS_FILE
+        self._lock = threading.Lock()
+        self._tables = self._read()  # name -> its table, as stored
+        self._registry = self._merge({name: self._parse(name, table) for name, table in self._tables.items()})
+
+    def registry(self) -> TaskRegistry:
+        return self._registry
+
+    def runtime_tables(self) -> dict[str, dict]:
+        """The runtime tasks as stored (for the admin panel and ``GET /admin/tasks``)."""
+        return json.loads(json.dumps(self._tables))
+
+    def put(self, name: str, table: object, apply: Callable[[TaskRegistry], None]) -> TaskChange:
+        """Add or replace the runtime task ``name``; ``apply`` hands the new registry to the serving worker."""
+        with self._lock:
+            if name in self.shipped.tasks:
+                raise TaskConflict(f"Task {name!r} is defined in the shipped tasks file, which is read-only; "
+                                   "choose another name.")
+            if name not in self._tables and len(self._tables) >= MAX_RUNTIME_TASKS:
+                raise TaskConflict(f"There are already {MAX_RUNTIME_TASKS} runtime tasks; remove one first.")
+            task = self._parse(name, table)
+            change = TaskChange.CHANGED if name in self._tables else TaskChange.ADDED
+            registry = self._registry.with_task(task)
+            apply(registry)
+            self._write({**self._tables, name: table})
+            self._tables = {**self._tables, name: table}
+            self._registry = registry
+            return change
+
+    def remove(self, name: str, apply: Callable[[TaskRegistry], None]) -> TaskChange:
+        with self._lock:
+            if name in self.shipped.tasks:
+                raise TaskConflict(f"Task {name!r} is defined in the shipped tasks file, which is read-only.")
+            if name not in self._tables:
+                raise TaskNotFound(f"There is no runtime task {name!r}.")
+            registry = self._registry.without(name)
+            apply(registry)
+            tables = {k: v for k, v in self._tables.items() if k != name}
+            self._write(tables)
+            self._tables, self._registry = tables, registry
+            return TaskChange.REMOVED
+
+    # ----- the file ---------------------------------------------------------------------
+
+    def _parse(self, name: str, table: object) -> Task:
+        return parse_task(name, table, f"task {name!r}")
+
+    def _merge(self, runtime: dict[str, Task]) -> TaskRegistry:
+        clash = sorted(set(runtime) & set(self.shipped.tasks))
+        if clash:
+            raise ConfigError(f"{self.path}: {clash[0]!r} is also a shipped task; rename or remove it there.")
+        return TaskRegistry({**self.shipped.tasks, **runtime})
+
+    def _read(self) -> dict[str, dict]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"Cannot read the runtime tasks file {self.path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.path}: expected a JSON object of tasks.")
+        return data
+
+    def _write(self, tables: dict[str, dict]) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as file:
+                json.dump(tables, file, ensure_ascii=False, indent=2)
+                file.write("\n")
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise

@@ -1,0 +1,86 @@
+"""The Tasks tab: run any classify task, the shipped ones and those added at run time, from one place.
+
+Tasks added while the app runs (``ops.runtime_tasks``) get no tab of their
+own (tabs are built once, at start); this tab's task list is read again each
+time the tab is opened. Its API endpoint ``/classify`` takes ``task``,
+``text`` and an optional ``mode`` and returns the same shape as ``/sentiment``;
+``/generate`` does the same for generate tasks (``task``, ``message``,
+``history``), streaming when submitted as a job.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import gradio as gr
+
+from engine.errors import InvalidInput
+from engine.types import ClassifyMode, Inference
+from ui.errors import friendly_errors
+from ui.i18n import t
+from ui.validation import attach_validator, limit_validator, no_check
+
+if TYPE_CHECKING:
+    from ops.limits import RequestLimits
+
+__all__ = ["build_tasks_tab", "RESERVED_API_NAMES"]
+
+RESERVED_API_NAMES = ("classify", "generate")  # this tab's endpoints: no task may be named so
+
+
+def task_names(service: Inference, kind: str) -> list[str]:
+    return [info.name for info in service.task_infos() if info.kind == kind]
+
+
+def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurrency: int,
+                    limits: "RequestLimits"):
+    """Render the tab's contents; returns ``(refresh, dropdown)``: the caller re-reads the task list
+    into the dropdown whenever the tab is opened."""
+    names = task_names(service, "classify")
+
+    @friendly_errors
+    def run(task: str, text: str, mode: str = ClassifyMode.AUTO.value):
+        if not task:
+            raise InvalidInput("Please choose a task.")
+        if not (text or "").strip():
+            raise InvalidInput("Please enter some text.")
+        result = service.classify(task, [text.strip()], mode)[0]
+        return result.scores, f"{t('col_mode')}: **{result.mode.value}**"
+
+    with gr.Row():
+        with gr.Column(scale=3):
+            task = gr.Dropdown(names, value=names[0] if names else None, label=t("task_choice"),
+                               elem_id="tasks-task")
+            text = gr.Textbox(label=t("input_text"), lines=3, elem_id="tasks-input")
+            mode = gr.Radio([m.value for m in ClassifyMode], value=ClassifyMode.AUTO.value, label=t("mode"),
+                            info=t("mode_info"), elem_id="tasks-mode")
+            button = gr.Button(t("analyze"), variant="primary", elem_id="tasks-run")
+        with gr.Column(scale=2):
+            label = gr.Label(label=t("result"), elem_id="tasks-label")
+            answered = gr.Markdown(elem_id="tasks-mode-answered")
+    for trigger in (button.click, text.submit):
+        trigger(run, inputs=[task, text, mode], outputs=[label, answered], api_visibility="private",
+                concurrency_limit=classify_concurrency, concurrency_id="tasks-classify")
+
+    def classify(task: str, text: str, mode: str = ClassifyMode.AUTO.value) -> dict:
+        """Classify ``text`` with the classify task ``task``; the same shape as ``/sentiment``."""
+        return service.classify(task, [text], mode)[0].to_api()
+
+    endpoint = gr.api(friendly_errors(classify), api_name="classify", concurrency_limit=classify_concurrency,
+                      concurrency_id="tasks-classify")
+    attach_validator(endpoint, limit_validator(no_check, limits.check_message))
+
+    def generate(task: str, message: str, history: list[dict] | None = None) -> Iterator[str]:
+        """Answer ``message`` with the generate task ``task``; streams the text so far as a job."""
+        for update in service.generate(task, message, history):
+            yield update.text
+
+    endpoint = gr.api(friendly_errors(generate), api_name="generate", concurrency_limit=chat_concurrency,
+                      concurrency_id="tasks-generate")
+    attach_validator(endpoint, limit_validator(no_check, limits.check_message, limits.check_history))
+
+    def refresh(current: str | None):
+        choices = task_names(service, "classify")
+        return gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None))
+
+    return refresh, task
