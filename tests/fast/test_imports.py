@@ -61,6 +61,15 @@ def test_the_web_side_modules_load_no_model_code():
     assert out.stdout.strip() == "[]", out.stdout
 
 
+def test_the_console_loads_no_model_code():
+    """``python -m ops.console`` (no torch, no model): its modules and the gray release it runs."""
+    modules = ("ops.console, ops.console.__main__, ops.console.promtext, ops.console.alerts, ops.console.poller, "
+               "ops.console.actions, ops.console.page, ops.gray")
+    code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 # The running web process, after serving requests: its sys.modules, printed by the process itself.
 _SERVE_AND_REPORT = """
 import sys, threading, time
