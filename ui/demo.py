@@ -12,6 +12,7 @@ from ui.classify_tab import build_classify_tab
 from ui.i18n import t, tab_title
 from ui.status_tab import QUIET, Drills, StatusSource, build_status_tab
 from ui.tasks_tab import build_tasks_tab
+from ui.viewer import VIEWER_JS, Viewer, viewer_of
 
 if TYPE_CHECKING:
     from ops.limits import RequestLimits
@@ -19,17 +20,19 @@ if TYPE_CHECKING:
 __all__ = ["build_demo"]
 
 _STATE_TEXT = {
-    "loading": "**Loading the model… / 模型加载中…**",
-    "recovering": "**Recovering, retry shortly. / 正在恢复，请稍后重试。**",
-    "failed": "**The model is not available / 模型不可用:** ",
+    "loading": ("**Loading the model…**", "**模型加载中…**"),
+    "recovering": ("**Recovering, retry shortly.**", "**正在恢复，请稍后重试。**"),
+    "failed": ("**The model is not available:** ", "**模型不可用：** "),
 }
 
 
-def status_text(snapshot_json: dict) -> str:
+def status_text(snapshot_json: dict, viewer: Viewer = Viewer()) -> str:
+    """The status line, in the viewer's language (``ui.viewer``)."""
     state = snapshot_json["state"]
     if state == "ready":
-        return f"Ready / 就绪: `{snapshot_json['model']}`"
-    text = _STATE_TEXT.get(state, state)
+        return f"{viewer.pick('Ready', '就绪')}: `{snapshot_json['model']}`"
+    english, chinese = _STATE_TEXT.get(state, (state, state))
+    text = viewer.pick(english, chinese)
     if state == "failed":
         text += snapshot_json.get("reason") or ""
     return text
@@ -42,6 +45,8 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
     ``limits`` are the request limits the tabs apply before the queue."""
     with gr.Blocks(title="Qwen All-in-One", fill_height=False) as demo:
         gr.Markdown("# Qwen All-in-One")
+        # The browser's time zone and language, for text built on the server (ui.viewer).
+        viewer_box = gr.Textbox(visible=False, elem_id="viewer")
         status_line = gr.Markdown(elem_id="model-status")
         task_tabs = []
         for info in service.task_infos():
@@ -61,14 +66,15 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
         task_tabs.append(tasks_tab)
         if status is not None:
             with gr.Tab(t("task.status"), id="status") as status_tab:
-                timer, refresh_status, status_outputs = build_status_tab(status, drills)
+                timer, refresh_status, status_outputs = build_status_tab(status, drills, viewer_box)
             # The Status tab's timer runs only while that tab is shown.
             status_tab.select(lambda: gr.Timer(active=True), outputs=[timer], **QUIET).then(
-                refresh_status, outputs=status_outputs, **QUIET)
+                refresh_status, inputs=[viewer_box], outputs=status_outputs, **QUIET)
             for tab in task_tabs:
                 tab.select(lambda: gr.Timer(active=False), outputs=[timer], **QUIET)
         # Refreshed on page load and every 10 s, outside the queue: a tiny read of the snapshot.
-        refresh_line = dict(fn=lambda: status_text(snapshot()), outputs=[status_line], **QUIET)
-        demo.load(**refresh_line)
+        refresh_line = dict(fn=lambda raw: status_text(snapshot(), viewer_of(raw)), inputs=[viewer_box],
+                            outputs=[status_line], **QUIET)
+        demo.load(None, js=VIEWER_JS, outputs=[viewer_box], **QUIET).then(**refresh_line)
         gr.Timer(10).tick(**refresh_line)
     return demo

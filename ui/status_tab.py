@@ -19,7 +19,6 @@ rest of the tab.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -28,6 +27,7 @@ import pandas as pd
 
 from ui.i18n import both, t
 from ui.task_admin import build_task_panel
+from ui.viewer import Viewer, viewer_of
 
 __all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S", "QUIET"]
 
@@ -65,35 +65,35 @@ PEER_HEADERS = [both(key) for key in ("col_instance", "col_ready", "col_state", 
                                       "col_detail")]
 
 
-def _clock(unix: float) -> str:
-    return dt.datetime.fromtimestamp(unix).strftime("%H:%M:%S")
 
 
-def summary_markdown(snapshot: dict) -> str:
-    """The snapshot as Markdown. Built at run time, so bilingual in place (i18n keys are for components)."""
+def summary_markdown(snapshot: dict, viewer: Viewer = Viewer()) -> str:
+    """The snapshot as Markdown, in the viewer's language and time zone (built at run time: i18n keys
+    are for components)."""
+    pick = viewer.pick
     lines = [f"### {snapshot['state']}",
-             f"- **Model / 模型**: `{snapshot.get('model') or '—'}`"]
+             f"- **{pick('Model', '模型')}**: `{snapshot.get('model') or '—'}`"]
     if snapshot.get("reason"):
-        lines.append(f"- **Reason / 原因**: {snapshot['reason']}")
+        lines.append(f"- **{pick('Reason', '原因')}**: {snapshot['reason']}")
     test = snapshot.get("last_self_test")
     if test:
-        verdict = "✓" if test["passed"] else "✗ FAILED"
-        lines.append(f"- **Last self-test / 最近自检**: {verdict} {_clock(test['at'])} "
+        verdict = "✓" if test["passed"] else pick("✗ FAILED", "✗ 失败")
+        lines.append(f"- **{pick('Last self-test', '最近自检')}**: {verdict} {viewer.clock(test['at'])} "
                      f"({test['duration_s']:.2f} s) {test['detail']}")
-    lines.append(f"- **Consecutive failures / 连续失败**: {snapshot.get('consecutive_failures', 0)}")
-    lines.append(f"- **Uptime / 运行时间**: {snapshot.get('uptime_s', 0):.0f} s")
+    lines.append(f"- **{pick('Consecutive failures', '连续失败')}**: {snapshot.get('consecutive_failures', 0)}")
+    lines.append(f"- **{pick('Uptime', '运行时间')}**: {snapshot.get('uptime_s', 0):.0f} s")
     if snapshot.get("worker_pid"):
-        lines.append(f"- **Worker process / 工作进程**: pid {snapshot['worker_pid']}")
+        lines.append(f"- **{pick('Worker process', '工作进程')}**: pid {snapshot['worker_pid']}")
     if snapshot.get("precision"):
         precision = snapshot["precision"]
-        lines.append(f"- **Weights / 权重格式**: {precision['format']} ({precision['reason']})")
+        lines.append(f"- **{pick('Weights', '权重格式')}**: {precision['format']} ({precision['reason']})")
     for task, head in (snapshot.get("heads") or {}).items():
-        lines.append(f"- **Head of {task} / {task} 线性头**: {head['status']}: {head['detail']}")
+        lines.append(f"- **{pick(f'Head of {task}', f'{task} 线性头')}**: {head['status']}: {head['detail']}")
     return "\n".join(lines)
 
 
-def event_frame(events: list[dict]) -> pd.DataFrame:
-    rows = [[_clock(e["at"]), ("✓ " if e["ok"] else "✗ ") + e["kind"], e["detail"]] for e in events]
+def event_frame(events: list[dict], viewer: Viewer = Viewer()) -> pd.DataFrame:
+    rows = [[viewer.clock(e["at"]), ("✓ " if e["ok"] else "✗ ") + e["kind"], e["detail"]] for e in events]
     return pd.DataFrame(rows, columns=EVENT_HEADERS)
 
 
@@ -103,23 +103,26 @@ def peer_frame(peers: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=PEER_HEADERS)
 
 
-def latency_frame(rows: list[dict]) -> pd.DataFrame:
+def latency_frame(rows: list[dict], viewer: Viewer = Viewer()) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["time", "task", "mean_s", "max_s", "requests"])
-    frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    frame["time"] = viewer.times(frame["time"])  # the axis in the viewer's zone, like the tables
     return frame
 
 
-def memory_frame(rows: list[dict]) -> pd.DataFrame:
+def memory_frame(rows: list[dict], viewer: Viewer = Viewer()) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["time", "process", "rss_mib"])
-    frame["time"] = pd.to_datetime(frame["time"], unit="s")
+    frame["time"] = viewer.times(frame["time"])
     return frame
 
 
-def build_status_tab(source: StatusSource, drills: Drills | None) -> tuple[gr.Timer, Callable, list]:
-    """Render the tab into the current Blocks context.
+def build_status_tab(source: StatusSource, drills: Drills | None, viewer_box: gr.Textbox
+                     ) -> tuple[gr.Timer, Callable, list]:
+    """Render the tab into the current Blocks context. ``viewer_box`` holds the browser's time zone and
+    language (``ui.viewer``): every refresh takes it as its input.
 
     Returns the (inactive) refresh timer and the refresh function with its
-    outputs, so the caller can run the timer only while this tab is shown.
+    outputs, so the caller can run the timer only while this tab is shown
+    (the function takes ``viewer_box``'s value).
     """
     summary = gr.Markdown(elem_id="status-summary")
     peers = None
@@ -137,24 +140,25 @@ def build_status_tab(source: StatusSource, drills: Drills | None) -> tuple[gr.Ti
         history = gr.Dataframe(headers=EVENT_HEADERS, label=t("reload_history"), interactive=False, wrap=True,
                                max_height=320, elem_id="status-history")
 
-    def refresh():
-        return (summary_markdown(source.snapshot()),
-                latency_frame(source.latency_rows()),
-                memory_frame(source.memory_rows()),
-                event_frame(source.events(10, SELF_TEST)),
-                event_frame(source.events(20, LIFECYCLE)))
+    def refresh(viewer_raw: str | None = None):
+        viewer = viewer_of(viewer_raw)
+        return (summary_markdown(source.snapshot(), viewer),
+                latency_frame(source.latency_rows(), viewer),
+                memory_frame(source.memory_rows(), viewer),
+                event_frame(source.events(10, SELF_TEST), viewer),
+                event_frame(source.events(20, LIFECYCLE), viewer))
 
     outputs = [summary, latency_plot, memory_plot, self_tests, history]
     if drills is not None and drills.enabled:
-        _build_drill_panel(drills, refresh, outputs)
+        _build_drill_panel(drills, refresh, outputs, viewer_box)
     timer = gr.Timer(REFRESH_S, active=False)
-    timer.tick(refresh, outputs=outputs, **QUIET)
+    timer.tick(refresh, inputs=[viewer_box], outputs=outputs, **QUIET)
     if peers is not None:
         timer.tick(lambda: peer_frame(source.peers()), outputs=[peers], **QUIET)
     return timer, refresh, outputs
 
 
-def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list) -> None:
+def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list, viewer_box: gr.Textbox) -> None:
     with gr.Accordion(t("drills"), open=False, elem_id="status-drills"):
         gr.Markdown(t("drills_help"))
         token = gr.Textbox(label=t("admin_token"), type="password", elem_id="status-token")
@@ -176,7 +180,7 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list)
 
     for name, button in buttons:
         button.click(_handler(run, name), inputs=[token], outputs=[outcome], **QUIET).then(
-            refresh, outputs=refresh_outputs, **QUIET)
+            refresh, inputs=[viewer_box], outputs=refresh_outputs, **QUIET)
 
 
 def _handler(run: Callable, name: str) -> Callable:

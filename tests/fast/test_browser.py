@@ -14,7 +14,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--
 
 
 @contextlib.contextmanager
-def browser_page(url: str, locale: str = "en-US", height: int = 900):
+def browser_page(url: str, locale: str = "en-US", height: int = 900, timezone: str | None = None):
     """A headless Chromium page (Debian's binary) opened at ``url``."""
     from playwright.sync_api import sync_playwright
 
@@ -22,7 +22,7 @@ def browser_page(url: str, locale: str = "en-US", height: int = 900):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
         try:
-            page = browser.new_page(locale=locale, viewport={"width": 1280, "height": height})
+            page = browser.new_page(locale=locale, viewport={"width": 1280, "height": height}, timezone_id=timezone)
             page.set_default_timeout(30_000)
             page.goto(url)
             yield page
@@ -64,7 +64,26 @@ def test_the_ui_speaks_chinese(live_app):
     with browser_page(live_app.url, locale="zh-CN") as page:
         expect(page.locator("#sentiment-run")).to_have_text("分析")
         expect(page.get_by_role("tab", name="对话")).to_be_visible()
+        expect(page.locator("#model-status")).to_contain_text("就绪")  # the status line too, in one language
+        expect(page.locator("#model-status")).not_to_contain_text("Ready")
         page.screenshot(path=str(ARTIFACTS / "browser-zh.png"), full_page=True)
+
+
+def test_status_times_are_the_viewers_local_time(live_app):
+    """A viewer far from the server sees the self-test's time in their own zone, in the summary and the table."""
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    import httpx
+    from playwright.sync_api import expect
+
+    with browser_page(live_app.url, timezone="Pacific/Kiritimati") as page:  # UTC+14: never the server's day-time
+        page.get_by_role("tab", name="Status").click()
+        expect(page.locator("#status-summary")).to_contain_text("ready")
+        at = httpx.get(live_app.url + "/ready").json()["last_self_test"]["at"]
+        local = dt.datetime.fromtimestamp(at, ZoneInfo("Pacific/Kiritimati")).strftime("%H:%M")
+        expect(page.locator("#status-summary")).to_contain_text(local)
+        expect(page.locator("#status-self-tests")).to_contain_text(local)
 
 
 def test_the_status_tab_shows_a_drill_break_and_heal(drill_app):

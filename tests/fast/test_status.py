@@ -175,3 +175,23 @@ def test_peers_show_readiness_model_and_latency_and_a_dead_peer_costs_one_timeou
     assert frame.iloc[0].tolist()[:4] == [live_app.url, "✓", "ready", "tiny-qwen2@test"]
     assert frame.iloc[1].tolist()[1:5] == ["✗", "unreachable", "—", "—"]
     assert Peers([]).check() == []
+
+
+def test_the_viewer_sees_times_in_their_zone_with_the_date_when_not_today_and_their_language():
+    from zoneinfo import ZoneInfo
+
+    from ui.demo import status_text
+    from ui.viewer import Viewer, viewer_of
+
+    tokyo = viewer_of('{"tz": "Asia/Tokyo", "lang": "zh-CN"}')
+    assert tokyo == Viewer(ZoneInfo("Asia/Tokyo"), True)
+    assert viewer_of("not json") == Viewer() and viewer_of('{"tz": "Mars/Base"}') == Viewer()
+    noon_utc = 1_767_268_800.0  # 2026-01-01 12:00 UTC: 21:00 in Tokyo
+    assert tokyo.clock(noon_utc, now=noon_utc) == "21:00:00"
+    assert tokyo.clock(noon_utc - 86_400, now=noon_utc) == "2025-12-31 21:00:00"
+    axis = memory_frame([{"time": noon_utc, "process": "worker", "rss_mib": 1.0}], tokyo)["time"]
+    assert str(axis.iloc[0]) == "2026-01-01 21:00:00"  # the plot's axis agrees with the tables
+    assert status_text({"state": "ready", "model": "m@1"}, tokyo) == "就绪: `m@1`"
+    assert status_text({"state": "ready", "model": "m@1"}) == "Ready: `m@1`"
+    assert "就绪" not in summary_markdown({"state": "ready", "uptime_s": 1}) and "模型" in summary_markdown(
+        {"state": "ready", "uptime_s": 1}, tokyo)
