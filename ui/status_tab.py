@@ -32,6 +32,7 @@ from ui.viewer import Viewer, viewer_of
 __all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S", "QUIET"]
 
 REFRESH_S = 3.0
+AXIS_CLOCK = "%H:%M:%S"  # the plots' time axis (d3 format)
 # Events that only read or poke the service: outside the queue (they work while it is full),
 # not in the API, no spinner.
 QUIET = dict(queue=False, api_visibility="private", show_progress="hidden")
@@ -130,10 +131,12 @@ def build_status_tab(source: StatusSource, drills: Drills | None, viewer_box: gr
         peers = gr.Dataframe(headers=PEER_HEADERS, label=t("peers"), interactive=False, wrap=True,
                              elem_id="status-peers")
     with gr.Row():
+        # 24-hour clock on the axes, as in the tables (Vega's default is 12-hour: "10:32" for 22:32).
         latency_plot = gr.LinePlot(x="time", y="mean_s", color="task", label=t("latency_plot"),
-                                   y_title="s", x_title="", height=240, elem_id="status-latency")
+                                   y_title="s", x_title="", height=240, elem_id="status-latency",
+                                   x_axis_format=AXIS_CLOCK)
         memory_plot = gr.LinePlot(x="time", y="rss_mib", color="process", label=t("memory_plot"), y_title="MiB",
-                                  x_title="", height=240, elem_id="status-memory")
+                                  x_title="", height=240, elem_id="status-memory", x_axis_format=AXIS_CLOCK)
     with gr.Row():
         self_tests = gr.Dataframe(headers=EVENT_HEADERS, label=t("recent_self_tests"), interactive=False, wrap=True,
                                   max_height=320, elem_id="status-self-tests")

@@ -156,6 +156,19 @@ def test_a_task_added_while_two_users_chat_answers_at_once_survives_a_restart_an
         assert admin(app, "PUT", "sentiment", TOPIC).status_code == 409
         assert httpx.put(f"{app.url}/admin/tasks/topic", json=TOPIC).status_code == 401
         assert classify(app, "topic", ["pizza with cheese"]).status_code == 200
+        # In a real browser: the Tasks tab lists it, runs it, and says which mode answered.
+        from playwright.sync_api import expect
+
+        from tests.fast.test_browser import browser_page
+
+        with browser_page(app.url) as page:
+            page.get_by_role("tab", name="Tasks").click()
+            page.locator("#tasks-task input").click()
+            page.get_by_role("option", name="topic").click()
+            page.locator("#tasks-input textarea").fill("pizza with cheese")
+            page.locator("#tasks-run").click()
+            expect(page.locator("#tasks-label")).to_contain_text(labels[0])
+            expect(page.locator("#tasks-mode-answered")).to_contain_text("prompt")
         # Its own known answers (the tiny model's, whatever they are) join the self-test.
         probes = [{"text": "pizza with cheese", "label": labels[0]}, {"text": "the tennis final", "label": labels[1]}]
         assert admin(app, "PUT", "topic", {**TOPIC, "probes": probes}).json()["change"] == "changed"
