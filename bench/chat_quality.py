@@ -1,7 +1,7 @@
 """Chat quality of the default model: checkable questions, scored per category.
 
     .venv/bin/python bench/chat_quality.py [--precision auto|fp32|bf16|int8] [--model-dir DIR]
-                                           [--limit N] [--category C,...]
+                                           [--limit N] [--category C,...] [--system-prompt TEXT]
     .venv/bin/python bench/chat_quality.py --url http://127.0.0.1:7860
 
 Asks every row of bench/data/chat_questions.jsonl (facts, small arithmetic,
@@ -10,8 +10,10 @@ turn, keeping the system prompt to itself; English and Chinese) and scores
 each reply with bench/chat_checks.py, the same checks bench/precision.py gates
 on. Prints the pass rate per category and overall, then each failed question
 with its reply (truncated). In-process by default: greedy, 64 new tokens,
-8 questions at a time. With ``--url``: through a running app's ``/chat``
-endpoint (gradio_client), under the app's own limits and system prompt.
+8 questions at a time. ``--system-prompt`` asks with a candidate system prompt
+in place of the chat task's (and the no-leak checks guard that one). With
+``--url``: through a running app's ``/chat`` endpoint (gradio_client), under
+the app's own limits and system prompt.
 """
 
 from __future__ import annotations
@@ -31,13 +33,13 @@ SHOWN_CHARS = 120  # of a failed question's reply
 Asker = tuple[Callable[[dict], str], Callable[[], None], str]  # (ask a row, close, what is asked)
 
 
-def engine_asker(model_dir: Path | None, precision: str, threads: int) -> Asker:
-    """The in-process engine, greedy, ``MAX_NEW_TOKENS`` a reply."""
+def engine_asker(model_dir: Path | None, precision: str, threads: int, system_prompt: str | None = None) -> Asker:
+    """The in-process engine, greedy, ``MAX_NEW_TOKENS`` a reply; ``system_prompt`` in place of the task's."""
     from engine.types import GenerateOptions
 
     engine = load_engine(model_dir, precision=precision, max_new_tokens=MAX_NEW_TOKENS, max_active_chats=threads,
                          request_timeout_s=600)
-    options = GenerateOptions(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0)
+    options = GenerateOptions(max_new_tokens=MAX_NEW_TOKENS, temperature=0.0, system_prompt=system_prompt)
     info = engine.backend.info
 
     def ask(row: dict) -> str:
@@ -70,7 +72,10 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="the first N questions (0 = all)")
     parser.add_argument("--category", help=f"comma-separated, of: {', '.join(CATEGORIES)}")
     parser.add_argument("--threads", type=int, default=THREADS, help="questions asked at a time")
+    parser.add_argument("--system-prompt", help="a candidate system prompt in place of the chat task's (in-process)")
     args = parser.parse_args()
+    if args.url and args.system_prompt:
+        parser.error("--system-prompt is for the in-process engine; a live app uses its own")
     rows = load_questions()
     if args.category:
         wanted = args.category.split(",")
@@ -85,7 +90,9 @@ def main() -> None:
     if args.url:
         ask, close, where = url_asker(args.url)
     else:
-        ask, close, where = engine_asker(args.model_dir, args.precision, args.threads)
+        ask, close, where = engine_asker(args.model_dir, args.precision, args.threads, args.system_prompt)
+        if args.system_prompt:
+            where += f", system prompt {args.system_prompt!r}"
     print(f"{len(rows)} questions to {where}", flush=True)
 
     def answer(row: dict) -> str:
@@ -101,7 +108,7 @@ def main() -> None:
     finally:
         close()
     elapsed = time.perf_counter() - started
-    results = [passes(row, reply) for row, reply in zip(rows, replies)]
+    results = [passes(row, reply, args.system_prompt) for row, reply in zip(rows, replies)]
 
     shares = []
     for category in CATEGORIES:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections import Counter
 import json
 import math
 import shlex
@@ -60,6 +61,7 @@ class Answer:
     label: str | None  # None: the request failed
     truncated: bool = False
     scores: dict[str, float] | None = None  # label -> probability (for --dump)
+    mode: str | None = None  # the mode that answered (prompt or head)
 
 
 class InProcess:
@@ -88,11 +90,11 @@ class InProcess:
                             f"task {task!r} from {tasks_file}, batches of {BATCH}")
         self.precision = info.precision
 
-    def run(self, texts: list[str]) -> list[Answer]:
+    def run(self, texts: list[str], mode: str = "auto") -> list[Answer]:
         answers = []
         for i in range(0, len(texts), BATCH):
-            results = self.engine.classify(self.task, texts[i: i + BATCH])
-            answers += [Answer(r.label, r.truncated, r.scores) for r in results]
+            results = self.engine.classify(self.task, texts[i: i + BATCH], mode)
+            answers += [Answer(r.label, r.truncated, r.scores, r.mode.value) for r in results]
         return answers
 
     def close(self) -> None:
@@ -121,11 +123,11 @@ class OverHttp:
         self.errors: list[str] = []
         self._lock = threading.Lock()
 
-    def one(self, text: str) -> Answer:
+    def one(self, text: str, mode: str = "auto") -> Answer:
         for attempt in range(URL_TRIES):
             try:
-                result = self.client.predict(text, api_name=self.api_name)
-                return Answer(result["label"], bool(result.get("truncated")), result.get("scores"))
+                result = self.client.predict(text, mode, api_name=self.api_name)
+                return Answer(result["label"], bool(result.get("truncated")), result.get("scores"), result.get("mode"))
             except Exception as exc:  # noqa: BLE001  (any failure a user would see: AppError, HTTP, timeout)
                 error = f"{type(exc).__name__}: {exc}"
                 time.sleep(1 + attempt)  # a recovering app asks to "retry shortly", and users do
@@ -133,9 +135,9 @@ class OverHttp:
             self.errors.append(error)
         return Answer(None)
 
-    def run(self, texts: list[str]) -> list[Answer]:
+    def run(self, texts: list[str], mode: str = "auto") -> list[Answer]:
         with ThreadPoolExecutor(URL_THREADS) as pool:
-            return list(pool.map(self.one, texts))
+            return list(pool.map(lambda text: self.one(text, mode), texts))
 
     def close(self) -> None:
         self.client.close()
@@ -150,26 +152,28 @@ class FileResult:
     seconds: float
     errors: int
     truncated: int
+    answered_by: dict[str, int] = dataclasses.field(default_factory=dict)  # mode -> answers it gave
 
     @property
     def accuracy(self) -> float:
         return self.correct / self.n if self.n else 0.0
 
 
-def evaluate(classifier, name: str, rows: list[dict], dump=None) -> FileResult:
+def evaluate(classifier, name: str, rows: list[dict], dump=None, mode: str = "auto") -> FileResult:
     started = time.perf_counter()
-    answers = classifier.run([r["text"] for r in rows])
+    answers = classifier.run([r["text"] for r in rows], mode)
     seconds = time.perf_counter() - started
     if dump is not None:  # one line per row, for fitting a calibration offline (bench/calibrate_bias.py)
         tuning = {r["text"] for r in split(load_rows(name))[0]}
         for row, answer in zip(rows, answers):
             dump.write(json.dumps({"file": name, "part": "tuning" if row["text"] in tuning else "held-out",
-                                   "label": row["label"], "predicted": answer.label, "scores": answer.scores},
-                                  ensure_ascii=False) + "\n")
+                                   "label": row["label"], "predicted": answer.label, "scores": answer.scores,
+                                   "mode": answer.mode}, ensure_ascii=False) + "\n")
     recall = {label: (sum(a.label == label for a, r in zip(answers, rows) if r["label"] == label),
                       sum(r["label"] == label for r in rows)) for label in LABELS}
     return FileResult(name, len(rows), sum(a.label == r["label"] for a, r in zip(answers, rows)), recall,
-                      seconds, sum(a.label is None for a in answers), sum(a.truncated for a in answers))
+                      seconds, sum(a.label is None for a in answers), sum(a.truncated for a in answers),
+                      dict(Counter(a.mode for a in answers if a.mode)))
 
 
 def pooled(results: list[FileResult]) -> FileResult:
@@ -180,31 +184,35 @@ def pooled(results: list[FileResult]) -> FileResult:
                       sum(r.truncated for r in results))
 
 
-def cost(classifier) -> tuple[float, float]:
+def cost(classifier, mode: str = "auto") -> tuple[float, float]:
     """(p50 seconds of one short sentence sent alone, texts/s of a batch of 16), warm."""
-    classifier.run([SHORT])
+    classifier.run([SHORT], mode)
     times = []
     for _ in range(SHORT_RUNS):
         started = time.perf_counter()
-        classifier.run([SHORT])
+        classifier.run([SHORT], mode)
         times.append(time.perf_counter() - started)
     # Sixteen different texts: a real batch, not one cached answer repeated.
     batch = [f"{SHORT} ({i})" for i in range(BATCH)]
-    classifier.run(batch)
+    classifier.run(batch, mode)
     started = time.perf_counter()
     for _ in range(BATCH_RUNS):
-        classifier.run(batch)
+        classifier.run(batch, mode)
     return median(times), BATCH * BATCH_RUNS / (time.perf_counter() - started)
 
 
 def describe_line(r: FileResult) -> str:
     low, high = wilson(r.correct, r.n)
     recall = ", ".join(f"{label} {right}/{total}" for label, (right, total) in r.recall.items())
+    answered = ", ".join(f"{n} by {mode}" for mode, n in sorted(r.answered_by.items())) or "mode not reported"
     return (f"{r.name}: accuracy {r.accuracy:.3f} ({r.correct}/{r.n}, 95 % CI {low:.3f}-{high:.3f}), "
-            f"recall {recall}, {r.n / r.seconds:.1f} texts/s, {r.errors} errors, {r.truncated} truncated")
+            f"recall {recall}, {r.n / r.seconds:.1f} texts/s, {r.errors} errors, {r.truncated} truncated, "
+            f"answered {answered}")
 
 
-def print_tables(results: list[FileResult], part: str, precision: str, url: bool, p50: float, rate: float) -> None:
+def print_tables(results: list[FileResult], part: str, precision: str, url: bool, p50: float, rate: float,
+                 mode: str) -> None:
+    print(f"mode asked: {mode}\n")
     print("| file | part | n | accuracy (95 % CI) | " + " | ".join(f"recall {label}" for label in LABELS)
           + " | texts/s |")
     print("|---" * (5 + len(LABELS)) + "|")
@@ -220,7 +228,7 @@ def print_tables(results: list[FileResult], part: str, precision: str, url: bool
     batch = f"{BATCH} texts from {URL_THREADS} threads" if url else f"batch of {BATCH}"
     print(f"\n| engine | format | 1 short sentence alone, p50 | {batch}, texts/s |")
     print("|---|---|---|---|")
-    print(f"| {'live app (gradio_client)' if url else 'in-process'} | {precision} | {p50:.3f} s | {rate:.1f} |")
+    print(f"| {'live app (gradio_client)' if url else 'in-process'} | {precision} | {p50:.3f} s | {rate:.1f} |\n")
 
 
 def main() -> None:
@@ -234,9 +242,14 @@ def main() -> None:
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), help="in-process only (default auto)")
     parser.add_argument("--model-dir", type=Path, help="in-process only (default models/current)")
     parser.add_argument("--url", help="measure a live app through its Gradio API instead")
+    parser.add_argument("--modes", default="auto",
+                        help="comma-separated classify modes to measure in turn, in one run: auto, prompt, head "
+                             "(engine/heads.py); each gets its table, and its latency")
     args = parser.parse_args()
     if args.limit < 0:
         parser.error("--limit must be 0 (all) or more")
+    if set(args.modes.split(",")) - {"auto", "prompt", "head"}:
+        parser.error("--modes: auto, prompt or head (comma-separated)")
     unknown = set(args.files.split(",")) - set(FILES)
     if unknown:
         parser.error(f"unknown file(s) {', '.join(sorted(unknown))}; known: {', '.join(FILES)}")
@@ -257,16 +270,18 @@ def main() -> None:
                                args.tasks_file or DEFAULT_TASKS_FILE)
     print(classifier.description, flush=True)
     dump = open(args.dump, "w", encoding="utf-8") if args.dump else None
+    tables = []
     try:
-        results = []
-        for name in args.files.split(","):
-            rows = select(load_rows(name), args.part)
-            if args.limit:
-                rows = balanced_head(rows, args.limit)
-            results.append(evaluate(classifier, name, rows, dump))
-            results[-1] = dataclasses.replace(results[-1], name=name.removeprefix("sentiment_"))
-            print(describe_line(results[-1]), flush=True)
-        p50, rate = cost(classifier)
+        for mode in args.modes.split(","):
+            results = []
+            for name in args.files.split(","):
+                rows = select(load_rows(name), args.part)
+                if args.limit:
+                    rows = balanced_head(rows, args.limit)
+                results.append(evaluate(classifier, name, rows, dump, mode))
+                results[-1] = dataclasses.replace(results[-1], name=name.removeprefix("sentiment_"))
+                print(f"[{mode}] " + describe_line(results[-1]), flush=True)
+            tables.append((mode, results, *cost(classifier, mode)))
     finally:
         classifier.close()
         if dump is not None:
@@ -274,7 +289,8 @@ def main() -> None:
     if args.url and classifier.errors:
         print(f"first failed request: {classifier.errors[0]}")
     print()
-    print_tables(results, args.part, classifier.precision, bool(args.url), p50, rate)
+    for mode, results, p50, rate in tables:
+        print_tables(results, args.part, classifier.precision, bool(args.url), p50, rate, mode)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
 It never imports torch: the model, its tokenizer and caches live behind the
 seam in ``engine.backend``. A request is checked, fitted and counted on the
 caller's thread first (``engine.admission``); this module runs what is
-admitted. The concurrency rule, in one place:
+admitted; the rounds themselves are ``engine.rounds``. The concurrency rule,
+in one place:
 
     Only the engine's worker thread touches the model (the backend's model
     calls; ``encode`` and ``render`` are safe from any thread).
@@ -49,17 +50,16 @@ from typing import Callable
 
 from loguru import logger
 
-from engine.admission import Admission, ChatJob, ClassifyJob, Sink
+from engine.admission import Admission, ClassifyJob, Sink
 from engine.backend import Backend
-from engine.chat import ChatStream
-from engine.errors import AllInOneError, InferenceFailed, InferenceTimeout, InvalidInput, ModelUnavailable
+from engine.errors import AllInOneError, InferenceTimeout, InvalidInput, ModelUnavailable
 from engine.replies import ReplyStream
+from engine.rounds import ChatRounds, ClassifyRounds
 from engine.tasks import TaskRegistry
-from engine.types import ChatRequest, ClassifyResult, EngineConfig, InferenceCalls, Request, TaskInfo
+from engine.types import ChatRequest, EngineConfig, InferenceCalls, Request, TaskInfo
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
-ADMIT_PER_ROUND = 1  # prefills per round: a prefill is compute-bound (about 1 s for a 50-token prompt here)
 IDLE_POLL_S = 0.5  # an idle worker still turns its loop (and beats) this often
 CHAT_TIMEOUT_MARGIN_S = 5.0  # a chat's caller waits this much past the deadline the worker itself stops at
 TASK_UPDATE_TIMEOUT_S = 60.0  # building a classify task's scorer is one prefill; a queue ahead of it drains first
@@ -91,9 +91,8 @@ class Engine(InferenceCalls):
         self.config = config
         self._admission = Admission(backend, tasks, config)
         self._inbox: queue.Queue = queue.Queue()
-        self._pending: list[ClassifyJob] = []
-        self._waiting: list[ChatJob] = []
-        self._active: list[ChatJob] = []
+        self._classify = ClassifyRounds(backend, self._admission, config)
+        self._chats = ChatRounds(backend, self._admission, config)
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -206,14 +205,14 @@ class Engine(InferenceCalls):
             self._on_beat()
             self.backend.between_steps()
             try:
-                self._take_jobs(block=not (self._pending or self._waiting or self._active))
-                if not (self._pending or self._waiting or self._active):
+                self._take_jobs(block=not (self._classify.pending or self._chats))
+                if not (self._classify.pending or self._chats):
                     continue
                 self._step_started = time.monotonic()
-                if self._pending:
-                    self._classify_round()
-                self._admit_chats()
-                self._decode_round()
+                if self._classify.pending:
+                    self._classify.run(self.tasks)
+                self._chats.admit()
+                self._chats.decode()
             except Exception:  # the worker must survive any one job's failure
                 logger.exception("model worker: unexpected error")
             finally:
@@ -229,19 +228,16 @@ class Engine(InferenceCalls):
             if isinstance(job, _TaskUpdate):
                 self._apply_tasks(job)
             elif isinstance(job, ClassifyJob):
-                self._pending.append(job)
-            elif job.priority:
-                self._waiting.insert(0, job)
+                self._classify.add(job)
             else:
-                self._waiting.append(job)
+                self._chats.add(job)
             try:
                 job = self._inbox.get_nowait()
             except queue.Empty:
                 job = None
 
     def _apply_tasks(self, update: _TaskUpdate) -> None:
-        while self._pending:  # queued before the change: answered on the definitions they were admitted with
-            self._classify_round()
+        self._classify.drain(self.tasks)  # queued before the change: answered on the definitions they were admitted with
         try:
             self.backend.prepare(update.tasks.of_kind("classify"), self.config.max_input_tokens)
         except BaseException as exc:  # the backend kept its old scorers: so do we
@@ -253,125 +249,8 @@ class Engine(InferenceCalls):
             logger.info("tasks now served: {}", ", ".join(update.tasks.tasks))
         update.done.set()
 
-    def _classify_round(self) -> None:
-        """One batch: the oldest job's task, jobs of that task up to ``max_batch`` texts."""
-        task = self._pending[0].task
-        batch: list[ClassifyJob] = []
-        size = 0
-        for job in list(self._pending):
-            if job.task is not task or (batch and size + len(job.texts) > self.config.max_batch):
-                continue
-            self._pending.remove(job)
-            self._admission.release(job)
-            if job.cancelled.is_set():
-                continue  # its caller timed out or went away
-            batch.append(job)
-            size += len(job.texts)
-        if not batch:
-            return
-        if self.tasks.tasks.get(task.name) is None:  # removed after these were admitted
-            for job in batch:
-                job.sink.put(InvalidInput(f"Task {task.name!r} was removed."))
-            return
-        texts = [t for job in batch for t in job.texts]
-        modes = [job.mode for job in batch for _ in job.texts]
-        try:
-            scored = []
-            for start in range(0, len(texts), self.config.max_batch):
-                end = start + self.config.max_batch
-                scored.extend(self.backend.score(task.name, texts[start:end], modes[start:end]))
-        except Exception as exc:
-            error = exc if isinstance(exc, AllInOneError) else InferenceFailed()
-            if not isinstance(exc, AllInOneError):
-                logger.opt(exception=exc).error("classification failed (requests {})",
-                                                ", ".join(job.request_id or "?" for job in batch))
-            for job in batch:
-                job.sink.put(error)
-            return
-        offset = 0
-        for job in batch:
-            part = scored[offset : offset + len(job.texts)]
-            offset += len(job.texts)
-            job.sink.put([ClassifyResult(task.name, s.label, s.confidence, s.scores, s.truncated, s.mode)
-                          for s in part])
-
-    def _admit_chats(self) -> None:
-        admitted = 0
-        while self._waiting and admitted < ADMIT_PER_ROUND:
-            if len(self._active) >= self.config.max_active_chats + (1 if self._waiting[0].priority else 0):
-                break
-            job = self._waiting.pop(0)
-            if job.cancelled.is_set():
-                self._admission.release(job)
-                continue
-            try:
-                job.stream = self._start_stream(job)
-            except Exception as exc:
-                self._chat_failed(job, exc)
-                continue
-            self._active.append(job)
-            admitted += 1
-
-    def _start_stream(self, job: ChatJob) -> ChatStream:
-        stream = ChatStream(
-            prompt_ids=job.prompt_ids,
-            max_new_tokens=job.max_new_tokens,
-            temperature=job.temperature,
-            deadline=job.deadline,
-            notices=job.notices,
-            seed=job.seed,
-            updates=job.updates,
-            cancelled=job.cancelled,
-        )
-        stream.start(self.backend)
-        return stream
-
-    def _decode_round(self) -> None:
-        """Each active chat picks its next token; then one forward pass feeds them all."""
-        tokens: dict[object, int] = {}
-        for job in list(self._active):
-            try:
-                token = None if job.cancelled.is_set() else job.stream.choose(self.backend)
-            except Exception as exc:
-                self._chat_failed(job, exc)
-                continue
-            if token is None:
-                self._end_chat(job)
-            else:
-                tokens[job.stream.sequence] = token
-        if not tokens:
-            return
-        try:
-            self.backend.step(tokens)
-        except Exception as exc:  # NaN/inf or a broken model: every chat in the step fails, none gets garbage
-            for job in list(self._active):
-                self._chat_failed(job, exc)
-            self.backend.reset()
-
-    def _end_chat(self, job: ChatJob) -> None:
-        """Take a chat out of the batch and free its cache and slot."""
-        if job in self._active:
-            self._active.remove(job)
-        if job.stream is not None:
-            job.stream.release(self.backend)
-        self._admission.release(job)
-
-    def _chat_failed(self, job: ChatJob, exc: Exception) -> None:
-        if not isinstance(exc, AllInOneError):
-            logger.opt(exception=exc).error("chat generation failed (request {})", job.request_id or "?")
-            exc = InferenceFailed()
-        job.updates.put(exc)
-        self._end_chat(job)
-
     def _fail_all(self, error: AllInOneError) -> None:
         """Fail every queued and running request with ``error`` (on close, or an injected fault)."""
         self._take_jobs(block=False)
-        for job in self._pending:
-            self._admission.release(job)
-            if not job.cancelled.is_set():
-                job.sink.put(error)
-        chats = self._waiting + self._active
-        self._pending, self._waiting, self._active = [], [], []
-        self.backend.reset()  # dropped whole, not row by row: every chat in it fails
-        for job in chats:
-            self._chat_failed(job, error)
+        self._classify.fail_all(error)
+        self._chats.fail_all(error)

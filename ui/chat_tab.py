@@ -30,7 +30,11 @@ from ui.validation import attach_validator, limit_validator
 if TYPE_CHECKING:
     from ops.limits import RequestLimits
 
-__all__ = ["build_chat_tab"]
+__all__ = ["build_chat_tab", "CHAT_POOL"]
+
+# Every chat door (each generate task's tab and endpoint, the Tasks tab's /generate) draws on one pool
+# of slots: the engine decodes at most max_active_chats chats, whatever their task.
+CHAT_POOL = "chat-slots"
 
 _NOTICES = {
     NOTICE_HISTORY_TRIMMED: "Older messages were left out to fit the model's context. / 较早的消息已省略。",
@@ -59,7 +63,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
                 if code in _NOTICES:
                     gr.Info(_NOTICES[code])
 
-    pool = f"chat-slots:{info.name}"
+    pool = CHAT_POOL
     blocks = gr.context.get_blocks_context()
     before = set(blocks.fns)
     selector = gr.Dropdown(_generate_tasks(service), value=info.name, label=t("task_choice"), render=False,

@@ -16,6 +16,7 @@ import gradio as gr
 
 from engine.errors import InvalidInput
 from engine.types import ClassifyMode, Inference
+from ui.chat_tab import CHAT_POOL
 from ui.errors import friendly_errors
 from ui.i18n import t
 from ui.validation import attach_validator, limit_validator, no_check
@@ -76,7 +77,7 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
             yield update.text
 
     endpoint = gr.api(friendly_errors(generate), api_name="generate", concurrency_limit=chat_concurrency,
-                      concurrency_id="tasks-generate")
+                      concurrency_id=CHAT_POOL)
     attach_validator(endpoint, limit_validator(no_check, limits.check_message, limits.check_history))
 
     def refresh(current: str | None):

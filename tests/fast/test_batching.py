@@ -181,7 +181,7 @@ def test_the_chat_tab_sends_the_browser_session_and_shares_the_api_slots(tasks):
             return tasks.infos()
 
         def generate(self, task, message, history=None, options=None):
-            sessions.append(options.session if options else None)
+            sessions.append((task, options.session if options else None))
             yield ChatUpdate("hi", "hi", True, "stop", (), 1)
 
     from ops.limits import RequestLimits
@@ -190,9 +190,10 @@ def test_the_chat_tab_sends_the_browser_session_and_shares_the_api_slots(tasks):
                       chat_concurrency=3, limits=RequestLimits())
     reply = next(f for f in demo.fns.values() if f.name == "stream_reply")
     async def run():
-        return [update async for update in reply.fn("Hello", [], gr.Request(session_hash="browser-1"))]
+        # The tab's task selector is the handler's third input (generate tasks added at run time).
+        return [update async for update in reply.fn("Hello", [], "chat", gr.Request(session_hash="browser-1"))]
 
     assert asyncio.run(run())  # ChatInterface's own wrapper around the tab's handler
-    assert sessions == ["browser-1"]
+    assert sessions == [("chat", "browser-1")]
     chat_pools = {f.concurrency_id for f in demo.fns.values() if f.concurrency_limit == 3}
     assert len(chat_pools) == 1  # the browser chat and the /chat API draw on one pool of slots

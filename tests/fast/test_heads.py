@@ -25,6 +25,7 @@ labels = ["food", "sport"]
 instruction = "Is the text about food or sport? Answer with one word."
 examples_file = "topic_examples.jsonl"
 """
+TINY_L2 = 0.01
 FOOD = ["pizza with cheese", "a bowl of noodles", "fresh bread and butter", "rice and beans", "apple pie",
         "hot soup", "grilled fish", "chocolate cake"]
 SPORT = ["a football match", "the tennis final", "running a marathon", "swimming laps", "a basketball game",
@@ -92,7 +93,9 @@ def fitted(tiny_handle, tmp_path_factory):
     backend.prepare(tasks.of_kind("classify"), 64)
     assert backend.head_states()["topic"].status is HeadStatus.MISSING
     model_id = model_identity(tiny_handle.path)
-    head = fit_task_head(backend.scorer("topic"), tasks.get("topic"), backend.info, model_id)
+    # A light penalty: 16 examples on a random tiny model, which the head should fit (the shipped default is
+    # for 1,600 real ones).
+    head = fit_task_head(backend.scorer("topic"), tasks.get("topic"), backend.info, model_id, l2=TINY_L2)
     path = write_head(tasks.get("topic"), head)
     return tasks, head, path, model_id
 
@@ -101,7 +104,7 @@ def test_fitting_a_task_head_is_deterministic_and_fits_its_examples(fitted, tiny
     tasks, head, path, model_id = fitted
     backend = TorchBackend(tiny_handle)
     backend.prepare(tasks.of_kind("classify"), 64)
-    again = fit_task_head(backend.scorer("topic"), tasks.get("topic"), backend.info, model_id)
+    again = fit_task_head(backend.scorer("topic"), tasks.get("topic"), backend.info, model_id, l2=TINY_L2)
     assert again.weight == head.weight and again.bias == head.bias
     assert head.examples == 16 and head.labels == ["food", "sport"] and 0 <= head.cv_accuracy <= 1
     assert head.tuning_accuracy >= 0.9  # 16 examples, a head of (hidden size + 2) features: it fits them
