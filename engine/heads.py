@@ -182,6 +182,7 @@ def write_head(task: ClassifyTask, head: HeadFile) -> Path:
     path = head_path(task, head.model_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.fchmod(fd, 0o644)  # mkstemp makes it private; a head is read by whichever user serves the app
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:
             json.dump(asdict(head), file, ensure_ascii=False)
