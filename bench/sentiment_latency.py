@@ -5,7 +5,9 @@
 Both paths run in this one process on the same loaded model, so the ratio is
 comparable on any machine. Prints p50/p95 for one short sentence, the
 throughput of a batch of 16, and the same single-sentence figure through the
-HTTP API (gradio_client against a running app, if --url is given).
+HTTP API (gradio_client against a running app, if --url is given). Where the
+task has a fitted head (engine/heads.py), it also times ``prompt`` against
+``head`` mode, the two calls interleaved so that drift hits both alike.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def naive_generate_and_parse(engine, text: str) -> str:
 
     from engine.prompts import classify_messages
 
-    handle = engine.handle
+    handle = engine.backend.handle
     task = engine.tasks.get("sentiment")
     prompt = handle.tokenizer.apply_chat_template(classify_messages(task, text), tokenize=False,
                                                   add_generation_prompt=True)
@@ -67,6 +69,14 @@ def main() -> None:
     print(f"naive generate+parse, same sentence: p50 {median(naive):.3f} s")
     print(f"ratio naive/scoring (p50): {median(naive) / median(scored):.1f}x")
     print(f"batch of 16: {16 / median(batch):.1f} sentences/s (p50 {median(batch):.3f} s per batch)")
+    if engine.backend.head_states()["sentiment"].ready:
+        by_mode = {"prompt": [], "head": []}
+        for _ in range(args.runs):
+            for mode, times in by_mode.items():
+                times += timed(lambda: engine.classify("sentiment", [SHORT], mode), 1)
+        prompt, head = median(by_mode["prompt"]), median(by_mode["head"])
+        print(f"mode prompt p50 {prompt:.3f} s, mode head p50 {head:.3f} s (interleaved, {args.runs} each): "
+              f"head/prompt {head / prompt:.2f}")
     if args.url:
         from gradio_client import Client
 
