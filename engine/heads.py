@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
+from engine.atomic_file import write_json_atomically
 from engine.errors import ConfigError
 from engine.tasks import ClassifyTask
 
@@ -178,19 +177,7 @@ def _read(path: Path) -> HeadFile:
 
 
 def write_head(task: ClassifyTask, head: HeadFile) -> Path:
-    """Store ``head`` atomically (a temporary file renamed into place); returns its path."""
+    """Store ``head`` atomically (``engine.atomic_file``), readable by whichever user serves the app."""
     path = head_path(task, head.model_id)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.fchmod(fd, 0o644)  # mkstemp makes it private; a head is read by whichever user serves the app
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as file:
-            json.dump(asdict(head), file, ensure_ascii=False)
-            file.write("\n")
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_json_atomically(path, asdict(head))
     return path

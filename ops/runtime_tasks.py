@@ -19,13 +19,12 @@ restart would bring them back anyway. Changes are serialised by one lock.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from enum import Enum
 from pathlib import Path
 from typing import Callable
 
+from engine.atomic_file import write_json_atomically
 from engine.errors import ConfigError, InvalidInput
 from engine.tasks import Task, TaskRegistry, parse_task
 
@@ -119,15 +118,4 @@ class RuntimeTasks:
         return data
 
     def _write(self, tables: dict[str, dict]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as file:
-                json.dump(tables, file, ensure_ascii=False, indent=2)
-                file.write("\n")
-                file.flush()
-                os.fsync(file.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_json_atomically(self.path, tables, mode=0o600, indent=2)  # the operator's own: private

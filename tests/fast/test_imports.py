@@ -38,7 +38,7 @@ def test_the_scheduler_side_of_the_backend_seam_is_torch_free():
     (engine/backends/torch_*), the loader's format code (engine/int8.py) and the default-model
     converter do, and those lazily where the web process can reach them."""
     for name in ("engine.py", "admission.py", "backend.py", "chat.py", "faults.py", "worker.py", "ipc.py",
-                 "types.py", "prompts.py", "tasks.py", "replies.py", "heads.py"):
+                 "types.py", "prompts.py", "tasks.py", "replies.py", "heads.py", "atomic_file.py"):
         assert imported_roots(REPO / "engine" / name) & HEAVY == set(), name
     # The loader, the format choice and the backend registry import torch only when they load a model:
     code = ("import sys, engine.engine, engine.chat, engine.faults, engine.backends, engine.precision; "
