@@ -53,6 +53,26 @@ def test_the_app_serves_the_default_model(tmp_path):
         assert client.predict("这个产品太差了，我很生气。", api_name="/sentiment")["label"] == "negative"
         reply = client.predict("Name the capital of France in one word.", api_name="/chat")
         assert "Paris" in reply
+        # The shipped sentiment head is fitted for this model: auto answers by it, the prompt stays selectable.
+        import httpx
+        import openai
+
+        assert httpx.get(app.url + "/ready").json()["heads"]["sentiment"]["status"] == "ready"
+        text = "The staff were lovely and the room was spotless."
+        assert client.predict(text, api_name="/sentiment")["mode"] == "head"
+        by_prompt = client.predict(text, "prompt", api_name="/sentiment")
+        assert by_prompt["mode"] == "prompt" and by_prompt["label"] == "positive"
+        rows = httpx.post(app.url + "/v1/classify", json={"task": "sentiment", "input": [
+            text, "房间又脏又吵，再也不会来了。"]}).json()["data"]
+        assert [(r["label"], r["mode"]) for r in rows] == [("positive", "head"), ("negative", "head")]
+        # The official OpenAI client against the real model: a whole answer, and the same one streamed.
+        chat = openai.OpenAI(base_url=app.url + "/v1", api_key="local", max_retries=0)
+        question = [{"role": "user", "content": "Name the capital of France in one word."}]
+        whole = chat.chat.completions.create(model="chat", messages=question, max_tokens=16, temperature=0)
+        assert "Paris" in whole.choices[0].message.content and whole.usage.completion_tokens > 0
+        streamed = "".join(c.choices[0].delta.content or "" for c in chat.chat.completions.create(
+            model="chat", messages=question, max_tokens=16, temperature=0, stream=True) if c.choices)
+        assert streamed == whole.choices[0].message.content
     finally:
         app.stop()
 
