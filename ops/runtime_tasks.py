@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Callable
 
 from engine.atomic_file import write_json_atomically
-from engine.errors import ConfigError, InvalidInput
+from engine.errors import AllInOneError, ConfigError, InvalidInput
 from engine.tasks import Task, TaskRegistry, parse_task
 
-__all__ = ["RuntimeTasks", "TaskChange", "TaskConflict", "TaskNotFound", "RUNTIME_TASKS_FILE"]
+__all__ = ["RuntimeTasks", "TaskChange", "TaskConflict", "TaskNotFound", "TaskStoreError", "RUNTIME_TASKS_FILE"]
 
 RUNTIME_TASKS_FILE = "tasks.json"
 MAX_RUNTIME_TASKS = 32  # each classify task keeps a cached prompt prefix in the worker
@@ -46,6 +46,10 @@ class TaskConflict(InvalidInput):
 
 class TaskNotFound(InvalidInput):
     """No runtime task of that name."""
+
+
+class TaskStoreError(AllInOneError):
+    """The runtime tasks file cannot be written (the change was undone)."""
 
 
 class RuntimeTasks:
@@ -77,8 +81,7 @@ class RuntimeTasks:
             change = TaskChange.CHANGED if name in self._tables else TaskChange.ADDED
             registry = self._registry.with_task(task)
             apply(registry)
-            self._write({**self._tables, name: table})
-            self._tables = {**self._tables, name: table}
+            self._save({**self._tables, name: table}, apply)
             self._registry = registry
             return change
 
@@ -90,9 +93,8 @@ class RuntimeTasks:
                 raise TaskNotFound(f"There is no runtime task {name!r}.")
             registry = self._registry.without(name)
             apply(registry)
-            tables = {k: v for k, v in self._tables.items() if k != name}
-            self._write(tables)
-            self._tables, self._registry = tables, registry
+            self._save({k: v for k, v in self._tables.items() if k != name}, apply)
+            self._registry = registry
             return TaskChange.REMOVED
 
     # ----- the file ---------------------------------------------------------------------
@@ -117,5 +119,13 @@ class RuntimeTasks:
             raise ConfigError(f"{self.path}: expected a JSON object of tasks.")
         return data
 
-    def _write(self, tables: dict[str, dict]) -> None:
-        write_json_atomically(self.path, tables, mode=0o600, indent=2)  # the operator's own: private
+    def _save(self, tables: dict[str, dict], apply: Callable[[TaskRegistry], None]) -> None:
+        """Keep ``tables``; when the file cannot be written, the worker goes back to the old tasks, so
+        what is served is always what a restart would serve."""
+        try:
+            write_json_atomically(self.path, tables, mode=0o600, indent=2)  # the operator's own: private
+        except OSError as exc:
+            apply(self._registry)
+            raise TaskStoreError(f"Cannot save the runtime tasks to {self.path}: {exc.strerror or exc}. "
+                                 "Nothing changed; set a writable --data-dir.") from exc
+        self._tables = tables

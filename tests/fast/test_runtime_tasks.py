@@ -188,3 +188,19 @@ def test_a_task_added_while_two_users_chat_answers_at_once_survives_a_restart_an
         assert listed == {"shipped": ["chat", "sentiment"], "runtime": {"helper": HELPER}}
     finally:
         app.stop()
+
+
+def test_a_change_that_cannot_be_saved_is_undone_in_the_worker_too(tmp_path):
+    from ops.runtime_tasks import TaskStoreError
+
+    served = []
+    store = RuntimeTasks(load_tasks(), tmp_path / "data")
+    store.put("topic", TOPIC, served.append)
+    import shutil
+
+    shutil.rmtree(tmp_path / "data")
+    (tmp_path / "data").write_text("a file where the data directory was")  # unwritable, even for root
+    with pytest.raises(TaskStoreError, match="Nothing changed; set a writable --data-dir"):
+        store.put("helper", HELPER, served.append)
+    assert "helper" in served[-2].tasks and "helper" not in served[-1].tasks  # applied, then undone
+    assert "helper" not in store.registry().tasks and set(store.runtime_tables()) == {"topic"}
