@@ -165,13 +165,14 @@ def test_the_rules_are_read_from_the_file_at_run_time_and_a_changed_shape_stops_
     text = DEFAULT_ALERTS_FILE.read_text()
     moved = tmp_path / "moved.yml"
     moved.write_text(text.replace("allinone_memory_limit_bytes > 0.90", "allinone_memory_limit_bytes > 0.75")
-                     .replace('outcome!~"ok|invalid_input|busy|cancelled"', 'outcome!~"ok|invalid_input|cancelled"'))
+                     .replace('outcome!~"ok|invalid_input|busy|cancelled|superseded"', 'outcome!~"ok|invalid_input|cancelled"'))
     rules = load_alert_rules(moved)
     assert rules.rule(AlertName.MEMORY_HIGH).above == 0.75 and rules.is_error("busy")
     for broken_text, why in [
         (text.replace("process_resident_memory_bytes + allinone_worker_resident_memory_bytes",
                       "allinone_worker_resident_memory_bytes"), "no longer contains"),
-        (text.replace('{outcome!~"ok|invalid_input|busy|cancelled"}', '{outcome=~"failed.*"}'), "no longer contains"),
+        (text.replace('{outcome!~"ok|invalid_input|busy|cancelled|superseded"}', '{outcome=~"failed.*"}'),
+         "no longer contains"),
         (text.replace("- alert: AllInOneSlowResponses", "- alert: Renamed"), "has no alert AllInOneSlowResponses"),
         (text.replace("[5m]))\n            / sum by (job, instance) (rate(allinone_requests_total[5m]",
                       "[5m]))\n            / sum by (job, instance) (rate(allinone_requests_total[10m]"),
