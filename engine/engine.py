@@ -87,7 +87,6 @@ class Engine(InferenceCalls):
     def __init__(self, backend: Backend, tasks: TaskRegistry, config: EngineConfig = EngineConfig(),
                  on_beat: Callable[[], None] | None = None) -> None:
         self.backend = backend
-        self.tasks = tasks
         self.config = config
         self._admission = Admission(backend, tasks, config)
         self._inbox: queue.Queue = queue.Queue()
@@ -150,6 +149,11 @@ class Engine(InferenceCalls):
     @property
     def model_path(self):
         return self.backend.info.path
+
+    @property
+    def tasks(self) -> TaskRegistry:
+        """The tasks served now: admission's registry, the one new requests are checked against."""
+        return self._admission.tasks
 
     def task_infos(self) -> list[TaskInfo]:
         return self.tasks.infos()
@@ -244,7 +248,6 @@ class Engine(InferenceCalls):
             logger.warning("task change refused: {}", exc)
             update.error = exc if isinstance(exc, AllInOneError) else InvalidInput(f"The tasks cannot be served: {exc}")
         else:
-            self.tasks = update.tasks
             self._admission.tasks = update.tasks
             logger.info("tasks now served: {}", ", ".join(update.tasks.tasks))
         update.done.set()

@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 FORMAT = "allinone-linear-head-v1"  # features: hidden state at the answer position, then label log-probs
-HEADS_DIR = "heads"  # beside the tasks file
 
 
 class HeadStatus(str, Enum):

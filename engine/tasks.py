@@ -59,6 +59,7 @@ _FIELDS = {
                                   "examples_file", "probes"},
     "generate": _COMMON_FIELDS | {"system_prompt", "temperature", "max_new_tokens"},
 }
+HEADS_DIR = "heads"  # a task's fitted heads (engine.heads), beside its tasks file
 MAX_HEAD_EXAMPLES = 5000  # fitting reads every example through the model: bound its time
 MAX_LABEL_BIAS = 10.0  # a log-score offset past this would decide every answer on its own
 
@@ -186,7 +187,7 @@ def _parse_classify(name: str, table: dict, where: str, base_dir: Path | None) -
         ui_examples=_str_list(table, "ui_examples", where),
         label_bias={k: float(v) for k, v in bias_table.items()},
         head_examples=None if examples_file is None else read_head_examples(base_dir / examples_file, labels,
-                                                                            base_dir / "heads"),
+                                                                            base_dir / HEADS_DIR),
         probes=probes,
     )
 

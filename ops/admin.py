@@ -20,6 +20,7 @@ buttons both go through it, so a button can do nothing the route would refuse.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import threading
@@ -179,23 +180,20 @@ class AdminActions:
         return {"injected": kind}
 
 
-class _task_errors:
+@contextlib.contextmanager
+def _task_errors():
     """A task change's refusals, as the admin answers them (the old tasks keep serving)."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if exc is None or not isinstance(exc, AllInOneError):
-            return False
-        if isinstance(exc, TaskNotFound):
-            raise AdminDenied(404, str(exc)) from exc
-        if isinstance(exc, TaskConflict):
-            raise AdminDenied(409, str(exc)) from exc
-        if isinstance(exc, (ConfigError, InvalidInput)):
-            raise AdminDenied(400, str(exc)) from exc
-        if isinstance(exc, ModelUnavailable):
-            raise AdminDenied(503, str(exc)) from exc
+    try:
+        yield
+    except TaskNotFound as exc:
+        raise AdminDenied(404, str(exc)) from exc
+    except TaskConflict as exc:
+        raise AdminDenied(409, str(exc)) from exc
+    except (ConfigError, InvalidInput) as exc:
+        raise AdminDenied(400, str(exc)) from exc
+    except ModelUnavailable as exc:
+        raise AdminDenied(503, str(exc)) from exc
+    except AllInOneError as exc:
         raise AdminDenied(500, str(exc)) from exc
 
 
