@@ -25,6 +25,7 @@ from engine.types import (
 )
 from ui.errors import friendly_errors
 from ui.i18n import t
+from ui.task_choice import choice_refresher, task_names
 from ui.validation import attach_validator, limit_validator
 
 if TYPE_CHECKING:
@@ -66,7 +67,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     pool = CHAT_POOL
     blocks = gr.context.get_blocks_context()
     before = set(blocks.fns)
-    selector = gr.Dropdown(_generate_tasks(service), value=info.name, label=t("task_choice"), render=False,
+    selector = gr.Dropdown(task_names(service, "generate"), value=info.name, label=t("task_choice"), render=False,
                            elem_id=f"{info.name}-task")
     gr.ChatInterface(
         fn=friendly_errors(stream_reply),
@@ -96,12 +97,4 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
                       concurrency_id=pool)
     attach_validator(endpoint, limit_validator(limits.check_message, limits.check_history))
 
-    def refresh(current: str | None):
-        choices = _generate_tasks(service)
-        return gr.update(choices=choices, value=current if current in choices else info.name)
-
-    return refresh, selector
-
-
-def _generate_tasks(service: Inference) -> list[str]:
-    return [task.name for task in service.task_infos() if task.kind == "generate"]
+    return choice_refresher(service, "generate", lambda choices: info.name), selector

@@ -19,18 +19,15 @@ from engine.types import ClassifyMode, Inference
 from ui.chat_tab import CHAT_POOL
 from ui.errors import friendly_errors
 from ui.i18n import t
+from ui.task_choice import choice_refresher, task_names
 from ui.validation import attach_validator, limit_validator, no_check
 
 if TYPE_CHECKING:
     from ops.limits import RequestLimits
 
-__all__ = ["build_tasks_tab", "RESERVED_API_NAMES"]
+__all__ = ["build_tasks_tab"]
 
-RESERVED_API_NAMES = ("classify", "generate")  # this tab's endpoints: no task may be named so
-
-
-def task_names(service: Inference, kind: str) -> list[str]:
-    return [info.name for info in service.task_infos() if info.kind == kind]
+# This tab's endpoints are /classify and /generate: engine.tasks.RESERVED_NAMES keeps tasks off those names.
 
 
 def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurrency: int,
@@ -80,8 +77,4 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
                       concurrency_id=CHAT_POOL)
     attach_validator(endpoint, limit_validator(no_check, limits.check_message, limits.check_history))
 
-    def refresh(current: str | None):
-        choices = task_names(service, "classify")
-        return gr.update(choices=choices, value=current if current in choices else (choices[0] if choices else None))
-
-    return refresh, task
+    return choice_refresher(service, "classify", lambda choices: choices[0] if choices else None), task
