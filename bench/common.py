@@ -45,15 +45,17 @@ def header(title: str) -> None:
     print(f"# {title}  ({time.strftime('%Y-%m-%d %H:%M')} UTC, {machine()})", flush=True)
 
 
-def load_engine(model_dir: Path | None = None, precision: str = "auto", tasks=None, **config):
-    """An in-process engine on the torch backend (no worker process): what the model itself costs.
-    ``tasks``: a loaded task registry (default engine/tasks.toml)."""
+def load_engine(model_dir: Path | None = None, precision: str = "auto", tasks=None, backend: str = "torch",
+                **config):
+    """An in-process engine (no worker process) on ``backend`` (torch unless said: what the model itself
+    costs). ``tasks``: a loaded task registry (default engine/tasks.toml)."""
     from engine.backends import open_backend
     from engine.engine import Engine, EngineConfig
     from engine.tasks import load_tasks
 
-    backend = open_backend("torch", model_dir or REPO / "models" / "current", precision=precision)
-    return Engine(backend, tasks or load_tasks(), EngineConfig(**config)).start()
+    limits = EngineConfig(**config)
+    runtime = open_backend(backend, model_dir or REPO / "models" / "current", precision=precision, limits=limits)
+    return Engine(runtime, tasks or load_tasks(), limits).start()
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,47 +1,50 @@
-"""llama.cpp as a yardstick: the same model, timed next to our engine in the same run.
+"""Our two backends side by side, with plain llama.cpp as the yardstick, in one run.
 
-    .venv/bin/python bench/peer.py [--precision auto] [--ours fp32,auto] [--runs 20] [--gguf PATH]
+    .venv/bin/python bench/peer.py [--rows N] [--chat-questions N] [--cold-runs 3] [--no-fp32]
 
-Optional: it needs llama-cpp-python (``.venv/bin/pip install llama-cpp-python``,
-which builds llama.cpp from source once). llama.cpp is a yardstick here, not a
-dependency; without it the script says so and exits with status 2.
+Needs llama-cpp-python (``make llamacpp``); without it the script says so and
+exits with status 2. The default model's version must hold its GGUF
+(``python -m ops.models install-default`` keeps it).
 
-llama.cpp runs the default model's own Q4_K_M GGUF (assembled from its PyPI
-parts into a temporary directory, or ``--gguf``); ours runs each format in
-``--ours`` (default: ``--precision``). For each: decode tokens/s of one
-stream (64 new tokens, greedy, first token to last, prefill excluded), of
-eight streams (ours: eight concurrent chats; llama.cpp: eight requests one
-after another, as a Llama object decodes one sequence at a time), and the
-median time of a sentiment-style prompt (ours: ``classify`` on one sentence;
-llama.cpp: the same rendered chat answered with one token). Then the ratios
-ours / llama.cpp. The date and the CPU head the output.
+Each engine runs in its own process, one after another (``bench/precision.py
+--one``: its peak RSS is its own):
+
+- **plain llama.cpp**: llama-cpp-python's ``Llama`` on the version's GGUF
+  with the same threads, one greedy stream: the decode speed our llamacpp
+  backend is held to (at least 90 % of it; the overhead budget);
+- **ours, llamacpp** and **ours, torch** (``--precision auto``), and torch
+  **fp32**, the reference of the accuracy gate (``--no-fp32`` leaves it out).
+
+For each of ours: accuracy on every shared sentiment file, sentiment p50 (one
+short sentence) and batch-16 throughput, decode tokens/s of 1 and 8
+concurrent chats, the chat questions, load time and peak RSS. Then the app's
+cold start on each backend (process start to ``/ready`` 200, median of
+``--cold-runs``, alternating) with the worker's peak RSS, and the gate
+(``precision.gate``: within 1 point of fp32 on every file, at most 2 chat
+questions fewer). The date and the CPU head the output.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
-import tempfile
 import time
-from contextlib import contextmanager
-from pathlib import Path
 
-from common import header, load_engine, median
-from precision import DECODE_PROMPT, DECODE_TOKENS, SHORT, decode_rate
+from common import REPO, cpu_flags_line, header, median
+from precision import DECODE_PROMPT, DECODE_TOKENS, FILES, gate
 
-STREAMS = 8
-# Primes llama.cpp's KV cache with the sentiment prompt's fixed part; its first token differs from SHORT's.
-FILLER = "Okay."
 NOT_INSTALLED = """llama-cpp-python is not installed ({error}).
 
-This benchmark compares our engine with llama.cpp on the same model. llama.cpp is a
-yardstick here, not a dependency, so it is an optional install:
+This benchmark compares our llamacpp backend with the torch one. Install the optional backend with
 
-    .venv/bin/pip install llama-cpp-python
+    make llamacpp
 
-That builds llama.cpp from source once: it needs a C++ compiler and cmake, and takes
-several minutes on 2 cores. Then run this script again."""
+which builds llama.cpp from source once (a C++ compiler and cmake; about 10 minutes on
+2 cores). Then run this script again."""
+DECODE_RUNS = 3
 
 
 def require_llama_cpp():
@@ -54,151 +57,124 @@ def require_llama_cpp():
     return llama_cpp
 
 
-@contextmanager
-def default_gguf(path: str | None):
-    """The GGUF to give llama.cpp. Nothing keeps the assembled file (the store converts it to
-    safetensors and drops it), so it is assembled again, checked against its SHA-256, into a temp dir."""
-    if path:
-        yield Path(path)
-        return
-    from engine.default_model import assemble_gguf
+def plain_llama_decode(gguf: str, threads: int) -> dict:
+    """Plain llama.cpp (the high-level ``Llama``): tokens/s of one greedy stream, first token to last,
+    median of ``DECODE_RUNS``; in this process (run as ``--plain``)."""
+    import llama_cpp
 
-    with tempfile.TemporaryDirectory(prefix="peer-gguf-") as tmp:
-        yield assemble_gguf(Path(tmp))
+    from engine.tasks import load_tasks
 
-
-def chat_messages(system_prompt: str, i: int) -> list[dict[str, str]]:
-    """The chat decode_rate sends to our engine for stream ``i``: the chat task's system prompt, the question."""
-    return [{"role": "system", "content": system_prompt}, {"role": "user", "content": f"{DECODE_PROMPT} ({i})"}]
-
-
-def llama_stream(llm, messages) -> tuple[int, float]:
-    """(tokens after the first, seconds from the first to the end) for one streamed answer, as decode_rate."""
-    first, text, finish = None, "", None
-    for chunk in llm.create_chat_completion(messages=messages, max_tokens=DECODE_TOKENS, temperature=0,
-                                            repeat_penalty=1.0, stream=True):  # plain greedy, as ours
-        choice = chunk["choices"][0]
-        if choice["delta"].get("content"):
-            first = first or time.perf_counter()
-            text += choice["delta"]["content"]
-        finish = choice.get("finish_reason") or finish
-    end = time.perf_counter()
-    if first is None:
-        raise RuntimeError("llama.cpp streamed no text for the decode prompt")
-    # A chunk is not always one token (split UTF-8 is held back): exact when it hit max_tokens, else re-tokenized.
-    tokens = DECODE_TOKENS if finish == "length" else len(llm.tokenize(text.encode("utf-8"), add_bos=False))
-    return tokens - 1, end - first
-
-
-def llama_sentiment(llm, task, runs: int) -> tuple[float, float, int]:
-    """(median s with the fixed part cached, median s for the whole prompt, prompt tokens).
-
-    Ours computes the instruction and few-shot turns' KV cache once and runs only the sentence
-    and the answer cue per request. llama-cpp-python reuses its KV cache for the longest common
-    prefix with the previous prompt, so asking the same prompt twice would time almost nothing:
-    an untimed prompt with another sentence first leaves exactly the fixed part cached (like for
-    like), and ``reset()`` empties the cache for the whole-prompt figure."""
-    from engine.prompts import classify_messages
-
-    def ask(text: str) -> dict:
-        return llm.create_chat_completion(messages=classify_messages(task, text), max_tokens=1, temperature=0)
-
-    ask(SHORT)  # warm-up
-    cached, whole = [], []
-    for _ in range(runs):
-        ask(FILLER)
-        started = time.perf_counter()
-        ask(SHORT)
-        cached.append(time.perf_counter() - started)
+    llm = llama_cpp.Llama(model_path=gguf, n_ctx=2048, n_threads=threads, n_threads_batch=threads, verbose=False)
+    messages = [{"role": "system", "content": load_tasks().get("chat").system_prompt},
+                {"role": "user", "content": f"{DECODE_PROMPT} (0)"}]
+    rates = []
+    for _ in range(DECODE_RUNS):
         llm.reset()
-        started = time.perf_counter()
-        answer = ask(SHORT)
-        whole.append(time.perf_counter() - started)
-    return median(cached), median(whole), answer["usage"]["prompt_tokens"]
+        first, count = None, 0
+        for _chunk in llm.create_chat_completion(messages=messages, max_tokens=DECODE_TOKENS, temperature=0,
+                                                 repeat_penalty=1.0, stream=True):
+            first = first or time.perf_counter()
+            count += 1
+        rates.append((count - 1) / (time.perf_counter() - first))
+    return {"decode_1_tok_s": round(median(rates), 2), "threads": threads}
 
 
-def measure_llama(llama_cpp, gguf: Path, tasks, runs: int) -> dict:
-    llm = llama_cpp.Llama(model_path=str(gguf), n_ctx=2048, n_threads=os.cpu_count(), verbose=False)
-    system_prompt = tasks.get("chat").system_prompt
-    result = {"name": "llama.cpp Q4_K_M"}
-    sentiment = llama_sentiment(llm, tasks.get("sentiment"), runs)
-    result["sentiment_s"], result["whole_s"], result["prompt_tokens"] = sentiment
-    count, seconds = llama_stream(llm, chat_messages(system_prompt, 0))
-    result["decode_1"] = count / seconds
-    # One after another: a Llama object is not thread-safe and decodes one sequence at a time.
-    counts, spans = zip(*(llama_stream(llm, chat_messages(system_prompt, i)) for i in range(STREAMS)))
-    result["decode_8"] = sum(counts) / sum(spans)
-    if hasattr(llm, "close"):
-        llm.close()  # its threads and memory go before ours is timed
-    return result
+def child(args: list[str]) -> dict | None:
+    out = subprocess.run([sys.executable, *args], cwd=REPO / "bench", capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{' '.join(args)}: failed\n{out.stderr[-3000:]}", flush=True)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def measure_ours(precision: str, runs: int) -> dict:
-    engine = load_engine(precision=precision, max_new_tokens=DECODE_TOKENS, max_active_chats=STREAMS,
-                         request_timeout_s=600)
-    name = engine.backend.info.precision
-    result = {"name": f"ours {name}" + (f" ({precision})" if precision != name else "")}
-    time.sleep(3)  # let the fp32 weight copy finish before timing anything (as bench/precision.py)
-    engine.classify("sentiment", [SHORT])  # warm-up
-    times = []
+def cold_starts(runs: int) -> dict[str, dict]:
+    """Per backend: median seconds to /ready 200 and the worker's largest peak RSS, runs alternating."""
+    from cold_start import one_run
+
+    seen: dict[str, list] = {"llamacpp": [], "torch": []}
     for _ in range(runs):
-        started = time.perf_counter()
-        engine.classify("sentiment", [SHORT])
-        times.append(time.perf_counter() - started)
-    result["sentiment_s"] = median(times)
-    result["decode_1"] = decode_rate(engine, 1)
-    result["decode_8"] = decode_rate(engine, STREAMS)
-    engine.close()
-    return result
+        for backend in seen:
+            _, ready, worker_peak = one_run(["--backend", backend])
+            seen[backend].append((ready, worker_peak))
+            print(f"cold start {backend}: {ready:.1f} s, worker peak RSS {worker_peak / 2**20:.0f} MiB", flush=True)
+    return {b: {"ready_s": round(median([r for r, _ in v]), 2), "worker_peak_mib": round(max(p for _, p in v) / 2**20)}
+            for b, v in seen.items()}
 
 
-def print_report(peer: dict, ours: list[dict]) -> None:
+def print_report(plain: dict, results: dict[str, dict], cold: dict[str, dict]) -> None:
+    short = [f.replace("sentiment_", "").replace(".jsonl", "") for f in FILES]
+    verdicts = gate(results)
     print()
-    print(f"| engine | decode 1 stream tok/s | {STREAMS} streams tok/s | sentiment-style prompt s "
-          "| whole prompt, nothing cached s |")
-    print("|---|---|---|---|---|")
-    print(f"| {peer['name']} | {peer['decode_1']:.1f} | {peer['decode_8']:.1f} (sequential) "
-          f"| {peer['sentiment_s']:.4f} | {peer['whole_s']:.4f} |")
-    for r in ours:
-        print(f"| {r['name']} | {r['decode_1']:.1f} | {r['decode_8']:.1f} (concurrent) | {r['sentiment_s']:.4f} "
-              "| n/a (fixed part cached at load) |")
+    print("| engine | " + " | ".join(short) + " | sentiment p50 | batch-16 texts/s | decode 1 chat tok/s "
+          "| decode 8 chats tok/s (x one) | chat questions | load (in process) | peak RSS (in process) "
+          "| cold start to /ready | worker peak RSS | gate |")
+    print("|---" * (len(short) + 11) + "|")
+    print(f"| plain llama.cpp ({plain['threads']} threads) | " + " | ".join("" for _ in short)
+          + f" | | | {plain['decode_1_tok_s']} | | | | | | | yardstick |")
+    for name, r in results.items():
+        start = cold.get("llamacpp" if name == "llamacpp" else "torch" if name == "auto" else "", {})
+        print(f"| {name} ({r['format']}) | " + " | ".join(f"{r['accuracy'][f]:.3f}" for f in FILES)
+              + f" | {r['sentiment_p50_s']:.3f} s | {r['batch16_texts_per_s']} | {r['decode_1_tok_s']} "
+              f"| {r['decode_8_tok_s']} ({r['decode_8_tok_s'] / r['decode_1_tok_s']:.2f}x) "
+              f"| {r['chat_right']}/{r['chat_asked']} | {r['load_s']} s | {r['peak_rss_mib']} MiB "
+              f"| {start.get('ready_s', '-')} s | {start.get('worker_peak_mib', '-')} MiB | {verdicts[name]} |")
+    ours = results.get("llamacpp")
+    if ours is None:
+        return
     print()
-    print(f"{STREAMS} streams: llama.cpp runs the {STREAMS} requests one after another (a Llama object is not "
-          f"thread-safe and decodes one sequence at a time); ours decodes {STREAMS} concurrent chats together.")
-    print(f"Sentiment-style prompt: the same chat ({peer['prompt_tokens']} prompt tokens as llama.cpp counts them: "
-          "instruction, few-shot turns, one sentence); ours scores the labels, llama.cpp samples one token; "
-          "both reuse the instruction and few-shot turns' KV cache.")
-    print()
-    print("Ratios ours / llama.cpp (tok/s: above 1 is ours faster; seconds: below 1 is ours faster):")
-    for r in ours:
-        print(f"- {r['name']}: decode 1 stream {r['decode_1'] / peer['decode_1']:.2f}x, "
-              f"{STREAMS} streams {r['decode_8'] / peer['decode_8']:.2f}x, "
-              f"sentiment-style prompt {r['sentiment_s'] / peer['sentiment_s']:.2f}x")
+    print("The llamacpp backend's targets:")
+    checks = [
+        ("decode, one chat >= 90 % of plain llama.cpp", ours["decode_1_tok_s"] / plain["decode_1_tok_s"], 0.9, ">="),
+        ("8 chats >= 3x one chat", ours["decode_8_tok_s"] / ours["decode_1_tok_s"], 3.0, ">="),
+        ("sentiment p50 <= 0.08 s", ours["sentiment_p50_s"], 0.08, "<="),
+        ("cold start to /ready <= 5 s", cold.get("llamacpp", {}).get("ready_s", float("nan")), 5.0, "<="),
+        ("worker RSS <= 0.8 GiB (819 MiB)", cold.get("llamacpp", {}).get("worker_peak_mib", float("nan")), 819, "<="),
+    ]
+    for what, value, bound, op in checks:
+        met = value >= bound if op == ">=" else value <= bound
+        print(f"- {what}: {value:.3g} -> {'met' if met else 'NOT MET'}")
+    print(f"- accuracy gate against torch fp32: {verdicts['llamacpp']}")
+    if "auto" in results:
+        torch = results["auto"]
+        print(f"- against torch {torch['format']}: decode {ours['decode_1_tok_s'] / torch['decode_1_tok_s']:.2f}x, "
+              f"8 chats {ours['decode_8_tok_s'] / torch['decode_8_tok_s']:.2f}x, "
+              f"sentiment p50 {ours['sentiment_p50_s'] / torch['sentiment_p50_s']:.2f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--precision", default="auto", help="our format: auto, fp32, bf16 or int8")
-    parser.add_argument("--ours", help="several of our formats, comma-separated (e.g. fp32,auto); "
-                                       "default: --precision")
-    parser.add_argument("--runs", type=int, default=20, help="sentiment-style prompts timed per engine")
-    parser.add_argument("--gguf", help="a Q4_K_M GGUF of the default model (default: assemble it from its parts)")
+    parser.add_argument("--rows", type=int, default=1000, help="rows per sentiment file (all: 1000)")
+    parser.add_argument("--chat-questions", type=int, default=32)
+    parser.add_argument("--cold-runs", type=int, default=3)
+    parser.add_argument("--no-fp32", action="store_true", help="leave out torch fp32 (and so the gate)")
+    parser.add_argument("--plain", help=argparse.SUPPRESS)  # the child: plain llama.cpp on this GGUF
     args = parser.parse_args()
+    threads = len(os.sched_getaffinity(0))
+    if args.plain:
+        print(json.dumps(plain_llama_decode(args.plain, threads)), flush=True)
+        return
     llama_cpp = require_llama_cpp()  # first: nothing is loaded when it is missing
-    from engine.tasks import load_tasks
+    from engine.loader import gguf_file
 
-    header("llama.cpp vs ours: the same model, the same run")
-    print(f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}, n_threads={os.cpu_count()}, n_ctx=2048; "
-          f"{DECODE_TOKENS} new tokens per stream, greedy", flush=True)
-    with default_gguf(args.gguf) as gguf:
-        print(f"GGUF: {gguf}", flush=True)
-        peer = measure_llama(llama_cpp, gguf, load_tasks(), args.runs)
-    print(f"llama.cpp: {peer}", flush=True)
-    ours = []
-    for precision in (args.ours or args.precision).split(","):
-        ours.append(measure_ours(precision.strip(), args.runs))
-        print(f"{ours[-1]['name']}: {ours[-1]}", flush=True)
-    print_report(peer, ours)
+    gguf = gguf_file((REPO / "models" / "current").resolve())
+    if gguf is None:
+        sys.exit("The current model version has no GGUF: reinstall it with python -m ops.models install-default.")
+    header("our backends, llamacpp and torch, with plain llama.cpp as the yardstick")
+    print(cpu_flags_line())
+    print(f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}, {threads} threads; {DECODE_TOKENS} new tokens "
+          f"per chat, greedy; {args.rows} rows per sentiment file, {args.chat_questions} chat questions", flush=True)
+    plain = child([__file__, "--plain", str(gguf)])
+    print(f"plain llama.cpp: {plain}", flush=True)
+    results = {}
+    for name in ["llamacpp", "auto"] + ([] if args.no_fp32 else ["fp32"]):
+        result = child(["precision.py", "--one", name, "--rows", str(args.rows),
+                        "--chat-questions", str(args.chat_questions)])
+        if result is not None:
+            results[name] = result
+            print(f"{name}: {json.dumps(result)}", flush=True)
+    cold = cold_starts(args.cold_runs)
+    if plain is not None:
+        print_report(plain, results, cold)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """Weight formats side by side, and the accuracy gate that ``--precision auto`` rests on.
 
-    .venv/bin/python bench/precision.py [--formats fp32,bf16,int8] [--rows N] [--chat-questions N]
+    .venv/bin/python bench/precision.py [--formats fp32,bf16,int8,llamacpp] [--rows N] [--chat-questions N]
+
+``llamacpp`` in ``--formats`` is the llamacpp backend on the version's GGUF
+(its own Q4_K_M format): the same gate decides whether ``--backend auto``
+may pick it (``engine.backends.LLAMACPP_GATE``).
 
 Each format runs in its own process (so its peak RSS is its own), on the
 in-process engine with the default model, one after another in the same
@@ -78,10 +82,11 @@ def chat_correct(engine, limit: int) -> tuple[int, int, list[str]]:
 
 
 def measure(precision: str, rows: int, chat_questions: int) -> dict:
-    """Everything for one format, in this process."""
+    """Everything for one format (or ``llamacpp``: that backend), in this process."""
     started = time.perf_counter()
-    engine = load_engine(precision=precision, max_new_tokens=DECODE_TOKENS, max_active_chats=8,
-                         request_timeout_s=600)
+    backend = "llamacpp" if precision == "llamacpp" else "torch"
+    engine = load_engine(precision="auto" if backend == "llamacpp" else precision, backend=backend,
+                         max_new_tokens=DECODE_TOKENS, max_active_chats=8, request_timeout_s=600)
     result = {"format": engine.backend.info.precision, "reason": engine.backend.info.precision_reason,
               "load_s": round(time.perf_counter() - started, 1), "accuracy": {}}
     time.sleep(3)  # let the fp32 weight copy finish before timing anything

@@ -15,7 +15,9 @@ all back in one ``step`` (one forward pass for every chat); ``release`` takes
 a sequence out and frees its cache. Classification is one call, ``score``.
 
 Backends: ``engine.backends.torch_backend`` (transformers + torch, any
-precision the loader made) and test doubles; a new one is one new module.
+precision the loader made), ``engine.backends.llamacpp_backend`` (the
+version's GGUF through llama.cpp, an optional extra) and test doubles; a
+new one is one new module, chosen in ``engine.backends``.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ class BackendInfo:
     precision_reason: str  # why this format (the flag, or what ``auto`` measured)
     device: str
     load_seconds: float
+    backend: str = "torch"  # the runtime serving it: torch or llamacpp (engine.backends)
+    backend_reason: str = "--backend torch"  # why this runtime (the flag, or what ``auto`` found)
 
     @property
     def label(self) -> str:

@@ -113,20 +113,27 @@ def task_fingerprint(task: ClassifyTask) -> str:
 
 def model_identity(model_dir: Path) -> str:
     """SHA-256 naming a model's weights: from the version's MANIFEST when it has one (cheap), else
-    of the weight files' bytes (a local directory outside the store)."""
+    of the weight files' bytes (a local directory outside the store).
+
+    The safetensors name the model where a version has them, the GGUF where it has only that: a
+    version that keeps both (the default model: safetensors converted from its GGUF) is one model,
+    and both backends find the same head for it (the llamacpp backend's answers are the torch
+    backend's within the accuracy gate, docs/benchmarks.md)."""
     model_dir = Path(model_dir)
     digest = hashlib.sha256()
     try:
         manifest = json.loads((model_dir / "MANIFEST").read_text(encoding="utf-8"))["files"]
-        weights = sorted((name, entry["sha256"]) for name, entry in manifest.items()
-                         if name.endswith((".safetensors", ".gguf")) and "/" not in name)
+        top_level = {name: entry["sha256"] for name, entry in manifest.items() if "/" not in name}
+        weights = sorted((name, sha) for name, sha in top_level.items() if name.endswith(".safetensors"))
+        weights = weights or sorted((name, sha) for name, sha in top_level.items() if name.endswith(".gguf"))
     except (OSError, ValueError, KeyError, TypeError):
         weights = []
     if weights:
         for name, sha in weights:
             digest.update(f"{name}:{sha}\n".encode())
         return digest.hexdigest()
-    for path in sorted(model_dir.glob("*.safetensors")):
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.gguf"))
+    for path in files:
         digest.update(f"{path.name}:".encode())
         with open(path, "rb") as file:
             while chunk := file.read(1 << 24):

@@ -72,3 +72,5 @@ class WorkerInfo:
     load_seconds: float
     pid: int
     heads: dict[str, dict] = field(default_factory=dict)  # task -> HeadState.to_api(), for tasks with examples
+    backend: str = "torch"  # the runtime serving the model, and why that one (engine.backends)
+    backend_reason: str = ""

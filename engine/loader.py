@@ -23,7 +23,8 @@ from engine.precision import Precision, choose, quantize_int8, torch_dtype
 from engine.safetensors_header import read_header
 from engine.variants import int8_variant_problem, load_int8_variant
 
-__all__ = ["ModelHandle", "load_model", "describe_model_dir", "model_dir_problems", "check_model_dir", "INSTALL_HINT"]
+__all__ = ["ModelHandle", "load_model", "describe_model_dir", "model_dir_problems", "check_model_dir", "gguf_file",
+           "has_torch_weights", "INSTALL_HINT"]
 
 INSTALL_HINT = "Install the default model with: python -m ops.models install-default (or start with --model-dir DIR)"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
@@ -70,15 +71,40 @@ def _safetensors_problem(path: Path) -> str | None:
     return None
 
 
+def gguf_file(model_dir: Path) -> Path | None:
+    """The version's GGUF for the llamacpp backend (a ``*.gguf`` at its top level), if it has one."""
+    found = sorted(Path(model_dir).glob("*.gguf"))
+    return found[0] if found else None
+
+
+def has_torch_weights(model_dir: Path) -> bool:
+    """Whether the directory holds weights the torch backend reads (safetensors or .bin)."""
+    return any(p.suffix in _WEIGHT_SUFFIXES for p in Path(model_dir).iterdir())
+
+
+def _gguf_problem(path: Path) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except OSError as exc:
+        return f"{path.name}: not readable ({exc})"
+    return None if magic == b"GGUF" else f"{path.name}: not a GGUF file"
+
+
 def model_dir_problems(model_dir: Path) -> list[str]:
     """Why ``model_dir`` is not a loadable chat model directory (empty when it looks loadable).
 
     Cheap and torch-free: it reads config.json, the safetensors headers and the tokenizer
-    files' names, so the store can refuse a bad source before copying gigabytes.
+    files' names, so the store can refuse a bad source before copying gigabytes. A directory
+    with a GGUF and no torch weights is a version for the llamacpp backend alone: its GGUF
+    carries the tokenizer and the chat template, so only the file's magic is checked.
     """
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         return [f"{model_dir} is not a directory"]
+    gguf = gguf_file(model_dir)
+    if gguf is not None and not has_torch_weights(model_dir):
+        return [p for p in (_gguf_problem(gguf),) if p]
     names = {p.name for p in model_dir.iterdir()}
     problems = []
     try:
@@ -91,7 +117,7 @@ def model_dir_problems(model_dir: Path) -> list[str]:
         problems.append(f"config.json is not readable JSON ({exc})")
     weights = sorted(model_dir / n for n in names if n.endswith(_WEIGHT_SUFFIXES))
     if not weights:
-        problems.append("no weights (*.safetensors or *.bin)")
+        problems.append("no weights (*.safetensors, *.bin, or a *.gguf for the llamacpp backend)")
     problems += [p for w in weights if w.suffix == ".safetensors" and (p := _safetensors_problem(w))]
     if not names & {"tokenizer.json", "tokenizer.model", "vocab.json"}:
         problems.append("no tokenizer (tokenizer.json, tokenizer.model or vocab.json)")

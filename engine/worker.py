@@ -107,13 +107,13 @@ def _forward_logs(outbox: _Outbox) -> None:
 
 
 def _load(spec: WorkerSpec, beat) -> tuple[Engine, FaultyBackend]:
-    backend = FaultyBackend(open_backend(spec.backend, spec.model_dir, spec.precision, spec.device))
+    backend = FaultyBackend(open_backend(spec.backend, spec.model_dir, spec.precision, spec.device, spec.engine))
     on_beat = lambda: struct.pack_into("d", beat, 0, time.monotonic())  # noqa: E731
     engine = Engine(backend, spec.tasks, spec.engine, on_beat=on_beat).start()
     on_beat()
     info = backend.info
-    logger.info("worker {} loaded {} in {} ({}) on {} in {:.1f} s", os.getpid(), info.label, info.precision,
-                info.precision_reason, info.device, info.load_seconds)
+    logger.info("worker {} loaded {} on {} ({}) in {} ({}) on {} in {:.1f} s", os.getpid(), info.label, info.backend,
+                info.backend_reason, info.precision, info.precision_reason, info.device, info.load_seconds)
     return engine, backend
 
 
@@ -185,7 +185,7 @@ def run(conn, spec: WorkerSpec, beat) -> None:
     info = backend.info
     heads = {task: state.to_api() for task, state in backend.head_states().items() if state.status != HeadStatus.NONE}
     outbox.send((Op.READY, WorkerInfo(info.label, info.path, info.precision, info.precision_reason, info.device,
-                                      info.load_seconds, os.getpid(), heads)))
+                                      info.load_seconds, os.getpid(), heads, info.backend, info.backend_reason)))
     try:
         _serve(conn, engine, backend, outbox)
     finally:

@@ -20,7 +20,7 @@ __all__ = ["AppConfig", "load_config", "build_parser", "ENV_PREFIX", "LOCAL_HOST
 
 ENV_PREFIX = "ALLINONE_"
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
-BACKENDS = ("auto", "torch")  # llama.cpp comes as an optional extra (its own issue)
+BACKENDS = ("auto", "torch", "llamacpp")  # engine.backends.BackendKind, without importing the engine
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # engine.precision.Precision, without importing the engine
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -91,7 +91,8 @@ _HELP = {
     "models_root": "the model store (models/<name>@<version>, current, previous)",
     "model_dir": "serve this model directory instead of <models-root>/current",
     "tasks_file": "task registry (TOML); default engine/tasks.toml",
-    "backend": "model runtime: auto or torch (transformers + torch)",
+    "backend": "model runtime: auto (llamacpp where it is installed and the version has a GGUF, else torch), "
+               "torch (transformers + torch on the safetensors) or llamacpp (llama.cpp on the GGUF; make llamacpp)",
     "precision": "weight format: auto (the fastest that keeps the answers on this CPU, see docs/benchmarks.md), "
                  "fp32, bf16 or int8",
     "device": "cpu or cuda",
@@ -239,5 +240,8 @@ def _validate(config: AppConfig) -> None:
         raise ConfigError(f"--backend {config.backend!r}: choose one of {', '.join(BACKENDS)}.")
     if config.precision not in PRECISIONS:
         raise ConfigError(f"--precision {config.precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if config.backend == "llamacpp" and config.precision != "auto":
+        raise ConfigError(f"--precision {config.precision} is a torch weight format; the llamacpp backend serves "
+                          "the GGUF's own. Leave --precision out, or use --backend torch.")
     if config.context_tokens < 32:
         raise ConfigError("--context-tokens must be at least 32.")

@@ -192,7 +192,8 @@ class Lifecycle:
         with self._lock:
             self._loading = False
             old = self.supervisor.swap_in(worker)
-            self.readiness.set_ready(worker.model_label, result, worker.pid, worker.precision, worker.heads)
+            self.readiness.set_ready(worker.model_label, result, worker.pid, worker.precision, worker.heads,
+                                     worker.backend)
         self.integrity.watch(worker.model_path)
         self.events.add("self-test", True, detail)
         self.events.add("loaded", True, f"{worker.model_label} in {time.monotonic() - started:.1f} s")

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from engine.errors import AllInOneError, ModelInstallError
@@ -30,15 +29,22 @@ __all__ = ["main"]
 
 def _install_default(store: ModelStore) -> int:
     from engine.default_model import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, assemble_gguf, convert_gguf
+    from engine.loader import gguf_file
 
     key = f"{DEFAULT_MODEL_NAME}@{DEFAULT_MODEL_VERSION}"
-    if any(v.key == key for v in store.versions()):
+    installed = next((v for v in store.versions() if v.key == key), None)
+    if installed is not None:
         print(f"{key} is already installed in {store.root}.")
+        if gguf_file(installed.path) is None:
+            print(f"note: it was installed without its GGUF, which the llamacpp backend serves. To add it, remove "
+                  f"the version (chmod -R u+w {installed.path} && rm -r {installed.path}) and run install-default "
+                  "again.")
     else:
         def build(staging: Path) -> None:
-            with tempfile.TemporaryDirectory(dir=store.root, prefix=".gguf-") as tmp:
-                gguf = assemble_gguf(Path(tmp))
-                convert_gguf(gguf, staging)
+            # The GGUF stays in the version, under the MANIFEST: the llamacpp backend serves it, and the
+            # torch backend the safetensors converted from it.
+            gguf = assemble_gguf(staging)
+            convert_gguf(gguf, staging)
             _make_int8_variant(staging)
 
         path = store.install(DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, build)
@@ -51,10 +57,11 @@ def _install_default(store: ModelStore) -> int:
 
 def _make_int8_variant(staging: Path) -> None:
     """The version's int8 variant (``engine.variants``), unless the source brought one of this scheme."""
+    from engine.loader import has_torch_weights
     from engine.variants import int8_variant_problem, make_int8_variant
 
-    if int8_variant_problem(staging) is None:
-        return
+    if not has_torch_weights(staging) or int8_variant_problem(staging) is None:
+        return  # a GGUF-only version (llamacpp) has nothing to make it from; or the source brought one
     try:
         make_int8_variant(staging)
     except Exception as exc:  # translate library errors at the boundary
@@ -77,6 +84,17 @@ def _install(store: ModelStore, src: Path, version: str | None, name: str | None
     return 0
 
 
+def _runtimes(path: Path) -> list[str]:
+    """Which backends can serve a version, by the files it holds (engine.backends)."""
+    from engine.loader import gguf_file, has_torch_weights
+
+    runtimes = ["torch (safetensors)"] if has_torch_weights(path) else []
+    gguf = gguf_file(path)
+    if gguf is not None:
+        runtimes.append(f"llamacpp ({gguf.name}, {gguf.stat().st_size / 1e6:.0f} MB)")
+    return runtimes or ["none"]
+
+
 def _list(store: ModelStore, hashed: bool) -> int:
     store.repair()
     versions = store.versions(hashed=hashed)
@@ -92,6 +110,7 @@ def _list(store: ModelStore, hashed: bool) -> int:
         eligibility = v.eligibility(hashed)
         print(f"{v.key:45s} {v.size_bytes / 1e6:9.1f} MB  {mark:8s}  {state}")
         variants = variant_names(v.path)
+        print(f"    runtimes: {', '.join(_runtimes(v.path))}")
         print(f"    variants: {', '.join(variants) if variants else 'none (int8 quantizes at every load)'}")
         print(f"    the app may go back to it: {'yes' if eligibility.eligible else 'no'} ({eligibility.why})")
     links = sorted(p.name for p in store.root.iterdir() if p.is_symlink() and not p.name.startswith("."))

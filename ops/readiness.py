@@ -76,6 +76,7 @@ class HealthSnapshot:
     started_at: float
     worker_pid: int | None = None
     precision: tuple[str, str] | None = None  # the serving weights' format, and why that one
+    backend: tuple[str, str] | None = None  # the runtime serving them (torch, llamacpp), and why that one
     heads: dict[str, dict] = field(default_factory=dict)  # task -> its linear head's state (engine.heads)
     # A standing problem that needs an operator while the service still answers rightly: the
     # serving version's files are damaged or gone and no good version is left to go back to.
@@ -96,6 +97,7 @@ class HealthSnapshot:
             "uptime_s": round(now - self.started_at, 1),
             "worker_pid": self.worker_pid,
             "precision": None if self.precision is None else dict(zip(("format", "reason"), self.precision)),
+            "backend": None if self.backend is None else dict(zip(("name", "reason"), self.backend)),
             "heads": self.heads,
             "degraded": self.degraded,
         }
@@ -144,10 +146,11 @@ class Readiness:
             return self._snapshot
 
     def set_ready(self, model: str | None, self_test: SelfTestResult, worker_pid: int | None,
-                  precision: tuple[str, str] | None = None, heads: dict[str, dict] | None = None) -> None:
+                  precision: tuple[str, str] | None = None, heads: dict[str, dict] | None = None,
+                  backend: tuple[str, str] | None = None) -> None:
         self.update(state=State.READY, model=model, reason=None, last_self_test=self_test,
                     consecutive_failures=0, worker_pid=worker_pid, precision=precision, heads=heads or {},
-                    degraded=None)
+                    backend=backend, degraded=None)
 
     def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
         result = SelfTestResult(passed, time.time(), round(duration_s, 3), detail)

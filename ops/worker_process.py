@@ -194,6 +194,10 @@ class WorkerProcess(InferenceCalls):
         return None if self.info is None else (self.info.precision, self.info.precision_reason)
 
     @property
+    def backend(self) -> tuple[str, str] | None:
+        return None if self.info is None else (self.info.backend, self.info.backend_reason)
+
+    @property
     def heads(self) -> dict[str, dict]:
         """Per classify task with examples, its head's state on this model (``engine.heads``)."""
         return {} if self.info is None else dict(self.info.heads)

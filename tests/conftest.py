@@ -17,18 +17,29 @@ import httpx
 import pytest
 
 from ops.ha import free_port
+from tests.tiny_gguf import build_tiny_gguf
 from tests.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
-# The weight format every engine and app of a test run uses: fp32 (the reference) unless the run
-# says otherwise; `make test` runs the model-facing tests again in the format `auto` picks here.
-TEST_PRECISION = os.environ.get("ALLINONE_TEST_PRECISION", "fp32")
+# The runtime and weight format every engine and app of a test run uses: torch in fp32 (the reference)
+# unless the run says otherwise. `make test` runs the model-facing tests again in the format `auto` picks
+# here, and again on the llamacpp backend where llama-cpp-python is installed (which serves the GGUF's
+# own format: no --precision).
+TEST_BACKEND = os.environ.get("ALLINONE_TEST_BACKEND", "torch")
+TEST_PRECISION = "auto" if TEST_BACKEND == "llamacpp" else os.environ.get("ALLINONE_TEST_PRECISION", "fp32")
+
+
+def build_tiny_version(out_dir: Path, seed: int = 0) -> Path:
+    """A tiny model version as the store keeps the default one: safetensors and the same model's GGUF."""
+    build_tiny_model(out_dir, seed=seed)
+    build_tiny_gguf(out_dir, out_dir / "tiny-qwen2.gguf")
+    return out_dir
 
 
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
-    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2@test")
+    return build_tiny_version(tmp_path_factory.mktemp("models") / "tiny-qwen2@test")
 
 
 @pytest.fixture(scope="session")
@@ -45,20 +56,36 @@ def tiny_handle(tiny_model_dir):
     return load_model(tiny_model_dir, precision=TEST_PRECISION)
 
 
-def make_engine(handle, tasks, **overrides):
-    """An engine on the torch backend, wrapped for fault drills as the worker wraps it."""
-    from engine.backends.torch_backend import TorchBackend
+def _engine_on(backend, tasks, overrides):
     from engine.engine import Engine, EngineConfig
     from engine.faults import FaultyBackend
 
     settings = dict(max_new_tokens=12, request_timeout_s=30.0)
     settings.update(overrides)
-    return Engine(FaultyBackend(TorchBackend(handle)), tasks, EngineConfig(**settings)).start()
+    return Engine(FaultyBackend(backend), tasks, EngineConfig(**settings)).start()
+
+
+def make_engine(handle, tasks, **overrides):
+    """An engine on the torch backend over a loaded model, wrapped for fault drills as the worker wraps it."""
+    from engine.backends.torch_backend import TorchBackend
+
+    return _engine_on(TorchBackend(handle), tasks, overrides)
+
+
+def make_test_engine(model_dir, tasks, **overrides):
+    """An engine on the test run's backend and format (``TEST_BACKEND``), as the worker makes it."""
+    from engine.backends import open_backend
+    from engine.types import EngineConfig
+
+    settings = dict(max_new_tokens=12, request_timeout_s=30.0)
+    settings.update(overrides)
+    backend = open_backend(TEST_BACKEND, model_dir, TEST_PRECISION, limits=EngineConfig(**settings))
+    return _engine_on(backend, tasks, settings)
 
 
 @pytest.fixture(scope="session")
-def tiny_engine(tiny_handle, tasks):
-    engine = make_engine(tiny_handle, tasks)
+def tiny_engine(tiny_model_dir, tasks):
+    engine = make_test_engine(tiny_model_dir, tasks)
     yield engine
     engine.close()
 
@@ -85,13 +112,12 @@ def wrong_tiny_model_dir(tiny_probes_file, tasks, tmp_path_factory) -> Path:
     """A tiny model that loads and answers, but fails the known-answer probes (another seed):
     what a bad release looks like."""
     from engine.errors import ModelUnavailable
-    from engine.loader import load_model
     from ops.watchdog import load_probes
 
     probes = load_probes(tiny_probes_file)
     for seed in range(1, 20):
-        path = build_tiny_model(tmp_path_factory.mktemp("wrong") / "tiny-qwen2@wrong", seed=seed)
-        engine = make_engine(load_model(path, precision=TEST_PRECISION), tasks)
+        path = build_tiny_version(tmp_path_factory.mktemp("wrong") / "tiny-qwen2@wrong", seed=seed)
+        engine = make_test_engine(path, tasks)
         try:
             probes.run(engine)
         except ModelUnavailable:
@@ -113,7 +139,8 @@ class LiveApp:
         self.url = f"http://127.0.0.1:{self.port}"
         # Its own data directory (runtime tasks) beside its log, so no test sees another's or a developer's.
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("ALLINONE_")},
-               "ALLINONE_PRECISION": TEST_PRECISION, "ALLINONE_DATA_DIR": str(Path(log_path).parent / "data"),
+               "ALLINONE_PRECISION": TEST_PRECISION, "ALLINONE_BACKEND": TEST_BACKEND,
+               "ALLINONE_DATA_DIR": str(Path(log_path).parent / "data"),
                **(env or {})}
         self.log = open(log_path, "w")
         self.proc = subprocess.Popen(

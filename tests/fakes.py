@@ -21,6 +21,7 @@ class FakeWorker:
     model_label = "fake@1"
     model_path: Path | None = None
     precision = ("fp32", "fake")
+    backend = ("torch", "fake")
     heads: dict = {}
     pid = None
 

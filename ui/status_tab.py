@@ -85,6 +85,9 @@ def summary_markdown(snapshot: dict, viewer: Viewer = Viewer()) -> str:
     lines.append(f"- **{pick('Uptime', '运行时间')}**: {snapshot.get('uptime_s', 0):.0f} s")
     if snapshot.get("worker_pid"):
         lines.append(f"- **{pick('Worker process', '工作进程')}**: pid {snapshot['worker_pid']}")
+    if snapshot.get("backend"):
+        backend = snapshot["backend"]
+        lines.append(f"- **{pick('Runtime', '推理引擎')}**: {backend['name']} ({backend['reason']})")
     if snapshot.get("precision"):
         precision = snapshot["precision"]
         lines.append(f"- **{pick('Weights', '权重格式')}**: {precision['format']} ({precision['reason']})")

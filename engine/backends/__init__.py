@@ -1,24 +1,113 @@
 """Model runtimes behind the seam in ``engine.backend``; the scheduler knows none of them by name.
 
-``open_backend`` is the one place that maps ``--backend`` to a module, so a
+``choose_backend`` turns ``--backend`` into a runtime, with the reason, and
+``open_backend`` is the one place that maps a runtime to its module, so a
 new runtime is one new module here and one line below.
+
+- ``torch``: transformers + torch on the version's safetensors, in the weight
+  format ``--precision`` picks (``engine.precision``). Always installed.
+- ``llamacpp``: llama.cpp on the version's GGUF (``llamacpp_backend``). An
+  optional extra (``make llamacpp``).
+- ``auto``: ``llamacpp`` where it is installed, the version has a GGUF, the
+  weight format was left to ``auto`` and the runtime passed the accuracy
+  gate (``LLAMACPP_GATE``); else ``torch``. The reason says which condition
+  decided.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
 from engine.backend import Backend
 from engine.errors import ModelUnavailable
+from engine.loader import gguf_file, has_torch_weights
+from engine.types import EngineConfig
 
-__all__ = ["open_backend"]
+__all__ = ["BackendChoice", "BackendKind", "LLAMACPP_GATE", "choose_backend", "open_backend"]
 
 
-def open_backend(kind: str, model_dir: Path, precision: str = "auto", device: str = "cpu") -> Backend:
-    """Load ``model_dir`` into the runtime ``kind`` (``auto`` or ``torch``) in the given precision."""
-    if kind in ("auto", "torch"):
-        from engine.backends.torch_backend import TorchBackend
-        from engine.loader import load_model
+class BackendKind(str, Enum):
+    AUTO = "auto"
+    TORCH = "torch"
+    LLAMACPP = "llamacpp"
 
-        return TorchBackend(load_model(model_dir, precision=precision, device=device))
-    raise ModelUnavailable(f"Unknown backend {kind!r}; use auto or torch.")
+
+@dataclass(frozen=True)
+class BackendChoice:
+    kind: BackendKind
+    reason: str
+
+
+@dataclass(frozen=True)
+class GateVerdict:
+    passed: bool
+    detail: str
+
+
+# The accuracy gate the weight formats pass (sentiment within 1 point of torch fp32 on every shared file, chat
+# within 2 questions), measured for llama.cpp on the default model's Q4_K_M GGUF by bench/peer.py
+# (docs/benchmarks.md, "llama.cpp backend").
+LLAMACPP_GATE = GateVerdict(True, "llama.cpp passed the accuracy gate (bench/peer.py, docs/benchmarks.md)")
+
+
+def llama_cpp_installed() -> bool:
+    """Whether llama-cpp-python is installed (found, not imported: importing it loads its library)."""
+    return importlib.util.find_spec("llama_cpp") is not None
+
+
+def choose_backend(requested: str, model_dir: Path, precision: str = "auto", device: str = "cpu",
+                   installed: bool | None = None) -> BackendChoice:
+    """The runtime for ``model_dir``: the one asked for, or ``auto``'s pick (module doc), with why.
+
+    ``ModelUnavailable`` when the runtime asked for cannot serve this version."""
+    try:
+        kind = BackendKind(requested)
+    except ValueError:
+        raise ModelUnavailable(f"Unknown backend {requested!r}; use auto, torch or llamacpp.") from None
+    installed = llama_cpp_installed() if installed is None else installed
+    gguf = gguf_file(model_dir)
+    if kind is BackendKind.TORCH:
+        if not has_torch_weights(model_dir) and gguf is not None:
+            raise ModelUnavailable(f"{model_dir} holds only a GGUF ({gguf.name}); the torch backend needs "
+                                   "safetensors. Serve it with --backend llamacpp.")
+        return BackendChoice(kind, "--backend torch")
+    if kind is BackendKind.LLAMACPP:
+        if gguf is None:
+            raise ModelUnavailable(f"{model_dir} has no GGUF file for --backend llamacpp; serve it with "
+                                   "--backend torch, or install a version that has one.")
+        return BackendChoice(kind, "--backend llamacpp")
+    why_not = None
+    if not has_torch_weights(model_dir) and gguf is not None:
+        return BackendChoice(BackendKind.LLAMACPP, f"auto: the version holds only a GGUF ({gguf.name})")
+    if device != "cpu":
+        why_not = f"the device is {device}"
+    elif precision != "auto":
+        why_not = f"--precision {precision} is a torch weight format"
+    elif gguf is None:
+        why_not = "the version has no GGUF"
+    elif not installed:
+        why_not = "llama-cpp-python is not installed (make llamacpp)"
+    elif not LLAMACPP_GATE.passed:
+        why_not = LLAMACPP_GATE.detail
+    if why_not is not None:
+        return BackendChoice(BackendKind.TORCH, f"auto: torch, because {why_not}")
+    return BackendChoice(BackendKind.LLAMACPP, f"auto: llama-cpp-python is installed, the version has a GGUF "
+                                               f"({gguf.name}) and {LLAMACPP_GATE.detail}")
+
+
+def open_backend(kind: str, model_dir: Path, precision: str = "auto", device: str = "cpu",
+                 limits: EngineConfig | None = None) -> Backend:
+    """Load ``model_dir`` into the runtime ``kind`` picks (``choose_backend``); ``limits`` size the
+    llamacpp backend's context."""
+    choice = choose_backend(kind, model_dir, precision, device)
+    if choice.kind is BackendKind.LLAMACPP:
+        from engine.backends.llamacpp_backend import LlamaCppBackend
+
+        return LlamaCppBackend(model_dir, limits or EngineConfig(), choice.reason)
+    from engine.backends.torch_backend import TorchBackend
+    from engine.loader import load_model
+
+    return TorchBackend(load_model(model_dir, precision=precision, device=device), choice.reason)

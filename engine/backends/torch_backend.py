@@ -83,10 +83,11 @@ class _OwnWeights:
 class TorchBackend:
     """A ``Backend`` on a transformers model loaded by ``engine.loader``."""
 
-    def __init__(self, handle: ModelHandle) -> None:
+    def __init__(self, handle: ModelHandle, reason: str = "--backend torch") -> None:
         self.handle = handle
         self.info = BackendInfo(handle.name, handle.version, handle.path, handle.precision,
-                                handle.precision_reason, handle.device, handle.load_seconds)
+                                handle.precision_reason, handle.device, handle.load_seconds,
+                                backend="torch", backend_reason=reason)
         self.stop_ids = stop_token_ids(handle.model, handle.tokenizer)
         self._model, self._tokenizer = handle.model, handle.tokenizer
         self._batch = DecodeBatch(self._model)

@@ -33,28 +33,12 @@ import torch
 from engine.backend import Scored
 from engine.backends.torch_head import LinearHead
 from engine.errors import ConfigError, InvalidOutput
+from engine.label_scoring import label_spellings, length_groups, scored_rows
 from engine.prompts import RenderChat, split_classify_prompt
 from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode
 
 __all__ = ["LabelScorer"]
-
-MAX_TOKENS_PER_FORWARD = 1024  # padded suffix tokens in one forward pass
-
-
-def _length_groups(lengths: list[int], budget: int = MAX_TOKENS_PER_FORWARD) -> list[list[int]]:
-    """Indices grouped shortest first so that rows x longest row <= budget (at least one row each)."""
-    groups: list[list[int]] = []
-    current: list[int] = []
-    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
-        if current and (len(current) + 1) * lengths[i] > budget:
-            groups.append(current)
-            current = []
-        current.append(i)
-    if current:
-        groups.append(current)
-    return groups
-
 
 def _output_rows(head, rows: list[int]) -> torch.Tensor:
     """fp32 rows of the output layer, whatever its weights' format: an int8 layer tied to the embedding
@@ -79,7 +63,7 @@ class LabelScorer:
         self._before_ids = self._encode(before)
         self._after_ids = self._encode(after)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self._spellings = self._label_spellings()  # per label, the token ids of each spelling
+        self._spellings = label_spellings(task, self._encode)  # per label, the token ids of each spelling
         self._spelling_label = [i for i, spellings in enumerate(self._spellings) for _ in spellings]
         flat = [ids for spellings in self._spellings for ids in spellings]
         self._firsts = [ids[0] for ids in flat]
@@ -103,24 +87,6 @@ class LabelScorer:
         # Python wrapper may change the tokenizer's settings on a call, which two threads must not do.
         return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
-    def _label_spellings(self) -> list[list[tuple[int, ...]]]:
-        seen: dict[tuple[int, ...], str] = {}
-        groups = []
-        for label in self.task.labels:
-            spellings: list[tuple[int, ...]] = []
-            for spelling in (label, *self.task.aliases.get(label, ())):
-                ids = tuple(self._encode(spelling))
-                if not ids:
-                    raise ConfigError(f"Task {self.task.name!r}: the spelling {spelling!r} of {label!r} is empty.")
-                if seen.get(ids, label) != label:
-                    raise ConfigError(f"Task {self.task.name!r}: labels {seen[ids]!r} and {label!r} are spelt "
-                                      f"the same ({spelling!r}); give each label its own spellings.")
-                seen[ids] = label
-                if ids not in spellings:
-                    spellings.append(ids)
-            groups.append(spellings)
-        return groups
-
     def _suffix_ids(self, text: str) -> tuple[list[int], bool]:
         text_ids = self._encode(text)
         truncated = len(text_ids) > self.max_input_tokens
@@ -141,13 +107,13 @@ class LabelScorer:
         whether each input was truncated.
 
         Rows are sorted by length and run in groups of at most
-        ``MAX_TOKENS_PER_FORWARD`` padded tokens, so one long review does not
+        ``engine.label_scoring.MAX_TOKENS_PER_FORWARD`` padded tokens, so one long review does not
         make fifteen short ones pay for its padding.
         """
         encoded = [self._suffix_ids(t) for t in texts]
         hidden = torch.empty(len(texts), self.model.config.hidden_size)
         logprobs = torch.empty(len(texts), len(self.task.labels))
-        for group in _length_groups([len(ids) for ids, _ in encoded]):
+        for group in length_groups([len(ids) for ids, _ in encoded]):
             hidden[group], logprobs[group] = self._forward([encoded[i][0] for i in group])
         return hidden, logprobs, [t for _, t in encoded]
 
@@ -198,17 +164,4 @@ class LabelScorer:
             logprobs[by_head] = self.head.log_probs(hidden[by_head], logprobs[by_head])
             if not torch.isfinite(logprobs).all():
                 raise InvalidOutput()
-        probs = logprobs.exp().tolist()
-        results = []
-        for row, was_truncated, mode in zip(probs, truncated, modes, strict=True):
-            best = max(range(len(row)), key=row.__getitem__)
-            results.append(
-                Scored(
-                    label=self.task.labels[best],
-                    confidence=row[best],
-                    scores=dict(zip(self.task.labels, row)),
-                    truncated=was_truncated,
-                    mode=mode,
-                )
-            )
-        return results
+        return scored_rows(self.task, logprobs.exp().tolist(), truncated, modes)

@@ -1,5 +1,6 @@
-"""End-to-end tier: the real default model from the store (``make model``), in the weight format
-the run names (``ALLINONE_TEST_PRECISION``; `make test` runs this tier in ``auto``, what users get)."""
+"""End-to-end tier: the real default model from the store (``make model``), on the runtime and in the
+weight format the run names (``ALLINONE_TEST_BACKEND``, ``ALLINONE_TEST_PRECISION``; `make test` runs
+this tier with both on ``auto``, what users get)."""
 
 from __future__ import annotations
 
@@ -20,9 +21,8 @@ def default_model_dir():
 
 @pytest.fixture(scope="session")
 def real_engine(default_model_dir, tasks):
-    from engine.loader import load_model
-    from tests.conftest import TEST_PRECISION, make_engine
+    from tests.conftest import make_test_engine
 
-    engine = make_engine(load_model(default_model_dir, precision=TEST_PRECISION), tasks, max_new_tokens=48)
+    engine = make_test_engine(default_model_dir, tasks, max_new_tokens=48)
     yield engine
     engine.close()

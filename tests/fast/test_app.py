@@ -8,7 +8,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from tests.conftest import LiveApp
+from tests.conftest import TEST_BACKEND, LiveApp
 
 
 @pytest.fixture(scope="module")
@@ -23,8 +23,11 @@ def test_health_and_ready(live_app):
     body = ready.json()
     assert body["state"] == "ready" and body["model"] == "tiny-qwen2@test"
     assert body["last_self_test"]["passed"] is True
-    # The weights' format and why, as the run asked for it (ALLINONE_PRECISION, see tests/conftest.py)
-    assert body["precision"]["format"] in ("fp32", "bf16", "int8") and body["precision"]["reason"]
+    # The runtime and the weights' format, each with why, as the run asked for them (ALLINONE_BACKEND and
+    # ALLINONE_PRECISION, see tests/conftest.py): the llamacpp backend serves the GGUF's own format.
+    assert body["backend"]["name"] == TEST_BACKEND and body["backend"]["reason"] == f"--backend {TEST_BACKEND}"
+    formats = ("all F32",) if TEST_BACKEND == "llamacpp" else ("fp32", "bf16", "int8")
+    assert body["precision"]["format"] in formats and body["precision"]["reason"]
 
 
 def test_api_names_are_the_public_contract(client):

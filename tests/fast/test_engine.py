@@ -308,10 +308,10 @@ def test_closing_the_engine_fails_waiting_callers_instead_of_hanging(tiny_handle
 
 
 def test_length_groups_bound_padding_and_keep_every_row():
-    from engine.backends.torch_scoring import _length_groups
+    from engine.label_scoring import length_groups
 
     lengths = [5, 300, 7, 6, 290, 8]
-    groups = _length_groups(lengths, budget=600)
+    groups = length_groups(lengths, budget=600)
     assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
     for g in groups:
         assert len(g) == 1 or len(g) * max(lengths[i] for i in g) <= 600

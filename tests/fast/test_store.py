@@ -115,9 +115,29 @@ def test_a_link_inside_the_source_is_copied_as_a_file(tiny_model_dir, tmp_path, 
     assert installed.is_file() and not installed.is_symlink()
 
 
+def test_a_version_keeps_both_weight_files_and_list_says_which_runtimes_serve_it(tiny_model_dir, tmp_path,
+                                                                               store_root, capsys):
+    assert cli(store_root, "install", str(tiny_model_dir), "--version", "1") == 0
+    gguf_only = writable_copy(tiny_model_dir, tmp_path / "gguf-only")
+    for path in gguf_only.iterdir():
+        if path.suffix != ".gguf":
+            path.unlink() if path.is_file() else shutil.rmtree(path)
+    assert cli(store_root, "install", str(gguf_only), "--version", "2") == 0
+    manifest = json.loads((store_root / "tiny-qwen2@1" / "MANIFEST").read_text())["files"]
+    assert {"model.safetensors", "tiny-qwen2.gguf"} <= set(manifest)
+    capsys.readouterr()
+    assert cli(store_root, "list") == 0
+    out = capsys.readouterr().out
+    only, both = out.split("tiny-qwen2@1")  # listed by name: gguf-only@2 first
+    assert "runtimes: torch (safetensors), llamacpp (tiny-qwen2.gguf" in both
+    assert "runtimes: llamacpp (tiny-qwen2.gguf" in only and "torch" not in only.split("variants")[0]
+    assert "variants: none" in only  # no int8 variant: there are no torch weights to make it from
+
+
 @pytest.mark.parametrize("breakage, message", [
     ("no-config", "no config.json"),
     ("no-weights", "no weights"),
+    ("not-a-gguf", "not a GGUF file"),
     ("truncated-weights", "truncated"),
     ("no-tokenizer", "no tokenizer"),
     ("no-template", "no chat template"),
@@ -130,6 +150,10 @@ def test_a_source_that_is_not_a_loadable_model_is_refused(tiny_model_dir, tmp_pa
         (src / "config.json").unlink()
     elif breakage == "no-weights":
         (src / "model.safetensors").unlink()
+        (src / "tiny-qwen2.gguf").unlink()
+    elif breakage == "not-a-gguf":  # a version for the llamacpp backend alone, whose GGUF is not one
+        (src / "model.safetensors").unlink()
+        (src / "tiny-qwen2.gguf").write_bytes(b"not a model")
     elif breakage == "truncated-weights":
         with open(src / "model.safetensors", "r+b") as f:
             f.truncate(src.joinpath("model.safetensors").stat().st_size - 10)

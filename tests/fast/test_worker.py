@@ -15,7 +15,7 @@ from engine.errors import Busy, InvalidInput, ModelNotFound, WorkerLost
 from engine.ipc import WorkerSpec
 from engine.types import EngineConfig, GenerateOptions
 from ops.worker_process import WorkerProcess
-from tests.conftest import TEST_PRECISION
+from tests.conftest import TEST_BACKEND, TEST_PRECISION
 from tests.fakes import wait_for
 
 TEXTS = ["I love it", "The room was dirty.", "服务很好"]
@@ -24,7 +24,8 @@ TEXTS = ["I love it", "The room was dirty.", "服务很好"]
 def start_worker(model_dir, tasks, **engine) -> WorkerProcess:
     settings = dict(max_new_tokens=12, request_timeout_s=30.0)
     settings.update(engine)
-    return WorkerProcess(WorkerSpec(model_dir, tasks, EngineConfig(**settings), precision=TEST_PRECISION)).start()
+    return WorkerProcess(WorkerSpec(model_dir, tasks, EngineConfig(**settings), backend=TEST_BACKEND,
+                                    precision=TEST_PRECISION)).start()
 
 
 @pytest.fixture(scope="module")

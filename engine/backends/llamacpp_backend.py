@@ -1,0 +1,240 @@
+"""The llamacpp backend: the version's GGUF served by llama.cpp behind the seam in ``engine.backend``.
+
+It serves the same model the torch backend serves from the converted
+safetensors (the default model's safetensors *are* its GGUF, dequantized),
+from the 0.5 GB file itself: llama.cpp computes on the Q4_K_M blocks
+directly, which is both faster and smaller than any torch format here
+(``docs/benchmarks.md``). It needs no torch: the worker that runs it never
+imports torch.
+
+- Chats: each running chat is a sequence id in the runtime's one context
+  (``llamacpp_runtime``); ``start`` evaluates its prompt, ``step`` feeds one
+  token per chat in one ``llama_decode``, ``release`` drops its cells.
+  Greedy answers are the same alone or in a batch (tested).
+- Classification: ``llamacpp_scoring.GgufLabelScorer`` per classify task.
+- Text: the GGUF's own vocabulary and chat template (rendered with Jinja as
+  transformers renders it), so no tokenizer files are needed: a version that
+  holds only a GGUF serves.
+
+The context's size is fixed when it is made, from the engine's limits
+(``context_size``): every chat at its longest, plus a batch of texts to
+score, plus the tasks' prefixes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from loguru import logger
+
+from engine.backend import BackendInfo, Scored
+from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
+from engine.backends.llamacpp_scoring import GgufLabelScorer, NumpyHead
+from engine.errors import ModelUnavailable
+from engine.heads import HeadState, find_head, model_identity
+from engine.label_scoring import MAX_TOKENS_PER_FORWARD
+from engine.loader import describe_model_dir, gguf_file
+from engine.prompts import Message
+from engine.tasks import ClassifyTask
+from engine.types import ClassifyMode, EngineConfig
+
+__all__ = ["GgufSequence", "LlamaCppBackend", "context_size"]
+
+PREFIX_TOKENS = 4096  # room for every classify task's cached prefix (a few hundred tokens each)
+SEQUENCES = 256  # sequence ids: chats, prefixes and a batch's scratch rows (ids cost nothing in a unified cache)
+_STOP_WORDS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
+
+
+def context_size(limits: EngineConfig) -> int:
+    """KV cells the context needs: every chat at its longest, a scoring batch (with its label
+    continuations), and the tasks' prefixes."""
+    chats = limits.max_active_chats * (limits.context_tokens + limits.max_new_tokens + 1)
+    return chats + 2 * MAX_TOKENS_PER_FORWARD + PREFIX_TOKENS
+
+
+class _ChatTemplate:
+    """The GGUF's chat template, rendered as transformers renders a tokenizer's (sandboxed Jinja,
+    trimmed blocks), so both backends build the same prompt from the same messages."""
+
+    def __init__(self, source: str, bos_token: str, eos_token: str) -> None:
+        from jinja2.ext import loopcontrols
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+        def raise_exception(message):
+            raise ValueError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+        env.globals["raise_exception"] = raise_exception
+        env.filters["tojson"] = lambda value, **kw: __import__("json").dumps(value, ensure_ascii=False, **kw)
+        self._template = env.from_string(source)
+        self._tokens = {"bos_token": bos_token, "eos_token": eos_token}
+
+    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        return self._template.render(messages=messages, add_generation_prompt=add_generation_prompt, **self._tokens)
+
+
+@dataclass(eq=False)
+class GgufSequence:
+    """One chat here: its sequence id, the position its next token goes to, its next logits."""
+
+    sequence: int
+    temperature: float
+    rng: np.random.Generator | None
+    position: int = 0
+    next_logits: np.ndarray | None = None
+
+    def next_token(self) -> int:
+        logits = self.next_logits
+        if self.temperature <= 0.0 or self.rng is None:
+            return int(np.argmax(logits))
+        scaled = (logits.astype(np.float64) - logits.max()) / self.temperature
+        probs = np.exp(scaled)
+        return int(self.rng.choice(len(probs), p=probs / probs.sum()))
+
+
+class LlamaCppBackend:
+    """A ``Backend`` on a GGUF through llama.cpp; ``reason`` says why this backend was chosen."""
+
+    def __init__(self, model_dir: Path, limits: EngineConfig, reason: str) -> None:
+        started = time.monotonic()
+        self._path = Path(model_dir).resolve()
+        gguf = gguf_file(self._path)
+        if gguf is None:
+            raise ModelUnavailable(f"{self._path} has no GGUF file for the llamacpp backend; serve it with "
+                                   "--backend torch, or install a version that has one.")
+        self._runtime = LlamaRuntime(gguf, context_size(limits), batch_tokens=MAX_TOKENS_PER_FORWARD,
+                                     sequences=SEQUENCES)
+        template = self._runtime.metadata("tokenizer.chat_template")
+        if not template:
+            self._runtime.close()
+            raise ModelUnavailable(f"{gguf} carries no chat template; a chat model is needed.")
+        self._template = _ChatTemplate(template, *self._runtime.special_texts())
+        self.stop_ids = self._runtime.end_tokens(_STOP_WORDS)  # as the torch backend's: EOS and ChatML's ends
+        self._sequences = SequenceIds(self._runtime.sequences)
+        self._chats: list[GgufSequence] = []
+        self._scorers: dict[str, GgufLabelScorer] = {}
+        self._heads: dict[str, HeadState] = {}
+        self._model_id: str | None = None
+        name, version = describe_model_dir(self._path)
+        description = self._runtime.description()  # e.g. "qwen2 1B Q4_K - Medium"
+        file_type = description.split(" ", 2)[2] if description.count(" ") >= 2 else "gguf"
+        self.info = BackendInfo(name, version, self._path, file_type,
+                                f"the GGUF's own format ({gguf.name}: {description})", "cpu",
+                                time.monotonic() - started, backend="llamacpp", backend_reason=reason)
+        logger.info("llama.cpp: {} in a context of {} tokens, {} threads", gguf.name, self._runtime.context_tokens,
+                    self._runtime.threads)
+
+    # -- classify tasks ---------------------------------------------------------------------------
+
+    def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
+        scorers: dict[str, GgufLabelScorer] = {}
+        heads: dict[str, HeadState] = {}
+        built: list[GgufLabelScorer] = []
+        try:
+            for task in classify_tasks:
+                old = self._scorers.get(task.name)
+                if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
+                    scorers[task.name], heads[task.name] = old, self._heads[task.name]
+                    continue
+                scorer = GgufLabelScorer(self._runtime, self._sequences, task, self.render, max_input_tokens)
+                built.append(scorer)
+                if task.head_examples is not None and self._model_id is None:
+                    self._model_id = model_identity(self._path)
+                head, heads[task.name] = find_head(task, self._model_id or "")
+                if head is not None:
+                    scorer.head = NumpyHead(head)
+                if task.head_examples is not None:
+                    logger.info("task {}: {}", task.name, heads[task.name].detail)
+                scorers[task.name] = scorer
+        except BaseException:
+            for scorer in built:  # all or nothing: the old scorers keep serving
+                scorer.close()
+            raise
+        for name, scorer in self._scorers.items():
+            if scorers.get(name) is not scorer:
+                scorer.close()
+        self._scorers, self._heads = scorers, heads
+
+    def head_states(self) -> dict[str, HeadState]:
+        return dict(self._heads)
+
+    def scorer(self, task: str) -> GgufLabelScorer:
+        return self._scorers[task]
+
+    def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
+        return self._scorers[task].score(texts, list(modes))
+
+    # -- text -------------------------------------------------------------------------------------
+
+    def encode(self, text: str) -> list[int]:
+        return self._runtime.tokenize(text)
+
+    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        return self._template.render(messages, add_generation_prompt)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._runtime.detokenize(list(ids))
+
+    # -- chats ------------------------------------------------------------------------------------
+
+    def start(self, prompt_ids: list[int], temperature: float, seed: int) -> GgufSequence:
+        rng = np.random.default_rng(seed) if temperature > 0 else None
+        chat = GgufSequence(self._sequences.take(), temperature, rng)
+        try:
+            size = self._runtime.batch_tokens
+            for start in range(0, len(prompt_ids), size):
+                chunk = prompt_ids[start : start + size]
+                last = start + len(chunk) == len(prompt_ids)
+                outputs = self._runtime.decode([BatchEntry(t, start + i, chat.sequence, last and i == len(chunk) - 1)
+                                                for i, t in enumerate(chunk)])
+            chat.position = len(prompt_ids)
+            chat.next_logits = self._runtime.logits(outputs[-1])
+        except BaseException:
+            self._free(chat)
+            raise
+        self._chats.append(chat)
+        return chat
+
+    def next_token(self, sequence: GgufSequence) -> int:
+        return sequence.next_token()
+
+    def step(self, tokens: dict[GgufSequence, int]) -> None:
+        chats = self._chats
+        outputs = self._runtime.decode([BatchEntry(tokens[chat], chat.position, chat.sequence, True)
+                                        for chat in chats])
+        rows = [self._runtime.logits(i) for i in outputs]
+        for chat, row in zip(chats, rows):
+            chat.position += 1
+            chat.next_logits = row
+
+    def release(self, sequence: GgufSequence) -> None:
+        if sequence in self._chats:
+            self._chats.remove(sequence)
+            self._free(sequence)
+
+    def _free(self, chat: GgufSequence) -> None:
+        self._runtime.drop(chat.sequence)
+        self._sequences.give(chat.sequence)
+        chat.next_logits = None
+
+    def reset(self) -> None:
+        for chat in self._chats:
+            self._free(chat)
+        self._chats = []
+
+    def on_ready(self) -> None:
+        pass  # llama.cpp read the GGUF into the process's own memory at load: nothing to copy later
+
+    def between_steps(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.reset()
+        for scorer in self._scorers.values():
+            scorer.close()
+        self._scorers = {}
+        self._runtime.close()

@@ -1,0 +1,275 @@
+"""llama.cpp through llama-cpp-python's low-level bindings: one GGUF, one context, many sequences.
+
+The high-level ``llama_cpp.Llama`` decodes one sequence at a time, so the
+llamacpp backend drives the C API directly (no C of our own): one context
+whose KV cache is *unified*, shared by every sequence id. That is what makes
+the two tricks of the backend cheap:
+
+- a classify task's prompt prefix is evaluated once into a sequence of its
+  own; scoring a text copies that sequence (``seq_cp``: in a unified cache it
+  only marks the prefix's cells as shared, nothing is copied) and evaluates
+  the text's tokens after it;
+- several chats decode in one ``llama_decode``: one token each, each with its
+  own sequence id and position.
+
+``LlamaRuntime`` is the thin, typed layer over the bindings (load, tokenize,
+decode a batch, read logits and hidden states, drop and copy sequences);
+``SequenceIds`` hands out the sequence ids. Everything model-shaped above
+it is in ``llamacpp_backend`` and ``llamacpp_scoring``. llama-cpp-python's
+structs change between releases, so its version is pinned
+(``requirements-llamacpp.txt``) and every struct starts from its defaults.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from loguru import logger
+
+from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable
+
+__all__ = ["BatchEntry", "LlamaRuntime", "SequenceIds", "import_llama_cpp"]
+
+_log_callback = None  # kept alive for as long as llama.cpp may call it
+
+
+def import_llama_cpp():
+    """The ``llama_cpp`` module, or ``ModelUnavailable`` saying how to install it."""
+    try:
+        import llama_cpp
+    except (ImportError, OSError, RuntimeError) as exc:  # RuntimeError/OSError: its shared library failed
+        raise ModelUnavailable(f"The llamacpp backend needs llama-cpp-python ({exc}). Install it with "
+                               "`make llamacpp` (it builds llama.cpp from source: about 10 minutes on 2 cores), "
+                               "or start with --backend torch.") from None
+    return llama_cpp
+
+
+def _route_logs(llama_cpp) -> None:
+    """llama.cpp's own log lines: warnings and errors to our log, the load chatter nowhere."""
+    global _log_callback
+    if _log_callback is not None:
+        return
+
+    def forward(level, text, _user_data):
+        if level in (3, 4):  # GGML_LOG_LEVEL_WARN and ERROR (5 continues the line before: the load's dots)
+            message = text.decode("utf-8", "replace").rstrip()
+            if message:
+                logger.log("WARNING" if level == 3 else "ERROR", "llama.cpp: {}", message)
+
+    _log_callback = llama_cpp.llama_log_callback(forward)
+    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    """One token to evaluate: where it goes (sequence, position) and whether its output is read."""
+
+    token: int
+    position: int
+    sequence: int
+    output: bool = False
+
+
+class SequenceIds:
+    """The context's sequence ids, handed out and taken back (model thread only)."""
+
+    def __init__(self, count: int) -> None:
+        self._free = list(range(count - 1, -1, -1))
+
+    def take(self) -> int:
+        if not self._free:
+            raise InferenceFailed("The llama.cpp context has no free sequence left.")
+        return self._free.pop()
+
+    def give(self, sequence: int) -> None:
+        self._free.append(sequence)
+
+    @property
+    def free(self) -> int:
+        return len(self._free)
+
+
+def cpu_threads() -> int:
+    """Threads for llama.cpp: the CPUs this process may run on."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return max(os.cpu_count() or 1, 1)
+
+
+class LlamaRuntime:
+    """A GGUF model and one llama.cpp context over it; not thread-safe except ``tokenize``/``detokenize``
+    (read-only use of the vocabulary, as llama.cpp's own server does from its HTTP threads)."""
+
+    def __init__(self, gguf: Path, context_tokens: int, batch_tokens: int, sequences: int,
+                 threads: int | None = None) -> None:
+        ll = self._ll = import_llama_cpp()
+        _route_logs(ll)
+        ll.llama_backend_init()
+        model_params = ll.llama_model_default_params()
+        model_params.n_gpu_layers = 0
+        # Read into the process's own memory, not mapped: a model file changed on disk must not change
+        # the running model (the torch backend copies its weights off the files for the same reason).
+        model_params.load_mode = ll.LLAMA_LOAD_MODE_NONE
+        self._model = ll.llama_model_load_from_file(str(gguf).encode(), model_params)
+        if not self._model:
+            raise ModelUnavailable(f"llama.cpp could not load {gguf} (see the log for its reason).")
+        threads = threads or cpu_threads()
+        params = ll.llama_context_default_params()
+        params.n_ctx = context_tokens
+        params.n_batch = batch_tokens
+        params.n_ubatch = min(batch_tokens, 512)
+        params.n_seq_max = min(sequences, ll.llama_max_parallel_sequences())
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = True  # one cache for every sequence: seq_cp shares cells (module doc)
+        # Hidden states (for classify heads) only while ``with_hidden`` is on: in that mode llama.cpp makes
+        # every token of a batch an output, so it is switched on for batches of answer positions alone.
+        params.embeddings = False
+        params.pooling_type = ll.LLAMA_POOLING_TYPE_NONE
+        params.no_perf = True
+        self._ctx = ll.llama_init_from_model(self._model, params)
+        if not self._ctx:
+            ll.llama_model_free(self._model)
+            raise ModelUnavailable(f"llama.cpp could not make a context of {context_tokens} tokens for {gguf}.")
+        self._memory = ll.llama_get_memory(self._ctx)
+        self._vocab = ll.llama_model_get_vocab(self._model)
+        self.vocab_size = ll.llama_vocab_n_tokens(self._vocab)
+        self.hidden_size = ll.llama_model_n_embd(self._model)
+        self.sequences = params.n_seq_max
+        self.context_tokens = context_tokens
+        self.batch_tokens = batch_tokens
+        self.threads = threads
+        self._batch = ll.llama_batch_init(batch_tokens, 0, 1)
+        self._closed = threading.Event()
+
+    # -- the vocabulary ---------------------------------------------------------------------------
+
+    def tokenize(self, text: str, special: bool = True) -> list[int]:
+        """Token ids of ``text``; special tokens written in it (``<|im_start|>``) are parsed as such,
+        as the transformers tokenizer does. No BOS is added."""
+        data = text.encode("utf-8")
+        buffer = (self._ll.llama_token * (len(data) + 8))()
+        count = self._ll.llama_tokenize(self._vocab, data, len(data), buffer, len(buffer), False, special)
+        if count < 0:  # the buffer was short: -count is what it needs
+            buffer = (self._ll.llama_token * -count)()
+            count = self._ll.llama_tokenize(self._vocab, data, len(data), buffer, len(buffer), False, special)
+        return list(buffer[:count])
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        """Text of ``ids``, special tokens left out."""
+        if not ids:
+            return ""
+        tokens = (self._ll.llama_token * len(ids))(*ids)
+        size = 8 * len(ids) + 16
+        for _ in range(2):
+            buffer = ctypes.create_string_buffer(size)
+            count = self._ll.llama_detokenize(self._vocab, tokens, len(ids), buffer, size, False, False)
+            if count >= 0:
+                return buffer.raw[:count].decode("utf-8", "replace")
+            size = -count
+        raise InferenceFailed("llama.cpp could not turn the tokens into text.")
+
+    def special_texts(self) -> tuple[str, str]:
+        """The texts of the BOS and EOS tokens ("" where the vocabulary has none), for chat templates."""
+        texts = []
+        for token in (self._ll.llama_vocab_bos(self._vocab), self._ll.llama_vocab_eos(self._vocab)):
+            text = self._ll.llama_vocab_get_text(self._vocab, token) if token >= 0 else b""
+            texts.append((text or b"").decode("utf-8", "replace"))
+        return texts[0], texts[1]
+
+    def end_tokens(self, words: Sequence[str]) -> frozenset[int]:
+        """The tokens that end a generation: the vocabulary's EOS and EOT, and each of ``words`` that is
+        one end-of-generation token in this vocabulary (ChatML's ``<|im_end|>``)."""
+        ll, vocab = self._ll, self._vocab
+        ids = {t for t in (ll.llama_vocab_eos(vocab), ll.llama_vocab_eot(vocab)) if t >= 0}
+        for word in words:
+            tokens = self.tokenize(word)
+            if len(tokens) == 1 and ll.llama_vocab_is_eog(vocab, tokens[0]):
+                ids.add(tokens[0])
+        return frozenset(ids)
+
+    def metadata(self, key: str) -> str | None:
+        """A GGUF metadata value as text (the chat template, the file type), ``None`` when absent."""
+        size = 1 << 16
+        while True:
+            buffer = ctypes.create_string_buffer(size)
+            count = self._ll.llama_model_meta_val_str(self._model, key.encode(), buffer, size)
+            if count < 0:
+                return None
+            if count < size:
+                return buffer.value.decode("utf-8", "replace")
+            size = count + 1
+
+    def description(self) -> str:
+        buffer = ctypes.create_string_buffer(256)
+        self._ll.llama_model_desc(self._model, buffer, 256)
+        return buffer.value.decode("utf-8", "replace")
+
+    # -- evaluation -------------------------------------------------------------------------------
+
+    def decode(self, entries: Sequence[BatchEntry], with_hidden: bool = False) -> list[int]:
+        """Evaluate ``entries`` (at most ``batch_tokens``) in one ``llama_decode``; return the batch
+        indices whose outputs can be read (``logits``, and ``hidden`` when ``with_hidden``), in the
+        entries' order. With ``with_hidden`` every entry is an output (llama.cpp's rule)."""
+        self._ll.llama_set_embeddings(self._ctx, with_hidden)
+        assert 0 < len(entries) <= self.batch_tokens, len(entries)
+        batch = self._batch
+        outputs = []
+        for i, entry in enumerate(entries):
+            batch.token[i] = entry.token
+            batch.pos[i] = entry.position
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = entry.sequence
+            batch.logits[i] = entry.output or with_hidden
+            if entry.output or with_hidden:
+                outputs.append(i)
+        batch.n_tokens = len(entries)
+        status = self._ll.llama_decode(self._ctx, batch)
+        if status == 1:
+            raise InferenceFailed(f"The llama.cpp context ({self.context_tokens} tokens) is full.")
+        if status != 0:
+            raise InferenceFailed(f"llama.cpp failed to evaluate a batch (status {status}).")
+        return outputs
+
+    def logits(self, index: int) -> np.ndarray:
+        """A copy of the logits [vocab] of batch index ``index`` of the last ``decode``; finite, or
+        ``InvalidOutput``."""
+        pointer = self._ll.llama_get_logits_ith(self._ctx, index)
+        if not pointer:
+            raise InferenceFailed(f"llama.cpp has no logits for batch index {index}.")
+        row = np.ctypeslib.as_array(pointer, shape=(self.vocab_size,)).copy()
+        if not np.isfinite(row).all():
+            raise InvalidOutput()
+        return row
+
+    def hidden(self, index: int) -> np.ndarray:
+        """A copy of the final hidden state [hidden size] (after the last norm) of batch index ``index``."""
+        pointer = self._ll.llama_get_embeddings_ith(self._ctx, index)
+        if not pointer:
+            raise InferenceFailed(f"llama.cpp has no hidden state for batch index {index}.")
+        return np.ctypeslib.as_array(pointer, shape=(self.hidden_size,)).copy()
+
+    def drop(self, sequence: int) -> None:
+        """Free every cell of ``sequence``."""
+        self._ll.llama_memory_seq_rm(self._memory, sequence, -1, -1)
+
+    def share(self, source: int, target: int) -> None:
+        """Make ``target`` see all of ``source``'s cells (metadata only, in a unified cache)."""
+        self._ll.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+
+    def clear(self) -> None:
+        self._ll.llama_memory_clear(self._memory, False)
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._ll.llama_batch_free(self._batch)
+        self._ll.llama_free(self._ctx)
+        self._ll.llama_model_free(self._model)

@@ -1,0 +1,183 @@
+"""The llamacpp backend's classification: label scoring on a cached prompt prefix, in numpy.
+
+The same rule as the torch scorer (``torch_scoring`` explains it): the
+prompt is a fixed prefix plus a per-text suffix that ends at the answer
+position, and each label is scored by its whole token sequence there.
+
+How it runs on llama.cpp: the prefix is evaluated once, when the task's
+scorer is built, into a sequence id the scorer keeps. A batch of texts takes
+one scratch sequence per text, each sharing the prefix's cells
+(``LlamaRuntime.share``), and their suffixes are evaluated in one
+``llama_decode`` (no padding: each token carries its own sequence and
+position), reading the logits at each text's last token only. Where a head
+answers, the hidden state is needed too, and llama.cpp gives hidden states
+only by making every token of a batch an output (the whole vocabulary's
+logits for each): so then the suffixes but their last tokens go first, and
+the answer positions alone in a second decode with hidden states on.
+Multi-token spellings add one more decode over copies of the texts'
+sequences. The scratch sequences are dropped at the end of the batch,
+so scoring holds no cache between calls but the prefix.
+
+A task's fitted head (``engine.heads``) is applied here too, in numpy: the
+features are the same (hidden state, then label log-probabilities).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.backend import Scored
+from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
+from engine.errors import ConfigError, InvalidOutput
+from engine.heads import HeadFile
+from engine.label_scoring import label_spellings, length_groups, scored_rows
+from engine.prompts import RenderChat, split_classify_prompt
+from engine.tasks import ClassifyTask
+from engine.types import ClassifyMode
+
+__all__ = ["GgufLabelScorer", "NumpyHead"]
+
+
+def _log_softmax(rows: np.ndarray) -> np.ndarray:
+    shifted = rows - rows.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _logsumexp(values: np.ndarray) -> np.ndarray:
+    top = values.max(axis=-1, keepdims=True)
+    return (top + np.log(np.exp(values - top).sum(axis=-1, keepdims=True)))[..., 0]
+
+
+class NumpyHead:
+    """A fitted linear head (``engine.heads.HeadFile``) applied to a batch's features."""
+
+    def __init__(self, head: HeadFile) -> None:
+        self.weight = np.asarray(head.weight, dtype=np.float64)
+        self.bias = np.asarray(head.bias, dtype=np.float64)
+
+    def log_probs(self, hidden: np.ndarray, label_logprobs: np.ndarray) -> np.ndarray:
+        features = np.concatenate([hidden, label_logprobs], axis=-1).astype(np.float64)
+        return _log_softmax(features @ self.weight.T + self.bias)
+
+
+class GgufLabelScorer:
+    """Scores one classify task's labels on a ``LlamaRuntime``; the model thread's only."""
+
+    def __init__(self, runtime: LlamaRuntime, sequences: SequenceIds, task: ClassifyTask, render: RenderChat,
+                 max_input_tokens: int) -> None:
+        self.runtime = runtime
+        self.task = task
+        self.max_input_tokens = max_input_tokens
+        self._sequences = sequences
+        prefix, suffix_template = split_classify_prompt(task, render)
+        before, after = suffix_template.split("{text}")
+        self._before_ids = runtime.tokenize(before)
+        self._after_ids = runtime.tokenize(after)
+        self._spellings = label_spellings(task, lambda text: runtime.tokenize(text))
+        self._spelling_label = np.array([i for i, spellings in enumerate(self._spellings) for _ in spellings])
+        flat = [ids for spellings in self._spellings for ids in spellings]
+        self._firsts = np.array([ids[0] for ids in flat])
+        self._continuations = [(k, ids) for k, ids in enumerate(flat) if len(ids) > 1]
+        self._label_bias = np.array([task.label_bias.get(label, 0.0) for label in task.labels])
+        self.head: NumpyHead | None = None  # set by the backend when a head fitted for this model is found
+        prefix_ids = runtime.tokenize(prefix)
+        self.prefix_len = len(prefix_ids)
+        self._prefix_sequence = sequences.take()
+        try:
+            for start in range(0, len(prefix_ids), runtime.batch_tokens):
+                chunk = prefix_ids[start : start + runtime.batch_tokens]
+                runtime.decode([BatchEntry(t, start + i, self._prefix_sequence) for i, t in enumerate(chunk)])
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Free the prefix's cells and its sequence id (when the task is dropped or changed)."""
+        if self._prefix_sequence is not None:
+            self.runtime.drop(self._prefix_sequence)
+            self._sequences.give(self._prefix_sequence)
+            self._prefix_sequence = None
+
+    def _suffix_ids(self, text: str) -> tuple[list[int], bool]:
+        text_ids = self.runtime.tokenize(text, special=False)  # the input is data: no control tokens
+        truncated = len(text_ids) > self.max_input_tokens
+        if truncated:
+            text_ids = text_ids[: self.max_input_tokens]
+        return self._before_ids + text_ids + self._after_ids, truncated
+
+    def features(self, texts: list[str], with_hidden: bool = True) -> tuple[np.ndarray, np.ndarray, list[bool]]:
+        """Per text: the hidden state at the answer position [n, hidden] (zeros unless ``with_hidden``),
+        the label log-probabilities [n, labels], and whether the input was truncated. Texts run in
+        groups of at most ``MAX_TOKENS_PER_FORWARD`` tokens (``engine.label_scoring``)."""
+        encoded = [self._suffix_ids(t) for t in texts]
+        hidden = np.zeros((len(texts), self.runtime.hidden_size), dtype=np.float32)
+        logprobs = np.empty((len(texts), len(self.task.labels)))
+        # No padding here, so a group's cost is its tokens; grouping by count x longest, as the torch
+        # scorer does, bounds their sum too.
+        for group in length_groups([len(ids) for ids, _ in encoded], min(self.runtime.batch_tokens, 1024)):
+            hidden[group], logprobs[group] = self._forward([encoded[i][0] for i in group], with_hidden)
+        return hidden, logprobs, [t for _, t in encoded]
+
+    def _forward(self, rows: list[list[int]], with_hidden: bool) -> tuple[np.ndarray, np.ndarray]:
+        runtime = self.runtime
+        taken: list[int] = []
+        try:
+            body, answers = [], []  # every suffix token but the last; the last (the answer position) of each
+            for ids in rows:
+                sequence = self._sequences.take()
+                taken.append(sequence)
+                runtime.share(self._prefix_sequence, sequence)
+                body += [BatchEntry(t, self.prefix_len + i, sequence) for i, t in enumerate(ids[:-1])]
+                answers.append(BatchEntry(ids[-1], self.prefix_len + len(ids) - 1, sequence, True))
+            if with_hidden or len(body) + len(answers) > runtime.batch_tokens:
+                # The answer positions on their own: with hidden states on, every token of a batch is an
+                # output (its logits computed over the whole vocabulary), so the body goes first without.
+                for start in range(0, len(body), runtime.batch_tokens):
+                    runtime.decode(body[start : start + runtime.batch_tokens])
+                outputs = runtime.decode(answers, with_hidden=with_hidden)
+            else:
+                outputs = runtime.decode(body + answers)
+            hidden = (np.stack([runtime.hidden(i) for i in outputs]) if with_hidden
+                      else np.zeros((len(rows), runtime.hidden_size), dtype=np.float32))
+            scores = np.stack([runtime.logits(i)[self._firsts] for i in outputs]).astype(np.float64)
+            if self._continuations:
+                scores += self._continuation_logprobs(rows, taken[: len(rows)], taken)
+        finally:
+            for sequence in taken:
+                runtime.drop(sequence)
+                self._sequences.give(sequence)
+        if not np.isfinite(scores).all() or not np.isfinite(hidden).all():
+            raise InvalidOutput()
+        per_label = np.stack([_logsumexp(scores[:, self._spelling_label == i]) for i in range(len(self._spellings))],
+                             axis=-1)
+        return hidden, _log_softmax(per_label + self._label_bias)
+
+    def _continuation_logprobs(self, rows: list[list[int]], row_sequences: list[int], taken: list[int]) -> np.ndarray:
+        """log p(t2..tn | suffix, t1) of every multi-token spelling, on a copy of each text's sequence."""
+        extra = np.zeros((len(rows), len(self._firsts)))
+        entries, reads = [], []
+        for r, ids in enumerate(rows):
+            for k, spelling in self._continuations:
+                sequence = self._sequences.take()
+                taken.append(sequence)
+                self.runtime.share(row_sequences[r], sequence)
+                position = self.prefix_len + len(ids)
+                for j, token in enumerate(spelling[:-1]):
+                    entries.append(BatchEntry(token, position + j, sequence, True))
+                reads.append((r, k, spelling))
+        outputs = iter(self.runtime.decode(entries))
+        for r, k, spelling in reads:
+            for target in spelling[1:]:
+                extra[r, k] += _log_softmax(self.runtime.logits(next(outputs)).astype(np.float64))[target]
+        return extra
+
+    def score(self, texts: list[str], modes: list[ClassifyMode]) -> list[Scored]:
+        by_head = np.array([mode is ClassifyMode.HEAD for mode in modes], dtype=bool)
+        hidden, logprobs, truncated = self.features(texts, with_hidden=bool(by_head.any()))
+        if by_head.any():
+            if self.head is None:
+                raise ConfigError(f"Task {self.task.name!r} has no head on this model.")  # admission prevents it
+            logprobs[by_head] = self.head.log_probs(hidden[by_head], logprobs[by_head])
+            if not np.isfinite(logprobs).all():
+                raise InvalidOutput()
+        return scored_rows(self.task, np.exp(logprobs).tolist(), truncated, modes)

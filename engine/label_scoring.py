@@ -1,0 +1,66 @@
+"""What every backend's label scorer shares, runtime-free: spellings, length groups, results.
+
+A classify task is answered by scoring its labels' token sequences at the
+answer position (``engine.backends.torch_scoring`` says how). The parts that
+do not depend on the runtime live here, so the torch and llama.cpp scorers
+tokenize labels, group texts and build results the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from engine.backend import Scored
+from engine.errors import ConfigError
+from engine.tasks import ClassifyTask
+from engine.types import ClassifyMode
+
+__all__ = ["MAX_TOKENS_PER_FORWARD", "label_spellings", "length_groups", "scored_rows"]
+
+MAX_TOKENS_PER_FORWARD = 1024  # suffix tokens (padding included, where the runtime pads) in one forward pass
+
+
+def label_spellings(task: ClassifyTask, encode: Callable[[str], list[int]]) -> list[list[tuple[int, ...]]]:
+    """Per label, the token ids of each of its spellings (the label, then its aliases); ``ConfigError``
+    when a spelling is empty or two labels are spelt the same."""
+    seen: dict[tuple[int, ...], str] = {}
+    groups = []
+    for label in task.labels:
+        spellings: list[tuple[int, ...]] = []
+        for spelling in (label, *task.aliases.get(label, ())):
+            ids = tuple(encode(spelling))
+            if not ids:
+                raise ConfigError(f"Task {task.name!r}: the spelling {spelling!r} of {label!r} is empty.")
+            if seen.get(ids, label) != label:
+                raise ConfigError(f"Task {task.name!r}: labels {seen[ids]!r} and {label!r} are spelt "
+                                  f"the same ({spelling!r}); give each label its own spellings.")
+            seen[ids] = label
+            if ids not in spellings:
+                spellings.append(ids)
+        groups.append(spellings)
+    return groups
+
+
+def length_groups(lengths: list[int], budget: int = MAX_TOKENS_PER_FORWARD) -> list[list[int]]:
+    """Indices grouped shortest first so that rows x longest row <= budget (at least one row each)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and (len(current) + 1) * lengths[i] > budget:
+            groups.append(current)
+            current = []
+        current.append(i)
+    if current:
+        groups.append(current)
+    return groups
+
+
+def scored_rows(task: ClassifyTask, probabilities: list[list[float]], truncated: Sequence[bool],
+                modes: Sequence[ClassifyMode]) -> list[Scored]:
+    """One ``Scored`` per row of label probabilities: the arg-max label and every label's probability."""
+    results = []
+    for row, was_truncated, mode in zip(probabilities, truncated, modes, strict=True):
+        best = max(range(len(row)), key=row.__getitem__)
+        results.append(Scored(label=task.labels[best], confidence=row[best], scores=dict(zip(task.labels, row)),
+                              truncated=was_truncated, mode=mode))
+    return results

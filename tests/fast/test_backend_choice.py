@@ -1,0 +1,77 @@
+"""``--backend``: which runtime serves a version, and why (no model is loaded here)."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from engine.backends import BackendKind, choose_backend
+from engine.errors import ModelUnavailable
+from ops.config import load_config
+
+
+def copy_without(src, dst, suffix):
+    shutil.copytree(src, dst)
+    for path in dst.iterdir():
+        if path.suffix == suffix:
+            path.unlink()
+    return dst
+
+
+def test_auto_picks_llamacpp_where_it_is_installed_and_the_version_has_a_gguf(tiny_model_dir):
+    choice = choose_backend("auto", tiny_model_dir, installed=True)
+    assert choice.kind is BackendKind.LLAMACPP
+    assert "installed" in choice.reason and "tiny-qwen2.gguf" in choice.reason and "gate" in choice.reason
+
+
+@pytest.mark.parametrize("precision, device, installed, why", [
+    ("auto", "cpu", False, "llama-cpp-python is not installed"),
+    ("int8", "cpu", True, "--precision int8 is a torch weight format"),
+    ("auto", "cuda", True, "the device is cuda"),
+])
+def test_auto_picks_torch_and_says_which_condition_decided(tiny_model_dir, precision, device, installed, why):
+    choice = choose_backend("auto", tiny_model_dir, precision, device, installed=installed)
+    assert choice.kind is BackendKind.TORCH and why in choice.reason
+
+
+def test_auto_serves_a_version_by_the_weights_it_has(tiny_model_dir, tmp_path):
+    no_gguf = copy_without(tiny_model_dir, tmp_path / "no-gguf", ".gguf")
+    assert choose_backend("auto", no_gguf, installed=True).kind is BackendKind.TORCH
+    assert "has no GGUF" in choose_backend("auto", no_gguf, installed=True).reason
+    gguf_only = copy_without(tiny_model_dir, tmp_path / "gguf-only", ".safetensors")
+    assert choose_backend("auto", gguf_only, installed=True).kind is BackendKind.LLAMACPP
+
+
+def test_a_runtime_that_cannot_read_the_version_is_refused_naming_the_other(tiny_model_dir, tmp_path):
+    with pytest.raises(ModelUnavailable, match="--backend torch"):
+        choose_backend("llamacpp", copy_without(tiny_model_dir, tmp_path / "no-gguf", ".gguf"))
+    with pytest.raises(ModelUnavailable, match="--backend llamacpp"):
+        choose_backend("torch", copy_without(tiny_model_dir, tmp_path / "gguf-only", ".safetensors"))
+    with pytest.raises(ModelUnavailable, match="Unknown backend"):
+        choose_backend("onnx", tiny_model_dir)
+
+
+def test_the_flag_takes_llamacpp_and_refuses_a_torch_format_with_it():
+    assert load_config(["--backend", "llamacpp"], environ={}).backend == "llamacpp"
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="torch weight format"):
+        load_config(["--backend", "llamacpp", "--precision", "int8"], environ={})
+
+
+def test_the_numpy_head_is_the_torch_head():
+    """The llamacpp backend applies a task's head in numpy: the same numbers as torch's."""
+    import torch
+
+    from engine.backends.llamacpp_scoring import NumpyHead
+    from engine.backends.torch_head import LinearHead
+
+    rng = np.random.default_rng(0)
+    weight, bias = rng.standard_normal((3, 10)).tolist(), rng.standard_normal(3).tolist()
+    hidden, logprobs = rng.standard_normal((4, 7)).astype(np.float32), rng.standard_normal((4, 3))
+    head = type("Head", (), {"weight": weight, "bias": bias})
+    ours = NumpyHead(head).log_probs(hidden, logprobs)
+    theirs = LinearHead(weight, bias).log_probs(torch.from_numpy(hidden), torch.from_numpy(logprobs).float())
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)

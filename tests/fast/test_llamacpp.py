@@ -1,0 +1,175 @@
+"""The llamacpp backend on the tiny model's GGUF: the same model the torch backend serves from its
+safetensors, so the two are checked against each other.
+
+These run where llama-cpp-python is installed (`make llamacpp`; CI installs it). `make test` then also
+runs the worker, drill and hot-swap tests on this backend (``ALLINONE_TEST_BACKEND=llamacpp``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llamacpp)")
+
+from engine.backends.llamacpp_backend import LlamaCppBackend, context_size  # noqa: E402
+from engine.backends.torch_backend import TorchBackend  # noqa: E402
+from engine.errors import ConfigError  # noqa: E402
+from engine.types import ClassifyMode, EngineConfig  # noqa: E402
+
+TEXTS = ["I love it", "The room was dirty, the staff rude.", "服务很好，质量不错", "a much longer text " * 30, "ok"]
+PROMPTS = ["Hello! Tell me a story about a cat.", "这家酒店很好", "positive or negative?"]
+
+
+@pytest.fixture(scope="module")
+def gguf_backend(tiny_model_dir, tasks):
+    backend = LlamaCppBackend(tiny_model_dir, EngineConfig(), "test")
+    backend.prepare(tasks.of_kind("classify"), 256)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def torch_backend(tiny_model_dir, tasks):
+    from engine.loader import load_model
+
+    backend = TorchBackend(load_model(tiny_model_dir, precision="fp32"))
+    backend.prepare(tasks.of_kind("classify"), 256)
+    return backend
+
+
+def chat_ids(backend, prompt):
+    return backend.encode(backend.render([{"role": "user", "content": prompt}], True))
+
+
+def test_it_reads_the_tokenizer_and_template_from_the_gguf_as_transformers_reads_them(gguf_backend, torch_backend):
+    for text in TEXTS + ["<|im_start|>user\nhi<|im_end|>\n", " leading space", "emoji 🙂 and tabs\t"]:
+        assert gguf_backend.encode(text) == torch_backend.encode(text), text
+        ids = torch_backend.encode(text)
+        assert gguf_backend.decode(ids) == torch_backend.decode(ids)
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"}, {"role": "user", "content": "服务"}]
+    for add_generation_prompt in (True, False):
+        assert gguf_backend.render(messages, add_generation_prompt) == torch_backend.render(messages,
+                                                                                          add_generation_prompt)
+    assert gguf_backend.stop_ids == torch_backend.stop_ids
+    assert gguf_backend.info.backend == "llamacpp" and "F32" in gguf_backend.info.precision
+
+
+def test_label_scores_are_the_torch_backend_s_on_the_same_model(gguf_backend, torch_backend):
+    modes = [ClassifyMode.PROMPT] * len(TEXTS)
+    ours = gguf_backend.score("sentiment", TEXTS, modes)
+    theirs = torch_backend.score("sentiment", TEXTS, modes)
+    for a, b in zip(ours, theirs):
+        assert a.truncated == b.truncated
+        for label in a.scores:
+            assert a.scores[label] == pytest.approx(b.scores[label], abs=2e-3)
+    hidden, logprobs, _ = gguf_backend.scorer("sentiment").features(TEXTS)
+    torch_hidden, torch_logprobs, _ = torch_backend.scorer("sentiment").features(TEXTS)
+    np.testing.assert_allclose(hidden, torch_hidden.numpy(), atol=1e-2)  # unit scale (after the norm); f16 KV cache
+    np.testing.assert_allclose(logprobs, torch_logprobs.numpy(), atol=2e-3)
+
+
+def test_multi_token_labels_score_as_in_torch(tiny_model_dir, tasks, torch_backend):
+    from engine.tasks import parse_task
+
+    task = parse_task("spelled", {"kind": "classify", "labels": ["very positive", "very negative"],
+                                  "instruction": "Classify: {labels}."}, "test")
+    backend = LlamaCppBackend(tiny_model_dir, EngineConfig(), "test")
+    try:
+        backend.prepare([task], 256)
+        torch_backend.prepare([*tasks.of_kind("classify"), task], 256)
+        ours = backend.score("spelled", TEXTS[:3], [ClassifyMode.PROMPT] * 3)
+        theirs = torch_backend.score("spelled", TEXTS[:3], [ClassifyMode.PROMPT] * 3)
+        for a, b in zip(ours, theirs):
+            assert a.scores["very positive"] == pytest.approx(b.scores["very positive"], abs=2e-3)
+    finally:
+        torch_backend.prepare(tasks.of_kind("classify"), 256)
+        backend.close()
+
+
+def test_a_batch_scores_each_text_as_alone(gguf_backend):
+    together = gguf_backend.score("sentiment", TEXTS, [ClassifyMode.PROMPT] * len(TEXTS))
+    for text, result in zip(TEXTS, together):
+        (alone,) = gguf_backend.score("sentiment", [text], [ClassifyMode.PROMPT])
+        assert alone.label == result.label
+        assert alone.confidence == pytest.approx(result.confidence, abs=1e-4)
+
+
+def greedy(backend, sequence, steps):
+    tokens = []
+    for _ in range(steps):
+        token = backend.next_token(sequence)
+        tokens.append(token)
+        backend.step({sequence: token})
+    return tokens
+
+
+def test_chats_decoded_together_answer_as_each_does_alone(gguf_backend):
+    alone = []
+    for prompt in PROMPTS:
+        sequence = gguf_backend.start(chat_ids(gguf_backend, prompt), 0.0, 0)
+        alone.append(greedy(gguf_backend, sequence, 10))
+        gguf_backend.release(sequence)
+    sequences = [gguf_backend.start(chat_ids(gguf_backend, p), 0.0, 0) for p in PROMPTS]
+    together = {s: [] for s in sequences}
+    for _ in range(10):
+        step = {s: gguf_backend.next_token(s) for s in sequences}
+        for s, token in step.items():
+            together[s].append(token)
+        gguf_backend.step(step)
+    gguf_backend.reset()
+    assert [together[s] for s in sequences] == alone
+
+
+def test_the_first_logits_of_a_chat_are_the_torch_backend_s(gguf_backend, torch_backend):
+    ids = chat_ids(torch_backend, PROMPTS[0])
+    ours = gguf_backend.start(ids, 0.0, 0)
+    theirs = torch_backend.start(ids, 0.0, 0)
+    np.testing.assert_allclose(ours.next_logits, theirs.next_logits.numpy(), atol=2e-3)
+    gguf_backend.release(ours)
+    torch_backend.release(theirs)
+
+
+def test_sampling_follows_its_seed(gguf_backend):
+    def sample(seed):
+        sequence = gguf_backend.start(chat_ids(gguf_backend, PROMPTS[1]), 1.0, seed)
+        try:
+            return greedy(gguf_backend, sequence, 12)
+        finally:
+            gguf_backend.release(sequence)
+
+    assert sample(7) == sample(7)
+    assert sample(7) != sample(8)
+
+
+def test_released_chats_free_their_cells_so_the_context_never_fills(tiny_model_dir, tasks):
+    limits = EngineConfig(max_active_chats=1, context_tokens=64, max_new_tokens=8)
+    backend = LlamaCppBackend(tiny_model_dir, limits, "test")
+    try:
+        ids = chat_ids(backend, PROMPTS[0])
+        for _ in range(3 * context_size(limits) // len(ids)):  # three contexts' worth in all
+            sequence = backend.start(ids, 0.0, 0)
+            greedy(backend, sequence, 4)
+            backend.release(sequence)
+    finally:
+        backend.close()
+
+
+def test_prepare_is_all_or_nothing_and_frees_what_it_drops(tiny_model_dir, tasks):
+    from engine.tasks import parse_task
+
+    backend = LlamaCppBackend(tiny_model_dir, EngineConfig(), "test")
+    try:
+        free_before = backend._sequences.free
+        backend.prepare(tasks.of_kind("classify"), 256)
+        before = backend.score("sentiment", TEXTS[:2], [ClassifyMode.PROMPT] * 2)
+        clash = parse_task("clash", {"kind": "classify", "labels": ["yes", "no"], "aliases": {"no": ["yes"]},
+                                     "instruction": "Answer: {labels}."}, "test")
+        with pytest.raises(ConfigError, match="spelt the same"):
+            backend.prepare([*tasks.of_kind("classify"), clash], 256)
+        assert backend.score("sentiment", TEXTS[:2], [ClassifyMode.PROMPT] * 2) == before
+        backend.prepare([], 256)
+        assert backend._sequences.free == free_before  # every prefix's sequence given back
+    finally:
+        backend.close()
