@@ -1,4 +1,4 @@
-"""Linear heads for classify tasks: how they are named, stored, checked and reported. Pure: no torch.
+"""Linear heads for classify tasks: how they are named, stored, found, checked and reported. No torch.
 
 A classify task that names an ``examples_file`` (``engine.tasks``) can be
 answered two ways (``engine.types.ClassifyMode``):
@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
+from loguru import logger
+
 from engine.atomic_file import write_json_atomically
 from engine.errors import ConfigError
 from engine.tasks import ClassifyTask
@@ -37,6 +39,7 @@ __all__ = [
     "HeadFile",
     "HeadState",
     "HeadStatus",
+    "ModelHeads",
     "find_head",
     "head_path",
     "model_identity",
@@ -165,6 +168,25 @@ def find_head(task: ClassifyTask, model_id: str) -> tuple[HeadFile | None, HeadS
                                f"{path.name} was fitted before the task or its examples changed; refit it with "
                                f"`python -m ops.heads fit --task {task.name}`")
     return head, HeadState(task.name, HeadStatus.READY, head.describe())
+
+
+class ModelHeads:
+    """Finds classify tasks' heads for one loaded model, as a backend prepares its scorers: the model's
+    identity is read once, when the first task with examples needs it, and each such task's state is
+    logged."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self._model_dir = Path(model_dir)
+        self._model_id: str | None = None
+
+    def find(self, task: ClassifyTask) -> tuple[HeadFile | None, HeadState]:
+        if task.head_examples is None:
+            return find_head(task, "")
+        if self._model_id is None:
+            self._model_id = model_identity(self._model_dir)
+        head, state = find_head(task, self._model_id)
+        logger.info("task {}: {}", task.name, state.detail)
+        return head, state
 
 
 def _read(path: Path) -> HeadFile:

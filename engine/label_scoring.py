@@ -12,10 +12,11 @@ from typing import Callable, Sequence
 
 from engine.backend import Scored
 from engine.errors import ConfigError
+from engine.prompts import RenderChat, split_classify_prompt
 from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode
 
-__all__ = ["MAX_TOKENS_PER_FORWARD", "label_spellings", "length_groups", "scored_rows"]
+__all__ = ["MAX_TOKENS_PER_FORWARD", "LabelPlan", "label_spellings", "length_groups", "scored_rows"]
 
 MAX_TOKENS_PER_FORWARD = 1024  # suffix tokens (padding included, where the runtime pads) in one forward pass
 
@@ -39,6 +40,33 @@ def label_spellings(task: ClassifyTask, encode: Callable[[str], list[int]]) -> l
                 spellings.append(ids)
         groups.append(spellings)
     return groups
+
+
+class LabelPlan:
+    """A classify task as token ids, for any runtime's scorer: the prompt's fixed prefix, what goes
+    before and after each input, and every label's spellings (the first token of each, and those
+    with more tokens), with the task's per-label calibration."""
+
+    def __init__(self, task: ClassifyTask, render: RenderChat, encode: Callable[[str], list[int]],
+                 max_input_tokens: int) -> None:
+        self.task = task
+        self.max_input_tokens = max_input_tokens
+        prefix, suffix_template = split_classify_prompt(task, render)
+        before, after = suffix_template.split("{text}")
+        self.prefix_ids = encode(prefix)
+        self.before_ids, self.after_ids = encode(before), encode(after)
+        self.spellings = label_spellings(task, encode)  # per label, the token ids of each spelling
+        self.spelling_label = [i for i, spellings in enumerate(self.spellings) for _ in spellings]
+        flat = [ids for spellings in self.spellings for ids in spellings]
+        self.firsts = [ids[0] for ids in flat]
+        self.continuations = [(k, ids) for k, ids in enumerate(flat) if len(ids) > 1]
+        # The task's calibration (engine.tasks): a log-score offset per label, zero where none is set.
+        self.label_bias = [task.label_bias.get(label, 0.0) for label in task.labels]
+
+    def suffix_ids(self, text_ids: list[int]) -> tuple[list[int], bool]:
+        """The tokens after the prefix for an input's ids (cut to ``max_input_tokens``), and whether cut."""
+        truncated = len(text_ids) > self.max_input_tokens
+        return self.before_ids + text_ids[: self.max_input_tokens] + self.after_ids, truncated
 
 
 def length_groups(lengths: list[int], budget: int = MAX_TOKENS_PER_FORWARD) -> list[list[int]]:

@@ -33,27 +33,33 @@ from loguru import logger
 
 from engine.backend import BackendInfo, Scored
 from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
-from engine.backends.llamacpp_scoring import GgufLabelScorer, NumpyHead
-from engine.errors import ModelUnavailable
-from engine.heads import HeadState, find_head, model_identity
+from engine.backends.llamacpp_scoring import SCORE_ROWS, TASK_PREFIXES, GgufLabelScorer, NumpyHead
+from engine.errors import ConfigError, ModelUnavailable
+from engine.heads import HeadState, ModelHeads
 from engine.label_scoring import MAX_TOKENS_PER_FORWARD
 from engine.loader import describe_model_dir, gguf_file
 from engine.prompts import Message
 from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode, EngineConfig
 
-__all__ = ["GgufSequence", "LlamaCppBackend", "context_size"]
+__all__ = ["GgufSequence", "LlamaCppBackend", "context_size", "sequence_count"]
 
-PREFIX_TOKENS = 4096  # room for every classify task's cached prefix (a few hundred tokens each)
-SEQUENCES = 256  # sequence ids: chats, prefixes and a batch's scratch rows (ids cost nothing in a unified cache)
+PREFIX_TOKENS = 2048  # room for the classify tasks' cached prefixes (the shipped sentiment task's: about 150)
+CONTINUATION_TOKENS = 256  # room for multi-token label spellings after a batch's texts
 _STOP_WORDS = ("<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<end_of_turn>")
 
 
 def context_size(limits: EngineConfig) -> int:
     """KV cells the context needs: every chat at its longest, a scoring batch (with its label
-    continuations), and the tasks' prefixes."""
+    continuations), and the tasks' prefixes. Each cell holds a token's keys and values (12 kB for
+    the default model), allocated when the context is made."""
     chats = limits.max_active_chats * (limits.context_tokens + limits.max_new_tokens + 1)
-    return chats + 2 * MAX_TOKENS_PER_FORWARD + PREFIX_TOKENS
+    return chats + MAX_TOKENS_PER_FORWARD + CONTINUATION_TOKENS + PREFIX_TOKENS
+
+
+def sequence_count(limits: EngineConfig) -> int:
+    """Sequence ids: one per chat, per task prefix and per text of a scoring batch."""
+    return limits.max_active_chats + TASK_PREFIXES + SCORE_ROWS
 
 
 class _ChatTemplate:
@@ -107,7 +113,8 @@ class LlamaCppBackend:
             raise ModelUnavailable(f"{self._path} has no GGUF file for the llamacpp backend; serve it with "
                                    "--backend torch, or install a version that has one.")
         self._runtime = LlamaRuntime(gguf, context_size(limits), batch_tokens=MAX_TOKENS_PER_FORWARD,
-                                     sequences=SEQUENCES)
+                                     sequences=sequence_count(limits),
+                                     outputs=max(SCORE_ROWS, limits.max_active_chats))
         template = self._runtime.metadata("tokenizer.chat_template")
         if not template:
             self._runtime.close()
@@ -118,7 +125,7 @@ class LlamaCppBackend:
         self._chats: list[GgufSequence] = []
         self._scorers: dict[str, GgufLabelScorer] = {}
         self._heads: dict[str, HeadState] = {}
-        self._model_id: str | None = None
+        self._head_files = ModelHeads(self._path)
         name, version = describe_model_dir(self._path)
         description = self._runtime.description()  # e.g. "qwen2 1B Q4_K - Medium"
         file_type = description.split(" ", 2)[2] if description.count(" ") >= 2 else "gguf"
@@ -131,6 +138,10 @@ class LlamaCppBackend:
     # -- classify tasks ---------------------------------------------------------------------------
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
+        classify_tasks = list(classify_tasks)
+        if len(classify_tasks) > TASK_PREFIXES:  # each keeps its prompt prefix in a sequence of its own
+            raise ConfigError(f"The llamacpp backend holds the prompts of at most {TASK_PREFIXES} classify tasks "
+                              f"({len(classify_tasks)} given); remove one first.")
         scorers: dict[str, GgufLabelScorer] = {}
         heads: dict[str, HeadState] = {}
         built: list[GgufLabelScorer] = []
@@ -142,13 +153,9 @@ class LlamaCppBackend:
                     continue
                 scorer = GgufLabelScorer(self._runtime, self._sequences, task, self.render, max_input_tokens)
                 built.append(scorer)
-                if task.head_examples is not None and self._model_id is None:
-                    self._model_id = model_identity(self._path)
-                head, heads[task.name] = find_head(task, self._model_id or "")
+                head, heads[task.name] = self._head_files.find(task)
                 if head is not None:
                     scorer.head = NumpyHead(head)
-                if task.head_examples is not None:
-                    logger.info("task {}: {}", task.name, heads[task.name].detail)
                 scorers[task.name] = scorer
         except BaseException:
             for scorer in built:  # all or nothing: the old scorers keep serving
@@ -185,14 +192,10 @@ class LlamaCppBackend:
         rng = np.random.default_rng(seed) if temperature > 0 else None
         chat = GgufSequence(self._sequences.take(), temperature, rng)
         try:
-            size = self._runtime.batch_tokens
-            for start in range(0, len(prompt_ids), size):
-                chunk = prompt_ids[start : start + size]
-                last = start + len(chunk) == len(prompt_ids)
-                outputs = self._runtime.decode([BatchEntry(t, start + i, chat.sequence, last and i == len(chunk) - 1)
-                                                for i, t in enumerate(chunk)])
+            last = len(prompt_ids) - 1
+            (chat.next_logits,) = self._runtime.evaluate([BatchEntry(t, i, chat.sequence, i == last)
+                                                          for i, t in enumerate(prompt_ids)])
             chat.position = len(prompt_ids)
-            chat.next_logits = self._runtime.logits(outputs[-1])
         except BaseException:
             self._free(chat)
             raise

@@ -107,7 +107,7 @@ class LlamaRuntime:
     """A GGUF model and one llama.cpp context over it; not thread-safe except ``tokenize``/``detokenize``
     (read-only use of the vocabulary, as llama.cpp's own server does from its HTTP threads)."""
 
-    def __init__(self, gguf: Path, context_tokens: int, batch_tokens: int, sequences: int,
+    def __init__(self, gguf: Path, context_tokens: int, batch_tokens: int, sequences: int, outputs: int,
                  threads: int | None = None) -> None:
         ll = self._ll = import_llama_cpp()
         _route_logs(ll)
@@ -126,6 +126,10 @@ class LlamaRuntime:
         params.n_batch = batch_tokens
         params.n_ubatch = min(batch_tokens, 512)
         params.n_seq_max = min(sequences, ll.llama_max_parallel_sequences())
+        # The logits read from one decode: llama.cpp reserves n_outputs_max x vocabulary floats for them
+        # (0.6 MB a row here; its default, the batch size, reserved 0.3 GB), and asserts that no decode
+        # asks for more: ``decode`` refuses to, and ``evaluate`` splits to fit.
+        params.n_outputs_max = max(outputs, params.n_seq_max)
         params.n_threads = params.n_threads_batch = threads
         params.kv_unified = True  # one cache for every sequence: seq_cp shares cells (module doc)
         # Hidden states (for classify heads) only while ``with_hidden`` is on: in that mode llama.cpp makes
@@ -144,6 +148,7 @@ class LlamaRuntime:
         self.sequences = params.n_seq_max
         self.context_tokens = context_tokens
         self.batch_tokens = batch_tokens
+        self.outputs = params.n_outputs_max
         self.threads = threads
         self._batch = ll.llama_batch_init(batch_tokens, 0, 1)
         self._closed = threading.Event()
@@ -217,8 +222,11 @@ class LlamaRuntime:
         """Evaluate ``entries`` (at most ``batch_tokens``) in one ``llama_decode``; return the batch
         indices whose outputs can be read (``logits``, and ``hidden`` when ``with_hidden``), in the
         entries' order. With ``with_hidden`` every entry is an output (llama.cpp's rule)."""
+        wanted = len(entries) if with_hidden else sum(entry.output for entry in entries)
+        if not 0 < len(entries) <= self.batch_tokens or wanted > self.outputs:  # llama.cpp would abort
+            raise ValueError(f"a batch of {len(entries)} tokens with {wanted} outputs; the context takes "
+                             f"{self.batch_tokens} tokens and {self.outputs} outputs")
         self._ll.llama_set_embeddings(self._ctx, with_hidden)
-        assert 0 < len(entries) <= self.batch_tokens, len(entries)
         batch = self._batch
         outputs = []
         for i, entry in enumerate(entries):
@@ -236,6 +244,23 @@ class LlamaRuntime:
         if status != 0:
             raise InferenceFailed(f"llama.cpp failed to evaluate a batch (status {status}).")
         return outputs
+
+    def evaluate(self, entries: Sequence[BatchEntry]) -> list[np.ndarray]:
+        """Evaluate ``entries`` in as many decodes as the batch and output limits need (a sequence's
+        tokens stay in order); return the logits of every entry marked ``output``, in order."""
+        rows: list[np.ndarray] = []
+        start = 0
+        while start < len(entries):
+            end, outputs = start, 0
+            while end < len(entries) and end - start < self.batch_tokens:
+                if entries[end].output:
+                    if outputs == self.outputs:
+                        break
+                    outputs += 1
+                end += 1
+            rows += [self.logits(i) for i in self.decode(entries[start:end])]
+            start = end
+        return rows
 
     def logits(self, index: int) -> np.ndarray:
         """A copy of the logits [vocab] of batch index ``index`` of the last ``decode``; finite, or
@@ -255,9 +280,9 @@ class LlamaRuntime:
             raise InferenceFailed(f"llama.cpp has no hidden state for batch index {index}.")
         return np.ctypeslib.as_array(pointer, shape=(self.hidden_size,)).copy()
 
-    def drop(self, sequence: int) -> None:
-        """Free every cell of ``sequence``."""
-        self._ll.llama_memory_seq_rm(self._memory, sequence, -1, -1)
+    def drop(self, sequence: int, start: int = -1) -> None:
+        """Free the cells of ``sequence`` from position ``start`` on (all of them by default)."""
+        self._ll.llama_memory_seq_rm(self._memory, sequence, start, -1)
 
     def share(self, source: int, target: int) -> None:
         """Make ``target`` see all of ``source``'s cells (metadata only, in a unified cache)."""

@@ -14,9 +14,9 @@ answers, the hidden state is needed too, and llama.cpp gives hidden states
 only by making every token of a batch an output (the whole vocabulary's
 logits for each): so then the suffixes but their last tokens go first, and
 the answer positions alone in a second decode with hidden states on.
-Multi-token spellings add one more decode over copies of the texts'
-sequences. The scratch sequences are dropped at the end of the batch,
-so scoring holds no cache between calls but the prefix.
+Multi-token spellings add one decode each, on the texts' own sequences.
+The scratch sequences are dropped at the end of the batch, so scoring holds
+no cache between calls but the prefix.
 
 A task's fitted head (``engine.heads``) is applied here too, in numpy: the
 features are the same (hidden state, then label log-probabilities).
@@ -30,12 +30,15 @@ from engine.backend import Scored
 from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
 from engine.errors import ConfigError, InvalidOutput
 from engine.heads import HeadFile
-from engine.label_scoring import label_spellings, length_groups, scored_rows
-from engine.prompts import RenderChat, split_classify_prompt
+from engine.label_scoring import MAX_TOKENS_PER_FORWARD, LabelPlan, length_groups, scored_rows
+from engine.prompts import RenderChat
 from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode
 
-__all__ = ["GgufLabelScorer", "NumpyHead"]
+__all__ = ["GgufLabelScorer", "NumpyHead", "SCORE_ROWS", "TASK_PREFIXES"]
+
+SCORE_ROWS = 32  # texts scored in one decode (each takes a sequence id and, at its answer position, an output)
+TASK_PREFIXES = 24  # classify tasks whose prompt prefixes the context keeps (a sequence id each)
 
 
 def _log_softmax(rows: np.ndarray) -> np.ndarray:
@@ -69,24 +72,16 @@ class GgufLabelScorer:
         self.task = task
         self.max_input_tokens = max_input_tokens
         self._sequences = sequences
-        prefix, suffix_template = split_classify_prompt(task, render)
-        before, after = suffix_template.split("{text}")
-        self._before_ids = runtime.tokenize(before)
-        self._after_ids = runtime.tokenize(after)
-        self._spellings = label_spellings(task, lambda text: runtime.tokenize(text))
-        self._spelling_label = np.array([i for i, spellings in enumerate(self._spellings) for _ in spellings])
-        flat = [ids for spellings in self._spellings for ids in spellings]
-        self._firsts = np.array([ids[0] for ids in flat])
-        self._continuations = [(k, ids) for k, ids in enumerate(flat) if len(ids) > 1]
-        self._label_bias = np.array([task.label_bias.get(label, 0.0) for label in task.labels])
+        self._plan = plan = LabelPlan(task, render, runtime.tokenize, max_input_tokens)
+        self._spellings, self._spelling_label = plan.spellings, np.array(plan.spelling_label)
+        self._firsts, self._continuations = np.array(plan.firsts), plan.continuations
+        self._label_bias = np.array(plan.label_bias)
         self.head: NumpyHead | None = None  # set by the backend when a head fitted for this model is found
-        prefix_ids = runtime.tokenize(prefix)
+        prefix_ids = plan.prefix_ids
         self.prefix_len = len(prefix_ids)
         self._prefix_sequence = sequences.take()
         try:
-            for start in range(0, len(prefix_ids), runtime.batch_tokens):
-                chunk = prefix_ids[start : start + runtime.batch_tokens]
-                runtime.decode([BatchEntry(t, start + i, self._prefix_sequence) for i, t in enumerate(chunk)])
+            runtime.evaluate([BatchEntry(t, i, self._prefix_sequence) for i, t in enumerate(prefix_ids)])
         except BaseException:
             self.close()
             raise
@@ -99,51 +94,50 @@ class GgufLabelScorer:
             self._prefix_sequence = None
 
     def _suffix_ids(self, text: str) -> tuple[list[int], bool]:
-        text_ids = self.runtime.tokenize(text, special=False)  # the input is data: no control tokens
-        truncated = len(text_ids) > self.max_input_tokens
-        if truncated:
-            text_ids = text_ids[: self.max_input_tokens]
-        return self._before_ids + text_ids + self._after_ids, truncated
+        return self._plan.suffix_ids(self.runtime.tokenize(text, special=False))  # the input is data
 
     def features(self, texts: list[str], with_hidden: bool = True) -> tuple[np.ndarray, np.ndarray, list[bool]]:
         """Per text: the hidden state at the answer position [n, hidden] (zeros unless ``with_hidden``),
         the label log-probabilities [n, labels], and whether the input was truncated. Texts run in
-        groups of at most ``MAX_TOKENS_PER_FORWARD`` tokens (``engine.label_scoring``)."""
+        groups of at most ``MAX_TOKENS_PER_FORWARD`` tokens (``engine.label_scoring``) and at most
+        ``SCORE_ROWS`` texts."""
         encoded = [self._suffix_ids(t) for t in texts]
         hidden = np.zeros((len(texts), self.runtime.hidden_size), dtype=np.float32)
         logprobs = np.empty((len(texts), len(self.task.labels)))
         # No padding here, so a group's cost is its tokens; grouping by count x longest, as the torch
         # scorer does, bounds their sum too.
-        for group in length_groups([len(ids) for ids, _ in encoded], min(self.runtime.batch_tokens, 1024)):
-            hidden[group], logprobs[group] = self._forward([encoded[i][0] for i in group], with_hidden)
+        for group in length_groups([len(ids) for ids, _ in encoded], MAX_TOKENS_PER_FORWARD):
+            for start in range(0, len(group), SCORE_ROWS):
+                rows = group[start : start + SCORE_ROWS]
+                hidden[rows], logprobs[rows] = self._forward([encoded[i][0] for i in rows], with_hidden)
         return hidden, logprobs, [t for _, t in encoded]
 
     def _forward(self, rows: list[list[int]], with_hidden: bool) -> tuple[np.ndarray, np.ndarray]:
         runtime = self.runtime
-        taken: list[int] = []
+        sequences: list[int] = []
         try:
             body, answers = [], []  # every suffix token but the last; the last (the answer position) of each
             for ids in rows:
                 sequence = self._sequences.take()
-                taken.append(sequence)
+                sequences.append(sequence)
                 runtime.share(self._prefix_sequence, sequence)
                 body += [BatchEntry(t, self.prefix_len + i, sequence) for i, t in enumerate(ids[:-1])]
                 answers.append(BatchEntry(ids[-1], self.prefix_len + len(ids) - 1, sequence, True))
-            if with_hidden or len(body) + len(answers) > runtime.batch_tokens:
+            if with_hidden:
                 # The answer positions on their own: with hidden states on, every token of a batch is an
                 # output (its logits computed over the whole vocabulary), so the body goes first without.
-                for start in range(0, len(body), runtime.batch_tokens):
-                    runtime.decode(body[start : start + runtime.batch_tokens])
-                outputs = runtime.decode(answers, with_hidden=with_hidden)
+                runtime.evaluate(body)
+                outputs = runtime.decode(answers, with_hidden=True)
+                hidden = np.stack([runtime.hidden(i) for i in outputs])
+                logits = [runtime.logits(i) for i in outputs]
             else:
-                outputs = runtime.decode(body + answers)
-            hidden = (np.stack([runtime.hidden(i) for i in outputs]) if with_hidden
-                      else np.zeros((len(rows), runtime.hidden_size), dtype=np.float32))
-            scores = np.stack([runtime.logits(i)[self._firsts] for i in outputs]).astype(np.float64)
+                hidden = np.zeros((len(rows), runtime.hidden_size), dtype=np.float32)
+                logits = runtime.evaluate(body + answers)
+            scores = np.stack([row[self._firsts] for row in logits]).astype(np.float64)
             if self._continuations:
-                scores += self._continuation_logprobs(rows, taken[: len(rows)], taken)
+                scores += self._continuation_logprobs(rows, sequences)
         finally:
-            for sequence in taken:
+            for sequence in sequences:
                 runtime.drop(sequence)
                 self._sequences.give(sequence)
         if not np.isfinite(scores).all() or not np.isfinite(hidden).all():
@@ -152,23 +146,20 @@ class GgufLabelScorer:
                              axis=-1)
         return hidden, _log_softmax(per_label + self._label_bias)
 
-    def _continuation_logprobs(self, rows: list[list[int]], row_sequences: list[int], taken: list[int]) -> np.ndarray:
-        """log p(t2..tn | suffix, t1) of every multi-token spelling, on a copy of each text's sequence."""
+    def _continuation_logprobs(self, rows: list[list[int]], sequences: list[int]) -> np.ndarray:
+        """log p(t2..tn | suffix, t1) of every multi-token spelling: each spelling in turn is evaluated
+        after every text, on the text's own sequence, and taken off it again."""
         extra = np.zeros((len(rows), len(self._firsts)))
-        entries, reads = [], []
-        for r, ids in enumerate(rows):
-            for k, spelling in self._continuations:
-                sequence = self._sequences.take()
-                taken.append(sequence)
-                self.runtime.share(row_sequences[r], sequence)
+        for k, spelling in self._continuations:
+            entries = []
+            for ids, sequence in zip(rows, sequences):
                 position = self.prefix_len + len(ids)
-                for j, token in enumerate(spelling[:-1]):
-                    entries.append(BatchEntry(token, position + j, sequence, True))
-                reads.append((r, k, spelling))
-        outputs = iter(self.runtime.decode(entries))
-        for r, k, spelling in reads:
-            for target in spelling[1:]:
-                extra[r, k] += _log_softmax(self.runtime.logits(next(outputs)).astype(np.float64))[target]
+                entries += [BatchEntry(token, position + j, sequence, True) for j, token in enumerate(spelling[:-1])]
+            logits = iter(self.runtime.evaluate(entries))
+            for r, (ids, sequence) in enumerate(zip(rows, sequences)):
+                for target in spelling[1:]:
+                    extra[r, k] += _log_softmax(next(logits).astype(np.float64))[target]
+                self.runtime.drop(sequence, self.prefix_len + len(ids))
         return extra
 
     def score(self, texts: list[str], modes: list[ClassifyMode]) -> list[Scored]:

@@ -21,7 +21,7 @@ from engine.backend import BackendInfo, Scored
 from engine.backends.torch_decode import DecodeBatch, TorchSequence, prefill, stop_token_ids
 from engine.backends.torch_head import LinearHead
 from engine.backends.torch_scoring import LabelScorer
-from engine.heads import HeadState, find_head, model_identity
+from engine.heads import HeadState, ModelHeads
 from engine.loader import ModelHandle
 from engine.prompts import Message
 from engine.tasks import ClassifyTask
@@ -93,7 +93,7 @@ class TorchBackend:
         self._batch = DecodeBatch(self._model)
         self._scorers: dict[str, LabelScorer] = {}
         self._heads: dict[str, HeadState] = {}
-        self._model_id: str | None = None  # engine.heads.model_identity, once a task needs it
+        self._head_files = ModelHeads(handle.path)
         # Weights the loader converted (bf16 from fp32 files, int8 linears) are the process's own already;
         # what is still mapped from the files (all of fp32, int8's embedding table and norms) is copied.
         self._weights = _OwnWeights(self._model) if handle.weights_in_files else None
@@ -107,13 +107,9 @@ class TorchBackend:
                 scorers[task.name], heads[task.name] = old, self._heads[task.name]
                 continue
             scorer = LabelScorer(self._model, self._tokenizer, task, self.render, max_input_tokens)
-            if task.head_examples is not None and self._model_id is None:
-                self._model_id = model_identity(self.info.path)
-            head, heads[task.name] = find_head(task, self._model_id or "")
+            head, heads[task.name] = self._head_files.find(task)
             if head is not None:
                 scorer.head = LinearHead(head.weight, head.bias)
-            if task.head_examples is not None:
-                logger.info("task {}: {}", task.name, heads[task.name].detail)
             scorers[task.name] = scorer
         self._scorers, self._heads = scorers, heads
 

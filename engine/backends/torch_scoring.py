@@ -33,8 +33,8 @@ import torch
 from engine.backend import Scored
 from engine.backends.torch_head import LinearHead
 from engine.errors import ConfigError, InvalidOutput
-from engine.label_scoring import label_spellings, length_groups, scored_rows
-from engine.prompts import RenderChat, split_classify_prompt
+from engine.label_scoring import LabelPlan, length_groups, scored_rows
+from engine.prompts import RenderChat
 from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode
 
@@ -58,25 +58,18 @@ class LabelScorer:
         self.tokenizer = tokenizer
         self.task = task
         self.max_input_tokens = max_input_tokens
-        prefix, suffix_template = split_classify_prompt(task, render)
-        before, after = suffix_template.split("{text}")
-        self._before_ids = self._encode(before)
-        self._after_ids = self._encode(after)
+        self._plan = plan = LabelPlan(task, render, self._encode, max_input_tokens)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self._spellings = label_spellings(task, self._encode)  # per label, the token ids of each spelling
-        self._spelling_label = [i for i, spellings in enumerate(self._spellings) for _ in spellings]
-        flat = [ids for spellings in self._spellings for ids in spellings]
-        self._firsts = [ids[0] for ids in flat]
-        self._continuations = [(k, ids) for k, ids in enumerate(flat) if len(ids) > 1]
+        self._spellings, self._spelling_label = plan.spellings, plan.spelling_label
+        self._firsts, self._continuations = plan.firsts, plan.continuations
         self._head = model.get_output_embeddings()
-        # The task's calibration (engine.tasks): a log-score offset per label, zero where none is set.
-        self._label_bias = torch.tensor([task.label_bias.get(label, 0.0) for label in task.labels])
+        self._label_bias = torch.tensor(plan.label_bias)
         # fp32 first-token rows whatever the weights' format
         self._head_rows = _output_rows(self._head, self._firsts)
         bias = getattr(self._head, "bias", None)
         self._head_bias = None if bias is None else bias[self._firsts].detach().float()
         with torch.inference_mode():
-            prefix_ids = torch.tensor([self._encode(prefix)], dtype=torch.long)
+            prefix_ids = torch.tensor([plan.prefix_ids], dtype=torch.long)
             out = model.base_model(input_ids=prefix_ids, use_cache=True)
         self.prefix_len = prefix_ids.shape[1]
         self._prefix_kv = [(layer.keys, layer.values) for layer in out.cache.layers]
@@ -88,11 +81,7 @@ class LabelScorer:
         return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
     def _suffix_ids(self, text: str) -> tuple[list[int], bool]:
-        text_ids = self._encode(text)
-        truncated = len(text_ids) > self.max_input_tokens
-        if truncated:
-            text_ids = text_ids[: self.max_input_tokens]
-        return self._before_ids + text_ids + self._after_ids, truncated
+        return self._plan.suffix_ids(self._encode(text))
 
     def _prefix_cache(self, batch: int):
         from transformers import DynamicCache

@@ -173,3 +173,45 @@ def test_prepare_is_all_or_nothing_and_frees_what_it_drops(tiny_model_dir, tasks
         assert backend._sequences.free == free_before  # every prefix's sequence given back
     finally:
         backend.close()
+
+
+def test_more_texts_than_one_decode_takes_score_as_alone(gguf_backend):
+    from engine.backends.llamacpp_scoring import SCORE_ROWS
+
+    texts = [f"{TEXTS[i % 3]} #{i}" for i in range(SCORE_ROWS + 9)]
+    together = gguf_backend.score("sentiment", texts, [ClassifyMode.PROMPT] * len(texts))
+    for i in (0, SCORE_ROWS - 1, SCORE_ROWS, len(texts) - 1):
+        (alone,) = gguf_backend.score("sentiment", [texts[i]], [ClassifyMode.PROMPT])
+        assert alone.confidence == pytest.approx(together[i].confidence, abs=1e-4)
+
+
+def test_a_task_past_what_the_context_holds_is_refused_by_name(tiny_model_dir, tasks):
+    from engine.backends.llamacpp_scoring import TASK_PREFIXES
+    from engine.tasks import parse_task
+
+    many = [parse_task(f"t{i}", {"kind": "classify", "labels": ["yes", "no"], "instruction": "Answer: {labels}."},
+                       "test") for i in range(TASK_PREFIXES + 1)]
+    backend = LlamaCppBackend(tiny_model_dir, EngineConfig(), "test")
+    try:
+        backend.prepare(many[:TASK_PREFIXES], 256)
+        with pytest.raises(ConfigError, match=f"at most {TASK_PREFIXES} classify tasks"):
+            backend.prepare(many, 256)
+        assert set(backend.head_states()) == {t.name for t in many[:TASK_PREFIXES]}  # the old ones serve
+    finally:
+        backend.close()
+
+
+def test_a_batch_past_the_output_limit_is_refused_not_sent_to_llama_cpp(gguf_backend):
+    """llama.cpp aborts the process on a decode with more outputs than it reserved: never send one."""
+    from engine.backends.llamacpp_runtime import BatchEntry
+
+    runtime = gguf_backend._runtime
+    sequence = gguf_backend._sequences.take()
+    try:
+        entries = [BatchEntry(1, i, sequence, True) for i in range(runtime.outputs + 1)]
+        with pytest.raises(ValueError, match="outputs"):
+            runtime.decode(entries)
+        assert len(runtime.evaluate(entries)) == len(entries)  # evaluate splits it to fit
+    finally:
+        runtime.drop(sequence)
+        gguf_backend._sequences.give(sequence)

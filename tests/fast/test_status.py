@@ -148,8 +148,9 @@ def test_status_rendering():
                                                       "detail": "wrong answer"}}
     text = summary_markdown(snapshot)
     assert "failed" in text and "No model at /x" in text and "FAILED" in text and "wrong answer" in text
-    ready = summary_markdown({**snapshot, "state": "ready", "precision": {"format": "bf16", "reason": "auto: x"}})
-    assert "bf16 (auto: x)" in ready
+    ready = summary_markdown({**snapshot, "state": "ready", "precision": {"format": "bf16", "reason": "auto: x"},
+                              "backend": {"name": "llamacpp", "reason": "auto: y"}})
+    assert "bf16 (auto: x)" in ready and "llamacpp (auto: y)" in ready
     frame = event_frame([{"at": 0.0, "kind": "recovering", "ok": False, "detail": "hung"}])
     assert list(frame.columns) == EVENT_HEADERS and "__i18n__" not in "".join(EVENT_HEADERS)
     assert frame.iloc[0, 1] == "✗ recovering" and frame.iloc[0, 2] == "hung"
