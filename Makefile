@@ -24,7 +24,7 @@ $(BIN)/.llamacpp: $(BIN)/.runtime requirements-llamacpp.txt
 	@echo "Building llama-cpp-python (llama.cpp) from source for this CPU: this takes about 10 minutes on 2 cores..."
 	@started=$$(date +%s); \
 	CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/pip install -q -r requirements-llamacpp.txt && \
-	echo "llama-cpp-python built and installed in $$(( $$(date +%s) - started )) s."
+	echo "llama-cpp-python installed in $$(( $$(date +%s) - started )) s (seconds where pip reused a wheel it built before)."
 	touch $@
 
 llamacpp: $(BIN)/.llamacpp

@@ -48,9 +48,9 @@ class GateVerdict:
 
 
 # The accuracy gate the weight formats pass (sentiment within 1 point of torch fp32 on every shared file, chat
-# within 2 questions), measured for llama.cpp on the default model's Q4_K_M GGUF by bench/peer.py
-# (docs/benchmarks.md, "llama.cpp backend").
-LLAMACPP_GATE = GateVerdict(True, "llama.cpp passed the accuracy gate (bench/peer.py, docs/benchmarks.md)")
+# within 2 questions), measured for llama.cpp on the default model's Q4_K_M GGUF on 2026-12-02 (bench/peer.py and
+# bench/precision.py; docs/benchmarks.md, "llama.cpp backend": at most 0.7 points from fp32, chat equal).
+LLAMACPP_GATE = GateVerdict(True, "llama.cpp passed the accuracy gate (docs/benchmarks.md)")
 
 
 def llama_cpp_installed() -> bool:
