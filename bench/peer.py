@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 
 from common import REPO, cpu_flags_line, header, median
-from precision import DECODE_PROMPT, DECODE_TOKENS, FILES, gate
+from precision import DECODE_PROMPT, DECODE_TOKENS, FILES, gate, json_child, measure_in_child
 
 NOT_INSTALLED = """llama-cpp-python is not installed ({error}).
 
@@ -77,14 +75,6 @@ def plain_llama_decode(gguf: str, threads: int) -> dict:
             count += 1
         rates.append((count - 1) / (time.perf_counter() - first))
     return {"decode_1_tok_s": round(median(rates), 2), "threads": threads}
-
-
-def child(args: list[str]) -> dict | None:
-    out = subprocess.run([sys.executable, *args], cwd=REPO / "bench", capture_output=True, text=True)
-    if out.returncode != 0:
-        print(f"{' '.join(args)}: failed\n{out.stderr[-3000:]}", flush=True)
-        return None
-    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def cold_starts(runs: int) -> dict[str, dict]:
@@ -149,7 +139,9 @@ def main() -> None:
     parser.add_argument("--no-fp32", action="store_true", help="leave out torch fp32 (and so the gate)")
     parser.add_argument("--plain", help=argparse.SUPPRESS)  # the child: plain llama.cpp on this GGUF
     args = parser.parse_args()
-    threads = len(os.sched_getaffinity(0))
+    from engine.backends.llamacpp_runtime import cpu_threads
+
+    threads = cpu_threads()  # the backend's own rule, so plain llama.cpp gets the same threads
     if args.plain:
         print(json.dumps(plain_llama_decode(args.plain, threads)), flush=True)
         return
@@ -163,12 +155,11 @@ def main() -> None:
     print(cpu_flags_line())
     print(f"llama-cpp-python {getattr(llama_cpp, '__version__', '?')}, {threads} threads; {DECODE_TOKENS} new tokens "
           f"per chat, greedy; {args.rows} rows per sentiment file, {args.chat_questions} chat questions", flush=True)
-    plain = child([__file__, "--plain", str(gguf)])
+    plain = json_child([__file__, "--plain", str(gguf)])
     print(f"plain llama.cpp: {plain}", flush=True)
     results = {}
     for name in ["llamacpp", "auto"] + ([] if args.no_fp32 else ["fp32"]):
-        result = child(["precision.py", "--one", name, "--rows", str(args.rows),
-                        "--chat-questions", str(args.chat_questions)])
+        result = measure_in_child(name, args.rows, args.chat_questions)
         if result is not None:
             results[name] = result
             print(f"{name}: {json.dumps(result)}", flush=True)

@@ -148,6 +148,21 @@ def print_table(results: dict[str, dict]) -> None:
               f"| {r['chat_right']}/{r['chat_asked']} | {r['load_s']} s | {r['peak_rss_mib']} MiB | {verdicts[name]} |")
 
 
+def json_child(args: list[str]) -> dict | None:
+    """Run ``python ARGS`` in bench/ and return the JSON object its last line prints; on failure, say so with
+    the end of its stderr and return None (each measurement runs in a process of its own)."""
+    out = subprocess.run([sys.executable, *args], cwd=REPO / "bench", capture_output=True, text=True)
+    if out.returncode != 0:
+        print(f"{' '.join(args)}: failed\n{out.stderr[-3000:]}", flush=True)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def measure_in_child(name: str, rows: int, chat_questions: int) -> dict | None:
+    """``measure(name, ...)`` in a process of its own, so that its peak RSS is its own."""
+    return json_child([__file__, "--one", name, "--rows", str(rows), "--chat-questions", str(chat_questions)])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--formats", default="fp32,bf16,int8")
@@ -165,14 +180,10 @@ def main() -> None:
     print(f"auto picks here: {choose('auto').precision.value} ({choose('auto').reason})", flush=True)
     results = {}
     for name in args.formats.split(","):
-        out = subprocess.run([sys.executable, __file__, "--one", name, "--rows", str(args.rows),
-                              "--chat-questions", str(args.chat_questions)],
-                             cwd=REPO, capture_output=True, text=True)
-        if out.returncode != 0:
-            print(f"{name}: failed\n{out.stderr[-2000:]}", flush=True)
-            continue
-        results[name] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(f"{name}: {json.dumps(results[name])}", flush=True)
+        result = measure_in_child(name, args.rows, args.chat_questions)
+        if result is not None:
+            results[name] = result
+            print(f"{name}: {json.dumps(result)}", flush=True)
     print()
     print_table(results)
 

@@ -56,31 +56,33 @@ def tiny_handle(tiny_model_dir):
     return load_model(tiny_model_dir, precision=TEST_PRECISION)
 
 
-def _engine_on(backend, tasks, overrides):
-    from engine.engine import Engine, EngineConfig
+def _engine_config(overrides: dict):
+    """The engine settings every test engine starts from: short answers, a generous time limit."""
+    from engine.types import EngineConfig
+
+    return EngineConfig(**{"max_new_tokens": 12, "request_timeout_s": 30.0, **overrides})
+
+
+def _engine_on(backend, tasks, config):
+    from engine.engine import Engine
     from engine.faults import FaultyBackend
 
-    settings = dict(max_new_tokens=12, request_timeout_s=30.0)
-    settings.update(overrides)
-    return Engine(FaultyBackend(backend), tasks, EngineConfig(**settings)).start()
+    return Engine(FaultyBackend(backend), tasks, config).start()
 
 
 def make_engine(handle, tasks, **overrides):
     """An engine on the torch backend over a loaded model, wrapped for fault drills as the worker wraps it."""
     from engine.backends.torch_backend import TorchBackend
 
-    return _engine_on(TorchBackend(handle), tasks, overrides)
+    return _engine_on(TorchBackend(handle), tasks, _engine_config(overrides))
 
 
 def make_test_engine(model_dir, tasks, **overrides):
     """An engine on the test run's backend and format (``TEST_BACKEND``), as the worker makes it."""
     from engine.backends import open_backend
-    from engine.types import EngineConfig
 
-    settings = dict(max_new_tokens=12, request_timeout_s=30.0)
-    settings.update(overrides)
-    backend = open_backend(TEST_BACKEND, model_dir, TEST_PRECISION, limits=EngineConfig(**settings))
-    return _engine_on(backend, tasks, settings)
+    config = _engine_config(overrides)
+    return _engine_on(open_backend(TEST_BACKEND, model_dir, TEST_PRECISION, limits=config), tasks, config)
 
 
 @pytest.fixture(scope="session")

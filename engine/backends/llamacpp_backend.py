@@ -23,6 +23,7 @@ score, plus the tasks' prefixes.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,7 +76,7 @@ class _ChatTemplate:
 
         env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
         env.globals["raise_exception"] = raise_exception
-        env.filters["tojson"] = lambda value, **kw: __import__("json").dumps(value, ensure_ascii=False, **kw)
+        env.filters["tojson"] = lambda value, **kw: json.dumps(value, ensure_ascii=False, **kw)
         self._template = env.from_string(source)
         self._tokens = {"bos_token": bos_token, "eos_token": eos_token}
 
