@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: run test setup model llamacpp test-deps test-fast test-e2e bench ha-demo clean
+.PHONY: run test setup model test-deps test-fast test-e2e bench ha-demo clean
 
 $(BIN)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,17 +18,6 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 
 setup: $(BIN)/.runtime
 
-## llamacpp: the optional llama.cpp backend (--backend llamacpp; auto picks it once installed). It builds
-## llama.cpp from source for this CPU: about 10 minutes on 2 cores, once.
-$(BIN)/.llamacpp: $(BIN)/.runtime requirements-llamacpp.txt
-	@echo "Building llama-cpp-python (llama.cpp) from source for this CPU: this takes about 10 minutes on 2 cores..."
-	@started=$$(date +%s); \
-	CMAKE_ARGS="-DGGML_NATIVE=ON" $(BIN)/pip install -q -r requirements-llamacpp.txt && \
-	echo "llama-cpp-python installed in $$(( $$(date +%s) - started )) s (seconds where pip reused a wheel it built before)."
-	touch $@
-
-llamacpp: $(BIN)/.llamacpp
-
 ## model: assemble + convert the embedded default model into models/ (once; ~2 min)
 model: setup
 	$(BIN)/python -m ops.models install-default
@@ -41,8 +30,8 @@ test-deps: $(BIN)/.dev
 	bash scripts/install-system-deps.sh
 
 # The fast tier runs on torch in fp32 (the reference), then the tests that touch the model run again in
-# the weight format --precision auto picks on this machine, and, where llama-cpp-python is installed
-# (make llamacpp; CI installs it), the engine, worker, drill and hot-swap tests on the llamacpp backend.
+# the weight format --precision auto picks on this machine, and the engine, worker, drill and hot-swap
+# tests on the llamacpp backend (its prebuilt library comes with requirements.txt).
 # The e2e tier runs on what --backend auto and --precision auto pick: what users get.
 MODEL_TESTS := tests/fast/test_engine.py tests/fast/test_batching.py tests/fast/test_worker.py tests/fast/test_precision.py
 LLAMACPP_TESTS := tests/fast/test_llamacpp.py tests/fast/test_engine.py tests/fast/test_worker.py \
@@ -51,12 +40,7 @@ LLAMACPP_TESTS := tests/fast/test_llamacpp.py tests/fast/test_engine.py tests/fa
 test-fast: test-deps
 	$(BIN)/python -m pytest tests/fast
 	ALLINONE_TEST_PRECISION=auto $(BIN)/python -m pytest $(MODEL_TESTS)
-	@if $(BIN)/python -c "import llama_cpp" 2>/dev/null; then \
-		echo "ALLINONE_TEST_BACKEND=llamacpp $(BIN)/python -m pytest $(LLAMACPP_TESTS)"; \
-		ALLINONE_TEST_BACKEND=llamacpp $(BIN)/python -m pytest $(LLAMACPP_TESTS); \
-	else \
-		echo "llama-cpp-python is not installed: the llamacpp backend's tests do not run (make llamacpp)."; \
-	fi
+	ALLINONE_TEST_BACKEND=llamacpp $(BIN)/python -m pytest $(LLAMACPP_TESTS)
 
 test-e2e: test-deps model
 	ALLINONE_TEST_BACKEND=auto ALLINONE_TEST_PRECISION=auto $(BIN)/python -m pytest tests/e2e

@@ -47,6 +47,7 @@ class BackendInfo:
     load_seconds: float
     backend: str = "torch"  # the runtime serving it: torch or llamacpp (engine.backends)
     backend_reason: str = "--backend torch"  # why this runtime (the flag, or what ``auto`` found)
+    blocks: int = 0  # the model's transformer blocks (a head on layer k < blocks exits early)
 
     @property
     def label(self) -> str:

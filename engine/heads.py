@@ -4,11 +4,14 @@ A classify task that names an ``examples_file`` (``engine.tasks``) can be
 answered two ways (``engine.types.ClassifyMode``):
 
 - ``prompt``: the label words' scores at the answer position (always there);
-- ``head``: a small linear layer on the same forward pass's hidden state at the
-  answer position plus the label log-probabilities, fitted on the task's
-  labelled examples (``python -m ops.heads fit``; the fitting itself is the
-  backend's, ``engine.backends.torch_head``). It costs one tiny matrix product
-  per text: no second model, no second pass.
+- ``head``: a small linear layer on a hidden state at the answer position,
+  fitted on the task's labelled examples (``python -m ops.heads fit``; the
+  fitting is ``engine.backends.torch_head``). The head records what it reads
+  (``HeadFile.layer``): the hidden state after the first k transformer
+  blocks, where classification then stops (early exit: a head on layer 12 of
+  24 costs half a forward pass), or, with no layer, the last hidden state
+  plus the label log-probabilities of the prompt's own pass (format v1). k is
+  chosen per task and model by cross-validation on the examples.
 
 A head only means something for the model and the task it was fitted on, so
 its file records both: the task's fingerprint (everything that changes the
@@ -36,6 +39,7 @@ from engine.tasks import ClassifyTask
 
 __all__ = [
     "FORMAT",
+    "FORMATS",
     "HeadFile",
     "HeadState",
     "HeadStatus",
@@ -47,7 +51,8 @@ __all__ = [
     "write_head",
 ]
 
-FORMAT = "allinone-linear-head-v1"  # features: hidden state at the answer position, then label log-probs
+FORMAT = "allinone-linear-head-v2"  # ``layer`` says what the weights read (HeadFile)
+FORMATS = ("allinone-linear-head-v1", FORMAT)  # v1: the last hidden state, then label log-probs (no ``layer``)
 
 
 class HeadStatus(str, Enum):
@@ -89,13 +94,21 @@ class HeadFile:
     tuning_accuracy: float  # on the examples themselves
     cv_accuracy: float  # 5-fold cross-validation on the examples: the honest estimate
     fitted: str  # UTC time
-    weight: list[list[float]]  # [labels][hidden size + labels]
+    weight: list[list[float]]  # [labels][features]: hidden size, plus the labels where ``layer`` is None
     bias: list[float]
     format: str = FORMAT
+    # The hidden state read: after ``layer`` transformer blocks (early exit: classification runs no
+    # further), or None for the last one (after the final norm) followed by the label log-probabilities.
+    layer: int | None = None
+    layer_cv: dict[str, float] | None = None  # cross-validated accuracy of each candidate ("last": None)
+
+    @property
+    def reads(self) -> str:
+        return "the last layer and the label scores" if self.layer is None else f"layer {self.layer}"
 
     def describe(self) -> str:
-        return (f"linear head fitted {self.fitted[:10]} on {self.examples} examples with {self.model} "
-                f"({self.precision}); cross-validated accuracy {self.cv_accuracy:.3f}")
+        return (f"linear head on {self.reads}, fitted {self.fitted[:10]} on {self.examples} examples with "
+                f"{self.model} ({self.precision}); cross-validated accuracy {self.cv_accuracy:.3f}")
 
 
 def task_fingerprint(task: ClassifyTask) -> str:
@@ -192,8 +205,8 @@ class ModelHeads:
 def _read(path: Path) -> HeadFile:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        if data.get("format") != FORMAT:
-            raise ConfigError(f"{path}: format {data.get('format')!r}, this version reads {FORMAT!r}.")
+        if data.get("format") not in FORMATS:
+            raise ConfigError(f"{path}: format {data.get('format')!r}, this version reads {' or '.join(FORMATS)}.")
         head = HeadFile(**data)
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"Cannot read the head {path}: {exc}") from exc

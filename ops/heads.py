@@ -1,12 +1,15 @@
 """The linear heads' command line (``engine.heads``): fit a classify task's head, list their states.
 
-    python -m ops.heads fit [--task T] [--model-dir DIR] [--tasks-file F] [--precision P] [--l2 X]
+    python -m ops.heads fit [--task T] [--model-dir DIR] [--tasks-file F] [--backend B] [--precision P] [--l2 X]
+                            [--last-layer]
     python -m ops.heads list [--model-dir DIR] [--tasks-file F]
 
-``fit`` loads the model in this process (the app may keep serving: a running
-worker picks a new head up at its next load or reload), reads every example of
-the task's ``examples_file`` through the same forward pass that serves
-requests, fits the head and stores it beside the tasks file, for this model.
+``fit`` loads the model in this process on the backend ``--backend`` picks (the
+app may keep serving: a running worker picks a new head up at its next load or
+reload), reads every example of the task's ``examples_file`` through the same
+passes that serve requests, chooses the layer the head reads by
+cross-validation (``engine.backends.torch_head``), fits the head and stores it
+beside the tasks file, for this model.
 Without ``--task`` it fits every classify task that names examples. It shows
 progress: reading 1,600 examples takes a few minutes on two cores.
 """
@@ -59,17 +62,20 @@ def _fit(args) -> int:
     from engine.heads import write_head
 
     tasks = _tasks_with_examples(args.tasks_file, args.task)
-    print(f"Loading {args.model_dir} ({args.precision}) ...", flush=True)
-    backend = open_backend("torch", args.model_dir, precision=args.precision)
+    print(f"Loading {args.model_dir} ({args.backend}, {args.precision}) ...", flush=True)
+    backend = open_backend(args.backend, args.model_dir, precision=args.precision)
     backend.prepare(tasks, max_input_tokens=256)
     model_id = model_identity(backend.info.path)
     for task in tasks:
         print(f"Fitting the head of {task.name!r} on {len(task.head_examples.examples)} examples "
               f"({task.head_examples.path.name}) with {backend.info.label}, {backend.info.precision}:", flush=True)
-        head = fit_task_head(backend.scorer(task.name), task, backend.info, model_id, args.l2, _progress(task.name))
+        head = fit_task_head(backend.scorer(task.name), task, backend.info, model_id, args.l2,
+                             _progress(task.name), layers=[] if args.last_layer else None)
         path = write_head(task, head)
-        print(f"  wrote {path}: accuracy {head.tuning_accuracy:.3f} on the examples, "
-              f"{head.cv_accuracy:.3f} cross-validated (5 folds)", flush=True)
+        print("  cross-validated accuracy (5 folds) per layer: "
+              + ", ".join(f"{name} {accuracy:.3f}" for name, accuracy in head.layer_cv.items()), flush=True)
+        print(f"  wrote {path}: a head on {head.reads}; accuracy {head.tuning_accuracy:.3f} on the examples, "
+              f"{head.cv_accuracy:.3f} cross-validated", flush=True)
     print("A running app uses a new head from its next model load (POST /admin/reload).")
     return 0
 
@@ -94,7 +100,11 @@ def main(argv: list[str] | None = None) -> int:
             from engine.backends.torch_head import DEFAULT_L2
 
             p.add_argument("--task", help="one task (default: every task with an examples_file)")
+            p.add_argument("--backend", default="auto", choices=("auto", "torch", "llamacpp"),
+                           help="the runtime whose hidden states are read (default: what the app's auto serves)")
             p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
+            p.add_argument("--last-layer", action="store_true",
+                           help="read the last layer and the label scores (no layer choice, no early exit)")
             p.add_argument("--l2", type=float, default=DEFAULT_L2, help=f"L2 penalty (default {DEFAULT_L2})")
     args = parser.parse_args(argv)
     try:

@@ -6,17 +6,19 @@ new runtime is one new module here and one line below.
 
 - ``torch``: transformers + torch on the version's safetensors, in the weight
   format ``--precision`` picks (``engine.precision``). Always installed.
-- ``llamacpp``: llama.cpp on the version's GGUF (``llamacpp_backend``). An
-  optional extra (``make llamacpp``).
-- ``auto``: ``llamacpp`` where it is installed, the version has a GGUF, the
-  weight format was left to ``auto`` and the runtime passed the accuracy
-  gate (``LLAMACPP_GATE``); else ``torch``. The reason says which condition
-  decided.
+- ``llamacpp``: llama.cpp on the version's GGUF (``llamacpp_backend``), from
+  the prebuilt library that requirements.txt installs (``llama_capi``).
+- ``auto``: ``llamacpp`` where its library is installed, the CPU has what
+  that library was built for (``LLAMACPP_CPU_FLAGS``: it would die of an
+  illegal instruction elsewhere), the version has a GGUF, the weight format
+  was left to ``auto`` and the runtime passed the accuracy gate
+  (``LLAMACPP_GATE``); else ``torch``. The per-CPU table is what
+  ``bench/class_load.py`` measured (docs/benchmarks.md). The reason says
+  which condition decided.
 """
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -24,9 +26,10 @@ from pathlib import Path
 from engine.backend import Backend
 from engine.errors import ModelUnavailable
 from engine.loader import gguf_file, has_torch_weights
+from engine.precision import cpu_flags
 from engine.types import EngineConfig
 
-__all__ = ["BackendChoice", "BackendKind", "LLAMACPP_GATE", "choose_backend", "open_backend"]
+__all__ = ["BackendChoice", "BackendKind", "LLAMACPP_CPU_FLAGS", "LLAMACPP_GATE", "choose_backend", "open_backend"]
 
 
 class BackendKind(str, Enum):
@@ -53,13 +56,21 @@ class GateVerdict:
 LLAMACPP_GATE = GateVerdict(True, "llama.cpp passed the accuracy gate (docs/benchmarks.md)")
 
 
+# What the prebuilt llama.cpp library (xllamacpp's manylinux wheel) was compiled for: it uses these
+# instructions unconditionally. On every CPU that has them, llama.cpp served the class faster than torch
+# int8 once classification exits early (docs/benchmarks.md, "Classroom speed").
+LLAMACPP_CPU_FLAGS = ("avx2", "fma", "f16c")
+
+
 def llama_cpp_installed() -> bool:
-    """Whether llama-cpp-python is installed (found, not imported: importing it loads its library)."""
-    return importlib.util.find_spec("llama_cpp") is not None
+    """Whether the llama.cpp library is installed (found, not loaded)."""
+    from engine.backends.llama_capi import library_path
+
+    return library_path() is not None
 
 
 def choose_backend(requested: str, model_dir: Path, precision: str = "auto", device: str = "cpu",
-                   installed: bool | None = None) -> BackendChoice:
+                   installed: bool | None = None, flags: frozenset[str] | None = None) -> BackendChoice:
     """The runtime for ``model_dir``: the one asked for, or ``auto``'s pick (module doc), with why.
 
     ``ModelUnavailable`` when the runtime asked for cannot serve this version."""
@@ -89,12 +100,14 @@ def choose_backend(requested: str, model_dir: Path, precision: str = "auto", dev
     elif gguf is None:
         why_not = "the version has no GGUF"
     elif not installed:
-        why_not = "llama-cpp-python is not installed (make llamacpp)"
+        why_not = "the llama.cpp library (xllamacpp) is not installed (make setup)"
+    elif missing := [f for f in LLAMACPP_CPU_FLAGS if f not in (cpu_flags() if flags is None else flags)]:
+        why_not = f"the CPU lacks {', '.join(missing)}, which the prebuilt llama.cpp needs"
     elif not LLAMACPP_GATE.passed:
         why_not = LLAMACPP_GATE.detail
     if why_not is not None:
         return BackendChoice(BackendKind.TORCH, f"auto: torch, because {why_not}")
-    return BackendChoice(BackendKind.LLAMACPP, f"auto: llama-cpp-python is installed, the version has a GGUF "
+    return BackendChoice(BackendKind.LLAMACPP, f"auto: llama.cpp is installed, the CPU has {'/'.join(LLAMACPP_CPU_FLAGS)}, the version has a GGUF "
                                                f"({gguf.name}) and {LLAMACPP_GATE.detail}")
 
 

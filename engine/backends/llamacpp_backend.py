@@ -11,7 +11,10 @@ imports torch.
   (``llamacpp_runtime``); ``start`` evaluates its prompt, ``step`` feeds one
   token per chat in one ``llama_decode``, ``release`` drops its cells.
   Greedy answers are the same alone or in a batch (tested).
-- Classification: ``llamacpp_scoring.GgufLabelScorer`` per classify task.
+- Classification: ``llamacpp_scoring.GgufLabelScorer`` per classify task;
+  heads on an early layer read it from a second, early-exit context over the
+  same weights (``llamacpp_layers.LayerTap``), made when the first such head
+  is found.
 - Text: the GGUF's own vocabulary and chat template (rendered with Jinja as
   transformers renders it), so no tokenizer files are needed: a version that
   holds only a GGUF serves.
@@ -33,8 +36,9 @@ import numpy as np
 from loguru import logger
 
 from engine.backend import BackendInfo, Scored
+from engine.backends.llamacpp_layers import LayerTap
 from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
-from engine.backends.llamacpp_scoring import SCORE_ROWS, TASK_PREFIXES, GgufLabelScorer, NumpyHead
+from engine.backends.llamacpp_scoring import SCORE_ROWS, TASK_PREFIXES, GgufLabelScorer
 from engine.errors import ConfigError, ModelUnavailable
 from engine.heads import HeadState, ModelHeads
 from engine.label_scoring import MAX_TOKENS_PER_FORWARD
@@ -127,12 +131,14 @@ class LlamaCppBackend:
         self._scorers: dict[str, GgufLabelScorer] = {}
         self._heads: dict[str, HeadState] = {}
         self._head_files = ModelHeads(self._path)
+        self._tap: LayerTap | None = None  # the early-exit context, made for the first head on a layer
         name, version = describe_model_dir(self._path)
         description = self._runtime.description()  # e.g. "qwen2 1B Q4_K - Medium"
         file_type = description.split(" ", 2)[2] if description.count(" ") >= 2 else "gguf"
         self.info = BackendInfo(name, version, self._path, file_type,
                                 f"the GGUF's own format ({gguf.name}: {description})", "cpu",
-                                time.monotonic() - started, backend="llamacpp", backend_reason=reason)
+                                time.monotonic() - started, backend="llamacpp", backend_reason=reason,
+                                blocks=self._runtime.layers)
         logger.info("llama.cpp: {} in a context of {} tokens, {} threads", gguf.name, self._runtime.context_tokens,
                     self._runtime.threads)
 
@@ -152,11 +158,11 @@ class LlamaCppBackend:
                 if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
                     scorers[task.name], heads[task.name] = old, self._heads[task.name]
                     continue
-                scorer = GgufLabelScorer(self._runtime, self._sequences, task, self.render, max_input_tokens)
+                scorer = GgufLabelScorer(self._runtime, self._sequences, task, self.render, max_input_tokens,
+                                         self.early_exit)
                 built.append(scorer)
                 head, heads[task.name] = self._head_files.find(task)
-                if head is not None:
-                    scorer.head = NumpyHead(head)
+                scorer.attach_head(head)
                 scorers[task.name] = scorer
         except BaseException:
             for scorer in built:  # all or nothing: the old scorers keep serving
@@ -166,6 +172,13 @@ class LlamaCppBackend:
             if scorers.get(name) is not scorer:
                 scorer.close()
         self._scorers, self._heads = scorers, heads
+
+    def early_exit(self) -> LayerTap:
+        """The early-exit context (``llamacpp_layers``): room for every task's prefix and a scoring batch."""
+        if self._tap is None:
+            self._tap = LayerTap(self._runtime, PREFIX_TOKENS + MAX_TOKENS_PER_FORWARD, MAX_TOKENS_PER_FORWARD,
+                                 TASK_PREFIXES + SCORE_ROWS)
+        return self._tap
 
     def head_states(self) -> dict[str, HeadState]:
         return dict(self._heads)

@@ -32,22 +32,12 @@ from typing import Sequence
 import numpy as np
 from loguru import logger
 
+from engine.backends.llama_capi import load_api
 from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable
 
-__all__ = ["BatchEntry", "LlamaRuntime", "SequenceIds", "import_llama_cpp"]
+__all__ = ["BatchEntry", "LlamaRuntime", "SequenceIds"]
 
 _log_callback = None  # kept alive for as long as llama.cpp may call it
-
-
-def import_llama_cpp():
-    """The ``llama_cpp`` module, or ``ModelUnavailable`` saying how to install it."""
-    try:
-        import llama_cpp
-    except (ImportError, OSError, RuntimeError) as exc:  # RuntimeError/OSError: its shared library failed
-        raise ModelUnavailable(f"The llamacpp backend needs llama-cpp-python ({exc}). Install it with "
-                               "`make llamacpp` (it builds llama.cpp from source: about 10 minutes on 2 cores), "
-                               "or start with --backend torch.") from None
-    return llama_cpp
 
 
 def _route_logs(llama_cpp) -> None:
@@ -62,7 +52,7 @@ def _route_logs(llama_cpp) -> None:
             if message:
                 logger.log("WARNING" if level == 3 else "ERROR", "llama.cpp: {}", message)
 
-    _log_callback = llama_cpp.llama_log_callback(forward)
+    _log_callback = llama_cpp.log_callback(forward)
     llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
@@ -109,7 +99,7 @@ class LlamaRuntime:
 
     def __init__(self, gguf: Path, context_tokens: int, batch_tokens: int, sequences: int, outputs: int,
                  threads: int | None = None) -> None:
-        ll = self._ll = import_llama_cpp()
+        ll = self._ll = load_api()
         _route_logs(ll)
         ll.llama_backend_init()
         model_params = ll.llama_model_default_params()
@@ -121,22 +111,12 @@ class LlamaRuntime:
         if not self._model:
             raise ModelUnavailable(f"llama.cpp could not load {gguf} (see the log for its reason).")
         threads = threads or cpu_threads()
-        params = ll.llama_context_default_params()
-        params.n_ctx = context_tokens
-        params.n_batch = batch_tokens
-        params.n_ubatch = min(batch_tokens, 512)
-        params.n_seq_max = min(sequences, ll.llama_max_parallel_sequences())
+        params = self.context_params(context_tokens, batch_tokens, sequences, threads)
         # The logits read from one decode: llama.cpp reserves n_outputs_max x vocabulary floats for them
         # (0.6 MB a row here; its default, the batch size, reserved 0.3 GB), and asserts that no decode
         # asks for more: ``decode`` refuses to, and ``evaluate`` splits to fit.
         params.n_outputs_max = max(outputs, params.n_seq_max)
-        params.n_threads = params.n_threads_batch = threads
-        params.kv_unified = True  # one cache for every sequence: seq_cp shares cells (module doc)
-        # Hidden states (for classify heads) only while ``with_hidden`` is on: in that mode llama.cpp makes
-        # every token of a batch an output, so it is switched on for batches of answer positions alone.
-        params.embeddings = False
-        params.pooling_type = ll.LLAMA_POOLING_TYPE_NONE
-        params.no_perf = True
+        self._taps: list = []  # contexts of ``llamacpp_layers.LayerTap`` over this model, closed before it
         self._ctx = ll.llama_init_from_model(self._model, params)
         if not self._ctx:
             ll.llama_model_free(self._model)
@@ -145,6 +125,7 @@ class LlamaRuntime:
         self._vocab = ll.llama_model_get_vocab(self._model)
         self.vocab_size = ll.llama_vocab_n_tokens(self._vocab)
         self.hidden_size = ll.llama_model_n_embd(self._model)
+        self.layers = ll.llama_model_n_layer(self._model)
         self.sequences = params.n_seq_max
         self.context_tokens = context_tokens
         self.batch_tokens = batch_tokens
@@ -152,6 +133,35 @@ class LlamaRuntime:
         self.threads = threads
         self._batch = ll.llama_batch_init(batch_tokens, 0, 1)
         self._closed = threading.Event()
+
+    def context_params(self, context_tokens: int, batch_tokens: int, sequences: int, threads: int):
+        """Parameters for a context over this model: a unified KV cache, logits only (module doc)."""
+        ll = self._ll
+        params = ll.llama_context_default_params()
+        params.n_ctx = context_tokens
+        params.n_batch = batch_tokens
+        params.n_ubatch = min(batch_tokens, 512)
+        params.n_seq_max = min(sequences, ll.LLAMA_MAX_SEQ)
+        params.n_threads = params.n_threads_batch = threads
+        params.kv_unified = True  # one cache for every sequence: seq_cp shares cells (module doc)
+        # Hidden states (for classify heads) only while ``with_hidden`` is on: in that mode llama.cpp makes
+        # every token of a batch an output, so it is switched on for batches of answer positions alone.
+        params.embeddings = False
+        params.pooling_type = ll.LLAMA_POOLING_TYPE_NONE
+        params.no_perf = True
+        return params
+
+    def new_context(self, params):
+        """A further context over this model (``llamacpp_layers``); closed with the runtime."""
+        return self._ll.llama_init_from_model(self._model, params)
+
+    @property
+    def api(self):
+        return self._ll
+
+    def adopt(self, tap) -> None:
+        """Close ``tap`` (anything with ``close()``) before the model it computes with."""
+        self._taps.append(tap)
 
     # -- the vocabulary ---------------------------------------------------------------------------
 
@@ -295,6 +305,8 @@ class LlamaRuntime:
         if self._closed.is_set():
             return
         self._closed.set()
+        for tap in self._taps:
+            tap.close()
         self._ll.llama_batch_free(self._batch)
         self._ll.llama_free(self._ctx)
         self._ll.llama_model_free(self._model)

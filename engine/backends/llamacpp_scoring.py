@@ -18,15 +18,21 @@ Multi-token spellings add one decode each, on the texts' own sequences.
 The scratch sequences are dropped at the end of the batch, so scoring holds
 no cache between calls but the prefix.
 
-A task's fitted head (``engine.heads``) is applied here too, in numpy: the
-features are the same (hidden state, then label log-probabilities).
+A task's fitted head (``engine.heads``) is applied here too, in numpy, on
+the features it records: a head on layer k reads the hidden state after k
+blocks from the backend's early-exit context (``llamacpp_layers``), which
+stops there; a v1 head reads this pass's last hidden state and label
+log-probabilities.
 """
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from engine.backend import Scored
+from engine.backends.llamacpp_layers import LayerTap, TapPrefix
 from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
 from engine.errors import ConfigError, InvalidOutput
 from engine.heads import HeadFile
@@ -57,18 +63,22 @@ class NumpyHead:
     def __init__(self, head: HeadFile) -> None:
         self.weight = np.asarray(head.weight, dtype=np.float64)
         self.bias = np.asarray(head.bias, dtype=np.float64)
+        self.layer = head.layer
 
-    def log_probs(self, hidden: np.ndarray, label_logprobs: np.ndarray) -> np.ndarray:
-        features = np.concatenate([hidden, label_logprobs], axis=-1).astype(np.float64)
-        return _log_softmax(features @ self.weight.T + self.bias)
+    def log_probs(self, hidden: np.ndarray, label_logprobs: np.ndarray | None = None) -> np.ndarray:
+        """Label log-probabilities from the hidden states the head reads (plus the label scores for a
+        last-layer head)."""
+        features = hidden if self.layer is not None else np.concatenate([hidden, label_logprobs], axis=-1)
+        return _log_softmax(features.astype(np.float64) @ self.weight.T + self.bias)
 
 
 class GgufLabelScorer:
     """Scores one classify task's labels on a ``LlamaRuntime``; the model thread's only."""
 
     def __init__(self, runtime: LlamaRuntime, sequences: SequenceIds, task: ClassifyTask, render: RenderChat,
-                 max_input_tokens: int) -> None:
+                 max_input_tokens: int, early_exit: Callable[[], LayerTap]) -> None:
         self.runtime = runtime
+        self._early_exit = early_exit  # the backend's early-exit context, made on first use
         self.task = task
         self.max_input_tokens = max_input_tokens
         self._sequences = sequences
@@ -76,7 +86,8 @@ class GgufLabelScorer:
         self._spellings, self._spelling_label = plan.spellings, np.array(plan.spelling_label)
         self._firsts, self._continuations = np.array(plan.firsts), plan.continuations
         self._label_bias = np.array(plan.label_bias)
-        self.head: NumpyHead | None = None  # set by the backend when a head fitted for this model is found
+        self.head: NumpyHead | None = None  # set by ``attach_head`` when a head fitted for this model is found
+        self._exit: TapPrefix | None = None  # the prefix on the early-exit context, for layer heads
         prefix_ids = plan.prefix_ids
         self.prefix_len = len(prefix_ids)
         self._prefix_sequence = sequences.take()
@@ -86,8 +97,23 @@ class GgufLabelScorer:
             self.close()
             raise
 
+    def attach_head(self, head: HeadFile | None) -> None:
+        """Answer ``head`` mode with ``head``; a head on a layer has the task's prefix put on the
+        early-exit context now, not at the first request."""
+        self.head = None if head is None else NumpyHead(head)
+        if head is not None and head.layer is not None:
+            self._exit_prefix()
+
+    def _exit_prefix(self) -> TapPrefix:
+        if self._exit is None:
+            self._exit = TapPrefix(self._early_exit(), self._plan.prefix_ids)
+        return self._exit
+
     def close(self) -> None:
         """Free the prefix's cells and its sequence id (when the task is dropped or changed)."""
+        if self._exit is not None:
+            self._exit.close()
+            self._exit = None
         if self._prefix_sequence is not None:
             self.runtime.drop(self._prefix_sequence)
             self._sequences.give(self._prefix_sequence)
@@ -111,6 +137,19 @@ class GgufLabelScorer:
                 rows = group[start : start + SCORE_ROWS]
                 hidden[rows], logprobs[rows] = self._forward([encoded[i][0] for i in rows], with_hidden)
         return hidden, logprobs, [t for _, t in encoded]
+
+    def layer_features(self, texts: list[str], layers: list[int]) -> dict[int, np.ndarray]:
+        """Per layer of ``layers`` (each 1 .. layers-1), the hidden state after that many blocks at each
+        text's answer position [n, hidden], from the early-exit context."""
+        prefix = self._exit_prefix()
+        encoded = [self._suffix_ids(t)[0] for t in texts]
+        found = {k: np.zeros((len(texts), self.runtime.hidden_size), dtype=np.float32) for k in layers}
+        for group in length_groups([len(ids) for ids in encoded], MAX_TOKENS_PER_FORWARD):
+            for start in range(0, len(group), SCORE_ROWS):
+                rows = group[start : start + SCORE_ROWS]
+                for k, values in prefix.hidden([encoded[i] for i in rows], layers).items():
+                    found[k][rows] = values
+        return found
 
     def _forward(self, rows: list[list[int]], with_hidden: bool) -> tuple[np.ndarray, np.ndarray]:
         runtime = self.runtime
@@ -164,11 +203,20 @@ class GgufLabelScorer:
 
     def score(self, texts: list[str], modes: list[ClassifyMode]) -> list[Scored]:
         by_head = np.array([mode is ClassifyMode.HEAD for mode in modes], dtype=bool)
-        hidden, logprobs, truncated = self.features(texts, with_hidden=bool(by_head.any()))
-        if by_head.any():
-            if self.head is None:
-                raise ConfigError(f"Task {self.task.name!r} has no head on this model.")  # admission prevents it
-            logprobs[by_head] = self.head.log_probs(hidden[by_head], logprobs[by_head])
-            if not np.isfinite(logprobs).all():
-                raise InvalidOutput()
+        if by_head.any() and self.head is None:
+            raise ConfigError(f"Task {self.task.name!r} has no head on this model.")  # admission prevents it
+        if by_head.any() and self.head.layer is not None:  # early exit: the full pass only for prompt rows
+            logprobs = np.empty((len(texts), len(self.task.labels)))
+            truncated = [self._suffix_ids(t)[1] for t in texts]
+            heads = [t for t, h in zip(texts, by_head) if h]
+            logprobs[by_head] = self.head.log_probs(self.layer_features(heads, [self.head.layer])[self.head.layer])
+            if not by_head.all():
+                prompts = [t for t, h in zip(texts, by_head) if not h]
+                logprobs[~by_head] = self.features(prompts, with_hidden=False)[1]
+        else:
+            hidden, logprobs, truncated = self.features(texts, with_hidden=bool(by_head.any()))
+            if by_head.any():
+                logprobs[by_head] = self.head.log_probs(hidden[by_head], logprobs[by_head])
+        if not np.isfinite(logprobs).all():
+            raise InvalidOutput()
         return scored_rows(self.task, np.exp(logprobs).tolist(), truncated, modes)

@@ -87,7 +87,8 @@ class TorchBackend:
         self.handle = handle
         self.info = BackendInfo(handle.name, handle.version, handle.path, handle.precision,
                                 handle.precision_reason, handle.device, handle.load_seconds,
-                                backend="torch", backend_reason=reason)
+                                backend="torch", backend_reason=reason,
+                                blocks=handle.model.config.num_hidden_layers)
         self.stop_ids = stop_token_ids(handle.model, handle.tokenizer)
         self._model, self._tokenizer = handle.model, handle.tokenizer
         self._batch = DecodeBatch(self._model)
@@ -109,7 +110,7 @@ class TorchBackend:
             scorer = LabelScorer(self._model, self._tokenizer, task, self.render, max_input_tokens)
             head, heads[task.name] = self._head_files.find(task)
             if head is not None:
-                scorer.head = LinearHead(head.weight, head.bias)
+                scorer.head = LinearHead(head)
             scorers[task.name] = scorer
         self._scorers, self._heads = scorers, heads
 

@@ -1,13 +1,19 @@
 """Fitting and applying a classify task's linear head (``engine.heads``) with torch.
 
-Features, per text, from the one forward pass the label scorer already runs:
-the hidden state at the answer position, then the label log-probabilities
-(the prompt mode's own answer, so the head can only add to it). The head is a
-multinomial logistic regression on the standardised features with an L2
-penalty, fitted by full-batch L-BFGS in float64 from zeros: the same examples
-give the same head, bit for bit, on the same machine. The standardisation is
-folded into the stored weights, so applying a head is one small matrix
-product on the raw features.
+The features come from either backend's scorer, per text at the answer
+position: the hidden state after k blocks for each candidate layer k (one
+pass, stopping after the deepest), and the last hidden state followed by the
+label log-probabilities (the v1 head's features: the prompt mode's own
+answer, so that head can only add to it). The head is a multinomial logistic
+regression on the standardised features with an L2 penalty, fitted by
+full-batch L-BFGS in float64 from zeros: the same examples give the same
+head, bit for bit, on the same machine. The standardisation is folded into
+the stored weights, so applying a head is one small matrix product.
+
+The layer is chosen by 5-fold cross-validation on the examples alone: the
+shallowest candidate within ``LAYER_TOLERANCE`` of the best, since a
+shallower head is a cheaper one (early exit). The examples should hold every
+language and kind of text the task serves, so that no one of them chooses.
 """
 
 from __future__ import annotations
@@ -22,9 +28,12 @@ from engine.errors import ConfigError
 from engine.heads import HeadFile, task_fingerprint
 from engine.tasks import ClassifyTask
 
-__all__ = ["DEFAULT_L2", "LinearHead", "cross_validated_accuracy", "fit_linear_head", "fit_task_head"]
+__all__ = ["DEFAULT_L2", "LinearHead", "candidate_layers", "choose_layer", "cross_validated_accuracy",
+           "fit_linear_head", "fit_task_head"]
 
 DEFAULT_L2 = 1.0  # chosen by 5-fold cross-validation on the tuning parts (docs/benchmarks.md, "Linear head")
+LAYER_TOLERANCE = 0.005  # a shallower layer within half a point of the best cross-validated accuracy wins
+LAST = "last"  # the candidate that reads the last layer and the label scores (a v1 head)
 MAX_ITERATIONS = 500
 CV_FOLDS = 5
 FIT_BATCH = 16  # examples per forward pass while fitting
@@ -75,33 +84,63 @@ def cross_validated_accuracy(x: torch.Tensor, targets: torch.Tensor, classes: in
 
 
 class LinearHead:
-    """A fitted head, ready to apply to a batch's features."""
+    """A fitted head (``engine.heads.HeadFile``), ready to apply to a batch's features."""
 
-    def __init__(self, weight: list[list[float]], bias: list[float]) -> None:
-        self.weight = torch.tensor(weight, dtype=torch.float64)
-        self.bias = torch.tensor(bias, dtype=torch.float64)
+    def __init__(self, head: HeadFile) -> None:
+        self.weight = torch.tensor(head.weight, dtype=torch.float64)
+        self.bias = torch.tensor(head.bias, dtype=torch.float64)
+        self.layer = head.layer
 
-    def log_probs(self, hidden: torch.Tensor, label_logprobs: torch.Tensor) -> torch.Tensor:
-        """[rows, labels] log-probabilities, float32."""
-        return (features(hidden, label_logprobs) @ self.weight.T + self.bias).log_softmax(dim=-1).float()
+    def log_probs(self, hidden: torch.Tensor, label_logprobs: torch.Tensor | None = None) -> torch.Tensor:
+        """[rows, labels] log-probabilities, float32, from the hidden states the head reads (plus the label
+        scores for a last-layer head)."""
+        x = hidden.to(torch.float64) if self.layer is not None else features(hidden, label_logprobs)
+        return (x @ self.weight.T + self.bias).log_softmax(dim=-1).float()
+
+
+def candidate_layers(blocks: int) -> list[int]:
+    """The layers a head may read: from a quarter of the way down to the last block but one (the
+    early layers probe poorly: docs/benchmarks.md, "Early exit")."""
+    return list(range(max(1, blocks // 4), blocks))
+
+
+def choose_layer(cv: dict[str, float], tolerance: float = LAYER_TOLERANCE) -> str:
+    """The candidate to keep, from each one's cross-validated accuracy: the shallowest within
+    ``tolerance`` of the best (``LAST`` counts as the deepest). Deterministic."""
+    best = max(cv.values())
+    depth = {name: (float("inf") if name == LAST else int(name)) for name in cv}
+    return min((name for name, accuracy in cv.items() if accuracy >= best - tolerance), key=depth.__getitem__)
 
 
 def fit_task_head(scorer, task: ClassifyTask, info: BackendInfo, model_id: str, l2: float = DEFAULT_L2,
-                  progress: Callable[[int, int], None] = lambda done, total: None) -> HeadFile:
-    """Fit ``task``'s head on its examples file with the loaded model (``scorer``: the task's
-    ``LabelScorer``); ``progress(done, total)`` is called after each batch of examples."""
+                  progress: Callable[[int, int], None] = lambda done, total: None,
+                  layers: list[int] | None = None, tolerance: float = LAYER_TOLERANCE) -> HeadFile:
+    """Fit ``task``'s head on its examples file with the loaded model (``scorer``: the task's label
+    scorer on either backend, loaded as ``info`` says), on the layer that
+    cross-validates best (module doc) among ``layers`` (default ``candidate_layers``; ``[]``: the last
+    layer only; ``tolerance`` as in ``choose_layer``). ``progress(done, total)`` is called after each
+    batch of examples."""
     source = task.head_examples
     if source is None:
         raise ConfigError(f"Task {task.name!r} names no examples file: there is nothing to fit a head on.")
+    layers = candidate_layers(info.blocks) if layers is None else layers
     texts = [example.text for example in source.examples]
     targets = torch.tensor([task.labels.index(example.label) for example in source.examples])
-    hidden, logprobs = [], []
+    hidden, logprobs, by_layer = [], [], {k: [] for k in layers}
     for start in range(0, len(texts), FIT_BATCH):
-        h, lp, _ = scorer.features(texts[start : start + FIT_BATCH])
-        hidden.append(h)
-        logprobs.append(lp)
+        batch = texts[start : start + FIT_BATCH]
+        h, lp, _ = scorer.features(batch)
+        hidden.append(torch.as_tensor(h))
+        logprobs.append(torch.as_tensor(lp))
+        if layers:
+            for k, values in scorer.layer_features(batch, layers).items():
+                by_layer[k].append(torch.as_tensor(values))
         progress(min(start + FIT_BATCH, len(texts)), len(texts))
-    x = features(torch.cat(hidden), torch.cat(logprobs))
+    candidates = {LAST: features(torch.cat(hidden), torch.cat(logprobs).float())}
+    candidates.update({str(k): torch.cat(rows).to(torch.float64) for k, rows in by_layer.items()})
+    cv = {name: round(cross_validated_accuracy(x, targets, len(task.labels), l2), 4) for name, x in candidates.items()}
+    chosen = choose_layer(cv, tolerance)
+    x = candidates[chosen]
     weight, bias = fit_linear_head(x, targets, len(task.labels), l2)
     tuning = float(((x @ weight.T + bias).argmax(-1) == targets).double().mean())
     return HeadFile(
@@ -114,8 +153,10 @@ def fit_task_head(scorer, task: ClassifyTask, info: BackendInfo, model_id: str, 
         examples=len(texts),
         l2=l2,
         tuning_accuracy=round(tuning, 4),
-        cv_accuracy=round(cross_validated_accuracy(x, targets, len(task.labels), l2), 4),
+        cv_accuracy=cv[chosen],
         fitted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         weight=weight.tolist(),
         bias=bias.tolist(),
+        layer=None if chosen == LAST else int(chosen),
+        layer_cv=cv,
     )

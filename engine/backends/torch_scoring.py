@@ -21,9 +21,10 @@ deterministic; the input text can change the scores but not the set of
 possible answers.
 
 A task with a fitted linear head (``engine.heads``) can answer in ``head``
-mode instead: the head reads the same pass's hidden state at the answer
-position and the label log-probabilities (``torch_head``), at the cost of one
-small matrix product.
+mode instead. A head on layer k reads the hidden state after k blocks, and
+the pass stops there (early exit: a forward hook on block k takes its output
+and ends the pass, so later blocks never run); a v1 head reads this pass's
+last hidden state and label log-probabilities (``torch_head``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode
 
 __all__ = ["LabelScorer"]
+
+
+class _Exit(Exception):
+    """Raised by the hook on the deepest block a pass needs: nothing after it runs."""
 
 def _output_rows(head, rows: list[int]) -> torch.Tensor:
     """fp32 rows of the output layer, whatever its weights' format: an int8 layer tied to the embedding
@@ -114,6 +119,45 @@ class LabelScorer:
             input_ids=input_ids, cache=self._prefix_cache(len(rows)), use_cache=True
         ).last_hidden_state
 
+    @torch.inference_mode()
+    def layer_features(self, texts: list[str], layers: list[int]) -> dict[int, torch.Tensor]:
+        """Per layer of ``layers`` (each 1 .. layers-1), the hidden state after that many blocks at each
+        text's answer position [n, hidden]; the passes stop after the deepest."""
+        encoded = [self._suffix_ids(t)[0] for t in texts]
+        found = {k: torch.empty(len(texts), self.model.config.hidden_size) for k in layers}
+        for group in length_groups([len(ids) for ids in encoded]):
+            rows = [encoded[i] for i in group]
+            last = torch.tensor([len(ids) - 1 for ids in rows])
+            for k, hidden in self._blocks(rows, layers).items():
+                found[k][group] = hidden[torch.arange(len(rows)), last].to(torch.float32)
+        return found
+
+    def _blocks(self, rows: list[list[int]], layers: list[int]) -> dict[int, torch.Tensor]:
+        """The outputs [rows, width, dim] of the blocks ``layers`` name, the pass ending after the deepest."""
+        blocks = self.model.base_model.layers
+        if not layers or not all(0 < k < len(blocks) for k in layers):
+            raise ValueError(f"layers {list(layers)}: each must be 1 .. {len(blocks) - 1}")
+        found: dict[int, torch.Tensor] = {}
+        deepest = max(layers)
+
+        def hook(k):
+            def keep(_module, _inputs, output):
+                found[k] = output[0] if isinstance(output, tuple) else output
+                if k == deepest:
+                    raise _Exit
+
+            return keep
+
+        handles = [blocks[k - 1].register_forward_hook(hook(k)) for k in layers]
+        try:
+            self._hidden(rows)
+        except _Exit:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+        return found
+
     def _forward(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden state at each row's answer position, label log-probabilities) of a group of rows."""
         lengths = torch.tensor([len(ids) for ids in rows])
@@ -145,12 +189,20 @@ class LabelScorer:
 
     @torch.inference_mode()
     def score(self, texts: list[str], modes: list[ClassifyMode]) -> list[Scored]:
-        hidden, logprobs, truncated = self.features(texts)
         by_head = torch.tensor([mode is ClassifyMode.HEAD for mode in modes], dtype=torch.bool)
-        if by_head.any():
-            if self.head is None:
-                raise ConfigError(f"Task {self.task.name!r} has no head on this model.")  # admission prevents it
-            logprobs[by_head] = self.head.log_probs(hidden[by_head], logprobs[by_head])
-            if not torch.isfinite(logprobs).all():
-                raise InvalidOutput()
+        if by_head.any() and self.head is None:
+            raise ConfigError(f"Task {self.task.name!r} has no head on this model.")  # admission prevents it
+        if by_head.any() and self.head.layer is not None:  # early exit: the full pass only for prompt rows
+            logprobs = torch.empty(len(texts), len(self.task.labels))
+            truncated = [self._suffix_ids(t)[1] for t in texts]
+            heads = [t for t, h in zip(texts, by_head.tolist()) if h]
+            logprobs[by_head] = self.head.log_probs(self.layer_features(heads, [self.head.layer])[self.head.layer])
+            if not by_head.all():
+                logprobs[~by_head] = self.features([t for t, h in zip(texts, by_head.tolist()) if not h])[1]
+        else:
+            hidden, logprobs, truncated = self.features(texts)
+            if by_head.any():
+                logprobs[by_head] = self.head.log_probs(hidden[by_head], logprobs[by_head])
+        if not torch.isfinite(logprobs).all():
+            raise InvalidOutput()
         return scored_rows(self.task, logprobs.exp().tolist(), truncated, modes)

@@ -27,7 +27,7 @@ def test_auto_picks_llamacpp_where_it_is_installed_and_the_version_has_a_gguf(ti
 
 
 @pytest.mark.parametrize("precision, device, installed, why", [
-    ("auto", "cpu", False, "llama-cpp-python is not installed"),
+    ("auto", "cpu", False, "the llama.cpp library (xllamacpp) is not installed"),
     ("int8", "cpu", True, "--precision int8 is a torch weight format"),
     ("auto", "cuda", True, "the device is cuda"),
 ])
@@ -71,7 +71,11 @@ def test_the_numpy_head_is_the_torch_head():
     rng = np.random.default_rng(0)
     weight, bias = rng.standard_normal((3, 10)).tolist(), rng.standard_normal(3).tolist()
     hidden, logprobs = rng.standard_normal((4, 7)).astype(np.float32), rng.standard_normal((4, 3))
-    head = type("Head", (), {"weight": weight, "bias": bias})
+    head = type("Head", (), {"weight": weight, "bias": bias, "layer": None})
     ours = NumpyHead(head).log_probs(hidden, logprobs)
-    theirs = LinearHead(weight, bias).log_probs(torch.from_numpy(hidden), torch.from_numpy(logprobs).float())
+    theirs = LinearHead(head).log_probs(torch.from_numpy(hidden), torch.from_numpy(logprobs).float())
+    np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)
+    on_a_layer = type("Head", (), {"weight": np.asarray(weight)[:, :7].tolist(), "bias": bias, "layer": 3})
+    ours = NumpyHead(on_a_layer).log_probs(hidden)
+    theirs = LinearHead(on_a_layer).log_probs(torch.from_numpy(hidden))
     np.testing.assert_allclose(ours, theirs.numpy(), atol=1e-5)

@@ -4,6 +4,7 @@ checks, and the per-request ``mode`` through the engine, on the tiny model."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 from dataclasses import replace
 from pathlib import Path
 
@@ -167,6 +168,6 @@ def test_a_damaged_head_file_is_reported_not_used(fitted, tmp_path):
 
 
 def test_a_linear_head_applies_its_folded_weights():
-    head = LinearHead([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [0.0, 0.0])
+    head = LinearHead(SimpleNamespace(weight=[[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], bias=[0.0, 0.0], layer=None))
     out = head.log_probs(torch.tensor([[2.0, 0.0]]), torch.tensor([[-0.1]]))
     assert out.shape == (1, 2) and out.exp().sum().item() == pytest.approx(1.0) and out.argmax().item() == 0

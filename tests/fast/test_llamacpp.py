@@ -1,7 +1,7 @@
 """The llamacpp backend on the tiny model's GGUF: the same model the torch backend serves from its
 safetensors, so the two are checked against each other.
 
-These run where llama-cpp-python is installed (`make llamacpp`; CI installs it). `make test` then also
+llama.cpp's library comes with requirements.txt (``engine.backends.llama_capi``). `make test` also
 runs the worker, drill and hot-swap tests on this backend (``ALLINONE_TEST_BACKEND=llamacpp``).
 """
 
@@ -10,12 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llamacpp)")
-
-from engine.backends.llamacpp_backend import LlamaCppBackend, context_size  # noqa: E402
-from engine.backends.torch_backend import TorchBackend  # noqa: E402
-from engine.errors import ConfigError  # noqa: E402
-from engine.types import ClassifyMode, EngineConfig  # noqa: E402
+from engine.backends.llamacpp_backend import LlamaCppBackend, context_size
+from engine.backends.torch_backend import TorchBackend
+from engine.errors import ConfigError
+from engine.types import ClassifyMode, EngineConfig
 
 TEXTS = ["I love it", "The room was dirty, the staff rude.", "服务很好，质量不错", "a much longer text " * 30, "ok"]
 PROMPTS = ["Hello! Tell me a story about a cat.", "这家酒店很好", "positive or negative?"]

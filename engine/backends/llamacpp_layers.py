@@ -1,0 +1,170 @@
+"""Early exit on llama.cpp: a second context over the same model that stops after layer k.
+
+A classify head may read the hidden state after the first k transformer
+blocks (``engine.heads``: "layer k"), and then nothing after block k is
+needed. ``LayerTap`` is a llama.cpp context over the runtime's loaded model
+(the weights are shared; the context has its own small KV cache) made with
+an eval callback: llama.cpp's scheduler asks the callback, node by node,
+whether it wants a tensor; we want block k's output (``l_out-{k-1}``), copy
+the rows at the answer positions when it is computed, and answer "stop",
+which ends the graph there. So a head on layer 12 of 24 costs half the
+forward pass. The callback also takes several layers at once, which is how a
+head's layer is chosen: one pass over the examples gives every layer.
+
+The callback runs in Python for each graph node up to the stop (a few hundred
+calls, about a millisecond), so it lives on this context only: chats and
+prompt-mode scoring run on the runtime's own context, which has none.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Sequence
+
+import numpy as np
+
+from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
+from engine.errors import InferenceFailed, InvalidOutput
+
+__all__ = ["LayerTap", "TapPrefix", "block_output_name"]
+
+GGML_TYPE_F32 = 0
+
+
+def block_output_name(layer: int) -> bytes:
+    """llama.cpp's name for the hidden state after ``layer`` blocks (its blocks count from 0)."""
+    return f"l_out-{layer - 1}".encode()
+
+
+class LayerTap:
+    """A context over ``runtime``'s model whose decodes hand back chosen layers' hidden states at chosen
+    batch indices and stop after the deepest (module doc). Model thread only."""
+
+    def __init__(self, runtime: LlamaRuntime, context_tokens: int, batch_tokens: int, sequences: int) -> None:
+        self.runtime = runtime
+        self.layers = runtime.layers
+        api = self._api = runtime.api
+        # One ubatch per decode, so that the callback's rows are the batch's own indices.
+        params = runtime.context_params(context_tokens, batch_tokens, sequences, runtime.threads)
+        params.n_ubatch = batch_tokens
+        params.n_outputs_max = params.n_seq_max
+        self._callback = api.eval_callback(self._on_tensor)  # kept alive as long as the context
+        params.cb_eval = self._callback
+        self._ctx = runtime.new_context(params)
+        if not self._ctx:
+            raise InferenceFailed(f"llama.cpp could not make an early-exit context of {context_tokens} tokens.")
+        runtime.adopt(self)
+        self._memory = api.llama_get_memory(self._ctx)
+        self._batch = api.llama_batch_init(batch_tokens, 0, 1)
+        self.batch_tokens = batch_tokens
+        self.sequences = SequenceIds(params.n_seq_max)
+        self._wanted: dict[bytes, int] = {}  # tensor name -> layer, for the decode under way
+        self._stop = b""
+        self._rows: list[int] = []
+        self._captured: dict[int, np.ndarray] = {}
+        self._error = ""
+
+    def _on_tensor(self, tensor: int, ask: bool, _user_data) -> bool:
+        t = self._api.ggml_tensor.from_address(tensor)
+        if ask:
+            return t.name in self._wanted
+        layer = self._wanted[t.name]
+        width, tokens = t.ne[0], t.ne[1]
+        if t.type != GGML_TYPE_F32 or t.nb[1] != 4 * width:  # llama.cpp keeps the residual stream in f32
+            self._error = f"llama.cpp's {t.name.decode()} is not a plain f32 matrix."
+            return False  # no exception may cross back into C: ``run`` raises it
+        values = np.ctypeslib.as_array((ctypes.c_float * (width * tokens)).from_address(t.data))
+        self._captured[layer] = values.reshape(tokens, width)[self._rows].copy()
+        return t.name != self._stop  # False: the graph stops here
+
+    def run(self, entries: Sequence[BatchEntry], layers: Sequence[int], rows: Sequence[int] = ()
+            ) -> dict[int, np.ndarray]:
+        """Evaluate ``entries`` (at most ``batch_tokens``) in one decode through the deepest of ``layers``
+        (each 1 .. layers-1); per layer, the hidden states [len(rows), hidden] at batch indices ``rows``."""
+        if not 0 < len(entries) <= self.batch_tokens:
+            raise ValueError(f"a batch of {len(entries)} tokens; the early-exit context takes {self.batch_tokens}")
+        if not layers or not all(0 < k < self.layers for k in layers):
+            raise ValueError(f"layers {list(layers)}: each must be 1 .. {self.layers - 1}")
+        batch = self._batch
+        for i, entry in enumerate(entries):
+            batch.token[i] = entry.token
+            batch.pos[i] = entry.position
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = entry.sequence
+            batch.logits[i] = 0  # nothing is read from the end of the graph, which is never reached
+        batch.n_tokens = len(entries)
+        self._wanted = {block_output_name(k): k for k in layers}
+        self._stop, self._rows, self._captured, self._error = block_output_name(max(layers)), list(rows), {}, ""
+        try:
+            status = self._api.llama_decode(self._ctx, batch)
+        finally:
+            self._wanted = {}
+        if status == 1:
+            raise InferenceFailed("The llama.cpp early-exit context is full.")
+        if status != 0:
+            raise InferenceFailed(f"llama.cpp failed to evaluate a batch (status {status}).")
+        if self._error:
+            raise InferenceFailed(self._error)
+        for k in layers:
+            found = self._captured.get(k)
+            if found is None:
+                raise InferenceFailed(f"llama.cpp computed no layer {k} (is the model's graph named as expected?)")
+            if not np.isfinite(found).all():
+                raise InvalidOutput()
+        return self._captured
+
+    def evaluate(self, entries: Sequence[BatchEntry], layer: int) -> None:
+        """Evaluate ``entries`` through ``layer`` in as many decodes as needed (a prompt prefix)."""
+        for start in range(0, len(entries), self.batch_tokens):
+            self.run(entries[start : start + self.batch_tokens], [layer])
+
+    def drop(self, sequence: int, start: int = -1) -> None:
+        self._api.llama_memory_seq_rm(self._memory, sequence, start, -1)
+
+    def share(self, source: int, target: int) -> None:
+        self._api.llama_memory_seq_cp(self._memory, source, target, -1, -1)
+
+    def close(self) -> None:
+        if self._ctx:
+            self._api.llama_batch_free(self._batch)
+            self._api.llama_free(self._ctx)
+            self._ctx = None
+
+
+class TapPrefix:
+    """One classify task's prompt prefix on a ``LayerTap``, and the hidden states after it of batches of
+    texts: the early-exit half of ``llamacpp_scoring.GgufLabelScorer``. The prefix is evaluated through
+    every layer but the last once, so a head on any layer, and the layer choice, can read it."""
+
+    def __init__(self, tap: LayerTap, prefix_ids: list[int]) -> None:
+        self.tap = tap
+        self.prefix_len = len(prefix_ids)
+        self._sequence: int | None = tap.sequences.take()
+        try:
+            tap.evaluate([BatchEntry(t, i, self._sequence) for i, t in enumerate(prefix_ids)], tap.layers - 1)
+        except BaseException:
+            self.close()
+            raise
+
+    def hidden(self, rows: list[list[int]], layers: Sequence[int]) -> dict[int, np.ndarray]:
+        """Per layer, the hidden state [len(rows), hidden] at each row's answer position (its last token),
+        the rows being suffixes after the prefix; one decode for all (the caller sizes the group)."""
+        tap, sequences, entries, answers = self.tap, [], [], []
+        try:
+            for ids in rows:
+                sequence = tap.sequences.take()
+                sequences.append(sequence)
+                tap.share(self._sequence, sequence)
+                entries += [BatchEntry(t, self.prefix_len + i, sequence) for i, t in enumerate(ids)]
+                answers.append(len(entries) - 1)
+            return tap.run(entries, layers, answers)
+        finally:
+            for sequence in sequences:
+                tap.drop(sequence)
+                tap.sequences.give(sequence)
+
+    def close(self) -> None:
+        if self._sequence is not None:
+            self.tap.drop(self._sequence)
+            self.tap.sequences.give(self._sequence)
+            self._sequence = None
