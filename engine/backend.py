@@ -93,7 +93,14 @@ class Backend(Protocol):
         its mode (``PROMPT`` or ``HEAD``, resolved at admission: ``HEAD`` only where the head is ready)."""
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> object:
-        """Prefill a prompt; the returned sequence joins the decode batch."""
+        """Prefill a whole prompt; the returned sequence joins the decode batch (``begin`` + ``prefill``)."""
+
+    def begin(self, prompt_ids: list[int], temperature: float, seed: int) -> object:
+        """A sequence for a prompt, nothing evaluated yet: ``prefill`` feeds it in chunks."""
+
+    def prefill(self, sequence: object, max_tokens: int) -> bool:
+        """Evaluate up to ``max_tokens`` more of the sequence's prompt; once all of it is in, the sequence
+        joins the decode batch and this returns True. The scheduler bounds a round's work this way."""
 
     def next_token(self, sequence: object) -> int:
         """The sequence's next token: greedy at temperature 0, else sampled with its own seed."""

@@ -38,7 +38,12 @@ class ChatStream:
     sequence: object = None  # the backend's, from ``start`` until ``release``
 
     def start(self, backend: Backend) -> None:
-        self.sequence = backend.start(self.prompt_ids, self.temperature, self.seed)
+        """Take a sequence for the prompt; ``prefill`` feeds the prompt in."""
+        self.sequence = backend.begin(self.prompt_ids, self.temperature, self.seed)
+
+    def prefill(self, backend: Backend, max_tokens: int) -> bool:
+        """Up to ``max_tokens`` more of the prompt; True once all of it is in (the chat then decodes)."""
+        return backend.prefill(self.sequence, max_tokens)
 
     def choose(self, backend: Backend) -> int | None:
         """Pick the next token and publish the new text. Returns the token to feed back, or

@@ -14,15 +14,17 @@ in one place:
       1. take new jobs from the inbox (``priority`` chats to the front);
       2. run one batch of pending classifications (up to ``max_batch`` texts,
          one forward pass over their suffixes);
-      3. start waiting chats while fewer than ``max_active_chats`` run (a
-         ``priority`` chat may take one slot past that), at most
-         ``ADMIT_PER_ROUND`` per round (each prompt prefilled alone);
+      3. admit waiting chats while fewer than ``max_active_chats`` run (a
+         ``priority`` chat may take one slot past that), and prefill one
+         chunk (``engine.rounds.PREFILL_CHUNK_TOKENS``) of the oldest prompt
+         not yet in;
       4. advance every active chat by one token in ONE forward pass
          (``Backend.step``: the torch backend keeps the chats' KV caches as
          one padded batch).
 
-    So a classification waits at most one decode step plus one prefill,
-    however many chats run; decode steps are bound by reading the weights,
+    So a classification waits behind chat work for at most one prefill
+    chunk and one decode step, however many chats run and however long
+    their prompts; decode steps are bound by reading the weights,
     so eight chats cost little more per step than one, and each still streams
     its own tokens with the same greedy answer it would get alone. A model is
     never swapped under a running stream: a new model gets a new Engine, and
@@ -216,6 +218,7 @@ class Engine(InferenceCalls):
                 if self._classify.pending:
                     self._classify.run(self.tasks)
                 self._chats.admit()
+                self._chats.prefill()
                 self._chats.decode()
             except Exception:  # the worker must survive any one job's failure
                 logger.exception("model worker: unexpected error")

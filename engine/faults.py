@@ -80,6 +80,13 @@ class FaultyBackend:
         self._before_model_call()
         return self.inner.start(prompt_ids, temperature, seed)
 
+    def begin(self, prompt_ids, temperature, seed):
+        return self.inner.begin(prompt_ids, temperature, seed)
+
+    def prefill(self, sequence, max_tokens):
+        self._before_model_call()
+        return self.inner.prefill(sequence, max_tokens)
+
     def step(self, tokens):
         self._before_model_call()
         return self.inner.step(tokens)

@@ -2,9 +2,13 @@
 
 ``Engine`` (``engine.engine``) owns the thread and the inbox and calls these
 in its loop: a ``ClassifyRounds.run`` (one batch of one task's texts, one
-forward pass per length group), then ``ChatRounds.admit`` (start waiting
-chats while there are free slots) and ``ChatRounds.decode`` (one token for
-every running chat, in one forward pass). Only the model thread calls them;
+forward pass per length group), then ``ChatRounds.admit`` (give waiting
+chats a sequence while there are free slots: no model work),
+``ChatRounds.prefill`` (one chunk of at most ``PREFILL_CHUNK_TOKENS`` of the
+oldest prompt not yet in) and ``ChatRounds.decode`` (one token for every
+running chat, in one forward pass). So the chat work a classification can
+wait behind is bounded: one prefill chunk and one decode step a round, however
+long the prompts. Only the model thread calls them;
 each job goes back to ``Admission.release`` when it leaves, which frees its
 place in line. No torch: the model is behind ``engine.backend``.
 """
@@ -20,9 +24,11 @@ from engine.errors import AllInOneError, InferenceFailed, InvalidInput
 from engine.tasks import TaskRegistry
 from engine.types import ClassifyResult, EngineConfig
 
-__all__ = ["ADMIT_PER_ROUND", "ChatRounds", "ClassifyRounds"]
+__all__ = ["PREFILL_CHUNK_TOKENS", "ChatRounds", "ClassifyRounds"]
 
-ADMIT_PER_ROUND = 1  # prefills per round: a prefill is compute-bound (about 1 s for a 50-token prompt here)
+# Prompt tokens prefilled per round: a prefill is compute-bound (about 0.2 s for 64 tokens of the default
+# model on two cores, docs/benchmarks.md), and a classification may wait behind one chunk.
+PREFILL_CHUNK_TOKENS = 64
 
 
 class ClassifyRounds:
@@ -91,15 +97,17 @@ class ClassifyRounds:
 
 
 class ChatRounds:
-    """Chats waiting for a slot, and those decoding together one token a round."""
+    """Chats waiting for a slot, those whose prompts are being prefilled a chunk a round, and those
+    decoding together one token a round."""
 
     def __init__(self, backend: Backend, admission: Admission, config: EngineConfig) -> None:
         self.backend, self.admission, self.config = backend, admission, config
         self.waiting: list[ChatJob] = []
+        self.prefilling: list[ChatJob] = []
         self.active: list[ChatJob] = []
 
     def __bool__(self) -> bool:
-        return bool(self.waiting or self.active)
+        return bool(self.waiting or self.prefilling or self.active)
 
     def add(self, job: ChatJob) -> None:
         if job.priority:  # the watchdog's probes go first
@@ -108,11 +116,11 @@ class ChatRounds:
             self.waiting.append(job)
 
     def admit(self) -> None:
-        """Start waiting chats (their prefill) while there are slots, ``ADMIT_PER_ROUND`` at most;
-        a ``priority`` chat may take one slot past ``max_active_chats``."""
-        admitted = 0
-        while self.waiting and admitted < ADMIT_PER_ROUND:
-            if len(self.active) >= self.config.max_active_chats + (1 if self.waiting[0].priority else 0):
+        """Give waiting chats a sequence while there are slots (a chat still prefilling holds one); a
+        ``priority`` chat may take one slot past ``max_active_chats``, and is prefilled first."""
+        while self.waiting:
+            taken = len(self.active) + len(self.prefilling)
+            if taken >= self.config.max_active_chats + (1 if self.waiting[0].priority else 0):
                 break
             job = self.waiting.pop(0)
             if job.cancelled.is_set():
@@ -123,8 +131,28 @@ class ChatRounds:
             except Exception as exc:
                 self.fail(job, exc)
                 continue
+            if job.priority:
+                self.prefilling.insert(0, job)
+            else:
+                self.prefilling.append(job)
+
+    def prefill(self) -> None:
+        """One chunk (``PREFILL_CHUNK_TOKENS``) of the oldest prompt still going in; once it is all in,
+        that chat decodes with the others."""
+        if not self.prefilling:
+            return
+        job = self.prefilling[0]
+        if job.cancelled.is_set():
+            self.end(job)
+            return
+        try:
+            done = job.stream.prefill(self.backend, PREFILL_CHUNK_TOKENS)
+        except Exception as exc:
+            self.fail(job, exc)
+            return
+        if done:
+            self.prefilling.remove(job)
             self.active.append(job)
-            admitted += 1
 
     def _start_stream(self, job: ChatJob) -> ChatStream:
         stream = ChatStream(
@@ -163,9 +191,11 @@ class ChatRounds:
             self.backend.reset()
 
     def end(self, job: ChatJob) -> None:
-        """Take a chat out of the batch and free its cache and slot."""
+        """Take a chat out of the batch (or the prefill line) and free its cache and slot."""
         if job in self.active:
             self.active.remove(job)
+        if job in self.prefilling:
+            self.prefilling.remove(job)
         if job.stream is not None:
             job.stream.release(self.backend)
         self.admission.release(job)
@@ -178,8 +208,8 @@ class ChatRounds:
         self.end(job)
 
     def fail_all(self, error: AllInOneError) -> None:
-        chats = self.waiting + self.active
-        self.waiting, self.active = [], []
+        chats = self.waiting + self.prefilling + self.active
+        self.waiting, self.prefilling, self.active = [], [], []
         self.backend.reset()  # dropped whole, not row by row: every chat in it fails
         for job in chats:
             self.fail(job, error)

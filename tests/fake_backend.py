@@ -5,6 +5,7 @@ the task's first label when it contains "good". It records what the scheduler as
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ STOP = 0
 class FakeSequence:
     prompt_ids: list[int]
     position: int = 0
+    prefilled: int = 0
 
 
 class FakeBackend:
@@ -28,6 +30,8 @@ class FakeBackend:
         self.labels: dict[str, tuple[str, ...]] = {}
         self.running: set[FakeSequence] = set()
         self.step_sizes: list[int] = []
+        self.log: list[tuple[str, int]] = []  # ("prefill", tokens), ("score", texts), ("step", chats), in order
+        self.prefill_seconds = 0.0  # a test makes prefill take time, per chunk
         self.steps_allowed = threading.Event()  # a test clears it to hold every step until it is set
         self.steps_allowed.set()
 
@@ -49,6 +53,7 @@ class FakeBackend:
         return "".join(chr(i) for i in ids)
 
     def score(self, task: str, texts: list[str], modes) -> list[Scored]:
+        self.log.append(("score", len(texts)))
         first, second = self.labels[task][:2]
         results = []
         for text, mode in zip(texts, modes, strict=True):
@@ -59,9 +64,22 @@ class FakeBackend:
         return results
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> FakeSequence:
-        sequence = FakeSequence(prompt_ids)
-        self.running.add(sequence)
+        sequence = self.begin(prompt_ids, temperature, seed)
+        self.prefill(sequence, len(prompt_ids))
         return sequence
+
+    def begin(self, prompt_ids: list[int], temperature: float, seed: int) -> FakeSequence:
+        return FakeSequence(prompt_ids)
+
+    def prefill(self, sequence: FakeSequence, max_tokens: int) -> bool:
+        chunk = min(max_tokens, len(sequence.prompt_ids) - sequence.prefilled)
+        time.sleep(self.prefill_seconds)
+        self.log.append(("prefill", chunk))
+        sequence.prefilled += chunk
+        if sequence.prefilled < len(sequence.prompt_ids):
+            return False
+        self.running.add(sequence)
+        return True
 
     def next_token(self, sequence: FakeSequence) -> int:
         return ord(ANSWER[sequence.position]) if sequence.position < len(ANSWER) else STOP
@@ -70,6 +88,7 @@ class FakeBackend:
         assert self.steps_allowed.wait(10), "steps held for 10 s"
         assert set(tokens) == self.running, "a step feeds every running sequence, and only those"
         self.step_sizes.append(len(tokens))
+        self.log.append(("step", len(tokens)))
         for sequence in tokens:
             sequence.position += 1
 

@@ -97,6 +97,7 @@ class GgufSequence:
     rng: np.random.Generator | None
     position: int = 0
     next_logits: np.ndarray | None = None
+    pending: list[int] | None = None  # prompt tokens not prefilled yet
 
     def next_token(self) -> int:
         logits = self.next_logits
@@ -127,7 +128,8 @@ class LlamaCppBackend:
         self._template = _ChatTemplate(template, *self._runtime.special_texts())
         self.stop_ids = self._runtime.end_tokens(_STOP_WORDS)  # as the torch backend's: EOS and ChatML's ends
         self._sequences = SequenceIds(self._runtime.sequences)
-        self._chats: list[GgufSequence] = []
+        self._chats: list[GgufSequence] = []  # decoding, one token a step
+        self._starting: list[GgufSequence] = []  # their prompts still being prefilled
         self._scorers: dict[str, GgufLabelScorer] = {}
         self._heads: dict[str, HeadState] = {}
         self._head_files = ModelHeads(self._path)
@@ -203,18 +205,33 @@ class LlamaCppBackend:
     # -- chats ------------------------------------------------------------------------------------
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> GgufSequence:
-        rng = np.random.default_rng(seed) if temperature > 0 else None
-        chat = GgufSequence(self._sequences.take(), temperature, rng)
-        try:
-            last = len(prompt_ids) - 1
-            (chat.next_logits,) = self._runtime.evaluate([BatchEntry(t, i, chat.sequence, i == last)
-                                                          for i, t in enumerate(prompt_ids)])
-            chat.position = len(prompt_ids)
-        except BaseException:
-            self._free(chat)
-            raise
-        self._chats.append(chat)
+        chat = self.begin(prompt_ids, temperature, seed)
+        self.prefill(chat, len(prompt_ids))
         return chat
+
+    def begin(self, prompt_ids: list[int], temperature: float, seed: int) -> GgufSequence:
+        rng = np.random.default_rng(seed) if temperature > 0 else None
+        chat = GgufSequence(self._sequences.take(), temperature, rng, pending=list(prompt_ids))
+        self._starting.append(chat)
+        return chat
+
+    def prefill(self, chat: GgufSequence, max_tokens: int) -> bool:
+        chunk, rest = chat.pending[:max_tokens], chat.pending[max_tokens:]
+        try:
+            outputs = self._runtime.evaluate([BatchEntry(t, chat.position + i, chat.sequence,
+                                                         not rest and i == len(chunk) - 1)
+                                              for i, t in enumerate(chunk)])
+        except BaseException:
+            self.release(chat)
+            raise
+        chat.position += len(chunk)
+        chat.pending = rest
+        if rest:
+            return False
+        (chat.next_logits,) = outputs
+        self._starting.remove(chat)
+        self._chats.append(chat)
+        return True
 
     def next_token(self, sequence: GgufSequence) -> int:
         return sequence.next_token()
@@ -229,9 +246,10 @@ class LlamaCppBackend:
             chat.next_logits = row
 
     def release(self, sequence: GgufSequence) -> None:
-        if sequence in self._chats:
-            self._chats.remove(sequence)
-            self._free(sequence)
+        for group in (self._chats, self._starting):
+            if sequence in group:
+                group.remove(sequence)
+                self._free(sequence)
 
     def _free(self, chat: GgufSequence) -> None:
         self._runtime.drop(chat.sequence)
@@ -239,9 +257,9 @@ class LlamaCppBackend:
         chat.next_logits = None
 
     def reset(self) -> None:
-        for chat in self._chats:
+        for chat in self._chats + self._starting:
             self._free(chat)
-        self._chats = []
+        self._chats, self._starting = [], []
 
     def on_ready(self) -> None:
         pass  # llama.cpp read the GGUF into the process's own memory at load: nothing to copy later

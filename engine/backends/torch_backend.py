@@ -137,12 +137,23 @@ class TorchBackend:
         return self._scorers[task].score(texts, list(modes))
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> TorchSequence:
-        sequence = TorchSequence(temperature)
+        sequence = self.begin(prompt_ids, temperature, seed)
+        self.prefill(sequence, len(prompt_ids))
+        return sequence
+
+    def begin(self, prompt_ids: list[int], temperature: float, seed: int) -> TorchSequence:
+        sequence = TorchSequence(temperature, pending=list(prompt_ids))
         if temperature > 0:
             sequence.generator = torch.Generator().manual_seed(seed)
-        sequence.cache, sequence.next_logits = prefill(self._model, prompt_ids)
-        self._batch.add(sequence)
         return sequence
+
+    def prefill(self, sequence: TorchSequence, max_tokens: int) -> bool:
+        chunk, sequence.pending = sequence.pending[:max_tokens], sequence.pending[max_tokens:]
+        sequence.cache, sequence.next_logits = prefill(self._model, chunk, sequence.cache)
+        if sequence.pending:
+            return False
+        self._batch.add(sequence)
+        return True
 
     def next_token(self, sequence: TorchSequence) -> int:
         return sequence.next_token()

@@ -39,9 +39,11 @@ def _check_finite(logits: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def prefill(model, prompt_ids: list[int]):
-    """Run the prompt; return (cache, logits of the last position)."""
-    out = model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), use_cache=True, logits_to_keep=1)
+def prefill(model, prompt_ids: list[int], cache=None):
+    """Run (more of) a prompt after ``cache`` (none: from the start); return (cache, logits of the last
+    position)."""
+    out = model(input_ids=torch.tensor([prompt_ids], dtype=torch.long), cache=cache, use_cache=True,
+                logits_to_keep=1)
     return out.cache, _check_finite(out.logits[0, -1].float())
 
 
@@ -62,6 +64,7 @@ class TorchSequence:
     generator: torch.Generator | None = None
     cache: object = None
     next_logits: torch.Tensor | None = None
+    pending: list[int] | None = None  # prompt tokens not prefilled yet
 
     def next_token(self) -> int:
         return sample(self.next_logits, self.temperature, self.generator)

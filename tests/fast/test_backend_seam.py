@@ -50,3 +50,28 @@ def test_the_fault_drills_wrap_any_backend(fake_engine):
         engine.classify("sentiment", ["good"])
     with pytest.raises(InvalidOutput):
         engine.chat("chat", "Hi")
+
+
+def test_a_classification_waits_behind_at_most_one_prefill_chunk_and_one_step(tasks):
+    """A long prompt is prefilled a chunk a round, and a classification asked for meanwhile is answered
+    after at most one more chunk and one decode step (the bound docs/operations.md states)."""
+    from engine.rounds import PREFILL_CHUNK_TOKENS
+
+    backend = FakeBackend()
+    backend.prefill_seconds = 0.02  # each chunk takes time, so the classification arrives mid-prompt
+    engine = Engine(backend, tasks, EngineConfig(max_active_chats=4, context_tokens=4096)).start()
+    try:
+        stream = engine.generate("chat", "x" * (20 * PREFILL_CHUNK_TOKENS))  # 20 chunks or so
+        while not any(kind == "prefill" for kind, _ in backend.log):
+            pass
+        position = len(backend.log)
+        assert engine.classify("sentiment", ["a good day"])[0].label == "positive"
+        [update.text for update in stream]
+    finally:
+        engine.close()
+    log = backend.log
+    scored = log.index(("score", 1))
+    assert all(size <= PREFILL_CHUNK_TOKENS for kind, size in log if kind == "prefill")
+    assert sum(kind == "prefill" for kind, _ in log) >= 20  # the prompt really went in by chunks
+    behind = [kind for kind, _ in log[position:scored]]
+    assert behind.count("prefill") <= 1 and behind.count("step") <= 1, log[position:scored + 1]

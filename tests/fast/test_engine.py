@@ -374,3 +374,34 @@ def test_injected_nan_weights_give_errors_not_answers(tiny_model_dir, tasks):
             engine.classify("sentiment", ["hello"])
     finally:
         engine.close()
+
+
+def test_a_prompt_prefilled_in_chunks_answers_as_one_prefilled_whole(tiny_model_dir):
+    """The engine prefills a prompt a chunk a round (engine.rounds); the answer is the one a single
+    prefill gives, on the test run's backend."""
+    from engine.backends import open_backend
+    from tests.conftest import TEST_BACKEND
+
+    backend = open_backend(TEST_BACKEND, tiny_model_dir, TEST_PRECISION)
+    ids = backend.encode(backend.render([{"role": "user", "content": "Tell me about the sea and the sky. " * 6}],
+                                        True))
+    assert len(ids) > 3 * 16
+
+    def greedy(sequence):
+        tokens = []
+        for _ in range(8):
+            tokens.append(backend.next_token(sequence))
+            backend.step({sequence: tokens[-1]})
+        backend.release(sequence)
+        return tokens
+
+    try:
+        whole = greedy(backend.start(ids, 0.0, 0))
+        chunked = backend.begin(ids, 0.0, 0)
+        chunks = 1
+        while not backend.prefill(chunked, 16):
+            chunks += 1
+        assert chunks == -(-len(ids) // 16)
+        assert greedy(chunked) == whole
+    finally:
+        backend.reset()
