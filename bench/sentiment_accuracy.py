@@ -1,7 +1,8 @@
 """Sentiment accuracy on the four shared files, with 95 % intervals, and what one answer costs.
 
     .venv/bin/python bench/sentiment_accuracy.py [--part held-out|tuning|all] [--limit N]
-        [--precision auto|fp32|bf16|int8] [--model-dir DIR] [--task NAME] [--tasks-file PATH]
+        [--backend torch|llamacpp|auto] [--precision auto|fp32|bf16|int8] [--model-dir DIR] [--task NAME]
+        [--tasks-file PATH]
     .venv/bin/python bench/sentiment_accuracy.py --url http://127.0.0.1:7860 [--part ...] [--limit N]
     common options: [--files F1,F2] [--dump scores.jsonl]  (--dump: every row's scores, for
     bench/calibrate_bias.py)
@@ -67,7 +68,8 @@ class Answer:
 class InProcess:
     """The engine in this process: what the model and the prompt themselves give and cost."""
 
-    def __init__(self, model_dir: Path | None, precision: str, task: str, tasks_file: Path) -> None:
+    def __init__(self, model_dir: Path | None, precision: str, task: str, tasks_file: Path,
+                 backend: str = "torch") -> None:
         from engine.errors import ConfigError
         from engine.tasks import ClassifyTask, load_tasks
 
@@ -83,10 +85,11 @@ class InProcess:
             raise SystemExit(f"{tasks_file}: {task!r} must be a classify task with the labels {list(LABELS)}")
         # 600 s: a batch of 16 long Chinese reviews on a busy 2-core machine takes far longer than an
         # interactive request may.
-        self.engine = load_engine(model_dir, precision, tasks=tasks, request_timeout_s=600)
+        self.engine = load_engine(model_dir, precision, tasks=tasks, backend=backend, request_timeout_s=600)
         self.task = task
         info = self.engine.backend.info
-        self.description = (f"in-process engine: {info.label}, {info.precision} ({info.precision_reason}), "
+        self.description = (f"in-process engine: {info.label} on {info.backend}, {info.precision} "
+                            f"({info.precision_reason}), "
                             f"task {task!r} from {tasks_file}, batches of {BATCH}")
         self.precision = info.precision
 
@@ -241,6 +244,7 @@ def main() -> None:
     parser.add_argument("--tasks-file", type=Path, help="a task registry (default engine/tasks.toml); in-process only")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), help="in-process only (default auto)")
     parser.add_argument("--model-dir", type=Path, help="in-process only (default models/current)")
+    parser.add_argument("--backend", choices=("torch", "llamacpp", "auto"), help="in-process only (default torch)")
     parser.add_argument("--url", help="measure a live app through its Gradio API instead")
     parser.add_argument("--modes", default="auto",
                         help="comma-separated classify modes to measure in turn, in one run: auto, prompt, head "
@@ -253,8 +257,9 @@ def main() -> None:
     unknown = set(args.files.split(",")) - set(FILES)
     if unknown:
         parser.error(f"unknown file(s) {', '.join(sorted(unknown))}; known: {', '.join(FILES)}")
-    if args.url and (args.tasks_file or args.precision or args.model_dir):
-        parser.error("--tasks-file, --precision and --model-dir describe an in-process engine; not with --url")
+    if args.url and (args.tasks_file or args.precision or args.model_dir or args.backend):
+        parser.error("--tasks-file, --backend, --precision and --model-dir describe an in-process engine; "
+                     "not with --url")
 
     header(f"sentiment accuracy, part: {args.part}")
     print(cpu_flags_line())
@@ -267,7 +272,7 @@ def main() -> None:
         from engine.tasks import DEFAULT_TASKS_FILE
 
         classifier = InProcess(args.model_dir, args.precision or "auto", args.task,
-                               args.tasks_file or DEFAULT_TASKS_FILE)
+                               args.tasks_file or DEFAULT_TASKS_FILE, args.backend or "torch")
     print(classifier.description, flush=True)
     dump = open(args.dump, "w", encoding="utf-8") if args.dump else None
     tables = []

@@ -8,13 +8,17 @@ new runtime is one new module here and one line below.
   format ``--precision`` picks (``engine.precision``). Always installed.
 - ``llamacpp``: llama.cpp on the version's GGUF (``llamacpp_backend``), from
   the prebuilt library that requirements.txt installs (``llama_capi``).
-- ``auto``: ``llamacpp`` where its library is installed, the CPU has what
-  that library was built for (``LLAMACPP_CPU_FLAGS``: it would die of an
-  illegal instruction elsewhere), the version has a GGUF, the weight format
-  was left to ``auto`` and the runtime passed the accuracy gate
-  (``LLAMACPP_GATE``); else ``torch``. The per-CPU table is what
-  ``bench/class_load.py`` measured (docs/benchmarks.md). The reason says
-  which condition decided.
+- ``auto``: ``llamacpp`` for a version that holds only a GGUF. Otherwise,
+  where the weight format is left to ``auto``, the llama.cpp library is
+  installed, the CPU has what it was built for (``LLAMACPP_CPU_FLAGS``: it
+  would die of an illegal instruction elsewhere) and it passed the accuracy
+  gate (``LLAMACPP_GATE``), the choice is by measurement: ``CLASS_TABLE``
+  says, per kind of CPU, which runtime served a class of 20 faster
+  (``bench/class_load.py``, docs/benchmarks.md), and a machine with less than
+  ``SMALL_MACHINE_BYTES`` of memory in all (a laptop) gets llama.cpp, whose
+  worker is half the size. Total memory, not what is free, so that a hot swap
+  beside the old worker chooses as the start did. Everything else gets ``torch``. The reason says which
+  condition decided.
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ class BackendKind(str, Enum):
     LLAMACPP = "llamacpp"
 
 
+def total_memory(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes of memory the machine has (Linux's MemTotal), ``None`` where unknown."""
+    try:
+        for line in meminfo.read_text(encoding="utf-8").splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 @dataclass(frozen=True)
 class BackendChoice:
     kind: BackendKind
@@ -57,9 +72,32 @@ LLAMACPP_GATE = GateVerdict(True, "llama.cpp passed the accuracy gate (docs/benc
 
 
 # What the prebuilt llama.cpp library (xllamacpp's manylinux wheel) was compiled for: it uses these
-# instructions unconditionally. On every CPU that has them, llama.cpp served the class faster than torch
-# int8 once classification exits early (docs/benchmarks.md, "Classroom speed").
+# instructions unconditionally.
 LLAMACPP_CPU_FLAGS = ("avx2", "fma", "f16c")
+
+
+@dataclass(frozen=True)
+class ClassRow:
+    """One kind of CPU (all of ``flags``), the runtime that served a class faster there, and the evidence."""
+
+    flags: tuple[str, ...]
+    kind: "BackendKind"
+    evidence: str
+
+
+# The first row whose flags the CPU has decides (docs/benchmarks.md, "Classroom speed"). Both runtimes
+# exit early and prefill in chunks. llama.cpp's prebuilt library is AVX2 code, and its batched matrix
+# products (prefill, classification, several chats) are 3x slower than torch's int8 kernels with VNNI;
+# it decodes one chat twice as fast (--backend llamacpp for a one-person demo).
+CLASS_TABLE = (
+    ClassRow(("avx512_vnni",), BackendKind.TORCH,
+             "torch int8 served a class of 20 faster (sentiment p95 2.75 s against 3.83 s, AMD EPYC with "
+             "AVX-512 VNNI, 2026-12-06)"),
+    ClassRow(("avx2",), BackendKind.TORCH,
+             "torch int8 served a class of 20 faster (sentiment p95 5.9 s against 8.4 s, AMD EPYC with AVX2 "
+             "only, 2026-12-06, before early exit)"),
+)
+SMALL_MACHINE_BYTES = 6 * 2**30  # less memory in all: llama.cpp (a 0.75-1 GiB worker; torch int8's app 1.9 GiB)
 
 
 def llama_cpp_installed() -> bool:
@@ -70,7 +108,8 @@ def llama_cpp_installed() -> bool:
 
 
 def choose_backend(requested: str, model_dir: Path, precision: str = "auto", device: str = "cpu",
-                   installed: bool | None = None, flags: frozenset[str] | None = None) -> BackendChoice:
+                   installed: bool | None = None, flags: frozenset[str] | None = None,
+                   memory: int | None = None) -> BackendChoice:
     """The runtime for ``model_dir``: the one asked for, or ``auto``'s pick (module doc), with why.
 
     ``ModelUnavailable`` when the runtime asked for cannot serve this version."""
@@ -90,9 +129,10 @@ def choose_backend(requested: str, model_dir: Path, precision: str = "auto", dev
             raise ModelUnavailable(f"{model_dir} has no GGUF file for --backend llamacpp; serve it with "
                                    "--backend torch, or install a version that has one.")
         return BackendChoice(kind, "--backend llamacpp")
-    why_not = None
     if not has_torch_weights(model_dir) and gguf is not None:
         return BackendChoice(BackendKind.LLAMACPP, f"auto: the version holds only a GGUF ({gguf.name})")
+    flags = cpu_flags() if flags is None else flags
+    why_not = None
     if device != "cpu":
         why_not = f"the device is {device}"
     elif precision != "auto":
@@ -101,14 +141,22 @@ def choose_backend(requested: str, model_dir: Path, precision: str = "auto", dev
         why_not = "the version has no GGUF"
     elif not installed:
         why_not = "the llama.cpp library (xllamacpp) is not installed (make setup)"
-    elif missing := [f for f in LLAMACPP_CPU_FLAGS if f not in (cpu_flags() if flags is None else flags)]:
+    elif missing := [f for f in LLAMACPP_CPU_FLAGS if f not in flags]:
         why_not = f"the CPU lacks {', '.join(missing)}, which the prebuilt llama.cpp needs"
     elif not LLAMACPP_GATE.passed:
         why_not = LLAMACPP_GATE.detail
     if why_not is not None:
         return BackendChoice(BackendKind.TORCH, f"auto: torch, because {why_not}")
-    return BackendChoice(BackendKind.LLAMACPP, f"auto: llama.cpp is installed, the CPU has {'/'.join(LLAMACPP_CPU_FLAGS)}, the version has a GGUF "
-                                               f"({gguf.name}) and {LLAMACPP_GATE.detail}")
+    memory = total_memory() if memory is None else memory
+    if memory is not None and memory < SMALL_MACHINE_BYTES:
+        return BackendChoice(BackendKind.LLAMACPP, f"auto: llama.cpp, because this machine has {memory / 2**30:.1f} "
+                                                   "GiB of memory and its worker is half the size of torch's")
+    row = next((row for row in CLASS_TABLE if all(f in flags for f in row.flags)), None)
+    if row is None or row.kind is BackendKind.LLAMACPP:
+        return BackendChoice(BackendKind.LLAMACPP, f"auto: llama.cpp, the faster runtime for a class on this CPU"
+                                                   f"{f' ({row.evidence})' if row else ''}")
+    return BackendChoice(BackendKind.TORCH, f"auto: torch, because on this CPU {row.evidence}; --backend llamacpp "
+                                            "decodes one chat faster")
 
 
 def open_backend(kind: str, model_dir: Path, precision: str = "auto", device: str = "cpu",

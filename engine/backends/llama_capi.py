@@ -192,6 +192,7 @@ class LlamaApi:
 
     def __init__(self, library: ctypes.CDLL, path: Path) -> None:
         self.path = path
+        self.library = library  # for a benchmark that declares more of the API (bench/peer.py)
         for name, (result, arguments) in _FUNCTIONS.items():
             function = getattr(library, name)
             function.restype, function.argtypes = result, arguments

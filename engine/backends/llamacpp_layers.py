@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
+from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds, check_status, fill_batch
 from engine.errors import InferenceFailed, InvalidOutput
 
 __all__ = ["LayerTap", "TapPrefix", "block_output_name"]
@@ -85,24 +85,15 @@ class LayerTap:
             raise ValueError(f"a batch of {len(entries)} tokens; the early-exit context takes {self.batch_tokens}")
         if not layers or not all(0 < k < self.layers for k in layers):
             raise ValueError(f"layers {list(layers)}: each must be 1 .. {self.layers - 1}")
-        batch = self._batch
-        for i, entry in enumerate(entries):
-            batch.token[i] = entry.token
-            batch.pos[i] = entry.position
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = entry.sequence
-            batch.logits[i] = 0  # nothing is read from the end of the graph, which is never reached
-        batch.n_tokens = len(entries)
+        # Outputs only where marked (none, from TapPrefix): the end of the graph is never reached.
+        fill_batch(self._batch, entries)
         self._wanted = {block_output_name(k): k for k in layers}
         self._stop, self._rows, self._captured, self._error = block_output_name(max(layers)), list(rows), {}, ""
         try:
-            status = self._api.llama_decode(self._ctx, batch)
+            status = self._api.llama_decode(self._ctx, self._batch)
         finally:
             self._wanted = {}
-        if status == 1:
-            raise InferenceFailed("The llama.cpp early-exit context is full.")
-        if status != 0:
-            raise InferenceFailed(f"llama.cpp failed to evaluate a batch (status {status}).")
+        check_status(status, "early-exit context")
         if self._error:
             raise InferenceFailed(self._error)
         for k in layers:

@@ -35,7 +35,7 @@ from loguru import logger
 from engine.backends.llama_capi import load_api
 from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable
 
-__all__ = ["BatchEntry", "LlamaRuntime", "SequenceIds"]
+__all__ = ["BatchEntry", "LlamaRuntime", "SequenceIds", "check_status", "fill_batch"]
 
 _log_callback = None  # kept alive for as long as llama.cpp may call it
 
@@ -64,6 +64,25 @@ class BatchEntry:
     position: int
     sequence: int
     output: bool = False
+
+
+def fill_batch(batch, entries: Sequence[BatchEntry], all_outputs: bool = False) -> None:
+    """Write ``entries`` into a ``llama_batch`` (one sequence each); outputs where marked, or all."""
+    for i, entry in enumerate(entries):
+        batch.token[i] = entry.token
+        batch.pos[i] = entry.position
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = entry.sequence
+        batch.logits[i] = entry.output or all_outputs
+    batch.n_tokens = len(entries)
+
+
+def check_status(status: int, context: str) -> None:
+    """``llama_decode``'s status as our errors: 1 is a full context, anything else but 0 a failure."""
+    if status == 1:
+        raise InferenceFailed(f"The llama.cpp {context} is full.")
+    if status != 0:
+        raise InferenceFailed(f"llama.cpp failed to evaluate a batch (status {status}).")
 
 
 class SequenceIds:
@@ -237,23 +256,9 @@ class LlamaRuntime:
             raise ValueError(f"a batch of {len(entries)} tokens with {wanted} outputs; the context takes "
                              f"{self.batch_tokens} tokens and {self.outputs} outputs")
         self._ll.llama_set_embeddings(self._ctx, with_hidden)
-        batch = self._batch
-        outputs = []
-        for i, entry in enumerate(entries):
-            batch.token[i] = entry.token
-            batch.pos[i] = entry.position
-            batch.n_seq_id[i] = 1
-            batch.seq_id[i][0] = entry.sequence
-            batch.logits[i] = entry.output or with_hidden
-            if entry.output or with_hidden:
-                outputs.append(i)
-        batch.n_tokens = len(entries)
-        status = self._ll.llama_decode(self._ctx, batch)
-        if status == 1:
-            raise InferenceFailed(f"The llama.cpp context ({self.context_tokens} tokens) is full.")
-        if status != 0:
-            raise InferenceFailed(f"llama.cpp failed to evaluate a batch (status {status}).")
-        return outputs
+        fill_batch(self._batch, entries, with_hidden)
+        check_status(self._ll.llama_decode(self._ctx, self._batch), f"context ({self.context_tokens} tokens)")
+        return [i for i, entry in enumerate(entries) if entry.output or with_hidden]
 
     def evaluate(self, entries: Sequence[BatchEntry]) -> list[np.ndarray]:
         """Evaluate ``entries`` in as many decodes as the batch and output limits need (a sequence's

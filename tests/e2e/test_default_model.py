@@ -40,6 +40,26 @@ def test_sentiment_on_clear_english_and_chinese_cases(real_engine, text, expecte
     assert result.confidence > 0.7
 
 
+@pytest.mark.parametrize("runtime", ["torch", "llamacpp"])
+def test_the_shipped_head_exits_early_and_answers_the_clear_cases_on_both_runtimes(default_model_dir, tasks, runtime):
+    """The sentiment head reads an early layer (engine/heads): classification stops there on either runtime,
+    whichever ``auto`` picks on this machine."""
+    from engine.backends import open_backend
+    from engine.engine import Engine
+    from engine.types import ClassifyMode, EngineConfig
+
+    backend = open_backend(runtime, default_model_dir, "auto", limits=EngineConfig())
+    engine = Engine(backend, tasks, EngineConfig()).start()
+    try:
+        state = backend.head_states()["sentiment"]
+        assert state.ready and "layer" in state.detail, state.detail
+        results = engine.classify("sentiment", [text for text, _ in CASES], ClassifyMode.HEAD)
+        assert [r.label for r in results] == [label for _, label in CASES]
+        assert {r.mode for r in results} == {ClassifyMode.HEAD}
+    finally:
+        engine.close()
+
+
 def test_one_chat_turn(real_engine):
     last = real_engine.chat("chat", "What is 2 + 3? Answer with just the number.")
     assert last.done and "5" in last.text

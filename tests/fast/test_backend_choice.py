@@ -20,28 +20,40 @@ def copy_without(src, dst, suffix):
     return dst
 
 
-def test_auto_picks_llamacpp_where_it_is_installed_and_the_version_has_a_gguf(tiny_model_dir):
-    choice = choose_backend("auto", tiny_model_dir, installed=True)
-    assert choice.kind is BackendKind.LLAMACPP
-    assert "installed" in choice.reason and "tiny-qwen2.gguf" in choice.reason and "gate" in choice.reason
+VNNI = frozenset({"avx2", "fma", "f16c", "avx512f", "avx512_vnni"})
+AVX2 = frozenset({"avx2", "fma", "f16c"})
+BIG, SMALL = 24 * 2**30, 4 * 2**30
 
 
-@pytest.mark.parametrize("precision, device, installed, why", [
-    ("auto", "cpu", False, "the llama.cpp library (xllamacpp) is not installed"),
-    ("int8", "cpu", True, "--precision int8 is a torch weight format"),
-    ("auto", "cuda", True, "the device is cuda"),
+@pytest.mark.parametrize("flags", [VNNI, AVX2])
+def test_auto_serves_a_class_on_the_runtime_measured_faster_for_the_cpu(tiny_model_dir, flags):
+    choice = choose_backend("auto", tiny_model_dir, installed=True, flags=flags, memory=BIG)
+    assert choice.kind is BackendKind.TORCH  # both rows of the table: docs/benchmarks.md, "Classroom speed"
+    assert "class of 20" in choice.reason and "--backend llamacpp" in choice.reason
+
+
+def test_auto_gives_a_small_machine_the_smaller_worker(tiny_model_dir):
+    choice = choose_backend("auto", tiny_model_dir, installed=True, flags=VNNI, memory=SMALL)
+    assert choice.kind is BackendKind.LLAMACPP and "4.0 GiB" in choice.reason
+
+
+@pytest.mark.parametrize("precision, device, installed, flags, why", [
+    ("auto", "cpu", False, VNNI, "the llama.cpp library (xllamacpp) is not installed"),
+    ("int8", "cpu", True, VNNI, "--precision int8 is a torch weight format"),
+    ("auto", "cuda", True, VNNI, "the device is cuda"),
+    ("auto", "cpu", True, frozenset({"avx", "sse4_2"}), "the CPU lacks avx2, fma, f16c"),
 ])
-def test_auto_picks_torch_and_says_which_condition_decided(tiny_model_dir, precision, device, installed, why):
-    choice = choose_backend("auto", tiny_model_dir, precision, device, installed=installed)
+def test_auto_picks_torch_and_says_which_condition_decided(tiny_model_dir, precision, device, installed, flags, why):
+    choice = choose_backend("auto", tiny_model_dir, precision, device, installed=installed, flags=flags, memory=SMALL)
     assert choice.kind is BackendKind.TORCH and why in choice.reason
 
 
 def test_auto_serves_a_version_by_the_weights_it_has(tiny_model_dir, tmp_path):
     no_gguf = copy_without(tiny_model_dir, tmp_path / "no-gguf", ".gguf")
-    assert choose_backend("auto", no_gguf, installed=True).kind is BackendKind.TORCH
+    assert choose_backend("auto", no_gguf, installed=True, memory=SMALL).kind is BackendKind.TORCH
     assert "has no GGUF" in choose_backend("auto", no_gguf, installed=True).reason
     gguf_only = copy_without(tiny_model_dir, tmp_path / "gguf-only", ".safetensors")
-    assert choose_backend("auto", gguf_only, installed=True).kind is BackendKind.LLAMACPP
+    assert choose_backend("auto", gguf_only, installed=True, memory=BIG).kind is BackendKind.LLAMACPP
 
 
 def test_a_runtime_that_cannot_read_the_version_is_refused_naming_the_other(tiny_model_dir, tmp_path):
