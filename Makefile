@@ -51,6 +51,7 @@ test: test-fast test-e2e
 bench: model
 	$(BIN)/python bench/sentiment_accuracy.py
 	$(BIN)/python bench/sentiment_latency.py
+	$(BIN)/python bench/early_exit.py
 	$(BIN)/python bench/precision.py
 	$(BIN)/python bench/chat_perf.py
 	$(BIN)/python bench/cold_start.py
