@@ -9,7 +9,11 @@ worker process arms it). Then the model calls (``score``, ``start``,
   model whose weights turned to NaN does (its outputs are never finite);
 - ``hang``: the next call blocks until the process is replaced (or
   ``release_hang`` in a test), then fails with ``InferenceTimeout``;
-- ``error``: the next three calls raise ``InferenceFailed``.
+- ``error``: the next three calls raise ``InferenceFailed``;
+- ``slow``: the next call computes for ``SLOW_STEP_S`` first (a busy loop:
+  the process uses the CPU while its loop does not turn), then goes on, as
+  a step on an overloaded machine does. The watchdog must not take it for a
+  hang.
 
 The other drills (``exit``, ``exit-app``) end a process and are handled by
 the worker and the web process; ``Fault`` in ``engine.types`` lists them all.
@@ -18,6 +22,7 @@ the worker and the web process; ``Fault`` in ``engine.types`` lists them all.
 from __future__ import annotations
 
 import threading
+import time
 
 from engine.backend import Backend
 from engine.errors import InferenceFailed, InferenceTimeout, InvalidInput, InvalidOutput
@@ -25,8 +30,9 @@ from engine.types import Fault
 
 __all__ = ["BACKEND_FAULTS", "FaultyBackend"]
 
-BACKEND_FAULTS = (Fault.NAN_WEIGHTS, Fault.HANG, Fault.ERROR)
+BACKEND_FAULTS = (Fault.NAN_WEIGHTS, Fault.HANG, Fault.ERROR, Fault.SLOW)
 INJECTED_ERRORS = 3
+SLOW_STEP_S = 4.0  # the ``slow`` drill's step: twice the drill app's hang limit, under its request timeout
 
 
 class FaultyBackend:
@@ -37,6 +43,7 @@ class FaultyBackend:
         self._lock = threading.Lock()
         self._poisoned = False
         self._hang = False
+        self._slow = False
         self._errors = 0
         self._hang_released = threading.Event()
 
@@ -52,6 +59,8 @@ class FaultyBackend:
                 self._poisoned = True
             elif kind == Fault.HANG:
                 self._hang = True
+            elif kind == Fault.SLOW:
+                self._slow = True
             else:
                 self._errors = INJECTED_ERRORS
 
@@ -61,9 +70,14 @@ class FaultyBackend:
     def _before_model_call(self) -> None:
         with self._lock:
             hang, self._hang = self._hang, False
+            slow, self._slow = self._slow, False
             fail = self._errors > 0
             self._errors = max(self._errors - 1, 0)
             poisoned = self._poisoned
+        if slow:
+            end = time.monotonic() + SLOW_STEP_S
+            while time.monotonic() < end:
+                pass  # computing: CPU used, the loop not turning
         if hang:
             self._hang_released.wait()  # the watchdog sees the model thread stuck, and replaces the process
             raise InferenceTimeout()  # the hung work is abandoned with a timeout, never served late

@@ -230,6 +230,7 @@ class Fault(str, Enum):
 
     NAN_WEIGHTS = "nan-weights"  # poison the weights in memory: answers turn to NaN
     HANG = "hang"  # the worker's next step blocks until its process is replaced
+    SLOW = "slow"  # the worker's next step computes for a while first: an overloaded machine, not a hang
     ERROR = "error"  # the next three steps raise
     EXIT = "exit"  # the worker process exits at once, as a crash would
     EXIT_APP = "exit-app"  # the web process exits, for supervisord or systemd to restart

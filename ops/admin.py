@@ -5,7 +5,7 @@ serving (see ``ops.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
 ``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
 change the tasks defined at run time (``ops.runtime_tasks``; the body is the
 task's table as JSON, the fields of ``engine/tasks.toml``). ``POST /admin/fault/{kind}`` runs a fault
-drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``error`` and
+drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``slow``, ``error`` and
 ``exit`` hit the worker process, ``exit-app`` ends this web process) and
 exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
 routes are off (403); a missing or wrong token is 401. Tokens are compared in

@@ -18,8 +18,10 @@ then on the worker is an ``Inference`` like the engine itself:
   ones the worker had admitted, ``WorkerGone`` for those it never took (they
   never ran, so the service may send them to the next worker);
 - ``stuck_for`` reads the worker's heartbeat from shared memory, so a hang
-  (or a SIGSTOP) shows even though the worker cannot answer; ``rss_bytes``
-  is the worker's own resident memory (anonymous pages).
+  (or a SIGSTOP) shows even though the worker cannot answer; a worker whose
+  loop is slow to turn but whose process keeps using the CPU (a long step
+  on an overloaded machine) is computing, not stuck; ``rss_bytes`` is the
+  worker's own resident memory (anonymous pages).
 
 Stopping: ``close(drain=True)`` lets open requests finish (up to the request
 timeout), then asks the worker to exit; ``kill`` is for a suspect worker:
@@ -60,6 +62,9 @@ KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL after this long
 STOP_TIMEOUT_S = 10.0  # a worker asked to stop gets this long before it is killed
 CHAT_MARGIN_S = 5.0  # a chat's caller waits this much past the worker's own deadline
 TASK_UPDATE_TIMEOUT_S = 90.0  # the worker's own wait (60 s) plus a margin
+# A worker using this share of a core is computing (a slow step), not hung: a starved step on a machine
+# with four busy neighbours still got about a third of a core; a hung worker's idle threads use ~0.1 %.
+BUSY_SHARE = 0.05
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # where ``engine`` is importable from
 
 
@@ -73,6 +78,41 @@ class _Open:
     refusal: BaseException | None = None
 
 
+class CpuProgress:
+    """When a process last used the CPU as a computing process does (at least ``BUSY_SHARE`` of a core
+    between two looks): what tells a slow step from a hung one. A step on an overloaded machine keeps
+    computing however long it takes; a hung or stopped worker uses nothing (its idle threads wake for
+    microseconds). Thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._seen: tuple[float, float] | None = None  # (CPU seconds, monotonic time) at the last look
+        self._busy_at = 0.0
+
+    def last_seen(self, pid: int | None) -> float:
+        """The monotonic time the process was last seen computing (0.0: never), looking now."""
+        cpu = _cpu_seconds(pid)
+        now = time.monotonic()
+        with self._lock:
+            if cpu is not None:
+                if self._seen is not None and cpu - self._seen[0] >= BUSY_SHARE * (now - self._seen[1]) > 0:
+                    self._busy_at = now
+                self._seen = (cpu, now)
+            return self._busy_at
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU seconds of ``pid`` (Linux's /proc), ``None`` where unknown."""
+    if not pid:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            fields = stat.read().rsplit(b")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class WorkerProcess(InferenceCalls):
     """A model in its own process; see the module doc."""
 
@@ -83,6 +123,7 @@ class WorkerProcess(InferenceCalls):
         self._process = None
         self._conn = None
         self._beat = None
+        self._progress = CpuProgress()
         self._ids = itertools.count(1)
         self._open: dict[int, _Open] = {}
         self._lock = threading.Lock()  # guards _open and _lost
@@ -210,9 +251,13 @@ class WorkerProcess(InferenceCalls):
         return None if self._process is None else self._process.poll()
 
     def stuck_for(self) -> float:
-        """Seconds since the worker's loop last turned (it turns at least every 0.5 s when idle)."""
+        """Seconds the worker has shown no sign of life: its loop has not turned (it turns at least every
+        0.5 s when idle) and its process has used no CPU to speak of (``CpuProgress``)."""
         beat = struct.unpack_from("d", self._beat)[0] if self._beat is not None else 0.0
-        return 0.0 if not beat else max(time.monotonic() - beat, 0.0)
+        if not beat:
+            return 0.0
+        alive = max(beat, self._progress.last_seen(self.pid))
+        return max(time.monotonic() - alive, 0.0)
 
     def rss_bytes(self) -> int:
         """The worker's own resident memory: anonymous and shared-memory pages (``RssAnon`` +

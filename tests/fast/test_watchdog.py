@@ -261,6 +261,36 @@ def test_drill_is_detected_and_healed_with_no_wrong_answer(drill_app, kind):
     assert drill_app.proc.poll() is None  # the web process served throughout
 
 
+def test_a_slow_step_on_a_busy_machine_is_not_taken_for_a_hang(drill_app):
+    """The ``slow`` drill computes for 4 s in one step, twice the drill app's hang limit, as a step on an
+    overloaded machine does: the worker is alive (its process uses the CPU), so no recovery, the request
+    that waited is answered, and /ready stays 200 throughout."""
+    worker_before = httpx.get(drill_app.url + "/ready").json()["worker_pid"]
+    recovered_before = recoveries(drill_app)
+    client = Client(drill_app.url, verbose=False)
+    expected = client.predict("known answer", api_name="/sentiment")
+    assert fault(drill_app, "slow").status_code == 202
+    answers, states, done = [], [], threading.Event()
+
+    def ask():
+        try:
+            answers.append(client.predict("known answer", api_name="/sentiment"))
+        finally:
+            done.set()
+
+    asker = threading.Thread(target=ask)
+    started = time.monotonic()
+    asker.start()
+    while not done.is_set() or time.monotonic() - started < 6:  # past the step, and a vitals look after it
+        states.append(httpx.get(drill_app.url + "/ready").status_code)
+        time.sleep(0.2)
+    asker.join(30)
+    assert answers == [expected]
+    assert time.monotonic() - started >= 4  # the step really was slow
+    assert recoveries(drill_app) == recovered_before and set(states) == {200}, states
+    assert httpx.get(drill_app.url + "/ready").json()["worker_pid"] == worker_before
+
+
 def pid_running(pid: int) -> bool:
     import psutil
 
