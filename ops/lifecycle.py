@@ -23,7 +23,11 @@ model lives in the worker process.
   503; new requests wait for the new worker, see ``ops.service``), kill the
   worker (SIGTERM, then
   SIGKILL: a hang, a leak or poisoned memory ends with the process), start a
-  fresh one, verify it with the probes, re-admit traffic.
+  fresh one, verify it with the probes, re-admit traffic. If a replacement
+  is already loading (a reload, a switch, a restore), the sick worker is
+  isolated and killed all the same, and that replacement is what comes into
+  service; if it fails, a load follows, since a flow never ends with nothing
+  serving.
 - **Restore** (the serving version's files no longer match their MANIFEST):
   go to a verified good version, loaded beside the copy in memory.
 
@@ -126,6 +130,10 @@ class Lifecycle:
                 with self._lock:
                     if self._flow is flow:
                         self._loading = False
+                        if self.supervisor.serving is None and not self._closing.is_set():
+                            # The serving worker was taken out while this flow ran (``recover``) and
+                            # the flow put none in: load, rather than serve nothing.
+                            self._start_flow(self._load_until_ready, "model-loader", RECOVERY_ATTEMPTS_BEFORE_FAILED)
 
         flow = threading.Thread(target=run, name=name, daemon=True)
         self._flow = flow
@@ -284,8 +292,18 @@ class Lifecycle:
         traffic comes back.
         """
         with self._lock:
-            if not self.snapshot().ready or self._loading:
+            if not self.snapshot().ready:
                 return False
+            if self._loading:  # a replacement is loading: isolate and end the sick worker, let it come in
+                suspect = self.supervisor.take_out()
+                reason = f"{reason}; the replacement already loading takes over"
+                self.readiness.update(state=State.RECOVERING, reason=reason, worker_pid=None)
+                self.readiness.count_recovery(cause)
+                self.events.add("recovering", False, reason)
+                threading.Thread(target=self.supervisor.kill, args=(suspect,), name="worker-kill",
+                                 daemon=True).start()
+                logger.error("recovering ({}): {}", cause.value, reason)
+                return True
             suspect = self.supervisor.take_out()
             self.readiness.update(state=State.RECOVERING, reason=reason, worker_pid=None)
             self.readiness.count_recovery(cause)

@@ -211,3 +211,54 @@ def test_without_a_wait_a_request_during_a_recovery_gets_retry_shortly_at_once()
         assert time.monotonic() - started < 1.0
     finally:
         service.close()
+
+
+@pytest.mark.parametrize("replacement_passes", [True, False])
+def test_a_worker_that_hangs_while_its_replacement_loads_is_taken_out_at_once(replacement_passes):
+    """A long replacement (a reload whose worker takes its time to load) must not hide a hung serving
+    worker behind a 200: the watchdog's vitals take it out (503) and kill it within the usual detection,
+    and the replacement comes into service; if the replacement fails, a load follows."""
+    import threading
+
+    from ops.readiness import RecoveryCause
+    from ops.watchdog import WatchdogConfig, Watchdog, load_probes
+
+    release = threading.Event()
+    started: list[FakeWorker] = []
+
+    class Hangs(FakeWorker):
+        stuck = 0.0
+
+        def stuck_for(self):
+            return self.stuck
+
+    def start_worker(target=None):
+        if started:  # the replacement: slow to load, then passes or fails
+            release.wait(10)
+            if not replacement_passes and len(started) == 1:
+                started.append(None)
+                raise ModelUnavailable("the replacement failed to load")
+        started.append(Hangs())
+        return started[-1]
+
+    service = ModelService(load_tasks(), start_worker, max_backoff_s=0.05).start()
+    try:
+        assert service.wait_ready(5)
+        first = started[0]
+        assert service.reload("operator", operator=True)
+        first.stuck = 60.0  # hangs while the replacement loads
+        dog = Watchdog(service, load_probes(), WatchdogConfig(hang_limit_s=10), rss=lambda: 1)
+        assert dog.check_vitals().value == "recover"
+        snapshot = service.snapshot()
+        assert snapshot.state is State.RECOVERING and not snapshot.ready  # /ready leaves 200 at once
+        assert "replacement" in snapshot.reason
+        assert wait_for(lambda: first.killed)
+        assert routes(service).get("/ready").status_code == 503
+        release.set()
+        assert wait_for(lambda: service.snapshot().ready, timeout=10)
+        serving = service.lifecycle.supervisor.serving
+        assert serving is started[-1] and serving is not first
+        assert service.lifecycle.readiness.stats.recoveries[RecoveryCause.HANG.value] == 1
+    finally:
+        release.set()
+        service.close()
