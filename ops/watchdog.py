@@ -4,9 +4,11 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
 ``max_instances=1`` and ``coalesce=True``:
 
 - ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
-  work: the worker process gone (a crash, an OOM kill), its loop not turning
-  for ``hang_limit_s`` (a hang, or a stopped process: read from shared memory,
-  so it shows even when the worker cannot answer), the worker's memory above
+  work: the worker process gone (a crash, an OOM kill), no sign of life for
+  ``hang_limit_s``: its loop not turning (read from shared memory, so it shows
+  even when the worker cannot answer) *and* its process using no CPU (a slow
+  step on an overloaded machine computes, a hung or stopped one does not:
+  ``ops.worker_process.CpuProgress``), the worker's memory above
   ``memory_limit_bytes``, the model's files changed on disk (size or mtime,
   compared with what was loaded; a store version's files are then hashed
   against its MANIFEST in the background), and the store link
@@ -20,7 +22,10 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
 
 A sick model calls ``recover(cause, reason)``: detect -> isolate
 (``recovering``, 503) -> recover (kill the worker, start a fresh one from the
-store) -> verify (the probes pass) -> re-admit. A moved link calls ``reload``
+store) -> verify (the probes pass) -> re-admit. Recovery and replacement
+flows run in threads of their own (``ops.lifecycle``), so neither job is ever
+held by one, and a worker that hangs while its replacement loads is taken out
+at once. A moved link calls ``reload``
 (the new version's worker starts beside the serving one, and is rolled back
 if it fails); a damaged store version calls ``replace_damaged`` (back to the
 last good version). ``decide`` holds the rules and takes its inputs as
