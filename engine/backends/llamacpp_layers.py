@@ -104,10 +104,11 @@ class LayerTap:
                 raise InvalidOutput()
         return self._captured
 
-    def evaluate(self, entries: Sequence[BatchEntry], layer: int) -> None:
-        """Evaluate ``entries`` through ``layer`` in as many decodes as needed (a prompt prefix)."""
-        for start in range(0, len(entries), self.batch_tokens):
-            self.run(entries[start : start + self.batch_tokens], [layer])
+    def adopt_state(self, state, sequence: int) -> None:
+        """Put a sequence's cells copied from another context over the same model
+        (``LlamaRuntime.sequence_state``) into ``sequence`` here."""
+        if self._api.llama_state_seq_set_data(self._ctx, state, len(state), sequence) == 0:
+            raise InferenceFailed("llama.cpp could not load a sequence's state into the early-exit context.")
 
     def drop(self, sequence: int, start: int = -1) -> None:
         self._api.llama_memory_seq_rm(self._memory, sequence, start, -1)
@@ -124,15 +125,16 @@ class LayerTap:
 
 class TapPrefix:
     """One classify task's prompt prefix on a ``LayerTap``, and the hidden states after it of batches of
-    texts: the early-exit half of ``llamacpp_scoring.GgufLabelScorer``. The prefix is evaluated through
-    every layer but the last once, so a head on any layer, and the layer choice, can read it."""
+    texts: the early-exit half of ``llamacpp_scoring.GgufLabelScorer``. The prefix's cells are copied
+    from the main context, which holds them already (every layer's keys and values, so a head on any
+    layer, and the layer choice, can read them): no second evaluation, a second less at each start."""
 
-    def __init__(self, tap: LayerTap, prefix_ids: list[int]) -> None:
+    def __init__(self, tap: LayerTap, prefix_len: int, state) -> None:
         self.tap = tap
-        self.prefix_len = len(prefix_ids)
+        self.prefix_len = prefix_len
         self._sequence: int | None = tap.sequences.take()
         try:
-            tap.evaluate([BatchEntry(t, i, self._sequence) for i, t in enumerate(prefix_ids)], tap.layers - 1)
+            tap.adopt_state(state, self._sequence)
         except BaseException:
             self.close()
             raise

@@ -77,6 +77,15 @@ def fill_batch(batch, entries: Sequence[BatchEntry], all_outputs: bool = False) 
     batch.n_tokens = len(entries)
 
 
+def read_sequence_state(api, ctx, sequence: int):
+    """``llama_state_seq_get_data`` of one sequence, as a ctypes byte buffer."""
+    size = api.llama_state_seq_get_size(ctx, sequence)
+    buffer = (ctypes.c_uint8 * size)()
+    if api.llama_state_seq_get_data(ctx, buffer, size, sequence) != size:
+        raise InferenceFailed("llama.cpp could not copy a sequence's state.")
+    return buffer
+
+
 def check_status(status: int, context: str) -> None:
     """``llama_decode``'s status as our errors: 1 is a full context, anything else but 0 a failure."""
     if status == 1:
@@ -294,6 +303,10 @@ class LlamaRuntime:
         if not pointer:
             raise InferenceFailed(f"llama.cpp has no hidden state for batch index {index}.")
         return np.ctypeslib.as_array(pointer, shape=(self.hidden_size,)).copy()
+
+    def sequence_state(self, sequence: int):
+        """A copy of ``sequence``'s cells (its keys and values), for another context over this model."""
+        return read_sequence_state(self._ll, self._ctx, sequence)
 
     def drop(self, sequence: int, start: int = -1) -> None:
         """Free the cells of ``sequence`` from position ``start`` on (all of them by default)."""

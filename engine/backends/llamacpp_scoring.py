@@ -106,7 +106,8 @@ class GgufLabelScorer:
 
     def _exit_prefix(self) -> TapPrefix:
         if self._exit is None:
-            self._exit = TapPrefix(self._early_exit(), self._plan.prefix_ids)
+            state = self.runtime.sequence_state(self._prefix_sequence)
+            self._exit = TapPrefix(self._early_exit(), self.prefix_len, state)
         return self._exit
 
     def close(self) -> None:
