@@ -1,6 +1,6 @@
 """Fault drills on the default model under steady client traffic.
 
-    .venv/bin/python bench/drill.py [--kinds nan-weights,hang] [--clients 2]
+    .venv/bin/python bench/drill.py [--kinds nan-weights,hang,exit,slow] [--clients 2] [--backend auto]
 
 Starts ``python app.py`` with ``--fault-injection`` and the default watchdog
 settings (self-test every 15 s, hang limit 10 s), keeps clients sending
@@ -78,9 +78,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--kinds", default="nan-weights,hang")
     parser.add_argument("--clients", type=int, default=2)
+    parser.add_argument("--backend", default="auto", help="auto, torch or llamacpp (as the app's --backend)")
     args = parser.parse_args()
     header("fault drills on the default model")
-    proc, url, _ = start_app(["--admin-token", TOKEN, "--fault-injection", "--log-dir", "/tmp/allinone-drill-logs"])
+    proc, url, _ = start_app(["--admin-token", TOKEN, "--fault-injection", "--log-dir", "/tmp/allinone-drill-logs",
+                              "--backend", args.backend])
     try:
         for kind in args.kinds.split(","):
             print(drill(url, kind, args.clients), flush=True)
