@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 ARTIFACTS = REPO / "artifacts"
 # The runtime and weight format every engine and app of a test run uses: torch in fp32 (the reference)
 # unless the run says otherwise. `make test` runs the model-facing tests again in the format `auto` picks
-# here, and again on the llamacpp backend where llama-cpp-python is installed (which serves the GGUF's
+# here, and again on the llamacpp backend (which serves the GGUF's
 # own format: no --precision).
 TEST_BACKEND = os.environ.get("ALLINONE_TEST_BACKEND", "torch")
 TEST_PRECISION = "auto" if TEST_BACKEND == "llamacpp" else os.environ.get("ALLINONE_TEST_PRECISION", "fp32")

@@ -1,7 +1,7 @@
-"""llama.cpp through llama-cpp-python's low-level bindings: one GGUF, one context, many sequences.
+"""llama.cpp through its C API (``llama_capi``): one GGUF, one context, many sequences.
 
-The high-level ``llama_cpp.Llama`` decodes one sequence at a time, so the
-llamacpp backend drives the C API directly (no C of our own): one context
+A high-level binding decodes one sequence at a time, so the llamacpp
+backend drives the C API directly (no C of our own): one context
 whose KV cache is *unified*, shared by every sequence id. That is what makes
 the two tricks of the backend cheap:
 
@@ -15,9 +15,9 @@ the two tricks of the backend cheap:
 ``LlamaRuntime`` is the thin, typed layer over the bindings (load, tokenize,
 decode a batch, read logits and hidden states, drop and copy sequences);
 ``SequenceIds`` hands out the sequence ids. Everything model-shaped above
-it is in ``llamacpp_backend`` and ``llamacpp_scoring``. llama-cpp-python's
-structs change between releases, so its version is pinned
-(``requirements-llamacpp.txt``) and every struct starts from its defaults.
+it is in ``llamacpp_backend`` and ``llamacpp_scoring``. llama.cpp's structs
+change between releases, so the library's version is pinned
+(``requirements.txt``) and every struct starts from its defaults.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ __all__ = ["BatchEntry", "LlamaRuntime", "SequenceIds", "check_status", "fill_ba
 _log_callback = None  # kept alive for as long as llama.cpp may call it
 
 
-def _route_logs(llama_cpp) -> None:
+def _route_logs(api) -> None:
     """llama.cpp's own log lines: warnings and errors to our log, the load chatter nowhere."""
     global _log_callback
     if _log_callback is not None:
@@ -52,8 +52,8 @@ def _route_logs(llama_cpp) -> None:
             if message:
                 logger.log("WARNING" if level == 3 else "ERROR", "llama.cpp: {}", message)
 
-    _log_callback = llama_cpp.log_callback(forward)
-    llama_cpp.llama_log_set(_log_callback, ctypes.c_void_p(0))
+    _log_callback = api.log_callback(forward)
+    api.llama_log_set(_log_callback, ctypes.c_void_p(0))
 
 
 @dataclass(frozen=True)
