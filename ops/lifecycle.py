@@ -294,21 +294,18 @@ class Lifecycle:
         with self._lock:
             if not self.snapshot().ready:
                 return False
-            if self._loading:  # a replacement is loading: isolate and end the sick worker, let it come in
-                suspect = self.supervisor.take_out()
+            replacing = self._loading  # a replacement is loading: it, not a new flow, comes into service
+            if replacing:
                 reason = f"{reason}; the replacement already loading takes over"
-                self.readiness.update(state=State.RECOVERING, reason=reason, worker_pid=None)
-                self.readiness.count_recovery(cause)
-                self.events.add("recovering", False, reason)
-                threading.Thread(target=self.supervisor.kill, args=(suspect,), name="worker-kill",
-                                 daemon=True).start()
-                logger.error("recovering ({}): {}", cause.value, reason)
-                return True
             suspect = self.supervisor.take_out()
             self.readiness.update(state=State.RECOVERING, reason=reason, worker_pid=None)
             self.readiness.count_recovery(cause)
             self.events.add("recovering", False, reason)
-            self._start_flow(self._recover, "model-recovery", suspect)
+            if replacing:
+                threading.Thread(target=self.supervisor.kill, args=(suspect,), name="worker-kill",
+                                 daemon=True).start()
+            else:
+                self._start_flow(self._recover, "model-recovery", suspect)
         logger.error("recovering ({}): {}", cause.value, reason)
         return True
 

@@ -17,8 +17,8 @@ new runtime is one new module here and one line below.
   (``bench/class_load.py``, docs/benchmarks.md), and a machine with less than
   ``SMALL_MACHINE_BYTES`` of memory in all (a laptop) gets llama.cpp, whose
   worker is half the size. Total memory, not what is free, so that a hot swap
-  beside the old worker chooses as the start did. Everything else gets ``torch``. The reason says which
-  condition decided.
+  beside the old worker chooses as the start did. Everything else gets
+  ``torch``. The reason says which condition decided.
 """
 
 from __future__ import annotations

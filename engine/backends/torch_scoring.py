@@ -45,6 +45,7 @@ __all__ = ["LabelScorer"]
 class _Exit(Exception):
     """Raised by the hook on the deepest block a pass needs: nothing after it runs."""
 
+
 def _output_rows(head, rows: list[int]) -> torch.Tensor:
     """fp32 rows of the output layer, whatever its weights' format: an int8 layer tied to the embedding
     table keeps the table as its ``weight`` (exact); an untied one gives its rows dequantized."""
