@@ -65,6 +65,7 @@ TASK_UPDATE_TIMEOUT_S = 90.0  # the worker's own wait (60 s) plus a margin
 # A worker using this share of a core is computing (a slow step), not hung: a starved step on a machine
 # with four busy neighbours still got about a third of a core; a hung worker's idle threads use ~0.1 %.
 BUSY_SHARE = 0.05
+BUSY_WINDOW_S = 1.0  # the share is judged over at least this long (the CPU clock ticks in 10 ms steps)
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # where ``engine`` is importable from
 
 
@@ -95,9 +96,12 @@ class CpuProgress:
         now = time.monotonic()
         with self._lock:
             if cpu is not None:
-                if self._seen is not None and cpu - self._seen[0] >= BUSY_SHARE * (now - self._seen[1]) > 0:
-                    self._busy_at = now
-                self._seen = (cpu, now)
+                if self._seen is None:
+                    self._seen = (cpu, now)
+                elif now - self._seen[1] >= BUSY_WINDOW_S:  # shorter, one clock tick of CPU could pass for 5 %
+                    if cpu - self._seen[0] >= BUSY_SHARE * (now - self._seen[1]):
+                        self._busy_at = now
+                    self._seen = (cpu, now)
             return self._busy_at
 
 

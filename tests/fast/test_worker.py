@@ -140,3 +140,20 @@ def test_worker_logs_reach_the_web_process(tiny_model_dir, tasks):
     finally:
         logger.remove(sink)
     assert any(f"[worker {worker.pid}]" in line and "loaded tiny-qwen2@test" in line for line in lines), lines
+
+
+def test_cpu_progress_tells_a_computing_process_from_an_idle_one():
+    """The hang rule's second half (ops.worker_process.CpuProgress), on this very process: idle for a
+    window is no sign of life, a busy window is."""
+    from ops.worker_process import BUSY_WINDOW_S, CpuProgress
+
+    progress = CpuProgress()
+    assert progress.last_seen(os.getpid()) == 0.0  # the first look only takes a reference
+    time.sleep(BUSY_WINDOW_S + 0.1)
+    assert progress.last_seen(os.getpid()) == 0.0  # asleep: no CPU used
+    end = time.monotonic() + BUSY_WINDOW_S + 0.1
+    while time.monotonic() < end:
+        pass
+    seen = progress.last_seen(os.getpid())
+    assert seen > 0.0 and time.monotonic() - seen < 0.5
+    assert CpuProgress().last_seen(None) == 0.0  # no process yet: nothing to see
