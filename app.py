@@ -174,7 +174,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     service = ModelService(runtime_tasks.registry(), make_worker_starter(config, runtime_tasks.registry),
                            self_test=probes.run,
                            source=ModelSource(config.resolved_model_dir), ready_wait_s=config.ready_wait_s,
-                           limits=limits, failures_before_reload=config.failures_before_reload).start()
+                           limits=limits, failures_before_reload=config.failures_before_reload,
+                           spare_worker=config.spare_worker).start()
     timeline = Timeline()  # latency and memory over time, for the Status tab
     watchdog = Watchdog(service, probes, WatchdogConfig(
         interval_s=config.self_test_interval_s,

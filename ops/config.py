@@ -60,6 +60,7 @@ class AppConfig:
     probes_file: Path | None = None  # default: ops/probes.toml
     self_test_interval_s: float = 15.0
     hang_limit_s: float = 10.0
+    spare_worker: bool = False
     memory_limit_mb: int = 0  # 0: no limit
     log_dir: Path = REPO_ROOT / "logs"
     data_dir: Path = REPO_ROOT / "data"  # what the app writes and keeps: tasks defined at run time
@@ -91,8 +92,8 @@ _HELP = {
     "models_root": "the model store (models/<name>@<version>, current, previous)",
     "model_dir": "serve this model directory instead of <models-root>/current",
     "tasks_file": "task registry (TOML); default engine/tasks.toml",
-    "backend": "model runtime: auto (llamacpp where it is installed and the version has a GGUF, else torch), "
-               "torch (transformers + torch on the safetensors) or llamacpp (llama.cpp on the GGUF; make llamacpp)",
+    "backend": "model runtime: auto (the faster one on this CPU and memory, see docs/benchmarks.md; llamacpp for a "
+               "GGUF-only version), torch (transformers + torch on the safetensors) or llamacpp (llama.cpp on the GGUF)",
     "precision": "weight format: auto (the fastest that keeps the answers on this CPU, see docs/benchmarks.md), "
                  "fp32, bf16 or int8",
     "device": "cpu or cuda",
@@ -124,6 +125,8 @@ _HELP = {
     "probes_file": "known-answer self-test probes (TOML); default ops/probes.toml",
     "self_test_interval_s": "seconds between watchdog self-tests (skipped while real traffic succeeds)",
     "hang_limit_s": "the worker's loop silent longer than this is a hang: its process is replaced",
+    "spare_worker": "keep a second worker loaded and self-tested, so a recovery is a switch to it in about a "
+                    "second (costs a second copy of the worker's memory; see docs/reliability.md)",
     "memory_limit_mb": "replace the model's worker process when it uses more memory than this (0: no limit)",
     "log_dir": "where log files go",
     "data_dir": "where the app keeps what it is told at run time (tasks added by an operator: tasks.json)",

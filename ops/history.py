@@ -27,7 +27,8 @@ __all__ = ["Event", "EventLog", "Timeline"]
 @dataclass(frozen=True)
 class Event:
     at: float  # unix time
-    kind: str  # self-test, loaded, load-failed, reload, recovering, recovered, switch, unload-first, rollback, integrity
+    kind: str  # self-test, loaded, load-failed, reload, recovering, recovered, spare, switch, unload-first,
+    # rollback, integrity
     ok: bool
     detail: str
 

@@ -48,6 +48,7 @@ from engine.types import GenerateOptions, Inference
 from ops.follower import VERSION_FAULTS, StoreFollower, rollback_cause
 from ops.integrity import IntegrityMonitor
 from ops.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
+from ops.spare import WarmSpare
 from ops.store import MANIFEST, quick_check, weights_bytes
 from ops.supervisor import WorkerHandle, WorkerSupervisor
 
@@ -89,8 +90,11 @@ class Lifecycle:
 
     def __init__(self, supervisor: WorkerSupervisor, readiness: Readiness, follower: StoreFollower,
                  integrity: IntegrityMonitor, self_test: Callable[[Inference], str] = basic_self_test,
-                 max_backoff_s: float = 60.0, available_memory: Callable[[], int] = free_memory_bytes) -> None:
+                 max_backoff_s: float = 60.0, available_memory: Callable[[], int] = free_memory_bytes,
+                 spare: WarmSpare | None = None) -> None:
+        """``spare``: the warm spare worker (``--spare-worker``) that a recovery switches to, if any."""
         self.supervisor = supervisor
+        self.spare = spare
         self.readiness = readiness
         self.events = readiness.events
         self.follower = follower
@@ -184,7 +188,10 @@ class Lifecycle:
             problems = quick_check(target)
             if problems:
                 raise ModelDamaged(f"{target.name} does not match its MANIFEST: {'; '.join(problems[:3])}")
-        worker = self.supervisor.start_worker(target)
+        self._admit(self.supervisor.start_worker(target), started)
+
+    def _admit(self, worker: WorkerHandle, started: float) -> None:
+        """Self-test a started worker and put it in service (a fresh load, or the warm spare)."""
         test_started = time.monotonic()
         try:
             detail = self._self_test(worker)
@@ -208,6 +215,8 @@ class Lifecycle:
         logger.info("model {} ready in {:.1f} s ({})", worker.model_label, time.monotonic() - started, detail)
         if old is not None:  # it finishes its open requests (up to the request timeout) in the background
             threading.Thread(target=self.supervisor.retire, args=(old,), name="worker-retire", daemon=True).start()
+        if self.spare is not None:
+            self.spare.refill(worker.model_path)
 
     def reload(self, reason: str, operator: bool = True) -> bool:
         """Start the active version's worker beside the one serving; swap once it passes its self-test.
@@ -232,6 +241,8 @@ class Lifecycle:
         return True
 
     def _reload_beside(self, may_roll_back: bool = True) -> None:
+        if self.spare is not None:  # its memory goes to the new worker, which gets a spare of its own once in
+            self.spare.discard()
         serving = self.supervisor.serving
         good = serving.model_path if serving is not None else None
         target = unloaded = None
@@ -249,6 +260,8 @@ class Lifecycle:
                 logger.opt(exception=exc).error("model reload failed; still serving the previous model")
             if unloaded:  # nothing serves now: load what the link names (the good version, after a rollback)
                 self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED)
+            elif self.spare is not None and self.supervisor.serving is not None:
+                self.spare.refill(self.supervisor.serving.model_path)
             return
         if target is not None and good is not None and target != good:
             mode = SwitchMode.UNLOAD_FIRST if unloaded else SwitchMode.BESIDE
@@ -305,20 +318,38 @@ class Lifecycle:
                 threading.Thread(target=self.supervisor.kill, args=(suspect,), name="worker-kill",
                                  daemon=True).start()
             else:
-                self._start_flow(self._recover, "model-recovery", suspect)
+                self._start_flow(self._recover, "model-recovery", suspect, cause)
         logger.error("recovering ({}): {}", cause.value, reason)
         return True
 
-    def _recover(self, suspect: WorkerHandle | None) -> None:
+    def _recover(self, suspect: WorkerHandle | None, cause: RecoveryCause) -> None:
         started = time.monotonic()
-        self.supervisor.kill(suspect)
         serving = suspect.model_path if suspect is not None else None
-        self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED, version=serving)
+        if not self._switch_to_spare(suspect, serving, cause, started):
+            self.supervisor.kill(suspect)
+            self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED, version=serving)
         if self.snapshot().ready:
             seconds = time.monotonic() - started
             self.readiness.recovered_in(seconds)
             self.events.add("recovered", True, f"in {seconds:.1f} s")
             logger.info("recovered in {:.1f} s", seconds)
+
+    def _switch_to_spare(self, suspect: WorkerHandle | None, version: Path | None, cause: RecoveryCause,
+                         started: float) -> bool:
+        """Put the warm spare in service, if there is one for ``version``; True if it now serves. Not when
+        the files changed on disk: the spare was loaded from the files before the change."""
+        spare = self.spare.take(version) if self.spare is not None and cause is not RecoveryCause.FILES else None
+        if spare is None:
+            return False
+        # The suspect ends beside the switch: SIGTERM's grace period is no reason to wait.
+        threading.Thread(target=self.supervisor.kill, args=(suspect,), name="worker-kill", daemon=True).start()
+        try:
+            self._admit(spare, started)
+        except AllInOneError as exc:
+            self.events.add("spare", False, f"the warm spare failed its self-test ({exc.user_message}): loading")
+            return False
+        self.events.add("spare", True, f"switched to the warm spare worker (pid {spare.pid})")
+        return True
 
     def replace_damaged(self, reason: str) -> bool:
         """The serving version's files are damaged: switch to a verified good version and load it
@@ -350,4 +381,6 @@ class Lifecycle:
     def close(self) -> None:
         self._closing.set()
         self._wake.set()
+        if self.spare is not None:
+            self.spare.close()
         self.supervisor.kill(self.supervisor.take_out())

@@ -75,6 +75,7 @@ class HealthSnapshot:
     consecutive_failures: int
     started_at: float
     worker_pid: int | None = None
+    spare_pid: int | None = None  # the warm spare worker's, parked and self-tested (``ops.spare``)
     precision: tuple[str, str] | None = None  # the serving weights' format, and why that one
     backend: tuple[str, str] | None = None  # the runtime serving them (torch, llamacpp), and why that one
     heads: dict[str, dict] = field(default_factory=dict)  # task -> its linear head's state (engine.heads)
@@ -96,6 +97,7 @@ class HealthSnapshot:
             "consecutive_failures": self.consecutive_failures,
             "uptime_s": round(now - self.started_at, 1),
             "worker_pid": self.worker_pid,
+            "spare_pid": self.spare_pid,
             "precision": None if self.precision is None else dict(zip(("format", "reason"), self.precision)),
             "backend": None if self.backend is None else dict(zip(("name", "reason"), self.backend)),
             "heads": self.heads,

@@ -40,6 +40,7 @@ from ops.integrity import IntegrityMonitor
 from ops.lifecycle import Lifecycle, basic_self_test, free_memory_bytes
 from ops.limits import RequestLimits
 from ops.readiness import HealthSnapshot, Readiness, RecoveryCause, State
+from ops.spare import WarmSpare
 from ops.store import ModelSource
 from ops.supervisor import WorkerHandle, WorkerSupervisor
 
@@ -69,9 +70,11 @@ class ModelService(InferenceCalls):
         ready_wait_s: float = 0.0,
         limits: RequestLimits = RequestLimits(),
         failures_before_reload: int = 3,
+        spare_worker: bool = False,
     ) -> None:
         """``start_worker(version_dir)`` starts a worker (the directory is None without a ``source``);
-        ``ready_wait_s``: how long a request waits for a load or recovery under way."""
+        ``ready_wait_s``: how long a request waits for a load or recovery under way; ``spare_worker``:
+        keep a warm spare worker for recoveries (``ops.spare``)."""
         self.tasks = tasks
         self.limits = limits
         self._ready_wait_s = ready_wait_s
@@ -82,8 +85,10 @@ class ModelService(InferenceCalls):
         self.readiness = Readiness()
         self.follower = StoreFollower(source)
         self.integrity = IntegrityMonitor()
+        self.spare = WarmSpare(self.supervisor.start_worker, self_test,
+                               on_change=lambda pid: self.readiness.update(spare_pid=pid)) if spare_worker else None
         self.lifecycle = Lifecycle(self.supervisor, self.readiness, self.follower, self.integrity, self_test,
-                                   max_backoff_s, available_memory)
+                                   max_backoff_s, available_memory, self.spare)
         self.events = self.readiness.events
         self.stats = self.readiness.stats
         self._last_success: float | None = None  # monotonic time of the last successful request
@@ -134,6 +139,11 @@ class ModelService(InferenceCalls):
 
     def worker_rss_bytes(self) -> int:
         return self.supervisor.worker_rss_bytes()
+
+    def tend_spare(self) -> None:
+        """Replace a warm spare that died while parked (the watchdog's vitals job; nothing without one)."""
+        if self.spare is not None:
+            self.spare.tend()
 
     def queue_depth(self) -> int:
         return self.supervisor.queue_depth()

@@ -196,6 +196,8 @@ class WatchedService(Inference, Protocol):
 
     def worker_rss_bytes(self) -> int: ...
 
+    def tend_spare(self) -> None: ...
+
     def seconds_since_success(self) -> float | None: ...
 
     def model_on_disk(self): ...
@@ -249,6 +251,7 @@ class Watchdog:
             self.timeline.observe_memory(web=vitals.web_rss_bytes, worker=vitals.rss_bytes)
         decision = decide(vitals, self.config, probe_due=False)
         self._act(decision)
+        self.service.tend_spare()
         return decision.action
 
     def run_self_test(self) -> Action:

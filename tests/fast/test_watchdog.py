@@ -12,6 +12,8 @@ from gradio_client import Client
 from ops.readiness import RecoveryCause
 from ops.service import DiskCheck
 from ops.watchdog import Action, Vitals, Watchdog, WatchdogConfig, decide, load_probes
+from tests.conftest import LiveApp
+from tests.fakes import wait_for
 
 CONFIG = WatchdogConfig(interval_s=15, hang_limit_s=10, memory_limit_bytes=1000)
 
@@ -82,6 +84,9 @@ class FakeService:
 
     def worker_rss_bytes(self):
         return 1
+
+    def tend_spare(self):
+        self.spare_tended = getattr(self, "spare_tended", 0) + 1
 
     def seconds_since_success(self):
         return self.since_success
@@ -314,6 +319,34 @@ def test_a_killed_or_stopped_worker_is_replaced_with_no_wrong_answer(drill_app, 
     assert all("Traceback" not in text for outcome, text in seen if outcome == "error")
     worker_after = httpx.get(drill_app.url + "/ready").json()["worker_pid"]
     assert worker_after not in (None, worker_before) and not pid_running(worker_before)
+
+
+@pytest.fixture()
+def spare_app(tiny_app_args, tmp_path):
+    """A drill app with a warm spare worker (``--spare-worker``), once its spare is parked."""
+    app = LiveApp([*tiny_app_args, "--log-dir", str(tmp_path), "--admin-token", "drill", "--fault-injection",
+                   "--self-test-interval-s", "1", "--hang-limit-s", "2", "--request-timeout-s", "5",
+                   "--spare-worker"], tmp_path / "console.log")
+    assert wait_for(lambda: httpx.get(app.url + "/ready").json()["spare_pid"] is not None, timeout=60)
+    yield app
+    app.stop()
+
+
+@pytest.mark.parametrize("signal_name, cause", [("SIGKILL", "worker_exit"), ("SIGSTOP", "hang")])
+def test_with_a_spare_a_recovery_is_a_switch_to_it_and_a_new_spare_warms(spare_app, signal_name, cause):
+    import os
+    import signal
+
+    before = httpx.get(spare_app.url + "/ready").json()
+    expected, seen, states = run_drill(spare_app, lambda: os.kill(before["worker_pid"], getattr(signal, signal_name)))
+    assert recoveries(spare_app, cause) == 1 and states[-1] == "ready", states
+    assert [answer for outcome, answer in seen if outcome == "ok" and answer != expected] == []
+    after = httpx.get(spare_app.url + "/ready").json()
+    assert after["worker_pid"] == before["spare_pid"]  # the spare took over: nothing was loaded first
+    assert wait_for(lambda: not pid_running(before["worker_pid"]))
+    assert wait_for(lambda: httpx.get(spare_app.url + "/ready").json()["spare_pid"] not in (None, before["spare_pid"]),
+                    timeout=60)
+    assert Client(spare_app.url, verbose=False).predict("known answer", api_name="/sentiment") == expected
 
 
 def test_exit_app_drill_ends_the_web_process(drill_app):
