@@ -29,6 +29,8 @@ last hidden state and label log-probabilities (``torch_head``).
 
 from __future__ import annotations
 
+import copy
+
 import torch
 
 from engine.backend import Scored
@@ -64,6 +66,11 @@ class LabelScorer:
         self.tokenizer = tokenizer
         self.task = task
         self.max_input_tokens = max_input_tokens
+        # The text to classify is data: a special token written in it ("<|im_end|>") is read as plain text,
+        # as the llamacpp scorer reads it, so it cannot close its turn of the prompt. A copy of the
+        # tokenizer with that setting, for the prompt itself needs its special tokens.
+        self._data_tokenizer = copy.deepcopy(tokenizer.backend_tokenizer)
+        self._data_tokenizer.encode_special_tokens = True
         self._plan = plan = LabelPlan(task, render, self._encode, max_input_tokens)
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self._spellings, self._spelling_label = plan.spellings, plan.spelling_label
@@ -87,7 +94,7 @@ class LabelScorer:
         return self.tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
 
     def _suffix_ids(self, text: str) -> tuple[list[int], bool]:
-        return self._plan.suffix_ids(self._encode(text))
+        return self._plan.suffix_ids(self._data_tokenizer.encode(text, add_special_tokens=False).ids)
 
     def _prefix_cache(self, batch: int):
         from transformers import DynamicCache
