@@ -1,6 +1,7 @@
 """Chaos report: faults against the running app under steady traffic, one row per fault.
 
     .venv/bin/python bench/chaos.py [--faults all|sigkill,sigstop,...] [--clients 4] [--store DIR]
+                                    [--backend auto] [--spare-worker]
 
 Builds a store under ``--store`` (once; the default model twice, versions
 ``a`` and ``b``: about 5 GB), starts ``python app.py`` on it serving ``b``
@@ -160,6 +161,16 @@ def recoveries(url: str) -> dict[str, float]:
             if s.name == "allinone_recoveries_total"}
 
 
+def wait_spare(url: str, timeout: float = 300.0) -> float:
+    """Wait until the app's warm spare is parked (``--spare-worker``); returns the seconds waited."""
+    started = time.monotonic()
+    while httpx.get(url + "/ready", timeout=5).json().get("spare_pid") is None:
+        if time.monotonic() - started > timeout:
+            raise SystemExit("the warm spare never came up")
+        time.sleep(0.5)
+    return time.monotonic() - started
+
+
 def worker_pid(url: str) -> int | None:
     return httpx.get(url + "/ready", timeout=5).json().get("worker_pid")
 
@@ -199,6 +210,7 @@ def one_fault(kind: str, url: str, web_pid: int, traffic: Traffic, timeout: floa
     cut = detected if detected is not None else t0
     return {
         "fault": kind,
+        "t0": t0,  # when it hit (monotonic), for a caller that looks around it
         "detected_by": ",".join(causes) or "-",
         "detected_s": None if detected is None else round(detected - t0, 1),
         "ready_s": None if ready is None else round(ready - t0, 1),
@@ -488,7 +500,7 @@ def damage_store(kind: str, url: str, web_pid: int, traffic: Traffic, store: Pat
     time.sleep(3)
     after = httpx.get(url + "/ready", timeout=5).json()
     return _row("one weight file overwritten" if kind == "overwrite" else "the model directory deleted",
-                "integrity check", traffic, t0, web_pid, before,
+                "integrity check", traffic, t0, web_pid, before, t0=t0,
                 detected_s=None if detected is None else round(detected - t0, 1),
                 ready_s=None if switched is None else round(switched - t0, 1),
                 serving_after=after.get("model"), degraded=after.get("degraded"),
@@ -503,13 +515,14 @@ def metric(url: str, name: str) -> float:
     return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
 
 
-def build_store(source: Path, root: Path) -> str:
-    """The default model as versions ``a`` and ``b`` (once); ``b`` current. Returns its name."""
+def build_store(source: Path, root: Path, versions: tuple[str, ...] = ("a", "b")) -> str:
+    """The default model as ``versions`` (once; a damaged one again), the last current, and the bad
+    release ``c``. Returns the model's name."""
     from ops.store import ModelStore
 
     store = ModelStore(root)
     name = source.resolve().name.partition("@")[0]
-    for version in ("a", "b"):
+    for version in versions:
         key = f"{name}@{version}"
         if key in store.keys() and store.verify(key):  # damaged by an earlier run: build it again
             for path in [root / key, *(root / key).rglob("*")]:
@@ -521,8 +534,8 @@ def build_store(source: Path, root: Path) -> str:
     if f"{name}@c" not in store.keys():
         print(f"building {name}@c (output layer negated: it loads, and fails its self-test) ...", flush=True)
         install_broken_copy(source, root, "c")
-    for key in (f"{name}@a", f"{name}@b"):
-        store_cli(root, "activate", key, "--force")
+    for version in versions[-2:]:  # the last current, the one before it previous
+        store_cli(root, "activate", f"{name}@{version}", "--force")
     return name
 
 
@@ -546,12 +559,14 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--source", type=Path, default=REPO / "models" / "current", help="the model to copy")
     parser.add_argument("--store", type=Path, default=Path("/tmp/allinone-chaos-store"))
+    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--spare-worker", action="store_true", help="serve with a warm spare worker")
     args = parser.parse_args()
     faults = (ALL if args.faults == "all" else args.faults).split(",")
     name = build_store(args.source, args.store)
-    header("chaos report")
+    header("chaos report" + (", warm spare worker" if args.spare_worker else ""))
     app_args = ["--models-root", str(args.store), "--log-dir", "/tmp/allinone-chaos-logs", "--fault-injection",
-                "--max-new-tokens", "16"]
+                "--max-new-tokens", "16", "--backend", args.backend] + (["--spare-worker"] if args.spare_worker else [])
     proc, url, cold = start_app(app_args, env={"ALLINONE_ADMIN_TOKEN": TOKEN})
     print(f"cold start: {cold:.1f} s", flush=True)
     time.sleep(10)  # the worker copies its weights off the model files in its first seconds: measure after
@@ -560,6 +575,8 @@ def main() -> None:
     rows = []
     try:
         for kind in faults:
+            if args.spare_worker:
+                print(f"spare parked after {wait_spare(url):.1f} s more", flush=True)
             if kind.startswith("hang-x"):
                 row = repeated_hangs(url, proc.pid, traffic, int(kind[len("hang-x"):]), first_worker_rss)
             elif kind == "history":
@@ -580,6 +597,7 @@ def main() -> None:
                 row = damage_store(kind, url, proc.pid, traffic, args.store)
             else:
                 row = one_fault(kind, url, proc.pid, traffic)
+            row.pop("t0", None)
             rows.append(row)
             print(json.dumps(row, ensure_ascii=False), flush=True)
     finally:

@@ -153,7 +153,9 @@ def store_cli(root: Path, *args: str) -> float:
 
 def install_broken_copy(source: Path, root: Path, version: str) -> None:
     """Install ``source`` with its output layer negated as ``name@version``: it loads and answers,
-    but every sentiment flips, so it fails the known-answer self-test (what a bad release looks like)."""
+    but every sentiment flips, so it fails the known-answer self-test (what a bad release looks like).
+    Negated in every form the backends read: the safetensors (its int8 variant is made again from them
+    at install) and the GGUF."""
     import shutil
     import tempfile
 
@@ -163,9 +165,30 @@ def install_broken_copy(source: Path, root: Path, version: str) -> None:
     name = source.resolve().name.partition("@")[0]
     with tempfile.TemporaryDirectory(dir=root.parent) as tmp:
         broken = Path(tmp) / name
-        shutil.copytree(source.resolve(), broken, ignore=shutil.ignore_patterns("MANIFEST", "model.safetensors"))
+        shutil.copytree(source.resolve(), broken,
+                        ignore=shutil.ignore_patterns("MANIFEST", "model.safetensors", "variants"))
         tensors = load_file(source / "model.safetensors")
         tensors["lm_head.weight"] = torch.neg(tensors["lm_head.weight"])
         save_file(tensors, broken / "model.safetensors", metadata={"format": "pt"})
         del tensors
+        for gguf in broken.glob("*.gguf"):
+            gguf.chmod(0o644)  # copied read-only from the store
+            negate_gguf_output(gguf)
         store_cli(root, "install", str(broken), "--version", version)
+
+
+def negate_gguf_output(path: Path) -> None:
+    """Negate a GGUF's output layer in place: the sign bit of each Q8_0 block's scale (34-byte blocks,
+    an fp16 scale first), or of each value of an F16/F32 tensor."""
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader
+
+    tensor = next(t for t in GGUFReader(path).tensors if t.name == "output.weight")
+    kind = tensor.tensor_type
+    step, sign_byte = {GGMLQuantizationType.Q8_0: (34, 1), GGMLQuantizationType.F16: (2, 1),
+                       GGMLQuantizationType.F32: (4, 3)}.get(kind, (None, None))
+    if step is None:
+        raise SystemExit(f"{path.name}: cannot negate an output layer of type {kind.name}")
+    data = np.memmap(path, dtype=np.uint8, mode="r+", offset=tensor.data_offset, shape=(tensor.n_bytes,))
+    data.reshape(-1, step)[:, sign_byte] ^= 0x80
+    data.flush()
