@@ -22,20 +22,9 @@ from pathlib import Path
 
 from loguru import logger
 
-from ops.store import MANIFEST, full_check
+from ops.store import MANIFEST, files_fingerprint, full_check
 
-__all__ = ["IntegrityMonitor", "Integrity", "files_fingerprint"]
-
-
-def files_fingerprint(path: Path | None) -> tuple | None:
-    """A cheap picture of a model directory: (name, size, mtime) of every file."""
-    if path is None:
-        return None
-    try:
-        return tuple(sorted((str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
-                            for p in Path(path).rglob("*") if p.is_file() for st in [p.stat()]))
-    except OSError:
-        return ("unreadable",)
+__all__ = ["IntegrityMonitor", "Integrity"]
 
 
 @dataclass(frozen=True)

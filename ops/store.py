@@ -5,6 +5,7 @@
       current -> <name>@<version>    switched atomically (a new link renamed over it)
       previous -> ...                what ``rollback`` returns to
       .rejected.json                 versions the app rolled back, and why
+      .verified.json                 versions hashed whole without a problem, and their files' picture then
       .switch.json                   a link switch under way (the journal, see below)
       .lock                          writers take it (CLI and running apps alike)
 
@@ -72,10 +73,15 @@ __all__ = [
     "weights_bytes",
     "variant_names",
     "VARIANTS_DIR",
+    "files_fingerprint",
 ]
 
 MANIFEST = "MANIFEST"
 REJECTED = ".rejected.json"
+# A version whose files still look exactly as when they were last hashed whole (names, sizes, mtimes,
+# inodes, ctimes: ctime cannot be set back by any tool) is not hashed again by ``activate``: a hot swap
+# then waits for the new worker, not for seconds of SHA-256 (the app hashes it again once it serves).
+VERIFIED = ".verified.json"
 JOURNAL = ".switch.json"
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _HASH_CHUNK = 8 * 2**20
@@ -163,6 +169,27 @@ def _check_files(path: Path, hashed: bool) -> list[str]:
     extra = {str(p.relative_to(path)) for p in path.rglob("*") if p.is_file()} - set(files) - {MANIFEST}
     problems.extend(f"{rel}: not in {MANIFEST}" for rel in sorted(extra))
     return problems
+
+
+def files_fingerprint(path: Path | None) -> tuple | None:
+    """A cheap picture of a model directory: (name, size, mtime) of every file."""
+    if path is None:
+        return None
+    try:
+        return tuple(sorted((str(p.relative_to(path)), st.st_size, st.st_mtime_ns)
+                            for p in Path(path).rglob("*") if p.is_file() for st in [p.stat()]))
+    except OSError:
+        return ("unreadable",)
+
+
+def _hashed_picture(path: Path) -> str | None:
+    """A digest of what ``.verified.json`` records of a version's files (None: unreadable)."""
+    try:
+        entries = sorted((str(p.relative_to(path)), st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+                         for p in Path(path).rglob("*") if p.is_file() for st in [p.stat()])
+    except OSError:
+        return None
+    return hashlib.sha256(repr(entries).encode()).hexdigest()
 
 
 def quick_check(path: Path) -> list[str]:
@@ -284,11 +311,40 @@ class ModelStore:
         raise ModelInstallError(f"No version {name!r} in {self.root}. See: python -m ops.models list")
 
     def verify(self, key: str) -> list[str]:
-        """Problems with a version (empty when every file matches its MANIFEST hash)."""
+        """Problems with a version (empty when every file matches its MANIFEST hash); a clean
+        result is recorded with the files' picture (``VERIFIED``)."""
         path = self.root / key
         if not path.is_dir():
             return [f"no version {key} in {self.root}"]
-        return full_check(path)
+        picture = _hashed_picture(path)
+        problems = full_check(path)
+        if not problems and picture is not None and picture == _hashed_picture(path):
+            self._record_verified(key, picture)
+        return problems
+
+    def verified_unchanged(self, key: str) -> bool:
+        """``key`` was hashed whole without a problem and its files have not changed since."""
+        try:
+            recorded = json.loads((self.root / VERIFIED).read_text()).get(key)
+        except (OSError, ValueError, AttributeError):
+            return False
+        return recorded is not None and recorded == _hashed_picture(self.root / key)
+
+    def _record_verified(self, key: str, picture: str) -> None:
+        if os.access(self.root, os.W_OK):  # a read-only view of a store: nothing to record
+            with self._locked():
+                self._write_verified(key, picture)
+
+    def _write_verified(self, key: str, picture: str | None) -> None:
+        """Call with the lock held."""
+        try:
+            verified = json.loads((self.root / VERIFIED).read_text())
+        except (OSError, ValueError):
+            verified = {}
+        verified = {k: v for k, v in verified.items() if (self.root / k).is_dir()}
+        if picture is not None:
+            verified[key] = picture
+        self._write_json(VERIFIED, verified)
 
     def rejected(self) -> dict[str, dict]:
         try:
@@ -341,6 +397,7 @@ class ModelStore:
                     raise ModelInstallError(f"{final} already exists; versions are never overwritten.")
                 os.rename(staging, final)
                 _fsync_dir(self.root)
+                self._write_verified(key, _hashed_picture(final))  # hashed for its MANIFEST just now
         except BaseException:
             self._make_writable(staging)
             shutil.rmtree(staging, ignore_errors=True)
@@ -391,7 +448,8 @@ class ModelStore:
         if rejected and not force:
             raise ModelInstallError(f"{key} was rolled back by the app ({rejected['reason']}); "
                                     "pass --force to try it again.")
-        problems = self.verify(key)  # hashing takes seconds: outside the lock
+        # Hashing takes seconds (outside the lock), unless these very files were hashed before.
+        problems = quick_check(self.root / key) if self.verified_unchanged(key) else self.verify(key)
         if problems:
             raise ModelInstallError(f"{key} fails verification: {'; '.join(problems[:5])}")
         with self._locked():

@@ -272,6 +272,25 @@ def test_a_tampered_version_fails_verify_and_cannot_be_activated(two_versions, s
     assert "tiny-qwen2@1" in out and "SHA-256 mismatch" in out and "extra.txt: not in MANIFEST" in out
 
 
+def test_activate_hashes_only_files_changed_since_they_were_last_hashed(two_versions, store_root, monkeypatch):
+    """Installing hashed every file (its MANIFEST): activating the untouched version hashes nothing, so a
+    hot swap waits only for the new worker. A file changed in place is hashed again, even with its size
+    and mtime put back (its ctime cannot be), and refused."""
+    import ops.store
+
+    hashed = []
+    real_sha256 = ops.store._sha256
+    monkeypatch.setattr(ops.store, "_sha256", lambda path: hashed.append(path.name) or real_sha256(path))
+    assert cli(store_root, "activate", "tiny-qwen2@1") == 0
+    assert hashed == []
+    weights = store_root / "tiny-qwen2@2" / "model.safetensors"
+    before = weights.stat()
+    tamper(weights)
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert cli(store_root, "activate", "tiny-qwen2@2") == 1
+    assert "model.safetensors" in hashed and two_versions.current() == "tiny-qwen2@1"
+
+
 def test_a_version_the_app_rolled_back_needs_force(two_versions, store_root, capsys):
     store = two_versions
     store.activate("tiny-qwen2@1")
