@@ -360,6 +360,25 @@ def test_drills_need_the_token_and_the_flag(drill_app, live_app):
     assert httpx.post(f"{live_app.url}/admin/fault/hang").status_code == 403  # no admin token configured
 
 
+def test_a_flood_of_wrong_admin_tokens_is_refused_and_changes_nothing(drill_app):
+    """The soak's last fault: 200 admin calls with a wrong token, eight at a time, beside a user. Refused
+    (401, then 429 once one address has sent too many wrong tokens), and nothing else changes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    before = httpx.get(drill_app.url + "/ready").json()
+    client = Client(drill_app.url, verbose=False)
+    expected = client.predict("known answer", api_name="/sentiment")
+    with httpx.Client(base_url=drill_app.url, timeout=10) as raw, ThreadPoolExecutor(8) as pool:
+        calls = [pool.submit(raw.post, path, headers={"Authorization": "Bearer wrong"})
+                 for path in ["/admin/reload", "/admin/fault/hang", "/admin/fault/exit-app", "/admin/fault/exit"] * 50]
+        answer = client.predict("known answer", api_name="/sentiment")
+        codes = {call.result().status_code for call in calls}
+    assert codes == {401, 429} and answer == expected
+    after = httpx.get(drill_app.url + "/ready").json()
+    assert after["state"] == "ready" and after["worker_pid"] == before["worker_pid"]
+    assert recoveries(drill_app) == 0 and drill_app.proc.poll() is None
+
+
 def test_hang_drills_in_a_row_leave_no_process_and_no_memory_behind(drill_app):
     """Each hang ends with its worker killed: nothing of it survives, and the web process does not
     grow (a hung thread used to keep a whole model alive beside its replacement)."""
