@@ -52,11 +52,12 @@ __all__ = [
 
 DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.toml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+_LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")  # BCP 47, as the browser names it
 RESERVED_NAMES = ("classify", "generate", "status", "tasks")  # ui.tasks_tab's endpoints, the UI's tab ids
 _COMMON_FIELDS = {"kind", "title", "ui_examples"}
 _FIELDS = {
     "classify": _COMMON_FIELDS | {"labels", "instruction", "input_template", "examples", "aliases", "label_bias",
-                                  "examples_file", "probes"},
+                                  "examples_file", "probes", "display"},
     "generate": _COMMON_FIELDS | {"system_prompt", "temperature", "max_new_tokens"},
 }
 HEADS_DIR = "heads"  # a task's fitted heads (engine.heads), beside its tasks file
@@ -83,6 +84,7 @@ class ClassifyTask:
     label_bias: dict[str, float] = field(default_factory=dict)  # label -> added to its log-score
     head_examples: "HeadExamples | None" = None  # what a linear head is fitted on (engine.heads)
     probes: tuple[ClassifyExample, ...] = ()  # known answers the self-test checks
+    display: dict[str, tuple[str, ...]] = field(default_factory=dict)  # language -> the labels' names in the UI
     kind: Literal["classify"] = "classify"
 
 
@@ -138,7 +140,8 @@ class TaskRegistry:
     def infos(self) -> list[TaskInfo]:
         """What the UI needs to build a tab per task."""
         return [TaskInfo(t.name, t.kind, t.title, getattr(t, "labels", ()), t.ui_examples,
-                         tuple(m.value for m in ClassifyMode) if getattr(t, "head_examples", None) else ())
+                         tuple(m.value for m in ClassifyMode) if getattr(t, "head_examples", None) else (),
+                         getattr(t, "display", {}))
                 for t in self]
 
 
@@ -189,7 +192,21 @@ def _parse_classify(name: str, table: dict, where: str, base_dir: Path | None) -
         head_examples=None if examples_file is None else read_head_examples(base_dir / examples_file, labels,
                                                                             base_dir / HEADS_DIR),
         probes=probes,
+        display=_display(table, labels, where),
     )
+
+
+def _display(table: dict, labels: tuple[str, ...], where: str) -> dict[str, tuple[str, ...]]:
+    """``display``: per language (``zh``, ``en``, ``zh-TW``...), the labels' names in label order."""
+    display = table.get("display", {})
+    if not isinstance(display, dict) or not all(isinstance(k, str) and _LANGUAGE.match(k) for k in display):
+        raise ConfigError(f"{where}: 'display' must map language codes (such as 'zh') to lists of label names.")
+    names = {lang: _str_list(display, lang, f"{where}.display") for lang in display}
+    for lang, shown in names.items():
+        if len(shown) != len(labels):
+            raise ConfigError(f"{where}: display.{lang} names {len(shown)} labels; the task has {len(labels)} "
+                              f"({', '.join(labels)}), in that order.")
+    return names
 
 
 def _labelled(table: dict, key: str, labels: tuple[str, ...], where: str) -> tuple[ClassifyExample, ...]:

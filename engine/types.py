@@ -157,6 +157,7 @@ class TaskInfo:
     labels: tuple[str, ...] = ()
     ui_examples: tuple[str, ...] = field(default_factory=tuple)
     modes: tuple[str, ...] = ()  # a classify task with an examples file: the ``ClassifyMode``s one may ask for
+    display: dict[str, tuple[str, ...]] = field(default_factory=dict)  # language -> the labels' names shown
 
 
 class Inference(Protocol):
