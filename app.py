@@ -125,7 +125,8 @@ class WebParts:
 
         from ops.peers import Peers
         from ui.demo import build_demo
-        from ui.i18n import I18N
+        from ui.file_panel import UPLOAD_CAP_BYTES
+        from ui.i18n import gradio_i18n
         from ui.status_tab import StatusSource
 
         config, service, timeline = self.config, self.service, self.timeline
@@ -145,8 +146,8 @@ class WebParts:
         # cap it well below the default 10000 to keep memory flat over a long-running service.
         demo.state_session_capacity = STATE_SESSIONS
         return gr.mount_gradio_app(
-            self.routes(), demo, path="", auth=config.auth_pair, i18n=I18N, server_name=config.host,
-            server_port=config.port, footer_links=["api", "settings"],
+            self.routes(), demo, path="", auth=config.auth_pair, i18n=gradio_i18n(), server_name=config.host,
+            server_port=config.port, footer_links=["api", "settings"], max_file_size=UPLOAD_CAP_BYTES,
         )
 
 

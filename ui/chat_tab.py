@@ -3,9 +3,10 @@
 The tab is a ``gr.ChatInterface``: streaming, Stop and Clear come with it,
 and the history lives in the browser session. A task selector under it
 lists every generate task, those added at run time too (``ops.runtime_tasks``),
-read again when the page loads and when the tab is opened. The API endpoint ``/<task>``
-takes ``message`` and an optional ``history`` of ``{"role", "content"}`` and
-streams the reply text when submitted as a job.
+read again when the page loads and when the tab is opened. Its examples sit in the
+chat box (they run on the selected task). The API endpoint ``/<task>`` takes ``message``
+and an optional ``history`` of ``{"role", "content"}`` and streams the reply text when
+submitted as a job.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from engine.types import (
     TaskInfo,
 )
 from ui.errors import friendly_errors
-from ui.i18n import t
+from ui.i18n import language_of, t, text
 from ui.task_choice import choice_refresher, task_names
 from ui.validation import attach_validator, limit_validator
 
@@ -37,11 +38,11 @@ __all__ = ["build_chat_tab", "CHAT_POOL"]
 # of slots: the engine decodes at most max_active_chats chats, whatever their task.
 CHAT_POOL = "chat-slots"
 
-_NOTICES = {
-    NOTICE_HISTORY_TRIMMED: "Older messages were left out to fit the model's context. / 较早的消息已省略。",
-    NOTICE_INPUT_TRUNCATED: "Your message was too long and was shortened. / 消息过长，已截断。",
-    FINISH_LENGTH: "The answer reached its length limit. / 回答已达长度上限。",
-    FINISH_TIME_LIMIT: "The answer reached its time limit. / 回答已达时间上限。",
+_NOTICES = {  # the engine's notice codes -> their strings in ui.i18n
+    NOTICE_HISTORY_TRIMMED: "notice.history_trimmed",
+    NOTICE_INPUT_TRUNCATED: "notice.input_truncated",
+    FINISH_LENGTH: "notice.length",
+    FINISH_TIME_LIMIT: "notice.time_limit",
 }
 
 
@@ -51,6 +52,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     each browser its place in line, and a full queue answers "busy". ``limits``
     (``ops.limits``): the browser sends only the history that fits them (the model would drop
     older turns to fit its context anyway); an API call over them is refused at the queue's door.
+    The notices are in the browser's language (its request's Accept-Language).
     Returns ``(refresh, selector)``: the caller re-reads the generate tasks into the selector."""
 
     def stream_reply(message: str, history: list | None, task: str | None, request: gr.Request) -> Iterator[str]:
@@ -62,7 +64,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
         if update is not None:
             for code in (*update.notices, update.finish_reason):
                 if code in _NOTICES:
-                    gr.Info(_NOTICES[code])
+                    gr.Info(text(_NOTICES[code], language_of(_accept_language(request))))
 
     pool = CHAT_POOL
     blocks = gr.context.get_blocks_context()
@@ -71,15 +73,17 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
                            elem_id=f"{info.name}-task")
     gr.ChatInterface(
         fn=friendly_errors(stream_reply),
-        chatbot=gr.Chatbot(height=420, elem_id=f"{info.name}-chatbot"),
-        textbox=gr.Textbox(placeholder=t("chat_placeholder"), submit_btn=True, stop_btn=True,
-                           elem_id=f"{info.name}-input"),
-        examples=[[example, info.name] for example in info.ui_examples] or None,
+        chatbot=gr.Chatbot(label=t("chat_box"), height=420, elem_id=f"{info.name}-chatbot"),
+        textbox=gr.Textbox(label=t("chat_input"), placeholder=t("chat_placeholder"), submit_btn=True,
+                           stop_btn=True, elem_id=f"{info.name}-input"),
+        # No values for the extra inputs: the examples show in the chat box, not as a table of them.
+        examples=[[example, None] for example in info.ui_examples] or None,
         api_visibility="private",
         concurrency_limit=concurrency_limit,
         fill_height=False,
         additional_inputs=[selector],
-        additional_inputs_accordion=gr.Accordion(t("task_choice"), open=False),
+        # Not rendered here: ChatInterface renders its own from this one's settings, under the chat.
+        additional_inputs_accordion=gr.Accordion(t("task_choice"), open=False, render=False),
     )
     # ChatInterface makes its own events (submit, retry, examples...); the ones that run the
     # model get a concurrency limit: put them in the API's pool (see the docstring).
@@ -98,3 +102,8 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     attach_validator(endpoint, limit_validator(limits.check_message, limits.check_history))
 
     return choice_refresher(service, "generate", lambda choices: info.name), selector
+
+
+def _accept_language(request: gr.Request | None) -> str:
+    headers = getattr(request, "headers", None) or {}
+    return headers.get("accept-language", "")

@@ -1,4 +1,5 @@
-"""The Gradio app: a tab per task over one shared service, a Status tab, and a status line."""
+"""The Gradio app: a tab per task over one shared service, a Status tab, and a status line.
+Every string in it comes from one table, in one language at a time (``ui.i18n``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import gradio as gr
 from engine.types import Inference
 from ui.chat_tab import build_chat_tab
 from ui.classify_tab import build_classify_tab
+from ui.file_panel import FileDoor
 from ui.i18n import t, tab_title
 from ui.status_tab import QUIET, Drills, StatusSource, build_status_tab
 from ui.tasks_tab import build_tasks_tab
@@ -19,23 +21,19 @@ if TYPE_CHECKING:
 
 __all__ = ["build_demo"]
 
-_STATE_TEXT = {
-    "loading": ("**Loading the model…**", "**模型加载中…**"),
-    "recovering": ("**Recovering, retry shortly.**", "**正在恢复，请稍后重试。**"),
-    "failed": ("**The model is not available:** ", "**模型不可用：** "),
-}
+CACHE_CLEANUP = (600, 3600)  # uploads and results in Gradio's cache: every 10 min, drop those over an hour old
 
 
 def status_text(snapshot_json: dict, viewer: Viewer = Viewer()) -> str:
     """The status line, in the viewer's language (``ui.viewer``)."""
     state = snapshot_json["state"]
     if state == "ready":
-        return f"{viewer.pick('Ready', '就绪')}: `{snapshot_json['model']}`"
-    english, chinese = _STATE_TEXT.get(state, (state, state))
-    text = viewer.pick(english, chinese)
+        return viewer.text("status.ready", model=snapshot_json["model"])
     if state == "failed":
-        text += snapshot_json.get("reason") or ""
-    return text
+        return viewer.text("status.failed", reason=viewer.detail(snapshot_json.get("reason") or ""))
+    if state in ("loading", "recovering"):
+        return viewer.text(f"status.{state}")
+    return state
 
 
 def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_concurrency: int,
@@ -43,16 +41,17 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
                drills: Drills | None = None) -> gr.Blocks:
     """``snapshot()`` returns the readiness JSON shown in the status line; ``status`` adds the Status tab;
     ``limits`` are the request limits the tabs apply before the queue."""
-    with gr.Blocks(title="Qwen All-in-One", fill_height=False) as demo:
-        gr.Markdown("# Qwen All-in-One")
+    with gr.Blocks(title="Qwen All-in-One", fill_height=False, delete_cache=CACHE_CLEANUP) as demo:
+        gr.Markdown(t("heading"))
         # The browser's time zone and language, for text built on the server (ui.viewer).
         viewer_box = gr.Textbox(visible=False, elem_id="viewer")
         status_line = gr.Markdown(elem_id="model-status")
+        files = FileDoor(service, limits)
         task_tabs = []
         for info in service.task_infos():
             with gr.Tab(tab_title(info), id=info.name) as tab:
                 if info.kind == "classify":
-                    build_classify_tab(service, info, classify_concurrency, limits)
+                    build_classify_tab(service, info, classify_concurrency, limits, viewer_box, files)
                 else:
                     refresh, selector = build_chat_tab(service, info, chat_concurrency, limits)
                     # Generate tasks added at run time join the selector: on page load, and on opening the tab.
@@ -60,7 +59,8 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
                     tab.select(refresh, inputs=[selector], outputs=[selector], **QUIET)
             task_tabs.append(tab)
         with gr.Tab(t("task.tasks"), id="tasks") as tasks_tab:
-            refresh_tasks, task_dropdown = build_tasks_tab(service, classify_concurrency, chat_concurrency, limits)
+            refresh_tasks, task_dropdown = build_tasks_tab(service, classify_concurrency, chat_concurrency, limits,
+                                                           viewer_box, files)
         # Tasks added at run time show up here: the list is read again whenever the tab is opened.
         tasks_tab.select(refresh_tasks, inputs=[task_dropdown], outputs=[task_dropdown], **QUIET)
         task_tabs.append(tasks_tab)

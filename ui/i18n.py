@@ -1,121 +1,107 @@
-"""UI strings in English and Chinese; Gradio picks the browser's language."""
+"""One table of UI strings in English and Chinese (``ui/strings.toml``), and the three ways to use it.
+
+``t(key)`` labels a component, and Gradio translates it in the browser; ``text(key, lang)`` is for what
+a handler builds at run time, in the viewer's language (``ui.viewer``); ``detail(message, lang)`` shows
+a text that ops/ or engine/ wrote in English in the viewer's language where the table knows its wording.
+Label names per language come from the task's ``display``. Gradio is imported only when asked for.
+"""
 
 from __future__ import annotations
 
-import gradio as gr
+import functools
+import re
+import tomllib
+from pathlib import Path
 
-__all__ = ["I18N", "t", "both", "tab_title"]
+from engine.types import TaskInfo
 
-_EN = {
-    "title": "Qwen All-in-One",
-    "subtitle": "One small local model, several tasks.",
-    "input_text": "Text (one per line for several at once)",
-    "analyze": "Analyze",
-    "clear": "Clear",
-    "result": "Result",
-    "table": "Results",
-    "col_text": "Text",
-    "col_label": "Label",
-    "col_confidence": "Confidence",
-    "examples": "Examples",
-    "chat_placeholder": "Type a message…",
-    "state": "Model status",
-    "truncated": "Input was long and was truncated to fit.",
-    "mode": "Answer by",
-    "task_choice": "Task",
-    "task_admin": "Tasks (admin)",
-    "task_admin_help": "Add or change a task while the app runs: its name, and its fields as JSON (the fields of "
-                       "engine/tasks.toml). It serves at once, without a reload, and is kept across restarts. "
-                       "Tasks from the shipped file cannot be changed here. Uses the admin token above.",
-    "task_name": "Task name",
-    "task_fields": "Fields (JSON)",
-    "task_save": "Save task",
-    "task_remove": "Remove task",
-    "task.tasks": "Tasks",
-    "mode_info": "auto: the linear head where one is fitted for this model, else the prompt",
-    "col_mode": "Answered by",
-    "task.sentiment": "Sentiment",
-    "task.chat": "Chat",
-    "task.status": "Status",
-    "latency_plot": "Latency (mean per 5 s)",
-    "memory_plot": "Process memory",
-    "col_time": "Time",
-    "col_event": "Event",
-    "col_detail": "Detail",
-    "recent_self_tests": "Recent self-tests",
-    "reload_history": "Loads, reloads and recoveries",
-    "drills": "Fault drills (admin)",
-    "drills_help": "Break the service on purpose and watch it heal. Needs the admin token the app was started with.",
-    "admin_token": "Admin token",
-    "reload_button": "Reload model",
-    "peers": "Other instances",
-    "col_instance": "Instance",
-    "col_ready": "Ready",
-    "col_state": "State",
-    "col_model": "Model",
-    "col_latency": "Latency (ms)",
-}
+__all__ = ["LANGS", "text", "t", "detail", "gradio_i18n", "tab_title", "label_names", "language_of"]
 
-_ZH = {
-    "title": "Qwen 一体化助手",
-    "subtitle": "一个本地小模型，多种任务。",
-    "input_text": "文本（每行一条，可一次分析多条）",
-    "analyze": "分析",
-    "clear": "清空",
-    "result": "结果",
-    "table": "结果列表",
-    "col_text": "文本",
-    "col_label": "标签",
-    "col_confidence": "置信度",
-    "examples": "示例",
-    "chat_placeholder": "输入消息…",
-    "state": "模型状态",
-    "truncated": "输入过长，已截断。",
-    "mode": "回答方式",
-    "task_choice": "任务",
-    "task_admin": "任务管理（管理员）",
-    "task_admin_help": "运行中添加或修改任务：任务名，以及 JSON 格式的字段（与 engine/tasks.toml 相同）。立即生效，无需重新加载，"
-                       "重启后仍保留。内置任务不能在此修改。使用上方的管理员令牌。",
-    "task_name": "任务名",
-    "task_fields": "字段（JSON）",
-    "task_save": "保存任务",
-    "task_remove": "删除任务",
-    "task.tasks": "任务",
-    "mode_info": "auto：本模型有已训练的线性头时用线性头，否则用提示词",
-    "col_mode": "回答方式",
-    "task.sentiment": "情感分析",
-    "task.chat": "对话",
-    "task.status": "状态",
-    "latency_plot": "延迟（每 5 秒平均）",
-    "memory_plot": "进程内存",
-    "col_time": "时间",
-    "col_event": "事件",
-    "col_detail": "详情",
-    "recent_self_tests": "最近自检",
-    "reload_history": "加载、重载与恢复记录",
-    "drills": "故障演练（管理员）",
-    "drills_help": "故意让服务出故障，观察它自动恢复。需要启动应用时设置的管理员令牌。",
-    "admin_token": "管理员令牌",
-    "reload_button": "重新加载模型",
-    "peers": "其他实例",
-    "col_instance": "实例",
-    "col_ready": "就绪",
-    "col_state": "状态",
-    "col_model": "模型",
-    "col_latency": "延迟（毫秒）",
-}
-
-I18N = gr.I18n(en=_EN, zh=_ZH, **{"zh-CN": _ZH, "zh-TW": _ZH})
-t = I18N
+LANGS = ("en", "zh")
+STRINGS_FILE = Path(__file__).with_name("strings.toml")
+# The browser languages Gradio is given the Chinese table for; ``language_of`` maps every zh-* to it too.
+_CHINESE_LOCALES = ("zh", "zh-CN", "zh-TW", "zh-HK", "zh-SG")
 
 
-def both(key: str) -> str:
-    """"English / 中文" as plain text, for strings Gradio does not translate: headers of a
-    table whose rows a handler returns (Gradio turns I18n keys there into raw markers)."""
-    return f"{_EN[key]} / {_ZH[key]}"
+@functools.cache
+def table() -> dict[str, dict[str, str]]:
+    """language -> key -> text, from ``strings.toml`` (read once)."""
+    flat: dict[str, dict[str, str]] = {}
+    _flatten(tomllib.loads(STRINGS_FILE.read_text(encoding="utf-8")), "", flat)
+    return {lang: {key: entry[lang] for key, entry in flat.items()} for lang in LANGS}
 
 
-def tab_title(info):
-    """A translated tab title for the built-in tasks; a new task shows its own title."""
+def _flatten(node: dict, prefix: str, out: dict[str, dict[str, str]]) -> None:
+    for name, value in node.items():
+        key = prefix + name
+        if isinstance(value, dict) and set(value) == set(LANGS) and all(isinstance(v, str) for v in value.values()):
+            out[key] = value
+        elif isinstance(value, dict) and not set(value) & set(LANGS):
+            _flatten(value, key + ".", out)
+        else:
+            raise ValueError(f"{STRINGS_FILE}: [{key}] needs exactly an 'en' and a 'zh' string.")
+
+
+def language_of(browser_language: str | None) -> str:
+    """``zh`` for any Chinese browser language (zh, zh-CN, zh-TW...), else ``en``."""
+    return "zh" if str(browser_language or "").lower().startswith("zh") else "en"
+
+
+def text(key: str, lang: str = "en", **params: object) -> str:
+    """The string ``key`` in ``lang`` (``en`` or ``zh``), with ``{name}`` filled from ``params``."""
+    template = table()["zh" if lang == "zh" else "en"][key]
+    return template.format(**params) if params else template
+
+
+def t(key: str):
+    """A component label: Gradio shows it in the browser's language. An unknown key fails at build time."""
+    from gradio.i18n import I18nData
+
+    if key not in table()["en"]:
+        raise KeyError(f"no string {key!r} in {STRINGS_FILE.name}")
+    return I18nData(key)
+
+
+def gradio_i18n():
+    """The table for ``gr.mount_gradio_app(i18n=...)``."""
+    import gradio as gr
+
+    english, chinese = table()["en"], table()["zh"]
+    return gr.I18n(en=english, **{locale: chinese for locale in _CHINESE_LOCALES})
+
+
+def tab_title(info: TaskInfo):
+    """A translated tab title for the shipped tasks; a task added later shows its own title."""
     key = f"task.{info.name}"
-    return t(key) if key in _EN else info.title
+    return t(key) if key in table()["en"] else info.title
+
+
+def label_names(info: TaskInfo, lang: str) -> dict[str, str]:
+    """label -> the name shown in ``lang``: the task's ``display`` names, else the label itself."""
+    names = info.display.get(lang) or ()
+    return {label: names[i] if i < len(names) else label for i, label in enumerate(info.labels)}
+
+
+@functools.cache
+def _detail_patterns() -> tuple[tuple[re.Pattern, str], ...]:
+    """Each ``detail.*`` string's English wording as a pattern, the most specific (longest) first."""
+    english = {key: value for key, value in table()["en"].items() if key.startswith("detail.")}
+    ordered = sorted(english, key=lambda key: -len(re.sub(r"\{\w+\}", "", english[key])))
+    return tuple((re.compile(_pattern(english[key])), key) for key in ordered)
+
+
+def _pattern(template: str) -> str:
+    parts = re.split(r"\{(\w+)\}", template)  # literal, name, literal, name, ...
+    return "".join(re.escape(part) if i % 2 == 0 else f"(?P<{part}>.+?)" for i, part in enumerate(parts))
+
+
+def detail(message: str, lang: str) -> str:
+    """``message`` (English, from ops/ or engine/) in ``lang``; its parts are translated the same way.
+    Wording the table does not know shows as written."""
+    if lang != "zh" or not message:
+        return message
+    for pattern, key in _detail_patterns():
+        match = pattern.fullmatch(message)
+        if match:
+            return text(key, lang, **{name: detail(value, lang) for name, value in match.groupdict().items()})
+    return message

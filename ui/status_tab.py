@@ -8,7 +8,8 @@ nodes). With an admin token configured it also shows a drill panel
 (the token is asked for in the page and checked on the server by the same
 ``AdminActions`` as the ``/admin`` routes), so a class can watch the service
 break and heal. It reads plain dicts through the callables it is given and
-never imports torch.
+never imports torch. Everything it shows is in the viewer's language and time zone
+(``ui.viewer``): what ops/ writes in English is shown through ``ui.i18n.detail``.
 
 The tab refreshes on a timer that runs only while the tab is open: twenty
 students on the Chat tab cost the server nothing here. Its events run
@@ -25,9 +26,9 @@ from typing import Callable, Protocol
 import gradio as gr
 import pandas as pd
 
-from ui.i18n import both, t
+from ui.i18n import t
 from ui.task_admin import build_task_panel
-from ui.viewer import Viewer, viewer_of
+from ui.viewer import Viewer, plot_times, viewer_of
 
 __all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S", "QUIET"]
 
@@ -61,62 +62,80 @@ class Drills(Protocol):
     def fault(self, kind: str, token: str | None, client: str = ...) -> dict: ...
 
 
-EVENT_HEADERS = [both("col_time"), both("col_event"), both("col_detail")]
-PEER_HEADERS = [both(key) for key in ("col_instance", "col_ready", "col_state", "col_model", "col_latency",
-                                      "col_detail")]
+EVENT_COLUMNS = ("col.time", "col.event", "col.detail")
+PEER_COLUMNS = ("col.instance", "col.ready", "col.state", "col.model", "col.latency", "col.detail")
 
 
+def headers(keys: tuple[str, ...], viewer: Viewer = Viewer()) -> list[str]:
+    """A table's headers in the viewer's language (they come with the rows: Gradio shows keys raw there)."""
+    return [viewer.text(key) for key in keys]
+
+
+def _named(viewer: Viewer, prefix: str, value: str) -> str:
+    """``value`` (a state, an event kind...) by its name in the table, or as it is where it has none."""
+    try:
+        return viewer.text(f"{prefix}.{value}")
+    except KeyError:
+        return value
 
 
 def summary_markdown(snapshot: dict, viewer: Viewer = Viewer()) -> str:
-    """The snapshot as Markdown, in the viewer's language and time zone (built at run time: i18n keys
-    are for components)."""
-    pick = viewer.pick
-    lines = [f"### {snapshot['state']}",
-             f"- **{pick('Model', '模型')}**: `{snapshot.get('model') or '—'}`"]
+    """The snapshot as Markdown, in the viewer's language and time zone."""
+    def item(key: str, value: object, **params: object) -> None:
+        lines.append(f"- **{viewer.text(key, **params)}**: {value}")
+
+    lines = [f"### {_named(viewer, 'state', snapshot['state'])}"]
+    item("summary.model", f"`{snapshot.get('model') or '—'}`")
     if snapshot.get("reason"):
-        lines.append(f"- **{pick('Reason', '原因')}**: {snapshot['reason']}")
+        item("summary.reason", viewer.detail(snapshot["reason"]))
     test = snapshot.get("last_self_test")
     if test:
-        verdict = "✓" if test["passed"] else pick("✗ FAILED", "✗ 失败")
-        lines.append(f"- **{pick('Last self-test', '最近自检')}**: {verdict} {viewer.clock(test['at'])} "
-                     f"({test['duration_s']:.2f} s) {test['detail']}")
-    lines.append(f"- **{pick('Consecutive failures', '连续失败')}**: {snapshot.get('consecutive_failures', 0)}")
-    lines.append(f"- **{pick('Uptime', '运行时间')}**: {snapshot.get('uptime_s', 0):.0f} s")
+        verdict = "✓" if test["passed"] else viewer.text("summary.failed")
+        took = viewer.text("summary.seconds", seconds=f"{test['duration_s']:.2f}")
+        item("summary.self_test", f"{verdict} {viewer.clock(test['at'])} ({took}) {viewer.detail(test['detail'])}")
+    item("summary.failures", snapshot.get("consecutive_failures", 0))
+    item("summary.uptime", viewer.text("summary.seconds", seconds=f"{snapshot.get('uptime_s', 0):.0f}"))
     if snapshot.get("worker_pid"):
-        lines.append(f"- **{pick('Worker process', '工作进程')}**: pid {snapshot['worker_pid']}")
+        item("summary.worker", f"pid {snapshot['worker_pid']}")
     if snapshot.get("backend"):
-        backend = snapshot["backend"]
-        lines.append(f"- **{pick('Runtime', '推理引擎')}**: {backend['name']} ({backend['reason']})")
+        item("summary.runtime", f"{snapshot['backend']['name']} ({snapshot['backend']['reason']})")
     if snapshot.get("precision"):
-        precision = snapshot["precision"]
-        lines.append(f"- **{pick('Weights', '权重格式')}**: {precision['format']} ({precision['reason']})")
+        item("summary.weights", f"{snapshot['precision']['format']} ({snapshot['precision']['reason']})")
     for task, head in (snapshot.get("heads") or {}).items():
-        lines.append(f"- **{pick(f'Head of {task}', f'{task} 线性头')}**: {head['status']}: {head['detail']}")
+        item("summary.head", f"{_named(viewer, 'head', head['status'])}: {viewer.detail(head['detail'])}",
+             task=_named(viewer, "task", task))
     return "\n".join(lines)
 
 
 def event_frame(events: list[dict], viewer: Viewer = Viewer()) -> pd.DataFrame:
-    rows = [[viewer.clock(e["at"]), ("✓ " if e["ok"] else "✗ ") + e["kind"], e["detail"]] for e in events]
-    return pd.DataFrame(rows, columns=EVENT_HEADERS)
+    rows = [[viewer.clock(e["at"]), ("✓ " if e["ok"] else "✗ ") + _named(viewer, "event", e["kind"]),
+             viewer.detail(e["detail"])] for e in events]
+    return pd.DataFrame(rows, columns=headers(EVENT_COLUMNS, viewer))
 
 
-def peer_frame(peers: list[dict]) -> pd.DataFrame:
-    rows = [[p["url"], "✓" if p["ready"] else "✗", p["state"], p.get("model") or "—",
+def peer_frame(peers: list[dict], viewer: Viewer = Viewer()) -> pd.DataFrame:
+    rows = [[p["url"], "✓" if p["ready"] else "✗", _named(viewer, "state", p["state"]), p.get("model") or "—",
              "—" if p.get("latency_ms") is None else p["latency_ms"], p.get("error") or ""] for p in peers]
-    return pd.DataFrame(rows, columns=PEER_HEADERS)
+    return pd.DataFrame(rows, columns=headers(PEER_COLUMNS, viewer))
 
 
 def latency_frame(rows: list[dict], viewer: Viewer = Viewer()) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["time", "task", "mean_s", "max_s", "requests"])
-    frame["time"] = viewer.times(frame["time"])  # the axis in the viewer's zone, like the tables
+    frame["time"] = plot_times(frame["time"])
+    frame["task"] = [_named(viewer, "task", task) for task in frame["task"]]
     return frame
 
 
 def memory_frame(rows: list[dict], viewer: Viewer = Viewer()) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=["time", "process", "rss_mib"])
-    frame["time"] = viewer.times(frame["time"])
+    frame["time"] = plot_times(frame["time"])
+    frame["process"] = [_named(viewer, "process", process) for process in frame["process"]]
     return frame
+
+
+def _or_none(frame: pd.DataFrame) -> pd.DataFrame | None:
+    """No frame for a plot with no points yet (Vega would draw an empty axis from -Infinity to Infinity)."""
+    return None if frame.empty else frame
 
 
 def build_status_tab(source: StatusSource, drills: Drills | None, viewer_box: gr.Textbox
@@ -131,26 +150,26 @@ def build_status_tab(source: StatusSource, drills: Drills | None, viewer_box: gr
     summary = gr.Markdown(elem_id="status-summary")
     peers = None
     if source.peers is not None:
-        peers = gr.Dataframe(headers=PEER_HEADERS, label=t("peers"), interactive=False, wrap=True,
-                             elem_id="status-peers")
+        peers = gr.Dataframe(label=t("peers"), interactive=False, wrap=True, elem_id="status-peers")
     with gr.Row():
         # 24-hour clock on the axes, as in the tables (Vega's default is 12-hour: "10:32" for 22:32).
-        latency_plot = gr.LinePlot(x="time", y="mean_s", color="task", label=t("latency_plot"),
-                                   y_title="s", x_title="", height=240, elem_id="status-latency",
-                                   x_axis_format=AXIS_CLOCK)
-        memory_plot = gr.LinePlot(x="time", y="rss_mib", color="process", label=t("memory_plot"), y_title="MiB",
-                                  x_title="", height=240, elem_id="status-memory", x_axis_format=AXIS_CLOCK)
+        axes = dict(x="time", x_title=t("axis.time"), height=240, x_axis_format=AXIS_CLOCK)
+        latency_plot = gr.LinePlot(y="mean_s", color="task", label=t("latency_plot"), y_title=t("axis.seconds"),
+                                   color_title=t("axis.task"), elem_id="status-latency", **axes)
+        memory_plot = gr.LinePlot(y="rss_mib", color="process", label=t("memory_plot"), y_title=t("axis.mib"),
+                                  color_title=t("axis.process"), elem_id="status-memory", **axes)
     with gr.Row():
-        self_tests = gr.Dataframe(headers=EVENT_HEADERS, label=t("recent_self_tests"), interactive=False, wrap=True,
+        # No headers until the first refresh brings them in the viewer's language.
+        self_tests = gr.Dataframe(label=t("recent_self_tests"), interactive=False, wrap=True,
                                   max_height=320, elem_id="status-self-tests")
-        history = gr.Dataframe(headers=EVENT_HEADERS, label=t("reload_history"), interactive=False, wrap=True,
+        history = gr.Dataframe(label=t("reload_history"), interactive=False, wrap=True,
                                max_height=320, elem_id="status-history")
 
     def refresh(viewer_raw: str | None = None):
         viewer = viewer_of(viewer_raw)
         return (summary_markdown(source.snapshot(), viewer),
-                latency_frame(source.latency_rows(), viewer),
-                memory_frame(source.memory_rows(), viewer),
+                _or_none(latency_frame(source.latency_rows(), viewer)),
+                _or_none(memory_frame(source.memory_rows(), viewer)),
                 event_frame(source.events(10, SELF_TEST), viewer),
                 event_frame(source.events(20, LIFECYCLE), viewer))
 
@@ -160,7 +179,8 @@ def build_status_tab(source: StatusSource, drills: Drills | None, viewer_box: gr
     timer = gr.Timer(REFRESH_S, active=False)
     timer.tick(refresh, inputs=[viewer_box], outputs=outputs, **QUIET)
     if peers is not None:
-        timer.tick(lambda: peer_frame(source.peers()), outputs=[peers], **QUIET)
+        timer.tick(lambda raw: peer_frame(source.peers(), viewer_of(raw)), inputs=[viewer_box], outputs=[peers],
+                   **QUIET)
     return timer, refresh, outputs
 
 
@@ -174,7 +194,7 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list,
                                         size="sm", elem_id=f"status-drill-{name}")) for name, label in actions]
         outcome = gr.Markdown(elem_id="status-drill-outcome")
     if getattr(drills, "tasks", None) is not None:  # the app can change its tasks at run time
-        build_task_panel(drills, token)
+        build_task_panel(drills, token, viewer_box)
 
     def run(name: str, given: str, request: gr.Request):
         client = getattr(getattr(request, "client", None), "host", None) or "unknown"  # for the token throttle

@@ -14,6 +14,7 @@ from typing import Callable, Protocol
 import gradio as gr
 
 from ui.i18n import t
+from ui.viewer import viewer_of
 
 __all__ = ["TaskAdmin", "build_task_panel"]
 
@@ -35,8 +36,9 @@ def _client(request: gr.Request | None) -> str:
     return getattr(getattr(request, "client", None), "host", None) or "unknown"  # for the token throttle
 
 
-def build_task_panel(admin: TaskAdmin, token: gr.Textbox, after: Callable[[], None] | None = None) -> None:
-    """Render the panel; ``token`` is the admin token box it shares with the drills."""
+def build_task_panel(admin: TaskAdmin, token: gr.Textbox, viewer_box: gr.Textbox) -> None:
+    """Render the panel; ``token`` is the admin token box it shares with the drills; ``viewer_box``:
+    see ``ui.viewer``."""
     with gr.Accordion(t("task_admin"), open=False, elem_id="status-tasks"):
         gr.Markdown(t("task_admin_help"))
         name = gr.Textbox(label=t("task_name"), value="topic", elem_id="status-task-name")
@@ -47,17 +49,17 @@ def build_task_panel(admin: TaskAdmin, token: gr.Textbox, after: Callable[[], No
             remove = gr.Button(t("task_remove"), variant="stop", size="sm", elem_id="status-task-remove")
         outcome = gr.Markdown(elem_id="status-task-outcome")
 
-    def on_save(task: str, text: str, given: str, request: gr.Request) -> str:
+    def on_save(task: str, text: str, given: str, raw: str, request: gr.Request) -> str:
         try:
             table = json.loads(text or "")
         except ValueError as exc:
-            return f"✗ {t('task_fields')}: not JSON ({exc})"
+            return f"✗ {viewer_of(raw).text('task_fields_not_json', error=exc)}"
         return _run(lambda: admin.put_task((task or "").strip(), table, given, _client(request)))
 
     def on_remove(task: str, given: str, request: gr.Request) -> str:
         return _run(lambda: admin.remove_task((task or "").strip(), given, _client(request)))
 
-    save.click(on_save, inputs=[name, fields, token], outputs=[outcome], **QUIET)
+    save.click(on_save, inputs=[name, fields, token, viewer_box], outputs=[outcome], **QUIET)
     remove.click(on_remove, inputs=[name, token], outputs=[outcome], **QUIET)
 
 

@@ -2,10 +2,11 @@
 
 Tasks added while the app runs (``ops.runtime_tasks``) get no tab of their
 own (tabs are built once, at start); this tab's task list is read again each
-time the tab is opened. Its API endpoint ``/classify`` takes ``task``,
-``text`` and an optional ``mode`` and returns the same shape as ``/sentiment``;
-``/generate`` does the same for generate tasks (``task``, ``message``,
-``history``), streaming when submitted as a job.
+time the tab is opened. A file goes through the file panel (``ui.file_panel``).
+Its API endpoint ``/classify`` takes ``task``, ``text`` and an optional
+``mode`` and returns the same shape as ``/sentiment``; ``/classify_file`` takes
+a file and ``task`` and returns a CSV; ``/generate`` does the same for generate
+tasks (``task``, ``message``, ``history``), streaming when submitted as a job.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ from typing import TYPE_CHECKING, Iterator
 
 import gradio as gr
 
-from engine.errors import InvalidInput
 from engine.types import ClassifyMode, Inference
 from ui.chat_tab import CHAT_POOL
+from ui.classify_tab import mode_choice, shown_result
 from ui.errors import friendly_errors
+from ui.file_panel import FileDoor
 from ui.i18n import t
 from ui.task_choice import choice_refresher, task_names
 from ui.validation import attach_validator, limit_validator, no_check
+from ui.viewer import viewer_of
 
 if TYPE_CHECKING:
     from ops.limits import RequestLimits
@@ -31,34 +34,36 @@ __all__ = ["build_tasks_tab"]
 
 
 def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurrency: int,
-                    limits: "RequestLimits"):
+                    limits: "RequestLimits", viewer_box: gr.Textbox, files: FileDoor):
     """Render the tab's contents; returns ``(refresh, dropdown)``: the caller re-reads the task list
-    into the dropdown whenever the tab is opened."""
+    into the dropdown whenever the tab is opened. ``viewer_box``: see ``ui.viewer``."""
     names = task_names(service, "classify")
 
     @friendly_errors
-    def run(task: str, text: str, mode: str = ClassifyMode.AUTO.value):
+    def run(task: str, text: str, mode: str, raw: str):
+        viewer = viewer_of(raw)
         if not task:
-            raise InvalidInput("Please choose a task.")
+            raise gr.Error(viewer.text("error.no_task"), print_exception=False)
         if not (text or "").strip():
-            raise InvalidInput("Please enter some text.")
+            raise gr.Error(viewer.text("error.empty_text"), print_exception=False)
         result = service.classify(task, [text.strip()], mode)[0]
-        return result.scores, f"{t('col_mode')}: **{result.mode.value}**"
+        return shown_result(result, {i.name: i for i in service.task_infos()}[task], viewer)
 
     with gr.Row():
         with gr.Column(scale=3):
             task = gr.Dropdown(names, value=names[0] if names else None, label=t("task_choice"),
                                elem_id="tasks-task")
             text = gr.Textbox(label=t("input_text"), lines=3, elem_id="tasks-input")
-            mode = gr.Radio([m.value for m in ClassifyMode], value=ClassifyMode.AUTO.value, label=t("mode"),
-                            info=t("mode_info"), elem_id="tasks-mode")
+            mode = mode_choice("tasks-mode")
             button = gr.Button(t("analyze"), variant="primary", elem_id="tasks-run")
         with gr.Column(scale=2):
             label = gr.Label(label=t("result"), elem_id="tasks-label")
             answered = gr.Markdown(elem_id="tasks-mode-answered")
     for trigger in (button.click, text.submit):
-        trigger(run, inputs=[task, text, mode], outputs=[label, answered], api_visibility="private",
+        trigger(run, inputs=[task, text, mode, viewer_box], outputs=[label, answered], api_visibility="private",
                 concurrency_limit=classify_concurrency, concurrency_id="tasks-classify")
+    files.build_panel(task, mode, viewer_box, "tasks")
+    files.add_api()
 
     def classify(task: str, text: str, mode: str = ClassifyMode.AUTO.value) -> dict:
         """Classify ``text`` with the classify task ``task``; the same shape as ``/sentiment``."""

@@ -1,13 +1,10 @@
-"""Who is looking: the browser's time zone and language, so text built on the server reads as theirs.
+"""Who is looking: the browser's time zone and language, for text and times built on the server.
 
-Component labels follow the browser's language through Gradio's i18n; text a
-handler builds at run time (the status line, the Status tab's summary) and
-times (tables and plot axes) cannot, because the server does not know the
-browser. So the page tells it: on load, a line of JavaScript writes
-``{"tz": ..., "lang": ...}`` into a hidden box (``VIEWER_JS``), and the
-handlers that build such text take that box as an input. Every time is then
-shown in the viewer's own zone, the clock alone for today and with the date
-otherwise; before the browser has answered, the server's zone and English.
+On load a line of JavaScript writes ``{"tz": ..., "lang": ...}`` into a hidden box (``VIEWER_JS``); the
+handlers that build text take that box as an input and read it with ``viewer_of``. Text comes from the
+one table (``ui.i18n``) in the viewer's language. A table shows times as the viewer's clock; a plot is
+given the instants themselves, which the browser draws in its own zone, the viewer's. Before the browser
+has answered: the server's zone and English.
 """
 
 from __future__ import annotations
@@ -19,7 +16,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
 
-__all__ = ["Viewer", "VIEWER_JS", "viewer_of"]
+from engine.types import TaskInfo
+from ui.i18n import detail, label_names, language_of, text
+
+__all__ = ["Viewer", "VIEWER_JS", "viewer_of", "plot_times"]
 
 VIEWER_JS = ("() => JSON.stringify({tz: Intl.DateTimeFormat().resolvedOptions().timeZone || '', "
              "lang: navigator.language || ''})")
@@ -30,8 +30,21 @@ class Viewer:
     zone: dt.tzinfo | None = None  # None: the server's own
     chinese: bool = False
 
-    def pick(self, english: str, chinese: str) -> str:
-        return chinese if self.chinese else english
+    @property
+    def lang(self) -> str:
+        return "zh" if self.chinese else "en"
+
+    def text(self, key: str, **params: object) -> str:
+        """The table's string ``key`` in the viewer's language."""
+        return text(key, self.lang, **params)
+
+    def detail(self, message: str) -> str:
+        """A message from ops/ or engine/ in the viewer's language, where the table knows its wording."""
+        return detail(message, self.lang)
+
+    def labels(self, info: TaskInfo) -> dict[str, str]:
+        """The task's labels -> their names in the viewer's language."""
+        return label_names(info, self.lang)
 
     def clock(self, unix: float, now: float | None = None) -> str:
         """``HH:MM:SS`` in the viewer's zone; with the date in front when it is not today there."""
@@ -39,11 +52,11 @@ class Viewer:
         today = dt.datetime.fromtimestamp(dt.datetime.now().timestamp() if now is None else now, self.zone).date()
         return moment.strftime("%H:%M:%S" if moment.date() == today else "%Y-%m-%d %H:%M:%S")
 
-    def times(self, unix: pd.Series) -> pd.Series:
-        """Unix times as the viewer's wall-clock times (naive), for a plot's axis."""
-        stamps = pd.to_datetime(unix, unit="s", utc=True)
-        zone = self.zone or dt.datetime.now().astimezone().tzinfo
-        return stamps.dt.tz_convert(zone).dt.tz_localize(None)
+
+def plot_times(unix: pd.Series) -> pd.Series:
+    """Unix times as instants (UTC) for a plot's time axis. The browser draws an instant in its own zone,
+    so converting them to the viewer's clock here would add the offset a second time."""
+    return pd.to_datetime(unix, unit="s", utc=True)
 
 
 def viewer_of(raw: str | None) -> Viewer:
@@ -51,6 +64,6 @@ def viewer_of(raw: str | None) -> Viewer:
     try:
         data = json.loads(raw or "{}")
         zone = ZoneInfo(data["tz"]) if data.get("tz") else None
-        return Viewer(zone, str(data.get("lang", "")).lower().startswith("zh"))
-    except (ValueError, TypeError, KeyError, ZoneInfoNotFoundError):
+        return Viewer(zone, language_of(data.get("lang")) == "zh")
+    except (ValueError, TypeError, KeyError, AttributeError, ZoneInfoNotFoundError):
         return Viewer()

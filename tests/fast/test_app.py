@@ -32,8 +32,8 @@ def test_health_and_ready(live_app):
 
 def test_api_names_are_the_public_contract(client):
     endpoints = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
-    # A tab's endpoint per shipped task, and the Tasks tab's two for every task (runtime ones too).
-    assert set(endpoints) == {"/sentiment", "/chat", "/classify", "/generate"}
+    # A tab's endpoint per shipped task, and the Tasks tab's three for every task (runtime ones too).
+    assert set(endpoints) == {"/sentiment", "/chat", "/classify", "/generate", "/classify_file"}
     params = [p["parameter_name"] for p in endpoints["/chat"]["parameters"]]
     assert params == ["message", "history"]
     assert [p["parameter_name"] for p in endpoints["/classify"]["parameters"]] == ["task", "text", "mode"]
