@@ -22,8 +22,13 @@ in one place:
          (``Backend.step``: the torch backend keeps the chats' KV caches as
          one padded batch).
 
+      5. when the foreground (2-4) is idle and due, or every
+         ``engine.teach.MAX_WAIT_S`` at least, read one batch of a fit's
+         features (``engine.teach.BackgroundRounds``: low priority, at most
+         half the model's time while others use it).
+
     So a classification waits behind chat work for at most one prefill
-    chunk and one decode step, however many chats run and however long
+    chunk and one decode step (or one feature batch), however many chats run and however long
     their prompts; decode steps are bound by reading the weights,
     so eight chats cost little more per step than one, and each still streams
     its own tokens with the same greedy answer it would get alone. A model is
@@ -58,6 +63,7 @@ from engine.errors import AllInOneError, InferenceTimeout, InvalidInput, ModelUn
 from engine.replies import ReplyStream
 from engine.rounds import ChatRounds, ClassifyRounds
 from engine.tasks import TaskRegistry
+from engine.teach import BackgroundRounds, FeatureJob, FeatureRequest
 from engine.types import ChatRequest, EngineConfig, InferenceCalls, Request, TaskInfo
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
@@ -94,6 +100,7 @@ class Engine(InferenceCalls):
         self._inbox: queue.Queue = queue.Queue()
         self._classify = ClassifyRounds(backend, self._admission, config)
         self._chats = ChatRounds(backend, self._admission, config)
+        self._background = BackgroundRounds()
         self._closing = threading.Event()
         self._ready = threading.Event()
         self._startup_error: BaseException | None = None
@@ -186,6 +193,12 @@ class Engine(InferenceCalls):
     def start_job(self, task: str, request: Request, sink: Sink) -> threading.Event:
         """Queue a request whose replies go to ``sink``; returns the event that cancels it.
         Raises ``InvalidInput`` or ``Busy`` at once, before anything is queued."""
+        if isinstance(request, FeatureRequest):  # a fit's low-priority reading (engine.teach)
+            job = self._background.job(self.tasks, task, request, sink, threading.Event())
+            if self._closing.is_set():
+                raise ModelUnavailable()
+            self._inbox.put(job)
+            return job.cancelled
         job = self._admission.admit(task, request, sink)
         try:
             if self._closing.is_set():
@@ -211,8 +224,12 @@ class Engine(InferenceCalls):
             self._on_beat()
             self.backend.between_steps()
             try:
-                self._take_jobs(block=not (self._classify.pending or self._chats))
-                if not (self._classify.pending or self._chats):
+                self._take_jobs(block=not (self._classify.pending or self._chats), wait=self._background.wait_s())
+                idle = not (self._classify.pending or self._chats)
+                if self._background.due(idle):
+                    self._step_started = time.monotonic()
+                    self._background.run(self.backend, self.tasks)
+                if idle:
                     continue
                 self._step_started = time.monotonic()
                 if self._classify.pending:
@@ -226,9 +243,11 @@ class Engine(InferenceCalls):
                 self._step_started = None
         self._fail_all(ModelUnavailable())
 
-    def _take_jobs(self, block: bool) -> None:
+    def _take_jobs(self, block: bool, wait: float | None = None) -> None:
+        """Move the inbox's jobs to their rounds; ``block``: wait for one, up to ``IDLE_POLL_S`` or ``wait``."""
+        timeout = IDLE_POLL_S if wait is None else min(wait, IDLE_POLL_S)
         try:
-            job = self._inbox.get(timeout=IDLE_POLL_S) if block else self._inbox.get_nowait()
+            job = self._inbox.get(timeout=timeout) if block and timeout > 0 else self._inbox.get_nowait()
         except queue.Empty:
             return
         while job is not None:
@@ -236,6 +255,8 @@ class Engine(InferenceCalls):
                 self._apply_tasks(job)
             elif isinstance(job, ClassifyJob):
                 self._classify.add(job)
+            elif isinstance(job, FeatureJob):
+                self._background.add(job)
             else:
                 self._chats.add(job)
             try:
@@ -260,3 +281,4 @@ class Engine(InferenceCalls):
         self._take_jobs(block=False)
         self._classify.fail_all(error)
         self._chats.fail_all(error)
+        self._background.fail_all(error)

@@ -43,16 +43,23 @@ __all__ = [
     "HeadFile",
     "HeadState",
     "HeadStatus",
+    "LAST",
+    "LAYER_TOLERANCE",
     "ModelHeads",
+    "candidate_layers",
+    "choose_layer",
     "find_head",
     "head_path",
     "model_identity",
+    "read_head",
     "task_fingerprint",
     "write_head",
 ]
 
 FORMAT = "allinone-linear-head-v2"  # ``layer`` says what the weights read (HeadFile)
 FORMATS = ("allinone-linear-head-v1", FORMAT)  # v1: the last hidden state, then label log-probs (no ``layer``)
+LAYER_TOLERANCE = 0.005  # a shallower layer within half a point of the best cross-validated accuracy wins
+LAST = "last"  # the candidate that reads the last layer and the label scores (a v1 head)
 
 
 class HeadStatus(str, Enum):
@@ -109,6 +116,20 @@ class HeadFile:
     def describe(self) -> str:
         return (f"linear head on {self.reads}, fitted {self.fitted[:10]} on {self.examples} examples with "
                 f"{self.model} ({self.precision}); cross-validated accuracy {self.cv_accuracy:.3f}")
+
+
+def candidate_layers(blocks: int) -> list[int]:
+    """The layers a head may read: from a quarter of the way down to the last block but one (the
+    early layers probe poorly: docs/benchmarks.md, "Early exit")."""
+    return list(range(max(1, blocks // 4), blocks))
+
+
+def choose_layer(cv: dict[str, float], tolerance: float = LAYER_TOLERANCE) -> str:
+    """The candidate to keep, from each one's cross-validated accuracy: the shallowest within
+    ``tolerance`` of the best (``LAST`` counts as the deepest). Deterministic."""
+    best = max(cv.values())
+    depth = {name: (float("inf") if name == LAST else int(name)) for name in cv}
+    return min((name for name, accuracy in cv.items() if accuracy >= best - tolerance), key=depth.__getitem__)
 
 
 def task_fingerprint(task: ClassifyTask) -> str:
@@ -173,7 +194,7 @@ def find_head(task: ClassifyTask, model_id: str) -> tuple[HeadFile | None, HeadS
                                f"no head fitted for this model yet ({path.name}); fit one with "
                                f"`python -m ops.heads fit --task {task.name}`")
     try:
-        head = _read(path)
+        head = read_head(path)
     except ConfigError as exc:
         return None, HeadState(task.name, HeadStatus.BROKEN, str(exc))
     if head.task_sha256 != task_fingerprint(task) or head.labels != list(task.labels):
@@ -191,6 +212,7 @@ class ModelHeads:
     def __init__(self, model_dir: Path) -> None:
         self._model_dir = Path(model_dir)
         self._model_id: str | None = None
+        self._found: dict[str, HeadFile | None] = {}  # task -> the head last found for it
 
     def find(self, task: ClassifyTask) -> tuple[HeadFile | None, HeadState]:
         if task.head_examples is None:
@@ -199,10 +221,24 @@ class ModelHeads:
             self._model_id = model_identity(self._model_dir)
         head, state = find_head(task, self._model_id)
         logger.info("task {}: {}", task.name, state.detail)
+        self._found[task.name] = head
         return head, state
 
+    def refind(self, task: ClassifyTask) -> tuple[bool, HeadFile | None, HeadState]:
+        """Look again for the head of a task whose scorer is kept: (whether it changed since it was last
+        found, the head, its state). A head fitted while the model serves (``ops.teach``) comes in so."""
+        if self._model_id is None and task.head_examples is not None:
+            self._model_id = model_identity(self._model_dir)
+        head, state = find_head(task, self._model_id or "")
+        changed = head != self._found.get(task.name)
+        if changed:
+            logger.info("task {}: {}", task.name, state.detail)
+            self._found[task.name] = head
+        return changed, head, state
 
-def _read(path: Path) -> HeadFile:
+
+def read_head(path: Path) -> HeadFile:
+    """A stored head, checked; ``ConfigError`` names the file and what is wrong."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") not in FORMATS:

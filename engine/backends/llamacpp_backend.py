@@ -158,7 +158,10 @@ class LlamaCppBackend:
             for task in classify_tasks:
                 old = self._scorers.get(task.name)
                 if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
-                    scorers[task.name], heads[task.name] = old, self._heads[task.name]
+                    changed, head, heads[task.name] = self._head_files.refind(task)  # fitted since (ops.teach)?
+                    if changed:
+                        old.attach_head(head)
+                    scorers[task.name] = old
                     continue
                 scorer = GgufLabelScorer(self._runtime, self._sequences, task, self.render, max_input_tokens,
                                          self.early_exit)

@@ -103,9 +103,13 @@ class TorchBackend:
         scorers: dict[str, LabelScorer] = {}
         heads: dict[str, HeadState] = {}
         for task in classify_tasks:
+        refitted = []  # (kept scorer, its head found anew)
             old = self._scorers.get(task.name)
             if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
-                scorers[task.name], heads[task.name] = old, self._heads[task.name]
+                changed, head, heads[task.name] = self._head_files.refind(task)  # fitted since (ops.teach)?
+                scorers[task.name] = old
+                if changed:
+                    refitted.append((old, head))
                 continue
             scorer = LabelScorer(self._model, self._tokenizer, task, self.render, max_input_tokens)
             head, heads[task.name] = self._head_files.find(task)
@@ -113,6 +117,8 @@ class TorchBackend:
                 scorer.head = LinearHead(head)
             scorers[task.name] = scorer
         self._scorers, self._heads = scorers, heads
+        for scorer, head in refitted:
+            scorer.head = None if head is None else LinearHead(head)
 
     def head_states(self) -> dict[str, HeadState]:
         return dict(self._heads)

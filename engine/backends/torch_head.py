@@ -19,21 +19,23 @@ language and kind of text the task serves, so that no one of them chooses.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from engine.backend import BackendInfo
 from engine.errors import ConfigError
-from engine.heads import HeadFile, task_fingerprint
+from engine.heads import LAST, LAYER_TOLERANCE, HeadFile, candidate_layers, choose_layer, task_fingerprint
 from engine.tasks import ClassifyTask
+from engine.teach import read_features
 
-__all__ = ["DEFAULT_L2", "LinearHead", "candidate_layers", "choose_layer", "cross_validated_accuracy",
-           "fit_linear_head", "fit_task_head"]
+__all__ = ["DEFAULT_L2", "FittedCandidates", "LinearHead", "candidate_features", "candidate_layers", "choose_layer",
+           "cross_validated_accuracy", "cross_validated_predictions", "fit_candidates", "fit_linear_head",
+           "fit_task_head"]
 
 DEFAULT_L2 = 1.0  # chosen by 5-fold cross-validation on the tuning parts (docs/benchmarks.md, "Linear head")
-LAYER_TOLERANCE = 0.005  # a shallower layer within half a point of the best cross-validated accuracy wins
-LAST = "last"  # the candidate that reads the last layer and the label scores (a v1 head)
 MAX_ITERATIONS = 500
 CV_FOLDS = 5
 FIT_BATCH = 16  # examples per forward pass while fitting
@@ -71,16 +73,58 @@ def fit_linear_head(x: torch.Tensor, targets: torch.Tensor, classes: int, l2: fl
         return folded, bias.detach() - folded @ mean
 
 
-def cross_validated_accuracy(x: torch.Tensor, targets: torch.Tensor, classes: int, l2: float = DEFAULT_L2,
-                             folds: int = CV_FOLDS) -> float:
-    """Accuracy of heads fitted on all but one fold, on that fold (folds: every ``folds``-th row)."""
-    correct = 0
+def cross_validated_predictions(x: torch.Tensor, targets: torch.Tensor, classes: int, l2: float = DEFAULT_L2,
+                                folds: int = CV_FOLDS) -> torch.Tensor:
+    """Each row's class from a head fitted on the other folds (folds: every ``folds``-th row)."""
+    predicted = torch.empty_like(targets)
     index = torch.arange(len(targets))
     for fold in range(folds):
         held = index % folds == fold
         weight, bias = fit_linear_head(x[~held], targets[~held], classes, l2)
-        correct += int(((x[held].to(torch.float64) @ weight.T + bias).argmax(-1) == targets[held]).sum())
-    return correct / len(targets)
+        predicted[held] = (x[held].to(torch.float64) @ weight.T + bias).argmax(-1)
+    return predicted
+
+
+def cross_validated_accuracy(x: torch.Tensor, targets: torch.Tensor, classes: int, l2: float = DEFAULT_L2,
+                             folds: int = CV_FOLDS) -> float:
+    """Accuracy of heads fitted on all but one fold, on that fold."""
+    return int((cross_validated_predictions(x, targets, classes, l2, folds) == targets).sum()) / len(targets)
+
+
+def candidate_features(hidden, logprobs, by_layer: dict) -> dict[str, torch.Tensor]:
+    """Each candidate's features from a scorer's (``engine.teach.read_features``): ``LAST`` and each layer."""
+    candidates = {LAST: features(torch.as_tensor(hidden), torch.as_tensor(logprobs).float())}
+    candidates.update({str(k): torch.as_tensor(rows).to(torch.float64) for k, rows in by_layer.items()})
+    return candidates
+
+
+@dataclass(frozen=True)
+class FittedCandidates:
+    """The layer choice and the head on the chosen candidate (``fit_candidates``)."""
+
+    cv: dict[str, float]  # each candidate's cross-validated accuracy
+    chosen: str
+    weight: torch.Tensor
+    bias: torch.Tensor
+    tuning_accuracy: float
+    cv_predictions: torch.Tensor  # the chosen candidate's cross-validated class of each example
+
+
+def fit_candidates(candidates: dict[str, torch.Tensor], targets: torch.Tensor, classes: int, l2: float = DEFAULT_L2,
+                   tolerance: float = LAYER_TOLERANCE, progress: Callable[[int, int], None] = lambda done, total: None
+                   ) -> FittedCandidates:
+    """Cross-validate every candidate, keep the one ``choose_layer`` picks and fit its head on all rows;
+    ``progress(done, total)`` after each candidate."""
+    predictions = {}
+    for done, (name, x) in enumerate(candidates.items(), 1):
+        predictions[name] = cross_validated_predictions(x, targets, classes, l2)
+        progress(done, len(candidates))
+    cv = {name: round(int((p == targets).sum()) / len(targets), 4) for name, p in predictions.items()}
+    chosen = choose_layer(cv, tolerance)
+    x = candidates[chosen]
+    weight, bias = fit_linear_head(x, targets, classes, l2)
+    tuning = float(((x @ weight.T + bias).argmax(-1) == targets).double().mean())
+    return FittedCandidates(cv, chosen, weight, bias, round(tuning, 4), predictions[chosen])
 
 
 class LinearHead:
@@ -96,20 +140,6 @@ class LinearHead:
         scores for a last-layer head)."""
         x = hidden.to(torch.float64) if self.layer is not None else features(hidden, label_logprobs)
         return (x @ self.weight.T + self.bias).log_softmax(dim=-1).float()
-
-
-def candidate_layers(blocks: int) -> list[int]:
-    """The layers a head may read: from a quarter of the way down to the last block but one (the
-    early layers probe poorly: docs/benchmarks.md, "Early exit")."""
-    return list(range(max(1, blocks // 4), blocks))
-
-
-def choose_layer(cv: dict[str, float], tolerance: float = LAYER_TOLERANCE) -> str:
-    """The candidate to keep, from each one's cross-validated accuracy: the shallowest within
-    ``tolerance`` of the best (``LAST`` counts as the deepest). Deterministic."""
-    best = max(cv.values())
-    depth = {name: (float("inf") if name == LAST else int(name)) for name in cv}
-    return min((name for name, accuracy in cv.items() if accuracy >= best - tolerance), key=depth.__getitem__)
 
 
 def fit_task_head(scorer, task: ClassifyTask, info: BackendInfo, model_id: str, l2: float = DEFAULT_L2,
@@ -128,21 +158,15 @@ def fit_task_head(scorer, task: ClassifyTask, info: BackendInfo, model_id: str, 
     targets = torch.tensor([task.labels.index(example.label) for example in source.examples])
     hidden, logprobs, by_layer = [], [], {k: [] for k in layers}
     for start in range(0, len(texts), FIT_BATCH):
-        batch = texts[start : start + FIT_BATCH]
-        h, lp, _ = scorer.features(batch)
-        hidden.append(torch.as_tensor(h))
-        logprobs.append(torch.as_tensor(lp))
-        if layers:
-            for k, values in scorer.layer_features(batch, layers).items():
-                by_layer[k].append(torch.as_tensor(values))
+        rows = read_features(scorer, texts[start : start + FIT_BATCH], layers)
+        hidden.append(rows.hidden)
+        logprobs.append(rows.logprobs)
+        for k, values in rows.layers.items():
+            by_layer[k].append(values)
         progress(min(start + FIT_BATCH, len(texts)), len(texts))
-    candidates = {LAST: features(torch.cat(hidden), torch.cat(logprobs).float())}
-    candidates.update({str(k): torch.cat(rows).to(torch.float64) for k, rows in by_layer.items()})
-    cv = {name: round(cross_validated_accuracy(x, targets, len(task.labels), l2), 4) for name, x in candidates.items()}
-    chosen = choose_layer(cv, tolerance)
-    x = candidates[chosen]
-    weight, bias = fit_linear_head(x, targets, len(task.labels), l2)
-    tuning = float(((x @ weight.T + bias).argmax(-1) == targets).double().mean())
+    fitted = fit_candidates(candidate_features(np.concatenate(hidden), np.concatenate(logprobs),
+                                               {k: np.concatenate(rows) for k, rows in by_layer.items()}),
+                            targets, len(task.labels), l2, tolerance)
     return HeadFile(
         task=task.name,
         task_sha256=task_fingerprint(task),
@@ -152,11 +176,11 @@ def fit_task_head(scorer, task: ClassifyTask, info: BackendInfo, model_id: str, 
         labels=list(task.labels),
         examples=len(texts),
         l2=l2,
-        tuning_accuracy=round(tuning, 4),
-        cv_accuracy=cv[chosen],
+        tuning_accuracy=fitted.tuning_accuracy,
+        cv_accuracy=fitted.cv[fitted.chosen],
         fitted=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        weight=weight.tolist(),
-        bias=bias.tolist(),
-        layer=None if chosen == LAST else int(chosen),
-        layer_cv=cv,
+        weight=fitted.weight.tolist(),
+        bias=fitted.bias.tolist(),
+        layer=None if fitted.chosen == LAST else int(fitted.chosen),
+        layer_cv=fitted.cv,
     )

@@ -1,0 +1,66 @@
+"""The fit of a taught head, in a process of its own: ``python -m engine.teach_fit FEATURES.npz RESULT.json``.
+
+``ops.teach`` starts it once the features are read (``engine.teach``), so
+that the web process never imports torch and the llama.cpp worker need not.
+It runs at the lowest CPU priority on one thread, so the model's own threads
+come first, and it reuses ``engine.backends.torch_head``: every candidate
+cross-validated, ``choose_layer``, the head fitted on the training rows. It
+prints ``progress DONE TOTAL`` after each candidate and writes its result as
+JSON: the choice, the weights, and the labels it gives the held-out rows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["FEATURES_LAYER_PREFIX", "main"]
+
+FEATURES_LAYER_PREFIX = "layer:"  # npz key of a layer's hidden states: "layer:12"
+NICENESS = 19
+
+
+def fit(features: Path, result: Path) -> None:
+    import torch
+
+    from engine.backends.torch_head import DEFAULT_L2, candidate_features, fit_candidates
+
+    torch.set_num_threads(1)
+    data = np.load(features)
+    train = torch.from_numpy(data["train"])
+    by_layer = {int(key[len(FEATURES_LAYER_PREFIX):]): data[key] for key in data.files
+                if key.startswith(FEATURES_LAYER_PREFIX)}
+    candidates = candidate_features(data["hidden"], data["logprobs"], by_layer)
+    targets = torch.from_numpy(data["targets"]).long()
+
+    def progress(done: int, total: int) -> None:
+        print(f"progress {done} {total}", flush=True)
+
+    fitted = fit_candidates({name: x[train] for name, x in candidates.items()}, targets[train],
+                            int(data["classes"]), DEFAULT_L2, float(data["tolerance"]), progress)
+    held = candidates[fitted.chosen][~train]
+    held_predictions = (held @ fitted.weight.T + fitted.bias).argmax(-1) if len(held) else torch.zeros(0)
+    result.write_text(json.dumps({
+        "l2": DEFAULT_L2,
+        "cv": fitted.cv,
+        "chosen": fitted.chosen,
+        "weight": fitted.weight.tolist(),
+        "bias": fitted.bias.tolist(),
+        "tuning_accuracy": fitted.tuning_accuracy,
+        "cv_predictions": fitted.cv_predictions.tolist(),
+        "held_predictions": held_predictions.long().tolist(),
+    }), encoding="utf-8")
+
+
+def main(argv: list[str]) -> int:
+    os.nice(NICENESS)  # the serving worker's threads first: this only uses a core they leave idle
+    fit(Path(argv[0]), Path(argv[1]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
