@@ -102,8 +102,8 @@ class TorchBackend:
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
         scorers: dict[str, LabelScorer] = {}
         heads: dict[str, HeadState] = {}
-        for task in classify_tasks:
         refitted = []  # (kept scorer, its head found anew)
+        for task in classify_tasks:
             old = self._scorers.get(task.name)
             if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
                 changed, head, heads[task.name] = self._head_files.refind(task)  # fitted since (ops.teach)?
@@ -116,9 +116,9 @@ class TorchBackend:
             if head is not None:
                 scorer.head = LinearHead(head)
             scorers[task.name] = scorer
-        self._scorers, self._heads = scorers, heads
         for scorer, head in refitted:
             scorer.head = None if head is None else LinearHead(head)
+        self._scorers, self._heads = scorers, heads
 
     def head_states(self) -> dict[str, HeadState]:
         return dict(self._heads)
