@@ -72,7 +72,7 @@ def test_the_self_test_and_head_texts_of_ops_are_shown_in_chinese(tmp_path):
     examples = HeadExamples(tmp_path / "e.jsonl", (), "sha", tmp_path / "heads")
     task = ClassifyTask("topic", "Topic", ("a", "b"), "i", head_examples=examples)
     missing = find_head(task, "0123456789abcdef0123")[1].detail
-    assert detail(missing, "zh") == ("本模型尚未训练线性头（topic@0123456789abcdef.json）；"
+    assert detail(missing, "zh") == ("本模型尚未训练线性头（`topic@0123456789abcdef.json`）；"
                                      "用 `python -m ops.heads fit --task topic` 训练")
     none = find_head(ClassifyTask("t", "T", ("a", "b"), "i"), "id")[1].detail
     assert CJK.search(detail(none, "zh"))
