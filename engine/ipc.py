@@ -3,7 +3,7 @@
 Each message is a tuple whose first item is an ``Op``; ``rid`` numbers a
 request within one worker's life.
 
-    web -> worker   (SUBMIT, rid, task, request)   queue a ClassifyRequest or ChatRequest
+    web -> worker   (SUBMIT, rid, task, request)   queue a ClassifyRequest, ChatRequest or FeatureRequest
                     (CANCEL, rid)                  the caller let go: drop the job
                     (TASKS, rid, registry)         serve these tasks from now on (``Engine.update_tasks``)
                     (FAULT, kind)                  a fault drill (``engine.types.Fault``)
@@ -11,7 +11,7 @@ request within one worker's life.
     worker -> web   (READY, WorkerInfo)            loaded and warmed up: send requests
                     (FAILED, error)                could not load; the process exits
                     (ACCEPTED, rid) | (REJECTED, rid, error)   admission, answered at once
-                    (REPLY, rid, item)             a list of ClassifyResult, a ChatUpdate, or an error
+                    (REPLY, rid, item)             a list of ClassifyResult or FeatureRows, a ChatUpdate, or an error
                     (TASKS_DONE, rid, error|None)  the task change applied, or why not (old tasks kept)
                     (LOG, level, text)             a log record, written by the web process's logger
 

@@ -4,7 +4,11 @@
 serving (see ``ops.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
 ``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
 change the tasks defined at run time (``ops.runtime_tasks``; the body is the
-task's table as JSON, the fields of ``engine/tasks.toml``). ``POST /admin/fault/{kind}`` runs a fault
+task's table as JSON, the fields of ``engine/tasks.toml``). Teaching one by
+example (``ops.teach``): ``PUT /admin/tasks/{name}/examples`` (JSON lines,
+CSV or ``text<TAB>label`` lines), ``POST /admin/tasks/{name}/fit`` (202; the
+fit runs in the background) and ``GET /admin/tasks/{name}`` (the task, its
+heads per model version, the fit's progress or report). ``POST /admin/fault/{kind}`` runs a fault
 drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``slow``, ``error`` and
 ``exit`` hit the worker process, ``exit-app`` ends this web process) and
 exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
@@ -37,6 +41,8 @@ from engine.errors import AllInOneError, ConfigError, InvalidInput, ModelUnavail
 from engine.types import Fault
 from ops.runtime_tasks import RuntimeTasks, TaskConflict, TaskNotFound
 from ops.service import ModelService
+from ops.teach import FitBusy, Teacher
+from ops.teach_examples import ExamplesTooLarge
 
 __all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "FAULT_KINDS", "WrongTokenThrottle"]
 
@@ -91,6 +97,7 @@ class AdminActions:
                  throttle: WrongTokenThrottle | None = None, tasks: RuntimeTasks | None = None) -> None:
         self.service = service
         self.tasks = tasks
+        self.teacher = Teacher(service, tasks) if tasks is not None else None
         self._token = admin_token
         self.fault_injection = fault_injection
         self._throttle = throttle or WrongTokenThrottle()
@@ -143,7 +150,7 @@ class AdminActions:
                  create_only: bool = False) -> dict:
         """Add (or with ``create_only`` False, replace) a runtime task; the old one serves until this succeeds."""
         self.authorize(token, client)
-        tasks = self._runtime_tasks()
+        tasks = _needed(self.tasks)
         if create_only and name in self.service.tasks.tasks:
             raise AdminDenied(409, f"Task {name!r} exists; PUT replaces it.")
         with _task_errors():
@@ -155,15 +162,34 @@ class AdminActions:
     def remove_task(self, name: str, token: str | None, client: str = "unknown") -> dict:
         self.authorize(token, client)
         with _task_errors():
-            change = self._runtime_tasks().remove(name, self.service.update_tasks)
+            change = _needed(self.tasks).remove(name, self.service.update_tasks)
+        _needed(self.teacher).forget(name)
         logger.info("runtime task {} removed", name)
         self.service.events.add("task", True, f"{name} {change.value}")
         return {"task": name, "change": change.value}
 
-    def _runtime_tasks(self) -> RuntimeTasks:
-        if self.tasks is None:
-            raise AdminDenied(403, "Tasks cannot be changed at run time on this server.")
-        return self.tasks
+    def get_task(self, name: str, token: str | None, client: str = "unknown") -> dict:
+        self.authorize(token, client)
+        with _task_errors():
+            return _needed(self.teacher).describe(name)
+
+    def put_examples(self, name: str, body: bytes, content_type: str | None, token: str | None,
+                     client: str = "unknown") -> dict:
+        """Teach a runtime classify task by example (``ops.teach``); the old examples stay on a refusal."""
+        self.authorize(token, client)
+        with _task_errors():
+            answer = _needed(self.teacher).put_examples(name, body, content_type)
+        self.service.events.add("task", True, f"{name}: {answer['examples']} examples")
+        return answer
+
+    def fit(self, name: str, token: str | None, client: str = "unknown") -> dict:
+        """Start fitting the task's head in the background; progress in ``get_task``."""
+        self.authorize(token, client)
+        with _task_errors():
+            answer = _needed(self.teacher).start_fit(name)
+        self.service.events.add("task", True, f"{name}: fitting its head")
+        return answer
+
 
     def fault(self, kind: str, token: str | None, client: str = "unknown") -> dict:
         self.authorize(token, client)
@@ -180,6 +206,13 @@ class AdminActions:
         return {"injected": kind}
 
 
+def _needed(part):
+    """The runtime tasks or their teacher, which a server without a data dir for them does not have."""
+    if part is None:
+        raise AdminDenied(403, "Tasks cannot be changed at run time on this server.")
+    return part
+
+
 @contextlib.contextmanager
 def _task_errors():
     """A task change's refusals, as the admin answers them (the old tasks keep serving)."""
@@ -187,8 +220,10 @@ def _task_errors():
         yield
     except TaskNotFound as exc:
         raise AdminDenied(404, str(exc)) from exc
-    except TaskConflict as exc:
+    except (TaskConflict, FitBusy) as exc:
         raise AdminDenied(409, str(exc)) from exc
+    except ExamplesTooLarge as exc:
+        raise AdminDenied(413, str(exc)) from exc
     except (ConfigError, InvalidInput) as exc:
         raise AdminDenied(400, str(exc)) from exc
     except ModelUnavailable as exc:
@@ -243,6 +278,20 @@ def add_admin_routes(app: FastAPI, actions: AdminActions) -> None:
         body = await table(request)
         return await run_in_threadpool(run, actions.put_task, name, body, _bearer(request), client_address(request),
                                        status=200)
+
+    @app.get("/admin/tasks/{name}", include_in_schema=False)
+    def get_task(name: str, request: Request) -> JSONResponse:
+        return run(actions.get_task, name, _bearer(request), client_address(request), status=200)
+
+    @app.put("/admin/tasks/{name}/examples", include_in_schema=False)
+    async def put_examples(name: str, request: Request) -> JSONResponse:
+        body = await request.body()
+        return await run_in_threadpool(run, actions.put_examples, name, body, request.headers.get("content-type"),
+                                       _bearer(request), client_address(request), status=200)
+
+    @app.post("/admin/tasks/{name}/fit", include_in_schema=False)
+    def fit(name: str, request: Request) -> JSONResponse:
+        return run(actions.fit, name, _bearer(request), client_address(request), status=202)
 
     @app.delete("/admin/tasks/{name}", include_in_schema=False)
     def remove_task(name: str, request: Request) -> JSONResponse:
