@@ -7,7 +7,7 @@ default model as good versions ``a``, ``b`` and ``d`` and a bad release
 ``c`` that loads and answers wrongly), serves ``b`` with ``--fault-injection``
 and the default watchdog, and keeps ``--students`` users working as a class
 does (``bench/class_load.py``'s mix: five sentiment requests and one chat
-turn each, in a per-student order, with a short pause between clicks). Every
+turn each, in a per-student order, reading each answer for 1-5 s). Every
 ``--every`` seconds the next fault of the rotation hits: SIGKILL and SIGSTOP
 of the worker, the hang and nan-weights drills, one weight file of the serving
 version overwritten, a hot swap to another good version, a swap to the bad one
@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -37,7 +38,7 @@ from chaos import CHAT, TOKEN, Traffic, build_store, damage_store, memory, one_f
 from common import KNOWN, REPO, header, percentile, start_app, store_cli
 
 ROTATION = ("sigkill", "sigstop", "hang", "nan-weights", "overwrite", "swap-good", "swap-bad", "token-flood")
-THINK_S = 1.0  # a student reads the answer before the next click
+THINK_S = (1.0, 5.0)  # a student reads the answer before the next click: this long, evenly spread
 
 
 class ClassTraffic(Traffic):
@@ -56,7 +57,7 @@ class ClassTraffic(Traffic):
                     return
                 self._attempt(client, kind, n)
                 n += 1
-                time.sleep(THINK_S)
+                time.sleep(random.uniform(*THINK_S))
 
     def _attempt(self, client, kind: str, n: int) -> None:
         from chaos import Attempt
@@ -188,7 +189,7 @@ def main() -> None:
     parser.add_argument("--store", type=Path, default=Path("/tmp/allinone-soak-store"))
     args = parser.parse_args()
     name = build_store(args.source, args.store, versions=("a", "d", "b"))  # b current
-    store_cli(args.store, "activate", f"{name}@b", "--force")
+    store_cli(args.store, "verify")  # recorded: activate hashes nothing that has not changed since
     header(f"soak: {args.students} students, {args.minutes:.0f} min, a fault every {args.every:.0f} s"
            + (", warm spare worker" if args.spare_worker else ""))
     app_args = ["--models-root", str(args.store), "--log-dir", "/tmp/allinone-soak-logs", "--fault-injection",
