@@ -85,8 +85,8 @@ def test_a_recovery_switches_to_the_spare_without_loading_and_warms_a_new_one():
         assert service.supervisor.serving is spare
         assert wait_for(lambda: first.killed)
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
-        events = [(event["kind"], event["ok"]) for event in service.events.recent()]
-        assert ("spare", True) in events and ("recovered", True) in events
+        events = lambda: [(event["kind"], event["ok"]) for event in service.events.recent()]  # noqa: E731
+        assert wait_for(lambda: ("recovered", True) in events()) and ("spare", True) in events()
         starts.gate.set()  # the fresh spare warms behind the switch
         assert wait_for(lambda: service.spare.parked is not None and service.spare.parked is not spare)
         assert len(starts.workers) == 3
@@ -125,7 +125,7 @@ def test_a_spare_that_fails_its_self_test_at_the_switch_is_killed_and_a_fresh_wo
         assert service.recover(RecoveryCause.INVALID_OUTPUT, "NaN")
         assert wait_for(lambda: service.snapshot().ready and service.supervisor.serving not in (None, spare))
         assert spare.killed
-        assert ("spare", False) in [(event["kind"], event["ok"]) for event in service.events.recent()]
+        assert wait_for(lambda: ("spare", False) in [(event["kind"], event["ok"]) for event in service.events.recent()])
     finally:
         service.close()
 
