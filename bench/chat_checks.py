@@ -4,8 +4,9 @@
 they cannot disagree. A row has ``q`` (the message), a ``category``, and as its check
 needs: ``a`` (accepted answers), ``history`` (earlier ``{"role", "content"}`` turns) and
 ``check`` (absent: ``contains``, any of ``a`` in the reply, case-blind). Each category
-has one check (``CATEGORIES``); ``validate`` says what is wrong with a row. Pure
-functions, no model: only the chat task's system prompt is read, from engine/tasks.toml.
+has one check (``CATEGORIES``); ``validate`` says what is wrong with a row; ``longest_run``
+and ``loops`` measure a reply's repetition. Pure functions, no model: only the chat task's
+system prompt is read, from engine/tasks.toml.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import json
 import re
 from functools import cache
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
-__all__ = ["QUESTIONS", "CATEGORIES", "CHECKS", "passes", "validate", "load_questions", "language_of",
-           "is_one_word", "leaks", "chat_system_prompt"]
+__all__ = ["QUESTIONS", "CATEGORIES", "CHECKS", "Run", "passes", "validate", "load_questions", "language_of",
+           "is_one_word", "leaks", "longest_run", "loops", "chat_system_prompt"]
 
 QUESTIONS = Path(__file__).resolve().parent / "data" / "chat_questions.jsonl"
 
@@ -29,6 +30,9 @@ MOSTLY = 0.6  # "a reply in Chinese": at least this share of its words are Han c
 ONE_WORD_MAX_CHARS = 24
 ONE_WORD_MAX_HAN = 4  # a Chinese "word" (蓝色, 星期三); a whole sentence has no spaces either
 LEAK_WORDS = 5  # a leak: this many consecutive words of the system prompt, anywhere in the reply
+LOOP_TIMES = 4  # a loop: one unit said at least this many times back to back ("你好，你好，你好，你好，")...
+LOOP_CHARS = 12  # ...over at least this many characters
+MAX_UNIT_CHARS = 80  # the longest unit looked for: a sentence
 
 _HAN = r"\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _LATIN_WORD = re.compile(r"[A-Za-z\u00c0-\u024f]+")  # pinyin's tone marks included
@@ -38,6 +42,7 @@ _TOKEN = re.compile(f"[a-z0-9\u00c0-\u024f]+|[{_HAN}]")
 # What may wrap a one-word answer: spaces, Markdown emphasis, quotes, end punctuation (ASCII and CJK).
 _WRAPPING = " \t\r\n*_`~#>\"'“”‘’.,;:!?()[]。，、；：！？（）「」『』《》【】"
 _ONE_WORD = re.compile(r"[^\W_]+(?:[-'’][^\W_]+)*")
+_WORDY = re.compile(f"[A-Za-z0-9\u00c0-\u024f{_HAN}]")  # a unit that says something: not spaces or dashes
 
 
 def language_of(text: str) -> str:
@@ -68,6 +73,36 @@ def leaks(reply: str, system_prompt: str) -> bool:
     said = " " + " ".join(_TOKEN.findall(reply.lower())) + " "
     n = min(LEAK_WORDS, len(prompt))
     return n > 0 and any(f" {' '.join(prompt[i:i + n])} " in said for i in range(len(prompt) - n + 1))
+
+
+class Run(NamedTuple):
+    """A stretch of a reply that says one ``unit`` ``times`` times back to back, ``chars`` long."""
+
+    unit: str = ""
+    times: int = 0
+    chars: int = 0
+
+
+def longest_run(reply: str, min_times: int = 3) -> Run:
+    """The reply's longest stretch of one unit (up to ``MAX_UNIT_CHARS``, with a letter, digit or
+    Han character in it) said at least ``min_times`` times back to back; ``Run()`` when none."""
+    best = Run()
+    n = len(reply)
+    for size in range(1, min(MAX_UNIT_CHARS, n // min_times) + 1):
+        same = 0  # characters in a row equal to the one ``size`` before them
+        for i in range(size, n):
+            same = same + 1 if reply[i] == reply[i - size] else 0
+            chars = same + size
+            if chars > best.chars and chars >= min_times * size:
+                unit = reply[i - chars + 1:i - chars + 1 + size]
+                if _WORDY.search(unit):
+                    best = Run(unit, chars // size, chars)
+    return best
+
+
+def loops(reply: str) -> bool:
+    """Whether the reply went round in a loop: ``LOOP_TIMES`` repeats over ``LOOP_CHARS`` or more."""
+    return longest_run(reply, LOOP_TIMES).chars >= LOOP_CHARS
 
 
 @cache

@@ -27,6 +27,7 @@ from engine.backend import Backend
 from engine.chat import ChatStream
 from engine.errors import Busy, InvalidInput, Superseded
 from engine.prompts import Message, fit_conversation, validate_history
+from engine.sampling import DEFAULT_GUARD, RepetitionGuard
 from engine.tasks import ClassifyTask, GenerateTask, TaskRegistry
 from engine.types import (
     NOTICE_HISTORY_TRIMMED,
@@ -72,6 +73,7 @@ class ChatJob:
     request_id: str = ""
     session: str | None = None
     priority: bool = False
+    repetition: RepetitionGuard = DEFAULT_GUARD
     stream: ChatStream | None = None  # set by the model thread when the chat starts decoding
     cancelled: threading.Event = field(default_factory=threading.Event)
 
@@ -163,6 +165,9 @@ class Admission:
         except ValueError as exc:
             raise InvalidInput(f"Invalid chat history: {exc}.") from None
         temperature = spec.temperature if options.temperature is None else options.temperature
+        repetition = DEFAULT_GUARD if options.repetition is None else options.repetition
+        if not isinstance(repetition, RepetitionGuard):
+            raise InvalidInput("The repetition guard must be an engine.sampling.RepetitionGuard.")
         system_prompt = spec.system_prompt if options.system_prompt is None else options.system_prompt
         if not isinstance(system_prompt, str) or not system_prompt.strip():
             raise InvalidInput("The system prompt is empty.")
@@ -178,6 +183,7 @@ class Admission:
             request_id=request.request_id,
             session=options.session,
             priority=options.priority,
+            repetition=repetition,
         )
         with self._counts_lock:
             previous = self._sessions.pop(job.session, None) if job.session is not None else None

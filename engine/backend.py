@@ -10,9 +10,10 @@ admission calls from the thread that receives requests.
 
 Chat decoding through the seam: ``start`` runs a prompt (the prefill) and
 adds the new sequence to the backend's decode batch; each round the
-scheduler asks every running sequence for its ``next_token`` and feeds them
-all back in one ``step`` (one forward pass for every chat); ``release`` takes
-a sequence out and frees its cache. Classification is one call, ``score``.
+scheduler asks every running sequence for its ``next_token`` (chosen the same
+way on every backend: ``engine.sampling``) and feeds them all back in one
+``step`` (one forward pass for every chat); ``release`` takes a sequence out
+and frees its cache. Classification is one call, ``score``.
 
 Backends: ``engine.backends.torch_backend`` (transformers + torch, any
 precision the loader made), ``engine.backends.llamacpp_backend`` (the
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Mapping, Protocol, Sequence
 
 from engine.heads import HeadState
 from engine.prompts import Message
@@ -102,8 +103,9 @@ class Backend(Protocol):
         """Evaluate up to ``max_tokens`` more of the sequence's prompt; once all of it is in, the sequence
         joins the decode batch and this returns True. The scheduler bounds a round's work this way."""
 
-    def next_token(self, sequence: object) -> int:
-        """The sequence's next token: greedy at temperature 0, else sampled with its own seed."""
+    def next_token(self, sequence: object, bias: Mapping[int, float] | None = None) -> int:
+        """The sequence's next token by ``engine.sampling.choose_token`` on its logits plus ``bias`` (the
+        repetition guard's bans): greedy at temperature 0, else sampled with its own seed."""
 
     def step(self, tokens: dict[object, int]) -> None:
         """Feed one token to every running sequence in ONE forward pass (all of them, no other)."""

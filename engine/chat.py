@@ -3,8 +3,9 @@
 A ``ChatStream`` holds what the scheduler needs to know of a chat: its
 limits and deadline, the tokens generated so far, the text published, and
 the backend's opaque sequence (the KV cache lives there). ``choose`` asks
-the backend for the next token, decides whether the answer has finished
-(stop token, length or time limit) and publishes the new text. No torch.
+the backend for the next token (with the repetition guard's bans,
+``engine.sampling``), decides whether the answer has finished (stop token,
+length, time limit or a loop) and publishes the new text. No torch.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 from engine.backend import Backend
 from engine.prompts import safe_stream_text
+from engine.sampling import DEFAULT_GUARD, RepeatWatch, RepetitionGuard
 from engine.types import FINISH_LENGTH, FINISH_STOP, FINISH_TIME_LIMIT, ChatUpdate
 
 __all__ = ["ChatStream"]
@@ -36,6 +38,11 @@ class ChatStream:
     generated: list[int] = field(default_factory=list)
     text: str = ""
     sequence: object = None  # the backend's, from ``start`` until ``release``
+    repetition: RepetitionGuard = DEFAULT_GUARD
+    watch: RepeatWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = RepeatWatch(self.repetition)
 
     def start(self, backend: Backend) -> None:
         """Take a sequence for the prompt; ``prefill`` feeds the prompt in."""
@@ -47,17 +54,20 @@ class ChatStream:
 
     def choose(self, backend: Backend) -> int | None:
         """Pick the next token and publish the new text. Returns the token to feed back, or
-        None when the answer is finished (stop token, length or time limit)."""
-        token = backend.next_token(self.sequence)
+        None when the answer is finished (stop token, length, time limit, or a loop the guard ends)."""
+        token = backend.next_token(self.sequence, self.watch.bias())
         finish = None
         if token in backend.stop_ids:
             finish = FINISH_STOP
         else:
             self.generated.append(token)
+            looping = self.watch.add(token)
             if len(self.generated) >= self.max_new_tokens:
                 finish = FINISH_LENGTH
             elif time.monotonic() >= self.deadline:
                 finish = FINISH_TIME_LIMIT
+            elif looping:
+                finish = FINISH_STOP  # the answer went round in a loop: it has said what it will say
         text = backend.decode(self.generated)
         if finish is None:
             text = safe_stream_text(text)

@@ -164,6 +164,7 @@ class ChatRounds:
             seed=job.seed,
             updates=job.updates,
             cancelled=job.cancelled,
+            repetition=job.repetition,
         )
         stream.start(self.backend)
         return stream

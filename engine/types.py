@@ -16,7 +16,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
+
+if TYPE_CHECKING:
+    from engine.sampling import RepetitionGuard
 
 __all__ = [
     "ClassifyMode",
@@ -115,6 +118,8 @@ class GenerateOptions:
     priority: bool = False
     # The caller's own system prompt in place of the task's (the OpenAI API's system messages).
     system_prompt: str | None = None
+    # What to do when the answer loops ("你好，你好，你好，..."); None: the engine's default guard.
+    repetition: RepetitionGuard | None = None
 
 
 @dataclass(frozen=True)

@@ -81,7 +81,7 @@ class FakeBackend:
         self.running.add(sequence)
         return True
 
-    def next_token(self, sequence: FakeSequence) -> int:
+    def next_token(self, sequence: FakeSequence, bias=None) -> int:
         return ord(ANSWER[sequence.position]) if sequence.position < len(ANSWER) else STOP
 
     def step(self, tokens: dict) -> None:

@@ -30,7 +30,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 from loguru import logger
@@ -44,6 +44,7 @@ from engine.heads import HeadState, ModelHeads
 from engine.label_scoring import MAX_TOKENS_PER_FORWARD
 from engine.loader import describe_model_dir, gguf_file
 from engine.prompts import Message
+from engine.sampling import choose_token, sampling_rng
 from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode, EngineConfig
 
@@ -99,13 +100,8 @@ class GgufSequence:
     next_logits: np.ndarray | None = None
     pending: list[int] | None = None  # prompt tokens not prefilled yet
 
-    def next_token(self) -> int:
-        logits = self.next_logits
-        if self.temperature <= 0.0 or self.rng is None:
-            return int(np.argmax(logits))
-        scaled = (logits.astype(np.float64) - logits.max()) / self.temperature
-        probs = np.exp(scaled)
-        return int(self.rng.choice(len(probs), p=probs / probs.sum()))
+    def next_token(self, bias: Mapping[int, float] | None = None) -> int:
+        return choose_token(self.next_logits, self.temperature, self.rng, bias)
 
 
 class LlamaCppBackend:
@@ -213,8 +209,8 @@ class LlamaCppBackend:
         return chat
 
     def begin(self, prompt_ids: list[int], temperature: float, seed: int) -> GgufSequence:
-        rng = np.random.default_rng(seed) if temperature > 0 else None
-        chat = GgufSequence(self._sequences.take(), temperature, rng, pending=list(prompt_ids))
+        chat = GgufSequence(self._sequences.take(), temperature, sampling_rng(temperature, seed),
+                            pending=list(prompt_ids))
         self._starting.append(chat)
         return chat
 
@@ -236,8 +232,8 @@ class LlamaCppBackend:
         self._chats.append(chat)
         return True
 
-    def next_token(self, sequence: GgufSequence) -> int:
-        return sequence.next_token()
+    def next_token(self, sequence: GgufSequence, bias: Mapping[int, float] | None = None) -> int:
+        return sequence.next_token(bias)
 
     def step(self, tokens: dict[GgufSequence, int]) -> None:
         chats = self._chats

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import mmap
 import threading
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 from loguru import logger
@@ -24,6 +24,7 @@ from engine.backends.torch_scoring import LabelScorer
 from engine.heads import HeadState, ModelHeads
 from engine.loader import ModelHandle
 from engine.prompts import Message
+from engine.sampling import sampling_rng
 from engine.tasks import ClassifyTask
 from engine.types import ClassifyMode
 
@@ -148,10 +149,7 @@ class TorchBackend:
         return sequence
 
     def begin(self, prompt_ids: list[int], temperature: float, seed: int) -> TorchSequence:
-        sequence = TorchSequence(temperature, pending=list(prompt_ids))
-        if temperature > 0:
-            sequence.generator = torch.Generator().manual_seed(seed)
-        return sequence
+        return TorchSequence(temperature, sampling_rng(temperature, seed), pending=list(prompt_ids))
 
     def prefill(self, sequence: TorchSequence, max_tokens: int) -> bool:
         chunk, sequence.pending = sequence.pending[:max_tokens], sequence.pending[max_tokens:]
@@ -161,8 +159,8 @@ class TorchBackend:
         self._batch.add(sequence)
         return True
 
-    def next_token(self, sequence: TorchSequence) -> int:
-        return sequence.next_token()
+    def next_token(self, sequence: TorchSequence, bias: Mapping[int, float] | None = None) -> int:
+        return sequence.next_token(bias)
 
     def step(self, tokens: dict[TorchSequence, int]) -> None:
         logits = self._batch.feed([tokens[sequence] for sequence in self._batch.streams])

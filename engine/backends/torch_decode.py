@@ -1,22 +1,26 @@
-"""The torch backend's chat decoding: ``prefill``, ``sample`` and the ``DecodeBatch``.
+"""The torch backend's chat decoding: ``prefill`` and the ``DecodeBatch``.
 
 A ``TorchSequence`` is one chat's state here (its KV cache, its next
 logits). A ``DecodeBatch`` holds the KV caches of all running sequences and
 advances them together, one token each per forward pass, so several chats
 share each decode step and classification batches run between steps (see the
-scheduling rule in ``engine.engine``). Greedy by default: the same request
-always gets the same answer, alone or in a batch.
+scheduling rule in ``engine.engine``). The next token is chosen as on every
+backend (``engine.sampling``): greedy by default, so the same request always
+gets the same answer, alone or in a batch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
+import numpy as np
 import torch
 
 from engine.errors import InvalidOutput
+from engine.sampling import choose_token
 
-__all__ = ["TorchSequence", "DecodeBatch", "prefill", "sample", "stop_token_ids"]
+__all__ = ["TorchSequence", "DecodeBatch", "prefill", "stop_token_ids"]
 
 
 def stop_token_ids(model, tokenizer) -> frozenset[int]:
@@ -47,27 +51,19 @@ def prefill(model, prompt_ids: list[int], cache=None):
     return out.cache, _check_finite(out.logits[0, -1].float())
 
 
-def sample(logits: torch.Tensor, temperature: float, generator: torch.Generator | None) -> int:
-    """Greedy at temperature 0, else a draw from softmax(logits / temperature)."""
-    if temperature <= 0.0:
-        return int(logits.argmax())
-    probs = torch.softmax(logits / temperature, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
-
-
 @dataclass(eq=False)
 class TorchSequence:
     """One chat's decoding state in the torch backend: its KV cache until a ``DecodeBatch``
     takes it over, the logits of its next token, and its own random generator."""
 
     temperature: float
-    generator: torch.Generator | None = None
+    rng: np.random.Generator | None = None
     cache: object = None
     next_logits: torch.Tensor | None = None
     pending: list[int] | None = None  # prompt tokens not prefilled yet
 
-    def next_token(self) -> int:
-        return sample(self.next_logits, self.temperature, self.generator)
+    def next_token(self, bias: Mapping[int, float] | None = None) -> int:
+        return choose_token(self.next_logits.numpy(force=True), self.temperature, self.rng, bias)
 
     def release(self) -> None:
         self.cache = None
