@@ -231,6 +231,7 @@ class Engine(InferenceCalls):
                     self._background.run(self.backend, self.tasks)
                 if idle:
                     continue
+                self._background.foreground_ran()
                 self._step_started = time.monotonic()
                 if self._classify.pending:
                     self._classify.run(self.tasks)

@@ -3,9 +3,9 @@
 A fit (``ops.teach``) sends ``FeatureRequest``s through the usual
 ``submit``; the engine keeps them in ``BackgroundRounds`` and runs one batch
 in a turn only when it is due (``due``): the foreground (classifications,
-chats) is idle and the model has had at least as long without background
-work as the last batch took, or ``MAX_WAIT_S`` has passed (chats that never
-pause still let a fit go on). A user waits behind at most one such batch.
+chats) is idle and, if it ran since the last batch, has had the model for at
+least as long as that batch took; or ``MAX_WAIT_S`` has passed (chats that
+never pause still let a fit go on). A user waits behind at most one batch.
 """
 
 from __future__ import annotations
@@ -61,9 +61,8 @@ class FeatureRows:
 
 
 def read_features(scorer, texts: list[str], layers: Sequence[int]) -> FeatureRows:
-    """Both scorers' feature passes over ``texts`` (torch tensors or numpy arrays), as numpy."""
-    hidden, logprobs, truncated = scorer.features(texts)
-    by_layer = scorer.layer_features(texts, list(layers)) if layers else {}
+    """A scorer's features of ``texts`` (either backend's ``all_features``: tensors or arrays), as numpy."""
+    hidden, logprobs, truncated, by_layer = scorer.all_features(texts, list(layers))
     return FeatureRows({k: np.asarray(v, dtype=np.float32) for k, v in by_layer.items()},
                        np.asarray(hidden, dtype=np.float32), np.asarray(logprobs, dtype=np.float64), tuple(truncated))
 
@@ -85,6 +84,7 @@ class BackgroundRounds:
         self._last_end = float("-inf")
         self._last_cost = 0.0
         self._waiting_since = 0.0  # when the oldest pending batch arrived
+        self._shared = False  # the foreground ran since the last batch
 
     @staticmethod
     def job(tasks: TaskRegistry, task: str, request: FeatureRequest, sink, cancelled) -> FeatureJob:
@@ -104,10 +104,16 @@ class BackgroundRounds:
             self._waiting_since = self._clock()
         self.pending.append(job)
 
+    def foreground_ran(self) -> None:
+        """The model thread ran others' work: the next batch yields to them (module doc)."""
+        self._shared = True
+
     def wait_s(self) -> float | None:
         """Seconds until a batch is due while the foreground is idle (None: nothing waits)."""
         if not self.pending:
             return None
+        if not self._shared:
+            return 0.0
         return max(self._last_end + YIELD * self._last_cost - self._clock(), 0.0)
 
     def due(self, foreground_idle: bool) -> bool:
@@ -115,7 +121,7 @@ class BackgroundRounds:
             return False
         now = self._clock()
         if foreground_idle:
-            return now - self._last_end >= YIELD * self._last_cost
+            return not self._shared or now - self._last_end >= YIELD * self._last_cost
         return now - max(self._last_end, self._waiting_since) >= MAX_WAIT_S
 
     def run(self, backend, tasks: TaskRegistry) -> None:
@@ -138,6 +144,7 @@ class BackgroundRounds:
         finally:
             self._last_end = self._clock()
             self._last_cost = self._last_end - started
+            self._shared = False
 
     def fail_all(self, error: Exception) -> None:
         jobs, self.pending = self.pending, []

@@ -2,7 +2,7 @@
 
 ``ops.teach`` starts it once the features are read (``engine.teach``), so
 that the web process never imports torch and the llama.cpp worker need not.
-It runs at the lowest CPU priority on one thread, so the model's own threads
+It runs at a low CPU priority on one thread, so the model's own threads
 come first, and it reuses ``engine.backends.torch_head``: every candidate
 cross-validated, ``choose_layer``, the head fitted on the training rows. It
 prints ``progress DONE TOTAL`` after each candidate and writes its result as
@@ -21,7 +21,7 @@ import numpy as np
 __all__ = ["FEATURES_LAYER_PREFIX", "main"]
 
 FEATURES_LAYER_PREFIX = "layer:"  # npz key of a layer's hidden states: "layer:12"
-NICENESS = 19
+NICENESS = 10  # below the worker's threads; 19 starves it for minutes on a machine that is busy anyway
 
 
 def fit(features: Path, result: Path) -> None:

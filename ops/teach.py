@@ -9,7 +9,7 @@
    low-priority round (``engine.teach``), the worker fitting them between
    other users' requests;
 3. cross-validate the layers and fit the head on the rest in a child
-   process at the lowest CPU priority (``engine.teach_fit``);
+   process at a low CPU priority (``engine.teach_fit``);
 4. store the head for this model (``engine.heads``) and hand the tasks to the
    worker again, which picks the head up: the task answers in ``head`` mode.
 
@@ -209,6 +209,7 @@ class Teacher:
         labels = [e.label for e in examples]
         train = holdout_mask(labels)
         rows = self._read([e.text for e in examples], task.name, model_path, status)
+        read_s = time.monotonic() - started
         status.stage = FitStage.FITTING
         fitted = self._run_fit(rows, np.array([task.labels.index(x) for x in labels]), train, len(task.labels),
                                status)
@@ -223,6 +224,7 @@ class Teacher:
         self.tasks.refresh(self.service.update_tasks)  # the worker finds the new head: ``head`` mode now
         report = _report(task, head, fitted, rows, train, np.array([task.labels.index(x) for x in labels]))
         report["seconds"] = round(time.monotonic() - started, 1)
+        report["read_seconds"] = round(read_s, 1)
         write_json_atomically(task.head_examples.heads_dir.parent / FITS_DIR / f"{task.name}@{model_id[:16]}.json",
                               report)
         return report
@@ -250,7 +252,7 @@ class Teacher:
 
     def _run_fit(self, rows: FeatureRows, targets: np.ndarray, train: np.ndarray, classes: int,
                  status: FitStatus) -> dict:
-        """``engine.teach_fit`` in a child process at the lowest priority; its result."""
+        """``engine.teach_fit`` in a child process at a low priority; its result."""
         with tempfile.TemporaryDirectory(prefix="allinone-fit-") as folder:
             features, result = Path(folder) / "features.npz", Path(folder) / "result.json"
             np.savez(features, hidden=rows.hidden, logprobs=rows.logprobs, targets=targets, train=train,

@@ -152,6 +152,11 @@ class GgufLabelScorer:
                     found[k][rows] = values
         return found
 
+    def all_features(self, texts: list[str], layers: list[int]
+                     ) -> tuple[np.ndarray, np.ndarray, list[bool], dict[int, np.ndarray]]:
+        """``features`` and ``layer_features`` of ``texts`` (a fit reads both; two contexts, two passes)."""
+        return (*self.features(texts), self.layer_features(texts, layers) if layers else {})
+
     def _forward(self, rows: list[list[int]], with_hidden: bool) -> tuple[np.ndarray, np.ndarray]:
         runtime = self.runtime
         sequences: list[int] = []

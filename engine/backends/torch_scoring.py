@@ -29,6 +29,7 @@ last hidden state and label log-probabilities (``torch_head``).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import torch
@@ -142,6 +143,17 @@ class LabelScorer:
 
     def _blocks(self, rows: list[list[int]], layers: list[int]) -> dict[int, torch.Tensor]:
         """The outputs [rows, width, dim] of the blocks ``layers`` name, the pass ending after the deepest."""
+        with self._tapped(layers, stop=True) as found:
+            try:
+                self._hidden(rows)
+            except _Exit:
+                pass
+        return found
+
+    @contextlib.contextmanager
+    def _tapped(self, layers: list[int], stop: bool):
+        """While inside, the first output [rows, width, dim] of each block of ``layers`` goes to the yielded
+        dict; with ``stop``, the pass ends after the deepest (``_Exit``)."""
         blocks = self.model.base_model.layers
         if not layers or not all(0 < k < len(blocks) for k in layers):
             raise ValueError(f"layers {list(layers)}: each must be 1 .. {len(blocks) - 1}")
@@ -150,21 +162,37 @@ class LabelScorer:
 
         def hook(k):
             def keep(_module, _inputs, output):
-                found[k] = output[0] if isinstance(output, tuple) else output
-                if k == deepest:
+                found.setdefault(k, output[0] if isinstance(output, tuple) else output)
+                if stop and k == deepest:
                     raise _Exit
 
             return keep
 
         handles = [blocks[k - 1].register_forward_hook(hook(k)) for k in layers]
         try:
-            self._hidden(rows)
-        except _Exit:
-            pass
+            yield found
         finally:
             for handle in handles:
                 handle.remove()
-        return found
+
+    @torch.inference_mode()
+    def all_features(self, texts: list[str], layers: list[int]
+                     ) -> tuple[torch.Tensor, torch.Tensor, list[bool], dict[int, torch.Tensor]]:
+        """``features`` and ``layer_features`` of ``texts`` from the same passes (a fit reads both)."""
+        if not layers:
+            return (*self.features(texts), {})
+        encoded = [self._suffix_ids(t) for t in texts]
+        hidden = torch.empty(len(texts), self.model.config.hidden_size)
+        logprobs = torch.empty(len(texts), len(self.task.labels))
+        found = {k: torch.empty(len(texts), self.model.config.hidden_size) for k in layers}
+        for group in length_groups([len(ids) for ids, _ in encoded]):
+            rows = [encoded[i][0] for i in group]
+            with self._tapped(layers, stop=False) as blocks:
+                hidden[group], logprobs[group] = self._forward(rows)
+            last = torch.tensor([len(ids) - 1 for ids in rows])
+            for k, values in blocks.items():
+                found[k][group] = values[torch.arange(len(rows)), last].to(torch.float32)
+        return hidden, logprobs, [t for _, t in encoded], found
 
     def _forward(self, rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         """(hidden state at each row's answer position, label log-probabilities) of a group of rows."""

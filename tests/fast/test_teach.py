@@ -159,6 +159,8 @@ def test_a_feature_batch_waits_for_a_quiet_moment_and_yields_as_long_as_it_took(
         rounds.add(object())
     assert rounds.due(True) and not rounds.due(False)  # the first one: as soon as nobody else needs the model
     rounds._last_end, rounds._last_cost = clock.now, 0.4  # a batch that took 0.4 s just ended
+    assert rounds.due(True)  # nobody else used the model since: no need to yield
+    rounds.foreground_ran()
     assert not rounds.due(True) and rounds.wait_s() == pytest.approx(0.4)
     clock.now += 0.4
     assert rounds.due(True) and not rounds.due(False)
@@ -170,13 +172,11 @@ class _Scorer:
     def __init__(self, log: list, gate: threading.Event) -> None:
         self.log, self.gate = log, gate
 
-    def features(self, texts):
+    def all_features(self, texts, layers):
         self.gate.wait(10)
         self.log.append(("features", len(texts)))
-        return np.zeros((len(texts), 4), np.float32), np.zeros((len(texts), 2)), [False] * len(texts)
-
-    def layer_features(self, texts, layers):
-        return {k: np.full((len(texts), 4), k, np.float32) for k in layers}
+        return (np.zeros((len(texts), 4), np.float32), np.zeros((len(texts), 2)), [False] * len(texts),
+                {k: np.full((len(texts), 4), k, np.float32) for k in layers})
 
 
 class _TeachableFake(FakeBackend):
@@ -230,3 +230,18 @@ def test_the_tiny_model_reads_the_features_a_fit_needs(tiny_engine):
     prompt = [r.label for r in tiny_engine.classify("sentiment", ["great food", "awful service", "ok"], "prompt")]
     assert [("positive", "negative")[i] for i in rows.logprobs.argmax(-1)] == prompt  # the prompt's own answer
     assert teach_layers(24) == [8, 11, 14, 17, 20, 23]
+
+
+def test_one_pass_gives_the_features_and_the_layers_the_two_passes_give(tiny_handle, tasks):
+    import torch
+
+    from engine.backends.torch_backend import TorchBackend
+
+    backend = TorchBackend(tiny_handle)
+    backend.prepare(tasks.of_kind("classify"), 64)
+    scorer = backend.scorer("sentiment")
+    texts = ["great food", "awful service and a very long wait for nothing", "ok"]
+    hidden, logprobs, truncated, layers = scorer.all_features(texts, [1])
+    alone = scorer.features(texts)
+    assert torch.allclose(hidden, alone[0], atol=1e-5) and torch.allclose(logprobs, alone[1], atol=1e-5)
+    assert truncated == alone[2] and torch.allclose(layers[1], scorer.layer_features(texts, [1])[1], atol=1e-5)
