@@ -25,7 +25,7 @@ in one place:
       5. when the foreground (2-4) is idle and due, or every
          ``engine.teach.MAX_WAIT_S`` at least, read one batch of a fit's
          features (``engine.teach.BackgroundRounds``: low priority, at most
-         half the model's time while others use it).
+         40 % of the model's time while others use it).
 
     So a classification waits behind chat work for at most one prefill
     chunk and one decode step (or one feature batch), however many chats run and however long

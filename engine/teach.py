@@ -3,9 +3,11 @@
 A fit (``ops.teach``) sends ``FeatureRequest``s through the usual
 ``submit``; the engine keeps them in ``BackgroundRounds`` and runs one batch
 in a turn only when it is due (``due``): the foreground (classifications,
-chats) is idle and, if it ran since the last batch, has had the model for at
-least as long as that batch took; or ``MAX_WAIT_S`` has passed (chats that
-never pause still let a fit go on). A user waits behind at most one batch.
+chats) is idle and, if it used the model within ``RECENT_S``, the model has
+been free of batches for ``YIELD`` times the last one's length (at most 40 %
+of its time, so most requests meet no batch at all); or ``MAX_WAIT_S`` has
+passed (chats that never pause still let a fit go on). A request waits behind
+at most one batch.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ __all__ = ["BackgroundRounds", "FeatureJob", "FeatureRequest", "FeatureRows", "M
 
 MAX_FEATURE_TEXTS = 16  # one background round: a fit sends a few texts at a time
 TEACH_LAYER_STRIDE = 3  # every third candidate layer: the cross-validation's cost grows with each candidate
-YIELD = 1.0  # after a batch of c seconds, the model is the foreground's for at least YIELD x c
+YIELD = 1.5  # after a batch of c seconds, the model is the foreground's for at least YIELD x c
+RECENT_S = 5.0  # the foreground used the model this recently: yield to it (else: full speed)
 MAX_WAIT_S = 2.0  # a batch runs after this long even while the foreground never idles
 
 
@@ -84,7 +87,7 @@ class BackgroundRounds:
         self._last_end = float("-inf")
         self._last_cost = 0.0
         self._waiting_since = 0.0  # when the oldest pending batch arrived
-        self._shared = False  # the foreground ran since the last batch
+        self._last_foreground = float("-inf")  # when the foreground last used the model
 
     @staticmethod
     def job(tasks: TaskRegistry, task: str, request: FeatureRequest, sink, cancelled) -> FeatureJob:
@@ -105,14 +108,14 @@ class BackgroundRounds:
         self.pending.append(job)
 
     def foreground_ran(self) -> None:
-        """The model thread ran others' work: the next batch yields to them (module doc)."""
-        self._shared = True
+        """The model thread ran others' work: batches yield to them for a while (module doc)."""
+        self._last_foreground = self._clock()
 
     def wait_s(self) -> float | None:
         """Seconds until a batch is due while the foreground is idle (None: nothing waits)."""
         if not self.pending:
             return None
-        if not self._shared:
+        if self._clock() - self._last_foreground >= RECENT_S:
             return 0.0
         return max(self._last_end + YIELD * self._last_cost - self._clock(), 0.0)
 
@@ -121,7 +124,7 @@ class BackgroundRounds:
             return False
         now = self._clock()
         if foreground_idle:
-            return not self._shared or now - self._last_end >= YIELD * self._last_cost
+            return now - self._last_foreground >= RECENT_S or now - self._last_end >= YIELD * self._last_cost
         return now - max(self._last_end, self._waiting_since) >= MAX_WAIT_S
 
     def run(self, backend, tasks: TaskRegistry) -> None:
@@ -144,7 +147,6 @@ class BackgroundRounds:
         finally:
             self._last_end = self._clock()
             self._last_cost = self._last_end - started
-            self._shared = False
 
     def fail_all(self, error: Exception) -> None:
         jobs, self.pending = self.pending, []

@@ -13,7 +13,7 @@ import pytest
 from engine.engine import Engine
 from engine.errors import ConfigError, InvalidInput
 from engine.tasks import ClassifyTask, load_tasks
-from engine.teach import MAX_WAIT_S, BackgroundRounds, FeatureRequest, FeatureRows, teach_layers
+from engine.teach import MAX_WAIT_S, RECENT_S, YIELD, BackgroundRounds, FeatureRequest, FeatureRows, teach_layers
 from engine.types import EngineConfig
 from ops.runtime_tasks import NotAClassifyTask, RuntimeTasks, TaskConflict, TaskNotFound
 from ops.teach import holdout_mask
@@ -159,11 +159,14 @@ def test_a_feature_batch_waits_for_a_quiet_moment_and_yields_as_long_as_it_took(
         rounds.add(object())
     assert rounds.due(True) and not rounds.due(False)  # the first one: as soon as nobody else needs the model
     rounds._last_end, rounds._last_cost = clock.now, 0.4  # a batch that took 0.4 s just ended
-    assert rounds.due(True)  # nobody else used the model since: no need to yield
+    assert rounds.due(True)  # nobody else used the model lately: no need to yield
     rounds.foreground_ran()
-    assert not rounds.due(True) and rounds.wait_s() == pytest.approx(0.4)
-    clock.now += 0.4
+    assert not rounds.due(True) and rounds.wait_s() == pytest.approx(YIELD * 0.4)
+    clock.now += YIELD * 0.4 + 1e-9
     assert rounds.due(True) and not rounds.due(False)
+    rounds._last_end = clock.now
+    clock.now += RECENT_S
+    assert rounds.due(True) and rounds.wait_s() == 0.0  # the others have gone quiet: full speed again
     clock.now += MAX_WAIT_S
     assert rounds.due(False)  # chats that never pause still let a fit go on
 
