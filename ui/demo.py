@@ -60,7 +60,7 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
             task_tabs.append(tab)
         with gr.Tab(t("task.tasks"), id="tasks") as tasks_tab:
             refresh_tasks, task_dropdown = build_tasks_tab(service, classify_concurrency, chat_concurrency, limits,
-                                                           viewer_box, files)
+                                                           viewer_box, files, admin=drills)
         # Tasks added at run time show up here: the list is read again whenever the tab is opened.
         tasks_tab.select(refresh_tasks, inputs=[task_dropdown], outputs=[task_dropdown], **QUIET)
         task_tabs.append(tasks_tab)

@@ -22,6 +22,7 @@ from ui.errors import friendly_errors
 from ui.file_panel import FileDoor
 from ui.i18n import t
 from ui.task_choice import choice_refresher, task_names
+from ui.teach import Teaching, build_teach_panel
 from ui.validation import attach_validator, limit_validator, no_check
 from ui.viewer import viewer_of
 
@@ -34,7 +35,7 @@ __all__ = ["build_tasks_tab"]
 
 
 def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurrency: int,
-                    limits: "RequestLimits", viewer_box: gr.Textbox, files: FileDoor):
+                    limits: "RequestLimits", viewer_box: gr.Textbox, files: FileDoor, admin: Teaching | None = None):
     """Render the tab's contents; returns ``(refresh, dropdown)``: the caller re-reads the task list
     into the dropdown whenever the tab is opened. ``viewer_box``: see ``ui.viewer``."""
     names = task_names(service, "classify")
@@ -63,6 +64,7 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
         trigger(run, inputs=[task, text, mode, viewer_box], outputs=[label, answered], api_visibility="private",
                 concurrency_limit=classify_concurrency, concurrency_id="tasks-classify")
     files.build_panel(task, mode, viewer_box, "tasks")
+    build_teach_panel(admin, viewer_box)  # admin only: define a task, give it examples, fit its head
     files.add_api()
 
     def classify(task: str, text: str, mode: str = ClassifyMode.AUTO.value) -> dict:
