@@ -1,13 +1,9 @@
 """Teaching a task by example, the model's side: hidden-state features read as low-priority rounds. No torch.
 
-A fit (``ops.teach``) sends ``FeatureRequest``s through the usual
-``submit``; the engine keeps them in ``BackgroundRounds`` and runs one batch
-in a turn only when it is due (``due``): the foreground (classifications,
-chats) is idle and, if it used the model within ``RECENT_S``, the model has
-been free of batches for ``YIELD`` times the last one's length (at most 40 %
-of its time, so most requests meet no batch at all); or ``MAX_WAIT_S`` has
-passed (chats that never pause still let a fit go on). A request waits behind
-at most one batch.
+A fit (``ops.teach``) sends ``FeatureRequest``s through ``submit``. ``BackgroundRounds`` runs one batch in a
+turn only when the foreground (classifications, chats) is idle and, if it used the model within ``RECENT_S``,
+the model has been free of batches for ``YIELD`` x the last one's length (at most 40 % of its time); or after
+``MAX_WAIT_S`` (chats that never pause still let a fit go on). A request waits behind at most one batch.
 """
 
 from __future__ import annotations

@@ -1,12 +1,9 @@
-"""The fit of a taught head, in a process of its own: ``python -m engine.teach_fit FEATURES.npz RESULT.json``.
+"""A taught head's fit in a process of its own: ``python -m engine.teach_fit FEATURES.npz RESULT.json``.
 
-``ops.teach`` starts it once the features are read (``engine.teach``), so
-that the web process never imports torch and the llama.cpp worker need not.
-It runs at a low CPU priority on one thread, so the model's own threads
-come first, and it reuses ``engine.backends.torch_head``: every candidate
-cross-validated, ``choose_layer``, the head fitted on the training rows. It
-prints ``progress DONE TOTAL`` after each candidate and writes its result as
-JSON: the choice, the weights, and the labels it gives the held-out rows.
+Started by ``ops.teach`` once the features are read, so neither the web process nor the llama.cpp worker
+imports torch; at a low CPU priority on one thread, the model's threads first. It reuses
+``engine.backends.torch_head`` (every candidate cross-validated, ``choose_layer``, the head on the training
+rows), prints ``progress DONE TOTAL`` per candidate and writes the choice, the weights and the held-out answers.
 """
 
 from __future__ import annotations

@@ -4,11 +4,8 @@
 serving (see ``ops.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
 ``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
 change the tasks defined at run time (``ops.runtime_tasks``; the body is the
-task's table as JSON, the fields of ``engine/tasks.toml``). Teaching one by
-example (``ops.teach``): ``PUT /admin/tasks/{name}/examples`` (JSON lines,
-CSV or ``text<TAB>label`` lines), ``POST /admin/tasks/{name}/fit`` (202; the
-fit runs in the background) and ``GET /admin/tasks/{name}`` (the task, its
-heads per model version, the fit's progress or report). ``POST /admin/fault/{kind}`` runs a fault
+task's table as JSON, the fields of ``engine/tasks.toml``); ``GET`` one, ``PUT .../examples`` and
+``POST .../fit`` (202) teach it by example (``ops.teach``). ``POST /admin/fault/{kind}`` runs a fault
 drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``slow``, ``error`` and
 ``exit`` hit the worker process, ``exit-app`` ends this web process) and
 exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the

@@ -12,12 +12,9 @@ same fields as a table of ``engine/tasks.toml``, as JSON). A change goes:
 3. write the file atomically (a temporary file renamed into place);
 4. serve it: the UI's task lists, the APIs and the self-test read ``registry()``.
 
-A runtime classify task may be taught by example (``ops.teach``): its
-examples go to ``<data dir>/examples/<task>.jsonl`` (``put_examples``, the
-same four steps) and its heads to ``<data dir>/heads/``, one per model
-(``engine.heads``). Shipped tasks cannot be changed or removed here: they are
-the code's, and a restart would bring them back anyway. Changes are
-serialised by one lock.
+Taught examples (``put_examples``, the same steps) go to ``examples/<task>.jsonl``, heads to ``heads/``.
+Shipped tasks cannot be changed or removed here: they are the code's, and a
+restart would bring them back anyway. Changes are serialised by one lock.
 """
 
 from __future__ import annotations

@@ -1,20 +1,10 @@
-"""Teaching a runtime classify task by example: its examples, the fit of its head, and what GET shows. No torch.
+"""Teaching a runtime classify task by example: its examples, the fit of its head, what GET shows. No torch.
 
-``Teacher`` serves ``PUT /admin/tasks/{name}/examples`` (checked by
-``ops.teach_examples``, kept by ``ops.runtime_tasks``), ``POST .../fit`` and
-``GET /admin/tasks/{name}``. A fit runs on a thread of its own, one at a time:
-
-1. hold out ``HOLDOUT_SHARE`` of each label's examples;
-2. read every example's features on the serving model, ``BATCH`` texts per
-   low-priority round (``engine.teach``), the worker fitting them between
-   other users' requests;
-3. cross-validate the layers and fit the head on the rest in a child
-   process at a low CPU priority (``engine.teach_fit``);
-4. store the head for this model (``engine.heads``) and hand the tasks to the
-   worker again, which picks the head up: the task answers in ``head`` mode.
-
-Its report (cross-validated accuracy per layer, the confusion matrix, prompt
-against head on the held-out part) is kept beside the heads, per model.
+``Teacher`` serves ``PUT /admin/tasks/{name}/examples``, ``POST .../fit`` and ``GET /admin/tasks/{name}``. A
+fit (one at a time, on its own thread) holds out a fifth of each label, reads every example's features on the
+serving worker in low-priority rounds (``engine.teach``), picks the layer and fits the head in a nice'd child
+(``engine.teach_fit``), stores it for this model (``engine.heads``) and hands the tasks to the worker again,
+which then answers in ``head`` mode. Its report is kept per model beside the heads; docs/operations.md has more.
 """
 
 from __future__ import annotations
