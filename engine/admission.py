@@ -45,7 +45,7 @@ MAX_CHARS = 20_000  # before tokenization; the token caps do the real fitting
 
 
 class Sink(Protocol):
-    """Where a job's replies go: a ``ReplyStream`` in this process, or the pipe to the web process.
+    """Where a job's replies go: a ``QueuedReplies`` in this process, or the pipe to the web process.
     It gets a list of ``ClassifyResult``, ``ChatUpdate``s, or an exception (the job's end)."""
 
     def put(self, item: object) -> None: ...

@@ -60,16 +60,15 @@ from loguru import logger
 from engine.admission import Admission, ClassifyJob, Sink
 from engine.backend import Backend
 from engine.errors import AllInOneError, InferenceTimeout, InvalidInput, ModelUnavailable
-from engine.replies import ReplyStream
+from engine.replies import QueuedReplies
 from engine.rounds import ChatRounds, ClassifyRounds
 from engine.tasks import TaskRegistry
 from engine.teach import BackgroundRounds, FeatureJob, FeatureRequest
-from engine.types import ChatRequest, EngineConfig, InferenceCalls, Request, TaskInfo
+from engine.types import CHAT_TIMEOUT_MARGIN_S, ChatRequest, EngineConfig, InferenceCalls, Request, TaskInfo
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
 IDLE_POLL_S = 0.5  # an idle worker still turns its loop (and beats) this often
-CHAT_TIMEOUT_MARGIN_S = 5.0  # a chat's caller waits this much past the deadline the worker itself stops at
 TASK_UPDATE_TIMEOUT_S = 60.0  # building a classify task's scorer is one prefill; a queue ahead of it drains first
 
 
@@ -180,13 +179,13 @@ class Engine(InferenceCalls):
         if update.error is not None:
             raise update.error
 
-    def submit(self, task: str, request: Request) -> ReplyStream:
+    def submit(self, task: str, request: Request) -> QueuedReplies:
         """Queue a request; its replies come on the returned stream (see ``engine.replies``).
         Bad input and a full queue raise here, before anything is queued."""
         timeout = self.config.request_timeout_s
         if isinstance(request, ChatRequest):
             timeout += CHAT_TIMEOUT_MARGIN_S  # the worker itself stops the chat at its deadline
-        stream = ReplyStream(timeout)
+        stream = QueuedReplies(timeout)
         stream.on_close(self.start_job(task, request, stream.sink).set)
         return stream
 

@@ -1,8 +1,8 @@
-"""The caller's side of one request: ``ReplyStream``. Pure Python, no torch.
+"""The caller's side of one request: ``QueuedReplies``. Pure Python, no torch.
 
 The engine (in the worker process) and the proxy to the worker (in the web
 process) hand requests to someone else's thread and give the caller a
-``ReplyStream``. The producer ``put``s into the stream's ``sink`` what it
+``QueuedReplies``. The producer ``put``s into the stream's ``sink`` what it
 has: a list of
 ``ClassifyResult`` (the whole classification), a ``ChatUpdate`` (one step of
 a chat; the last one is ``done``) or an exception, which the caller gets
@@ -23,10 +23,10 @@ from typing import Callable
 from engine.errors import InferenceTimeout
 from engine.types import ChatUpdate, Reply
 
-__all__ = ["ReplyStream"]
+__all__ = ["QueuedReplies"]
 
 
-class ReplyStream:
+class QueuedReplies:
     """Iterates the replies of one request as a producer thread puts them; see the module doc."""
 
     def __init__(self, timeout_s: float, on_close: Callable[[], None] | None = None) -> None:
@@ -38,7 +38,7 @@ class ReplyStream:
         self._answered = False  # the producer delivered its last item: nothing to cancel
         self._closed = False
 
-    def __iter__(self) -> "ReplyStream":
+    def __iter__(self) -> "QueuedReplies":
         return self
 
     def __next__(self) -> Reply:

@@ -165,25 +165,40 @@ class TaskInfo:
     display: dict[str, tuple[str, ...]] = field(default_factory=dict)  # language -> the labels' names shown
 
 
+# A chat's caller waits this much past the request timeout, at which the worker itself stops the chat.
+CHAT_TIMEOUT_MARGIN_S = 5.0
+
+
+class ReplyStream(Protocol):
+    """The replies of one request (``engine.replies.QueuedReplies``, or a generator over one). ``close``
+    cancels the request wherever it runs: call it when done, or when the caller goes away."""
+
+    def __iter__(self) -> Iterator[Reply]: ...
+
+    def __next__(self) -> Reply: ...
+
+    def close(self) -> None: ...
+
+
 class Inference(Protocol):
     """What the UI and the operations code may ask of the engine (or of whatever forwards to it)."""
 
     def task_infos(self) -> list[TaskInfo]: ...
 
-    def submit(self, task: str, request: Request) -> Iterator[Reply]: ...
+    def submit(self, task: str, request: Request) -> ReplyStream: ...
 
     def classify(self, task: str, texts: Sequence[str], mode: ClassifyMode | str = ClassifyMode.AUTO
                  ) -> list[ClassifyResult]: ...
 
     def generate(
         self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
-    ) -> Iterator[ChatUpdate]: ...
+    ) -> ReplyStream: ...
 
 
 class InferenceCalls:
     """``classify``, ``generate`` and ``chat`` built on a class's ``submit``."""
 
-    def submit(self, task: str, request: Request) -> Iterator[Reply]:
+    def submit(self, task: str, request: Request) -> ReplyStream:
         raise NotImplementedError
 
     def classify(self, task: str, texts: Sequence[str], mode: ClassifyMode | str = ClassifyMode.AUTO
@@ -193,7 +208,7 @@ class InferenceCalls:
 
     def generate(
         self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
-    ) -> Iterator[ChatUpdate]:
+    ) -> ReplyStream:
         """Stream an answer: each ``ChatUpdate`` holds the whole text so far. Closing the
         iterator early (a user pressed Stop) cancels the request."""
         return self.submit(task, ChatRequest(message, history, options or GenerateOptions()))
@@ -207,7 +222,7 @@ class InferenceCalls:
             for last in stream:
                 pass
         finally:
-            getattr(stream, "close", lambda: None)()
+            stream.close()
         assert last is not None
         return last
 

@@ -20,7 +20,7 @@ import dataclasses
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator, Iterator
 
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -36,7 +36,7 @@ from engine.errors import (
     ModelUnavailable,
     Superseded,
 )
-from engine.types import ChatRequest, ClassifyRequest, Inference, InferenceCalls, Reply, Request, TaskInfo
+from engine.types import ChatRequest, ClassifyRequest, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
 from ops.history import Timeline
 from ops.logs import access_logger, perf_logger
 from ops.watchdog import process_rss_bytes
@@ -196,7 +196,7 @@ class InstrumentedInference(InferenceCalls):
             perf.update(tokens=tokens, tokens_per_s=round(tokens / latency, 2) if latency > 0 else None)
         perf_logger().bind(**perf).info("{task} {latency_s}s", **perf)
 
-    def submit(self, task: str, request: Request) -> Iterator[Reply]:
+    def submit(self, task: str, request: Request) -> Generator[Reply, None, None]:
         started = time.perf_counter()
         rid = request.request_id or uuid.uuid4().hex[:12]
         request = dataclasses.replace(request, request_id=rid)  # one id in every log line, in both processes
@@ -208,7 +208,7 @@ class InstrumentedInference(InferenceCalls):
             raise
         return self._follow(rid, task, started, stream, text, isinstance(request, ChatRequest))
 
-    def _follow(self, rid: str, task: str, started: float, stream: Iterator[Reply], text: str,
+    def _follow(self, rid: str, task: str, started: float, stream: ReplyStream, text: str,
                 chat: bool) -> Iterator[Reply]:
         last = None
         try:
@@ -227,9 +227,7 @@ class InstrumentedInference(InferenceCalls):
         else:
             self._record(rid, task, started, None, text, (last.tokens if last else 0) if chat else None)
         finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()  # cancels the job at once, not when garbage is collected
+            stream.close()  # cancels the job at once, not when garbage is collected
             if chat and last is not None:
                 self._metrics.generated_tokens.labels(task).inc(last.tokens)
 

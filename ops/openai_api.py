@@ -271,7 +271,7 @@ class ChatCompletions:
         except AllInOneError as exc:
             raise ApiError.of(exc) from exc
         finally:
-            getattr(updates, "close", lambda: None)()  # a stop string ends the generation at once
+            updates.close()  # a stop string ends the generation at once
         return {
             "id": self.id, "object": "chat.completion", "created": self.created, "model": self.args.task,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
@@ -308,7 +308,7 @@ class ChatCompletions:
         except AllInOneError as exc:  # after the headers: the error goes in the stream, as OpenAI's does
             yield f"data: {json.dumps(ApiError.of(exc).body(), ensure_ascii=False)}\n\n"
         finally:
-            await run_in_threadpool(getattr(updates, "close", lambda: None))
+            await run_in_threadpool(updates.close)
         yield "data: [DONE]\n\n"
 
 

@@ -28,13 +28,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Generator
 
 from loguru import logger
 
 from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable, WorkerGone, WorkerLost
 from engine.tasks import TaskRegistry
-from engine.types import Fault, Inference, InferenceCalls, Reply, Request, TaskInfo
+from engine.types import Fault, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
 from ops.follower import StoreFollower
 from ops.integrity import IntegrityMonitor
 from ops.lifecycle import Lifecycle, basic_self_test, free_memory_bytes
@@ -181,7 +181,7 @@ class ModelService(InferenceCalls):
             raise ModelUnavailable()
         return worker
 
-    def submit(self, task: str, request: Request) -> Iterator[Reply]:
+    def submit(self, task: str, request: Request) -> ReplyStream:
         """Forward to the serving worker; once more on the new one if a hot swap stopped the old
         one between picking it and handing it the request (it never ran, so retrying is safe)."""
         self.limits.check(request)  # before anything is queued
@@ -203,7 +203,7 @@ class ModelService(InferenceCalls):
             raise
         return self._watch(stream, worker, request)
 
-    def _watch(self, stream: Iterator[Reply], worker: WorkerHandle, request: Request) -> Iterator[Reply]:
+    def _watch(self, stream: ReplyStream, worker: WorkerHandle, request: Request) -> Generator[Reply, None, None]:
         try:
             yield from stream
         except InferenceFailed as exc:
@@ -213,7 +213,7 @@ class ModelService(InferenceCalls):
             self._worker_lost(worker)
             raise
         finally:
-            getattr(stream, "close", lambda: None)()
+            stream.close()
         self._last_success = time.monotonic()
         with self._failures_lock:
             self._failures_in_a_row = 0

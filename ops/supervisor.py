@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Callable, Protocol
 
 from engine.tasks import TaskRegistry
-from engine.types import Fault, Reply, Request, TaskInfo
+from engine.types import Fault, ReplyStream, Request, TaskInfo
 
 __all__ = ["WorkerHandle", "WorkerSupervisor"]
 
@@ -30,6 +30,7 @@ class WorkerHandle(Protocol):
     model_label: str | None
     model_path: Path | None
     precision: tuple[str, str] | None  # the weights' format and why that one, once loaded
+    backend: tuple[str, str] | None  # the runtime serving them and why that one, once loaded
     heads: dict[str, dict]  # per classify task with examples: its linear head's state (engine.heads)
     pid: int | None
 
@@ -37,7 +38,7 @@ class WorkerHandle(Protocol):
 
     def update_tasks(self, tasks: TaskRegistry) -> None: ...
 
-    def submit(self, task: str, request: Request) -> Iterator[Reply]: ...
+    def submit(self, task: str, request: Request) -> ReplyStream: ...
 
     def close(self, drain: bool = False, timeout: float | None = None) -> None: ...
 

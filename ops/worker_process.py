@@ -11,7 +11,7 @@ then on the worker is an ``Inference`` like the engine itself:
 
 - ``submit`` sends the request and waits for the worker's admission, so bad
   input and a full queue raise at once, as in-process; the replies come on a
-  ``ReplyStream``, and closing or dropping that stream cancels the job in the
+  ``QueuedReplies``, and closing or dropping that stream cancels the job in the
   worker;
 - when the process ends for any reason (killed, crashed, stopped), every open
   request fails at once, its reader sees the pipe end: ``WorkerLost`` for the
@@ -51,16 +51,15 @@ from loguru import logger
 
 from engine.errors import InferenceTimeout, ModelUnavailable, WorkerGone, WorkerLost
 from engine.ipc import Op, WorkerInfo, WorkerSpec
-from engine.replies import ReplyStream
+from engine.replies import QueuedReplies
 from engine.tasks import TaskRegistry
-from engine.types import ChatRequest, Fault, InferenceCalls, Request, TaskInfo
+from engine.types import CHAT_TIMEOUT_MARGIN_S, ChatRequest, Fault, InferenceCalls, Request, TaskInfo
 
 __all__ = ["WorkerProcess", "START_TIMEOUT_S", "KILL_GRACE_S"]
 
 START_TIMEOUT_S = 600.0  # loading and warming up a model; a worker silent for longer is killed
 KILL_GRACE_S = 2.0  # SIGTERM, then SIGKILL after this long
 STOP_TIMEOUT_S = 10.0  # a worker asked to stop gets this long before it is killed
-CHAT_MARGIN_S = 5.0  # a chat's caller waits this much past the worker's own deadline
 TASK_UPDATE_TIMEOUT_S = 90.0  # the worker's own wait (60 s) plus a margin
 # A worker using this share of a core is computing (a slow step), not hung: a starved step on a machine
 # with four busy neighbours still got about a third of a core; a hung worker's idle threads use ~0.1 %.
@@ -185,7 +184,7 @@ class WorkerProcess(InferenceCalls):
         """Stop the worker. With ``drain``, open requests finish first (up to ``timeout``,
         by default the request timeout plus a margin: no request can legitimately run longer)."""
         if drain:
-            limit = self.spec.engine.request_timeout_s + CHAT_MARGIN_S if timeout is None else timeout
+            limit = self.spec.engine.request_timeout_s + CHAT_TIMEOUT_MARGIN_S if timeout is None else timeout
             deadline = time.monotonic() + limit
             while self.load() and not self._lost.is_set() and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -296,12 +295,12 @@ class WorkerProcess(InferenceCalls):
     def task_infos(self) -> list[TaskInfo]:
         return self.spec.tasks.infos()
 
-    def submit(self, task: str, request: Request) -> ReplyStream:
+    def submit(self, task: str, request: Request) -> QueuedReplies:
         if self._closing:
             raise ModelUnavailable()
-        timeout = self.spec.engine.request_timeout_s + (CHAT_MARGIN_S if isinstance(request, ChatRequest) else 0)
+        timeout = self.spec.engine.request_timeout_s + (CHAT_TIMEOUT_MARGIN_S if isinstance(request, ChatRequest) else 0)
         rid = next(self._ids)
-        stream = ReplyStream(timeout, on_close=functools.partial(self._cancel, rid))
+        stream = QueuedReplies(timeout, on_close=functools.partial(self._cancel, rid))
         entry = _Open(stream.sink, request.weight)
         with self._lock:
             if self._lost.is_set():

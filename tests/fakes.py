@@ -14,7 +14,12 @@ from pathlib import Path
 from engine.tasks import load_tasks
 from engine.types import ChatUpdate, ClassifyRequest, ClassifyResult
 
-__all__ = ["FakeWorker", "wait_for"]
+__all__ = ["FakeWorker", "replies", "wait_for"]
+
+
+def replies(items):
+    """A ``ReplyStream`` over ready answers: a generator, so it has ``close`` as the contract says."""
+    yield from items
 
 
 class FakeWorker:
@@ -41,7 +46,7 @@ class FakeWorker:
 
     def submit(self, task, request):
         if isinstance(request, ClassifyRequest):
-            return iter(self.classify(task, request.texts))
+            return replies(self.classify(task, request.texts))
         return self.generate(task, request.message, request.history, request.options)
 
     def update_tasks(self, tasks):

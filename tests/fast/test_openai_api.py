@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from engine.errors import Busy, InferenceTimeout, InvalidInput, ModelUnavailable
 from engine.types import ChatUpdate, ClassifyResult, InferenceCalls, TaskInfo
+from tests.fakes import replies
 from ops.openai_api import ApiKeys, StopText, add_openai_routes
 from tests.conftest import LiveApp
 
@@ -126,11 +127,11 @@ class FakeService(InferenceCalls):
         if self.error is not None:
             raise self.error
         if hasattr(request, "texts"):
-            return iter([ClassifyResult(task, "positive", 1.0, {"positive": 1.0, "negative": 0.0}, False)
-                         for _ in request.texts])
-        return iter([ChatUpdate(self.text[:n], self.text[n - 3:n], n == len(self.text),
-                                "stop" if n == len(self.text) else None, (), n // 3, 7)
-                     for n in range(3, len(self.text) + 1, 3)] if len(self.text) % 3 == 0 else [
+            return replies([ClassifyResult(task, "positive", 1.0, {"positive": 1.0, "negative": 0.0}, False)
+                            for _ in request.texts])
+        return replies([ChatUpdate(self.text[:n], self.text[n - 3:n], n == len(self.text),
+                                   "stop" if n == len(self.text) else None, (), n // 3, 7)
+                        for n in range(3, len(self.text) + 1, 3)] if len(self.text) % 3 == 0 else [
             ChatUpdate(self.text, self.text, True, "stop", (), 1, 7)])
 
 
