@@ -1,7 +1,7 @@
-"""The engine: the only package that imports torch and transformers.
+"""The engine: the model's side of the seam, and the only package that imports torch and transformers.
 
-Importing ``engine`` is cheap: the heavy modules (``engine.engine``,
-``engine.loader``'s model code, ``engine.classify``, ``engine.generate``)
-import torch and are loaded only by the code that runs a model. ``ui/`` and
-``ops/`` use ``engine.types``, ``engine.errors`` and ``engine.tasks``.
+Importing ``engine`` is cheap: the modules that import torch (``engine.loader``'s model code,
+``engine.backends.torch_*``, ``engine.int8``, ``engine.variants``'s loading) are loaded only by the
+worker process that runs a model. ``ui/`` and ``ops/`` use the pure modules: ``engine.types``,
+``engine.errors``, ``engine.tasks``, ``engine.ipc``. The map is in ``docs/architecture.md``.
 """

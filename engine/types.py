@@ -80,7 +80,7 @@ class ClassifyResult:
     mode: ClassifyMode = ClassifyMode.PROMPT  # the mode that answered: ``prompt`` or ``head``, never ``auto``
 
     def to_api(self) -> dict:
-        """The ``/sentiment`` API shape (see DESIGN.md)."""
+        """The ``/sentiment`` API shape (the public contract, ``../shared/DESIGN.md``)."""
         return {
             "label": self.label,
             "confidence": round(self.confidence, 4),
