@@ -128,3 +128,30 @@ def test_a_fit_runs_in_the_background_while_others_are_served_and_its_head_answe
     finally:
         again.stop()
     assert json.loads((folder / "data" / "tasks.json").read_text()) == {}
+
+
+def test_the_tasks_tab_teaches_a_task_in_a_browser(teach_app):
+    """The Tasks tab's panel: define, paste, save, fit with a progress bar, then the report and its plot."""
+    from playwright.sync_api import expect
+
+    from tests.fast.test_browser import ARTIFACTS, browser_page
+
+    app, *_ = teach_app
+    with browser_page(app.url, height=1600) as page:
+        page.get_by_role("tab", name="Tasks").click()
+        page.locator("#tasks-teach").click()
+        page.locator("#teach-token input").fill(TOKEN)
+        page.locator("#teach-name textarea").fill("topic")
+        page.locator("#teach-labels textarea").fill("food, sport")
+        page.locator("#teach-instruction textarea").fill(TOPIC["instruction"])
+        page.locator("#teach-lines textarea").fill("".join(f"{t}\tfood\n" for t in FOOD[:7]))
+        page.locator("#teach-save").click()
+        expect(page.locator("#teach-outcome")).to_contain_text("food has 7")  # refused, naming the problem
+        page.locator("#teach-lines textarea").fill(CSV)
+        page.locator("#teach-save").click()
+        expect(page.locator("#teach-outcome")).to_contain_text("20 examples saved (food 10, sport 10)")
+        page.locator("#teach-fit").click()
+        expect(page.locator("#teach-outcome")).to_contain_text("answers with its head now", timeout=180_000)
+        expect(page.locator("#teach-confusion")).to_contain_text("True label")
+        page.locator("#tasks-teach").screenshot(path=ARTIFACTS / "teach-panel.png")
+    assert {row["mode"] for row in classify(app, "topic", FOOD[:1])} == {"head"}
