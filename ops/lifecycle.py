@@ -21,9 +21,9 @@ model lives in the worker process.
   back to) serving.
 - **Recover** (the watchdog found the model sick): isolate (``recovering``,
   503; new requests wait for the new worker, see ``ops.service``), kill the
-  worker (SIGTERM, then
-  SIGKILL: a hang, a leak or poisoned memory ends with the process), start a
-  fresh one, verify it with the probes, re-admit traffic. If a replacement
+  worker (SIGTERM, then SIGKILL: a hang, a leak or poisoned memory ends with
+  the process) while a fresh one starts (or the warm spare, ``ops.spare``,
+  takes over), verify it with the probes, re-admit traffic. If a replacement
   is already loading (a reload, a switch, a restore), the sick worker is
   isolated and killed all the same, and that replacement is what comes into
   service; if it fails, a load follows, since a flow never ends with nothing
@@ -325,8 +325,9 @@ class Lifecycle:
     def _recover(self, suspect: WorkerHandle | None, cause: RecoveryCause) -> None:
         started = time.monotonic()
         serving = suspect.model_path if suspect is not None else None
-        if not self._switch_to_spare(suspect, serving, cause, started):
-            self.supervisor.kill(suspect)
+        # The suspect ends beside the new worker's start: a hung one ignores SIGTERM for its whole grace period.
+        threading.Thread(target=self.supervisor.kill, args=(suspect,), name="worker-kill", daemon=True).start()
+        if not self._switch_to_spare(serving, cause, started):
             self._load_until_ready(failed_after=RECOVERY_ATTEMPTS_BEFORE_FAILED, version=serving)
         if self.snapshot().ready:
             seconds = time.monotonic() - started
@@ -334,15 +335,12 @@ class Lifecycle:
             self.events.add("recovered", True, f"in {seconds:.1f} s")
             logger.info("recovered in {:.1f} s", seconds)
 
-    def _switch_to_spare(self, suspect: WorkerHandle | None, version: Path | None, cause: RecoveryCause,
-                         started: float) -> bool:
+    def _switch_to_spare(self, version: Path | None, cause: RecoveryCause, started: float) -> bool:
         """Put the warm spare in service, if there is one for ``version``; True if it now serves. Not when
         the files changed on disk: the spare was loaded from the files before the change."""
         spare = self.spare.take(version) if self.spare is not None and cause is not RecoveryCause.FILES else None
         if spare is None:
             return False
-        # The suspect ends beside the switch: SIGTERM's grace period is no reason to wait.
-        threading.Thread(target=self.supervisor.kill, args=(suspect,), name="worker-kill", daemon=True).start()
         try:
             self._admit(spare, started)
         except AllInOneError as exc:
