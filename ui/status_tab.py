@@ -1,21 +1,10 @@
 """Builder for the Status tab: what the service is doing, and buttons to break it on purpose.
 
-Shows the lifecycle state and model version, the recent self-tests, the
-history of loads, reloads and recoveries with their reasons, latency and
-memory over time, and, when peers are configured, each other instance's
-readiness, model version and latency (the lightweight console for several
-nodes). With an admin token configured it also shows a drill panel
-(the token is asked for in the page and checked on the server by the same
-``AdminActions`` as the ``/admin`` routes), so a class can watch the service
-break and heal. It reads plain dicts through the callables it is given and
-never imports torch. Everything it shows is in the viewer's language and time zone
-(``ui.viewer``): what ops/ writes in English is shown through ``ui.i18n.detail``.
-
-The tab refreshes on a timer that runs only while the tab is open: twenty
-students on the Chat tab cost the server nothing here. Its events run
-outside the queue, so the page keeps updating while the queue is full; the
-peers are polled by an event of their own, so a slow peer never holds up the
-rest of the tab.
+The state, model, self-tests, loads and recoveries, latency and memory over time, other instances
+(``peers``), and with an admin token a drill panel (``AdminActions``, as the ``/admin`` routes), all in
+the viewer's language and time zone (``ui.viewer``, ``ui.i18n.detail``). It reads plain dicts through
+the callables it is given. It refreshes on a timer that runs only while the tab is open, outside the
+queue (it keeps updating when the queue is full); the peers are polled by an event of their own.
 """
 
 from __future__ import annotations
