@@ -253,7 +253,7 @@ def _row(fault: str, detected_by: str, traffic: Traffic, t0: float, web_pid: int
     """A row for a fault that needs no recovery: what the traffic saw from ``t0`` on."""
     attempts, _ = traffic.since(t0)
     web, worker = memory(traffic.url)
-    return {"fault": fault, "detected_by": detected_by, "detected_s": extra.pop("detected_s", "-"),
+    return {"fault": fault, "t0": t0, "detected_by": detected_by, "detected_s": extra.pop("detected_s", "-"),
             "ready_s": extra.pop("ready_s", "-"), "requests": len(attempts),
             "failed_in_flight": 0, "failed_before_detection": 0,
             "failed_after_detection": sum(not a.ok for a in attempts),
@@ -500,7 +500,7 @@ def damage_store(kind: str, url: str, web_pid: int, traffic: Traffic, store: Pat
     time.sleep(3)
     after = httpx.get(url + "/ready", timeout=5).json()
     return _row("one weight file overwritten" if kind == "overwrite" else "the model directory deleted",
-                "integrity check", traffic, t0, web_pid, before, t0=t0,
+                "integrity check", traffic, t0, web_pid, before,
                 detected_s=None if detected is None else round(detected - t0, 1),
                 ready_s=None if switched is None else round(switched - t0, 1),
                 serving_after=after.get("model"), degraded=after.get("degraded"),
