@@ -25,7 +25,7 @@ in one place:
       5. when the foreground (2-4) is idle and due, or every
          ``engine.teach.MAX_WAIT_S`` at least, read one batch of a fit's
          features (``engine.teach.BackgroundRounds``: low priority, at most
-         40 % of the model's time while others use it).
+         a third of the model's time while others use it).
 
     So a classification waits behind chat work for at most one prefill
     chunk and one decode step (or one feature batch), however many chats run and however long
@@ -230,13 +230,13 @@ class Engine(InferenceCalls):
                     self._background.run(self.backend, self.tasks)
                 if idle:
                     continue
-                self._background.foreground_ran()
                 self._step_started = time.monotonic()
                 if self._classify.pending:
                     self._classify.run(self.tasks)
                 self._chats.admit()
                 self._chats.prefill()
                 self._chats.decode()
+                self._background.foreground_ran()
             except Exception:  # the worker must survive any one job's failure
                 logger.exception("model worker: unexpected error")
             finally:

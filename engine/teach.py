@@ -2,8 +2,9 @@
 
 A fit (``ops.teach``) sends ``FeatureRequest``s through ``submit``. ``BackgroundRounds`` runs one batch in a
 turn only when the foreground (classifications, chats) is idle and, if it used the model within ``RECENT_S``,
-the model has been free of batches for ``YIELD`` x the last one's length (at most 40 % of its time); or after
-``MAX_WAIT_S`` (chats that never pause still let a fit go on). A request waits behind at most one batch.
+the model has been free of batches for ``YIELD`` x the last one's length (at most a third of its time), best
+just after a request was answered (its sender is reading); or after ``MAX_WAIT_S`` (chats that never pause
+still let a fit go on). A request waits behind at most one batch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ __all__ = ["BackgroundRounds", "FeatureJob", "FeatureRequest", "FeatureRows", "M
 
 MAX_FEATURE_TEXTS = 16  # one background round: a fit sends a few texts at a time
 TEACH_LAYER_STRIDE = 3  # every third candidate layer: the cross-validation's cost grows with each candidate
-YIELD = 1.5  # after a batch of c seconds, the model is the foreground's for at least YIELD x c
+YIELD = 2.0  # after a batch of c seconds, the model is the foreground's for at least YIELD x c
+JUST_S = 0.05  # a request answered this recently: its sender is reading the answer, a batch fits in
 RECENT_S = 5.0  # the foreground used the model this recently: yield to it (else: full speed)
 MAX_WAIT_S = 2.0  # a batch runs after this long even while the foreground never idles
 
@@ -104,23 +106,30 @@ class BackgroundRounds:
         self.pending.append(job)
 
     def foreground_ran(self) -> None:
-        """The model thread ran others' work: batches yield to them for a while (module doc)."""
+        """The model thread has just run others' work: batches yield to them for a while (module doc)."""
         self._last_foreground = self._clock()
 
     def wait_s(self) -> float | None:
         """Seconds until a batch is due while the foreground is idle (None: nothing waits)."""
         if not self.pending:
             return None
-        if self._clock() - self._last_foreground >= RECENT_S:
+        now = self._clock()
+        if now - self._last_foreground >= RECENT_S:
             return 0.0
-        return max(self._last_end + YIELD * self._last_cost - self._clock(), 0.0)
+        window = self._last_end + YIELD * self._last_cost
+        return max(window - now if now < window else window + self._last_cost - now, 0.0)
 
     def due(self, foreground_idle: bool) -> bool:
         if not self.pending:
             return False
         now = self._clock()
         if foreground_idle:
-            return now - self._last_foreground >= RECENT_S or now - self._last_end >= YIELD * self._last_cost
+            if now - self._last_foreground >= RECENT_S:
+                return True  # nobody else lately: full speed
+            waited = now - self._last_end
+            if waited < YIELD * self._last_cost:
+                return False
+            return now - self._last_foreground <= JUST_S or waited >= (YIELD + 1) * self._last_cost
         return now - max(self._last_end, self._waiting_since) >= MAX_WAIT_S
 
     def run(self, backend, tasks: TaskRegistry) -> None:
