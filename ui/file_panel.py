@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import gradio as gr
 import pandas as pd
 
-from engine.types import ClassifyMode, Inference, TaskInfo
+from engine.errors import WorkerLost
+from engine.types import ClassifyMode, ClassifyResult, Inference, TaskInfo
 from ui.errors import friendly_errors
 from ui.files import FILE_TYPES, FileLimits, FileRefused, batches, label_counts, read_texts, results_csv
 from ui.i18n import t
@@ -57,10 +58,18 @@ class FileDoor:
         rows: list[Row] = []
         progress((0, len(texts)), desc=viewer.text("file.progress"), unit=viewer.text("file.unit"))
         for batch in batches(texts, self.limits.max_lines):
-            results = self.service.classify(task, batch, mode)
+            results = self._classify(task, batch, mode)
             rows += [(line, r.label, r.confidence, r.mode.value) for line, r in zip(batch, results)]
             progress((len(rows), len(texts)), desc=viewer.text("file.progress"), unit=viewer.text("file.unit"))
         return rows
+
+    def _classify(self, task: str, batch: Sequence[str], mode: str) -> list[ClassifyResult]:
+        try:
+            return self.service.classify(task, batch, mode)
+        except WorkerLost:
+            # A recovery stopped this request in the old worker: a classification is safe to repeat, and
+            # the service waits for the new one; a long file does not lose what it has done for that.
+            return self.service.classify(task, batch, mode)
 
     def write(self, rows: list[Row], source: str) -> str:
         """The results as a CSV file named after the upload; older ones are removed."""

@@ -77,3 +77,40 @@ def test_a_task_that_does_not_classify_is_refused_by_name(client, tmp_path):
     with pytest.raises(Exception, match="Unknown task 'nope'"):
         client.predict(handle_file(source), "nope", api_name="/classify_file")
     assert client.predict("still fine", api_name="/sentiment")["label"] in ("positive", "negative")
+
+
+class _Service:
+    """Classifies by length; the worker is lost once, on the second request, when asked to."""
+
+    def __init__(self, lose_once: bool = False) -> None:
+        self.requests: list[int] = []
+        self.lose_once = lose_once
+
+    def classify(self, task, texts, mode="auto"):
+        from engine.errors import WorkerLost
+        from engine.types import ClassifyMode, ClassifyResult
+
+        self.requests.append(len(texts))
+        if self.lose_once and len(self.requests) == 2:
+            self.lose_once = False
+            raise WorkerLost()
+        return [ClassifyResult(task, "long" if len(t) > 5 else "short", 0.75, {}, False, ClassifyMode.PROMPT)
+                for t in texts]
+
+
+@pytest.mark.parametrize("lose_once", [False, True])
+def test_a_file_goes_in_requests_of_max_lines_and_survives_a_recovery(tmp_path, lose_once):
+    """A request stopped by a recovery (WorkerLost) is sent again, once: a long file keeps its work."""
+    from ops.limits import RequestLimits
+    from ui.file_panel import FileDoor
+    from ui.viewer import Viewer
+
+    source = tmp_path / "lines.txt"
+    source.write_text("\n".join("x" * (i % 9) or "y" for i in range(25)), encoding="utf-8")
+    service, progress = _Service(lose_once), []
+    rows = FileDoor(service, RequestLimits(max_lines=10)).classify(
+        "sentiment", str(source), "auto", lambda done, **_: progress.append(done), Viewer())
+    assert [r[0] for r in rows] == [("x" * (i % 9) or "y") for i in range(25)]
+    assert service.requests == ([10, 10, 10, 5] if lose_once else [10, 10, 5])
+    assert progress == [(0, 25), (10, 25), (20, 25), (25, 25)]
+    assert {r[1] for r in rows} == {"long", "short"}
