@@ -224,11 +224,10 @@ class Engine(InferenceCalls):
             self.backend.between_steps()
             try:
                 self._take_jobs(block=not (self._classify.pending or self._chats), wait=self._background.wait_s())
-                idle = not (self._classify.pending or self._chats)
-                if self._background.due(idle):
-                    self._step_started = time.monotonic()
-                    self._background.run(self.backend, self.tasks)
-                if idle:
+                if not (self._classify.pending or self._chats):
+                    if self._background.due(foreground_idle=True):
+                        self._step_started = time.monotonic()
+                        self._background.run(self.backend, self.tasks)
                     continue
                 self._step_started = time.monotonic()
                 if self._classify.pending:
@@ -237,6 +236,8 @@ class Engine(InferenceCalls):
                 self._chats.prefill()
                 self._chats.decode()
                 self._background.foreground_ran()
+                if self._background.due(foreground_idle=False):  # others' work that never pauses: after it
+                    self._background.run(self.backend, self.tasks)
             except Exception:  # the worker must survive any one job's failure
                 logger.exception("model worker: unexpected error")
             finally:

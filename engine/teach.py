@@ -4,7 +4,7 @@ A fit (``ops.teach``) sends ``FeatureRequest``s through ``submit``. ``Background
 turn only when the foreground (classifications, chats) is idle and, if it used the model within ``RECENT_S``,
 the model has been free of batches for ``YIELD`` x the last one's length (at most a third of its time), best
 just after a request was answered (its sender is reading); or after ``MAX_WAIT_S`` (chats that never pause
-still let a fit go on). A request waits behind at most one batch.
+still let a fit go on, after their round). A request waits behind at most one batch.
 """
 
 from __future__ import annotations
@@ -130,7 +130,7 @@ class BackgroundRounds:
             if waited < YIELD * self._last_cost:
                 return False
             return now - self._last_foreground <= JUST_S or waited >= (YIELD + 1) * self._last_cost
-        return now - max(self._last_end, self._waiting_since) >= MAX_WAIT_S
+        return now - max(self._last_end, self._waiting_since) >= max(MAX_WAIT_S, (YIELD + 1) * self._last_cost)
 
     def run(self, backend, tasks: TaskRegistry) -> None:
         """One batch: the oldest job, answered on its sink."""

@@ -173,6 +173,11 @@ def test_a_feature_batch_waits_for_a_quiet_moment_and_yields_as_long_as_it_took(
     assert rounds.due(True) and rounds.wait_s() == 0.0  # the others have gone quiet: full speed again
     clock.now += MAX_WAIT_S
     assert rounds.due(False)  # chats that never pause still let a fit go on
+    rounds._last_end, rounds._last_cost = clock.now, 3.0  # a slow batch (a busy machine)...
+    clock.now += MAX_WAIT_S
+    assert not rounds.due(False)  # ...cuts in front of others' waiting work no more than a third of the time
+    clock.now += (YIELD + 1) * 3.0
+    assert rounds.due(False)
 
 
 class _Scorer:
