@@ -55,7 +55,6 @@ __all__ = ["Probes", "LiveProbes", "load_probes", "WatchdogConfig", "Vitals", "A
            "WatchedService", "DEFAULT_PROBES_FILE", "process_rss_bytes"]
 
 DEFAULT_PROBES_FILE = Path(__file__).with_name("probes.toml")
-SLOW_PROBES_BEFORE_RECOVERY = 3
 
 
 @dataclass(frozen=True)
@@ -220,7 +219,6 @@ class Watchdog:
         self.config = config
         self._rss = rss
         self._scheduler = None
-        self._slow_probes = 0  # consecutive probes past their time limit with no stuck worker
         self._probe_thread: threading.Thread | None = None
 
     def vitals(self) -> Vitals:
@@ -268,10 +266,12 @@ class Watchdog:
         """Run the probes with a time limit; record the result; return a failure reason.
 
         A probe past its limit while the engine's worker is stuck is a hang: recover
-        at once. Past its limit with the worker making progress, the machine is
-        overloaded (a neighbour's restart eating the CPU, say), not the model sick:
-        reloading would only add load and take a working instance out, so that
-        recovers only after ``SLOW_PROBES_BEFORE_RECOVERY`` such probes in a row.
+        at once. Past its limit with the worker making progress (its loop turning, or
+        its step computing: ``stuck_for``), the machine is overloaded or the queue
+        long, not the model sick: reloading would only add load and kill the work in
+        flight, so it is recorded and never recovered from, however often it happens.
+        A step that computes for ever is a hang all the same: ``stuck_for`` stops
+        counting CPU use as life after ``MAX_STEP_S``.
         """
         if self._probe_thread is not None and self._probe_thread.is_alive():
             return None  # the last slow probe is still running: do not pile up another
@@ -290,16 +290,12 @@ class Watchdog:
         slow = runner.is_alive()
         if slow:
             self._probe_thread = runner
-            self._slow_probes += 1
             outcome["error"] = f"self-test took longer than {self.config.probe_timeout_s:.0f} s"
-            if self.service.stuck_for() <= self.config.hang_limit_s and (
-                    self._slow_probes < SLOW_PROBES_BEFORE_RECOVERY):
+            if self.service.stuck_for() <= self.config.hang_limit_s:
                 detail = f"{outcome['error']}; the worker is not stuck, so the machine is overloaded: not reloading"
                 self.service.record_self_test(False, time.monotonic() - started, detail)
                 logger.warning("watchdog: {}", detail)
                 return None
-        else:
-            self._slow_probes = 0
         passed = "error" not in outcome
         self.service.record_self_test(passed, time.monotonic() - started, outcome.get("detail") or outcome["error"])
         if not passed:

@@ -65,6 +65,9 @@ TASK_UPDATE_TIMEOUT_S = 90.0  # the worker's own wait (60 s) plus a margin
 # with four busy neighbours still got about a third of a core; a hung worker's idle threads use ~0.1 %.
 BUSY_SHARE = 0.05
 BUSY_WINDOW_S = 1.0  # the share is judged over at least this long (the CPU clock ticks in 10 ms steps)
+# A step computing longer than this is no slow step but a runaway one: its CPU use stops counting as life.
+# Two request timeouts: no step of a request can legitimately outlive its request.
+MAX_STEP_S = 120.0
 CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # where ``engine`` is importable from
 
 
@@ -259,8 +262,10 @@ class WorkerProcess(InferenceCalls):
         beat = struct.unpack_from("d", self._beat)[0] if self._beat is not None else 0.0
         if not beat:
             return 0.0
-        alive = max(beat, self._progress.last_seen(self.pid))
-        return max(time.monotonic() - alive, 0.0)
+        now = time.monotonic()
+        computing = self._progress.last_seen(self.pid)
+        alive = max(beat, computing if now - beat <= MAX_STEP_S else 0.0)
+        return max(now - alive, 0.0)
 
     def rss_bytes(self) -> int:
         """The worker's own resident memory: anonymous and shared-memory pages (``RssAnon`` +

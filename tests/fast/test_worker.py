@@ -157,3 +157,22 @@ def test_cpu_progress_tells_a_computing_process_from_an_idle_one():
     seen = progress.last_seen(os.getpid())
     assert seen > 0.0 and time.monotonic() - seen < 0.5
     assert CpuProgress().last_seen(None) == 0.0  # no process yet: nothing to see
+
+
+def test_a_step_that_computes_past_max_step_s_is_a_hang_however_busy():
+    """A slow step computes and is waited for; one that computes for ever is a runaway: past MAX_STEP_S of
+    loop silence its CPU use no longer counts as life."""
+    import struct
+
+    from ops import worker_process
+
+    class Computing:
+        def last_seen(self, pid):
+            return time.monotonic()  # busy right now
+
+    worker = worker_process.WorkerProcess.__new__(worker_process.WorkerProcess)
+    worker._process, worker._beat, worker._progress = None, bytearray(8), Computing()
+    struct.pack_into("d", worker._beat, 0, time.monotonic() - 30)  # a 30 s step on a loaded machine
+    assert worker.stuck_for() < 1
+    struct.pack_into("d", worker._beat, 0, time.monotonic() - worker_process.MAX_STEP_S - 5)
+    assert worker.stuck_for() > worker_process.MAX_STEP_S
