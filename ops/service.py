@@ -124,6 +124,8 @@ class ModelService(InferenceCalls):
         if worker is not None:
             worker.update_tasks(tasks)
         self.tasks = tasks
+        if self.spare is not None and worker is not None:  # a spare with the old tasks would serve them
+            self.spare.refill(worker.model_path, again=True)
 
     def inject_fault(self, kind: Fault) -> None:
         """A fault drill on the serving worker (the admin route checks ``--fault-injection``)."""

@@ -74,6 +74,7 @@ __all__ = [
     "variant_names",
     "VARIANTS_DIR",
     "files_fingerprint",
+    "VERIFIED",
 ]
 
 MANIFEST = "MANIFEST"

@@ -23,7 +23,7 @@ from engine.catalog import CATALOG, DEFAULT, CatalogModel, Part, PipParts, find_
 from engine.errors import ModelInstallError, ModelPartError
 from ops.models import main as models_cli
 from ops.models import pull
-from ops.store import ModelStore
+from ops.store import VERIFIED, ModelStore
 
 INIT = '''import os
 def get_part_path():
@@ -78,8 +78,9 @@ def cli(root: Path, *args: str, catalog: tuple[CatalogModel, ...] = (), installe
 
 
 def entries(root: Path) -> list[str]:
-    """Everything in the store but its lock file: versions, links, staging, scratch space."""
-    return sorted(p.name for p in root.iterdir() if p.name != ".lock") if root.exists() else []
+    """Everything in the store but its bookkeeping (the lock, the record of verified versions): versions,
+    links, staging, scratch space."""
+    return sorted(p.name for p in root.iterdir() if p.name not in (".lock", VERIFIED)) if root.exists() else []
 
 
 @pytest.fixture()

@@ -183,3 +183,15 @@ def test_take_refuses_a_spare_of_another_version(tmp_path):
     parked = spare.parked
     spare.discard()
     assert parked.killed and spare.parked is None
+
+
+def test_a_task_change_warms_a_new_spare_with_the_new_tasks():
+    starts = Starts()
+    service = spare_service(starts)
+    try:
+        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        old = service.spare.parked
+        service.update_tasks(load_tasks())
+        assert wait_for(lambda: service.spare.parked not in (None, old)) and old.killed
+    finally:
+        service.close()
