@@ -24,7 +24,8 @@ QUESTIONS = Path(__file__).resolve().parent / "data" / "chat_questions.jsonl"
 
 # Each category and the one check that scores it.
 CATEGORIES = {"fact": "contains", "arithmetic": "contains", "follow_up": "contains",
-              "one_word": "one_word", "language": "language", "system_prompt": "no_leak"}
+              "one_word": "one_word", "language": "language", "system_prompt": "no_leak",
+              "long": "language"}  # long: a story, a list, a letter, where a small model's loops show
 
 MOSTLY = 0.6  # "a reply in Chinese": at least this share of its words are Han characters (English: Latin words)
 ONE_WORD_MAX_CHARS = 24
