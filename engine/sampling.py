@@ -54,8 +54,9 @@ class RepetitionGuard:
 
 
 NO_GUARD = RepetitionGuard(loop_tokens=0)
-# What a chat gets when its request does not say: off until measured (bench/chat_quality.py --guards).
-DEFAULT_GUARD = NO_GUARD
+# What a chat gets when its request does not say: stop, which ended every runaway loop the chat benchmark
+# saw and changed no other reply, on either backend (docs/benchmarks.md, "The repetition guard").
+DEFAULT_GUARD = RepetitionGuard()
 
 
 class RepeatWatch:
