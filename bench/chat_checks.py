@@ -1,12 +1,10 @@
 """How a reply to a row of ``bench/data/chat_questions.jsonl`` is scored, in one place.
 
-``bench/chat_quality.py`` and ``bench/precision.py`` both call ``passes(row, reply)``, so
-they cannot disagree. A row has ``q`` (the message), a ``category``, and as its check
-needs: ``a`` (accepted answers), ``history`` (earlier ``{"role", "content"}`` turns) and
-``check`` (absent: ``contains``, any of ``a`` in the reply, case-blind). Each category
-has one check (``CATEGORIES``); ``validate`` says what is wrong with a row; ``longest_run``
-and ``loops`` measure a reply's repetition. Pure functions, no model: only the chat task's
-system prompt is read, from engine/tasks.toml.
+``bench/chat_quality.py`` and ``bench/precision.py`` both call ``passes(row, reply)``, so they
+cannot disagree. A row has ``q`` (the message), a ``category``, and as its check needs: ``a``
+(accepted answers), ``history`` (earlier turns) and ``check`` (absent: ``contains``, any of ``a``
+in the reply, case-blind); one check a category (``CATEGORIES``). ``validate`` names a bad row;
+``longest_run`` and ``loops`` measure repetition. Pure: only the chat task's system prompt is read.
 """
 
 from __future__ import annotations

@@ -1,20 +1,11 @@
-"""Chat quality of the default model: checkable questions, scored per category, and repetition.
+"""Chat quality: checkable questions scored per category, and how often the replies loop.
 
-    .venv/bin/python bench/chat_quality.py [--backend auto|torch|llamacpp] [--precision auto|fp32|bf16|int8]
-                                           [--model-dir DIR] [--limit N] [--category C,...]
-                                           [--system-prompt TEXT] [--guards off,stop,break,ngram4]
-                                           [--max-new-tokens 64] [--threads 8]
-    .venv/bin/python bench/chat_quality.py --url http://127.0.0.1:7860
+    .venv/bin/python bench/chat_quality.py [--backend auto] [--guards off,stop,break] [--threads 1]
+        [--max-new-tokens 256] [--category C,...] [--system-prompt TEXT] [--url URL]  (--help: all)
 
-Asks every row of bench/data/chat_questions.jsonl (facts, arithmetic, one-word answers,
-short explanations, the user's language, the previous turn, the system prompt kept
-private; English and Chinese) and scores each reply with bench/chat_checks.py, the checks
-bench/precision.py gates on; counts the replies that loop (``chat_checks.loops``).
-In-process: greedy, 64 new tokens, 8 questions at a time (``--threads 1``: each decoded
-alone, so two passes differ only by their guard: a batch's other rows can tip a near-tie),
-once per repetition guard of ``--guards`` (``engine.sampling``), back to back on one
-engine, then the answers that differ. ``--system-prompt`` asks with a candidate in place of the chat task's (the no-leak
-checks guard that one). ``--url``: a running app's ``/chat`` (gradio_client), as it is set up.
+Asks bench/data/chat_questions.jsonl, scored by bench/chat_checks.py (as bench/precision.py gates);
+in-process, greedy, 8 at a time, one pass per repetition guard on one engine (``--threads 1``: each
+decoded alone, so passes differ only by their guard). docs/benchmarks.md, "Chat quality", tells more.
 """
 
 from __future__ import annotations
