@@ -55,7 +55,7 @@ def test_the_admin_routes_refuse_what_cannot_be_taught_naming_it(teach_app):
         ("topic/examples", "text,label\n" + "".join(f"{t},food\n" for t in FOOD), {}, 400, "sport has 0"),
         ("topic/examples", "", {}, 400, "empty"),
         ("topic/examples", "text,label\n\xff,food\n".encode("latin-1"), {}, 400, "not UTF-8"),
-        ("topic/examples", "x" * (2**20 + 1), {}, 413, "the limit is"),
+        ("topic/examples", "x" * (2 * 2**20 + 1), {}, 413, "the limit is 2097152 bytes (2 MiB"),
     ]
     for path, body, extra, status, fragment in cases:
         reply = call(app, "PUT", path, content=body, **extra)
