@@ -16,7 +16,6 @@ named candidates on all tuning rows and scores each held-out file once.
 from __future__ import annotations
 
 import argparse
-import itertools
 from pathlib import Path
 
 import numpy as np
