@@ -1,6 +1,6 @@
 """Read every row of the shared sentiment files through one model once, and keep the head's features.
 
-    python bench/head_features.py [--backend auto|torch|llamacpp] [--model-dir DIR] [--out FILE.npz]
+    python bench/head_features.py [--backend auto|torch|llamacpp] [--model-dir DIR] [--held-out N] [--out FILE.npz]
 
 Per row: the hidden state at the answer position after each candidate layer
 (``engine.heads.candidate_layers``), the last hidden state, and the prompt's
@@ -21,17 +21,22 @@ from pathlib import Path
 import numpy as np
 
 from common import REPO, cpu_flags_line, header
-from sentiment_split import FILES, LABELS, load_rows, split
+from sentiment_split import FILES, LABELS, balanced_head, load_rows, split
 
 FIT_BATCH = 16
 
 
-def labelled_rows() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(texts, label index, file index, tuning flag) over every row of the four files."""
+def labelled_rows(held_out: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(texts, label index, file index, tuning flag) over the rows of the four files: every tuning row,
+    and every held-out row or, with ``held_out``, that many a file (labels in turn)."""
     texts, labels, files, tuning = [], [], [], []
     for index, name in enumerate(FILES):
         rows = load_rows(name)
-        tuning_texts = {r["text"] for r in split(rows)[0]}
+        tuning_rows, held_rows = split(rows)
+        tuning_texts = {r["text"] for r in tuning_rows}
+        if held_out:
+            kept = {r["text"] for r in balanced_head(held_rows, held_out)} | tuning_texts
+            rows = [r for r in rows if r["text"] in kept]
         for row in rows:
             texts.append(row["text"])
             labels.append(LABELS.index(row["label"]))
@@ -45,6 +50,8 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", choices=("auto", "torch", "llamacpp"))
     parser.add_argument("--precision", default="auto")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "current")
+    parser.add_argument("--held-out", type=int, default=0,
+                        help="held-out rows a file (labels in turn; default: all): a slow model's quicker report")
     parser.add_argument("--out", type=Path, help="default: artifacts/head_features/<model>-<backend>.npz")
     args = parser.parse_args()
     from engine.backends import open_backend
@@ -59,7 +66,7 @@ def main() -> None:
     backend.prepare([task], max_input_tokens=256)
     info = backend.info
     layers = candidate_layers(info.blocks)
-    texts, labels, files, tuning = labelled_rows()
+    texts, labels, files, tuning = labelled_rows(args.held_out)
     print(f"{info.label} on {info.backend} ({info.precision}); {len(texts)} rows; layers {layers[0]}..{layers[-1]}",
           flush=True)
     scorer = backend.scorer(task.name)
@@ -84,7 +91,7 @@ def main() -> None:
     np.savez(out, labels=labels, files=files, tuning=tuning, truncated=np.array(truncated),
              hidden=np.concatenate(hidden), logprobs=np.concatenate(logprobs), layers=np.array(layers),
              texts_sha256=hashlib.sha256("\n".join(texts).encode()).hexdigest(),
-             model=info.label, backend=info.backend, precision=info.precision,
+             model=info.label, backend=info.backend, precision=info.precision, model_dir=str(args.model_dir),
              **{f"layer_{k}": np.concatenate(v) for k, v in by_layer.items()})
     print(f"wrote {out} in {time.monotonic() - started:.0f} s")
 

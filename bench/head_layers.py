@@ -11,6 +11,10 @@ cross-validated on the TUNING rows only, two ways:
 Candidates: the last layer with the label scores (today's v1 head), each
 single layer, and pairs of layers concatenated. ``--report`` then fits the
 named candidates on all tuning rows and scores each held-out file once.
+``--write-head K --model-dir DIR`` fits the sentiment task's head on layer K
+from these features (``engine.backends.torch_head.head_from_features``, what
+``python -m ops.heads fit --layer K`` runs after reading the model) when the
+task's examples file holds exactly the rows read, and stores it for that model.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common import REPO  # also puts the repository on sys.path
 from sentiment_split import FILES
 
 torch.set_num_threads(2)
@@ -60,14 +65,42 @@ def leave_one_file_out(x, y, files, l2: float) -> tuple[float, list[float]]:
     return float(np.mean(per_file)), per_file
 
 
+def write_head_from(data: dict, layer: str, model_dir: Path, l2: float) -> None:
+    """Fit and store the sentiment head on ``layer`` from dumped features (module doc)."""
+    import hashlib
+
+    from engine.backends.torch_head import head_from_features
+    from engine.heads import LAST, model_identity, write_head
+    from engine.tasks import load_tasks
+    from sentiment_split import load_rows
+
+    texts = [row["text"] for name in FILES for row in load_rows(name)]
+    if hashlib.sha256("\n".join(texts).encode()).hexdigest() != str(data["texts_sha256"]):
+        raise SystemExit("--write-head needs the features of every row of the four files (no --held-out)")
+    index = {text: i for i, text in enumerate(texts)}
+    task = load_tasks().get("sentiment")
+    order = [index[example.text] for example in task.head_examples.examples]  # KeyError: not a shared row
+    candidates = {name: torch.as_tensor(candidate(data, name)[order]).double() for name in (LAST, layer)}
+    head = head_from_features(task, candidates, str(data["model"]), str(data["precision"]), model_identity(model_dir),
+                              l2, tolerance=1.0)  # the layer was chosen on the tuning part: keep it
+    path = write_head(task, head)
+    print(f"wrote {path}: {head.describe()}; cross-validated per candidate {head.layer_cv}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("features", type=Path)
     parser.add_argument("--l2", type=float, default=1.0)
     parser.add_argument("--pairs", default="", help="layers to pair with every other candidate layer, e.g. 12,15,21")
     parser.add_argument("--report", default="", help="candidates to score on the held-out part, e.g. last,15,12+21")
+    parser.add_argument("--write-head", help="a candidate layer: fit the sentiment head on it and store it")
+    parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "current",
+                        help="the model the features were read from (--write-head)")
     args = parser.parse_args()
     data = load(args.features)
+    if args.write_head:
+        write_head_from(data, args.write_head, args.model_dir, args.l2)
+        return
     tuning = data["tuning"].astype(bool)
     y, files = data["labels"], data["files"]
     print(f"{data['model']} on {data['backend']} ({data['precision']}); {tuning.sum()} tuning rows, "
