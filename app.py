@@ -24,7 +24,8 @@ from engine.ipc import WorkerSpec
 from engine.loader import check_model_dir
 from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
 from engine.types import EngineConfig
-from ops.config import LOCAL_HOSTS, AppConfig, load_config
+from ops.common.net import LOCAL_HOSTS
+from ops.config import AppConfig, load_config
 from ops.history import Timeline
 from ops.limits import RequestLimits
 from ops.service import ModelService

@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Sequence
 
 from engine.errors import ConfigError
+from ops.common.net import LOCAL_HOSTS
+from ops.common.paths import REPO_ROOT
 
-__all__ = ["AppConfig", "load_config", "build_parser", "ENV_PREFIX", "LOCAL_HOSTS"]
+__all__ = ["AppConfig", "load_config", "build_parser", "ENV_PREFIX"]
 
 ENV_PREFIX = "ALLINONE_"
-LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 BACKENDS = ("auto", "torch", "llamacpp")  # engine.backends.BackendKind, without importing the engine
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # engine.precision.Precision, without importing the engine
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True)

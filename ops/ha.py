@@ -46,7 +46,9 @@ import httpx
 from loguru import logger
 
 from engine.errors import ConfigError
-from ops.config import ENV_PREFIX, REPO_ROOT, build_parser, load_config
+from ops.common.net import free_port
+from ops.common.paths import REPO_ROOT
+from ops.config import ENV_PREFIX, build_parser, load_config
 
 __all__ = ["HaDemo", "Instance", "InstanceFailed", "ProgramState", "ProgramStatus", "app_environment",
            "failover_drill", "Attempt", "SteadyTraffic", "main"]
@@ -58,14 +60,6 @@ PROGRAM = "allinone"  # the [program:...] name in supervisord.conf
 PYTHON_ENV = ENV_PREFIX + "PYTHON"  # supervisord.conf runs the app with this interpreter
 BACKEND_HEADER = "X-Allinone-Backend"  # set by haproxy.cfg: which server answered
 STOP_WAIT_S = 25.0  # supervisord gives the app 15 s (stopwaitsecs) before SIGKILL
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _die_with_parent() -> None:

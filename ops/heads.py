@@ -24,7 +24,7 @@ from pathlib import Path
 from engine.errors import AllInOneError
 from engine.heads import find_head, model_identity
 from engine.tasks import DEFAULT_TASKS_FILE, ClassifyTask, load_tasks
-from ops.config import REPO_ROOT
+from ops.common.paths import REPO_ROOT
 
 __all__ = ["main"]
 

@@ -45,6 +45,7 @@ from loguru import logger
 
 from engine.errors import AllInOneError, ModelDamaged, SelfTestFailed
 from engine.types import GenerateOptions, Inference
+from ops.common.proc import free_memory_bytes
 from ops.follower import VERSION_FAULTS, StoreFollower, rollback_cause
 from ops.integrity import IntegrityMonitor
 from ops.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
@@ -52,7 +53,7 @@ from ops.spare import WarmSpare
 from ops.store import MANIFEST, quick_check, weights_bytes
 from ops.supervisor import WorkerHandle, WorkerSupervisor
 
-__all__ = ["Lifecycle", "basic_self_test", "free_memory_bytes"]
+__all__ = ["Lifecycle", "basic_self_test"]
 
 RECOVERY_ATTEMPTS_BEFORE_FAILED = 3
 # Loading beside needs the new weights plus activations, tokenizer and warm-up caches.
@@ -77,12 +78,6 @@ def basic_self_test(engine: Inference) -> str:
                 raise SelfTestFailed(f"self-test: {info.name} did not finish")
             parts.append(f"{info.name}:{update.tokens} tokens")
     return ", ".join(parts)
-
-
-def free_memory_bytes() -> int:
-    import psutil
-
-    return psutil.virtual_memory().available
 
 
 class Lifecycle:

@@ -37,9 +37,9 @@ from engine.errors import (
     Superseded,
 )
 from engine.types import ChatRequest, ClassifyRequest, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
+from ops.common.proc import process_rss_bytes
 from ops.history import Timeline
 from ops.logs import access_logger, perf_logger
-from ops.watchdog import process_rss_bytes
 
 __all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of", "memory_limit_bytes"]
 

@@ -25,7 +25,7 @@ from typing import TextIO
 
 from engine.catalog import CATALOG, CatalogModel, PartSource, assemble, find_model
 from engine.errors import AllInOneError, ModelInstallError
-from ops.config import REPO_ROOT
+from ops.common.paths import REPO_ROOT
 from ops.store import MANIFEST, ModelStore, variant_names
 
 __all__ = ["main", "pull"]

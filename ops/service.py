@@ -37,7 +37,8 @@ from engine.tasks import TaskRegistry
 from engine.types import Fault, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
 from ops.follower import StoreFollower
 from ops.integrity import IntegrityMonitor
-from ops.lifecycle import Lifecycle, basic_self_test, free_memory_bytes
+from ops.common.proc import free_memory_bytes
+from ops.lifecycle import Lifecycle, basic_self_test
 from ops.limits import RequestLimits
 from ops.readiness import HealthSnapshot, Readiness, RecoveryCause, State
 from ops.spare import WarmSpare

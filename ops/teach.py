@@ -28,6 +28,7 @@ from engine.heads import LAST, LAYER_TOLERANCE, HeadFile, model_identity, read_h
 from engine.tasks import ClassifyTask
 from engine.teach import FeatureRequest, FeatureRows
 from engine.teach_fit import FEATURES_LAYER_PREFIX
+from ops.common.paths import REPO_ROOT
 from ops.runtime_tasks import NotAClassifyTask, RuntimeTasks, TaskNotFound
 from ops.service import ModelService
 from ops.teach_examples import check_examples, examples_jsonl, parse_examples
@@ -39,7 +40,7 @@ BATCH = 4  # texts per low-priority round: about as long as a user's classificat
 READ_SHARE = 0.8  # of the progress bar: reading the features; the rest is the fit
 RETRIES = 3  # a batch lost to a recovery is sent again, to the same model version
 FITS_DIR = "fits"  # reports, beside the heads: fits/<task>@<model id>.json
-CODE_ROOT = str(Path(__file__).resolve().parent.parent)
+CODE_ROOT = str(REPO_ROOT)
 
 
 class FitStage(str, Enum):

@@ -48,11 +48,12 @@ from loguru import logger
 from engine.errors import ConfigError, SelfTestFailed
 from engine.tasks import TaskRegistry
 from engine.types import GenerateOptions, Inference
+from ops.common.proc import process_rss_bytes
 from ops.history import Timeline
 from ops.readiness import HealthSnapshot, RecoveryCause
 
 __all__ = ["Probes", "LiveProbes", "load_probes", "WatchdogConfig", "Vitals", "Action", "Decision", "decide", "Watchdog",
-           "WatchedService", "DEFAULT_PROBES_FILE", "process_rss_bytes"]
+           "WatchedService", "DEFAULT_PROBES_FILE"]
 
 DEFAULT_PROBES_FILE = Path(__file__).with_name("probes.toml")
 
@@ -175,13 +176,6 @@ def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> Decision:
     if vitals.seconds_since_success is not None and vitals.seconds_since_success < config.interval_s:
         return Decision(Action.OK, "recent traffic succeeded")
     return Decision(Action.PROBE)
-
-
-def process_rss_bytes() -> int:
-    """This process's resident memory (the watchdog's limit, the perf log, the Status tab)."""
-    import psutil
-
-    return psutil.Process().memory_info().rss
 
 
 class WatchedService(Inference, Protocol):

@@ -54,6 +54,7 @@ from engine.ipc import Op, WorkerInfo, WorkerSpec
 from engine.replies import QueuedReplies
 from engine.tasks import TaskRegistry
 from engine.types import CHAT_TIMEOUT_MARGIN_S, ChatRequest, Fault, InferenceCalls, Request, TaskInfo
+from ops.common.paths import REPO_ROOT
 
 __all__ = ["WorkerProcess", "START_TIMEOUT_S", "KILL_GRACE_S"]
 
@@ -68,7 +69,7 @@ BUSY_WINDOW_S = 1.0  # the share is judged over at least this long (the CPU cloc
 # A step computing longer than this is no slow step but a runaway one: its CPU use stops counting as life.
 # Two request timeouts: no step of a request can legitimately outlive its request.
 MAX_STEP_S = 120.0
-CODE_ROOT = str(Path(__file__).resolve().parent.parent)  # where ``engine`` is importable from
+CODE_ROOT = str(REPO_ROOT)  # where ``engine`` is importable from
 
 
 @dataclass(eq=False)

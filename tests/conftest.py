@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops.ha import free_port
+from ops.common.net import free_port
 from tests.tiny_gguf import build_tiny_gguf
 from tests.tiny_model import build_tiny_model
 

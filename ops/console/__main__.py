@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from engine.errors import ConfigError
-from ops.config import LOCAL_HOSTS
+from ops.common.net import LOCAL_HOSTS
 
 __all__ = ["ConsoleConfig", "load_console_config", "main"]
 

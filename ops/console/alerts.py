@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from engine.errors import ConfigError
+from ops.common.paths import REPO_ROOT
 from ops.console.promtext import Increase, MetricsReading
 
 __all__ = ["AlertName", "AlertRule", "AlertRules", "AlertRulesError", "AlertState", "AlertStatus", "AlertTracker",
            "DEFAULT_ALERTS_FILE", "load_alert_rules", "parse_duration", "rule_values"]
 
-DEFAULT_ALERTS_FILE = Path(__file__).resolve().parents[1] / "deploy" / "prometheus" / "alerts.yml"
+DEFAULT_ALERTS_FILE = REPO_ROOT / "ops" / "deploy" / "prometheus" / "alerts.yml"
 
 
 class AlertRulesError(ConfigError):

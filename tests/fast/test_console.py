@@ -32,7 +32,7 @@ from ops.console.alerts import (
 )
 from ops.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
 from ops.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
-from ops.ha import free_port
+from ops.common.net import free_port
 from ops.metrics import Metrics
 from ops.readiness import ServiceStats
 from ops.store import ModelStore

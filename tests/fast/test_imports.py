@@ -75,7 +75,7 @@ _SERVE_AND_REPORT = """
 import sys, threading, time
 import httpx
 import app
-from ops.ha import free_port
+from ops.common.net import free_port
 # No main guard on purpose: the worker is a fresh ``python -m engine.worker``, which does not re-run this script.
 port = free_port()
 threading.Thread(target=app.main, args=(["--port", str(port), *sys.argv[1:]],), daemon=True).start()
