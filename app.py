@@ -29,7 +29,7 @@ from ops.config import AppConfig, load_config
 from ops.history import Timeline
 from ops.limits import RequestLimits
 from ops.service import ModelService
-from ops.store import ModelSource
+from ops.store.versions import ModelSource
 from ops.runtime_tasks import RuntimeTasks
 from ops.watchdog import DEFAULT_PROBES_FILE, LiveProbes, Watchdog, WatchdogConfig, load_probes
 from ops.worker_process import WorkerProcess

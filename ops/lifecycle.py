@@ -3,8 +3,8 @@
 ``Lifecycle`` runs the flows over four parts, each with one job:
 ``WorkerSupervisor`` (``ops.supervisor``: the worker processes),
 ``Readiness`` (``ops.readiness``: the snapshot, events and totals),
-``StoreFollower`` (``ops.follower``: which version, rollbacks, refused
-versions) and ``IntegrityMonitor`` (``ops.integrity``: do the files still
+``StoreFollower`` (``ops.store.follower``: which version, rollbacks, refused
+versions) and ``IntegrityMonitor`` (``ops.store.integrity``: do the files still
 match). One flow runs at a time, in a background thread. No torch here: the
 model lives in the worker process.
 
@@ -46,11 +46,11 @@ from loguru import logger
 from engine.errors import AllInOneError, ModelDamaged, SelfTestFailed
 from engine.types import GenerateOptions, Inference
 from ops.common.proc import free_memory_bytes
-from ops.follower import VERSION_FAULTS, StoreFollower, rollback_cause
-from ops.integrity import IntegrityMonitor
+from ops.store.follower import VERSION_FAULTS, StoreFollower, rollback_cause
+from ops.store.integrity import IntegrityMonitor
 from ops.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
 from ops.spare import WarmSpare
-from ops.store import MANIFEST, quick_check, weights_bytes
+from ops.store.manifest import MANIFEST, quick_check, weights_bytes
 from ops.supervisor import WorkerHandle, WorkerSupervisor
 
 __all__ = ["Lifecycle", "basic_self_test"]

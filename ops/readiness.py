@@ -19,8 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
 from ops.history import EventLog
+from ops.store.follower import RollbackCause
 
-__all__ = ["State", "RecoveryCause", "RollbackCause", "SwitchMode", "SelfTestResult", "HealthSnapshot",
+__all__ = ["State", "RecoveryCause", "SwitchMode", "SelfTestResult", "HealthSnapshot",
            "ServiceStats", "Readiness"]
 
 
@@ -41,14 +42,6 @@ class RecoveryCause(str, Enum):
     INVALID_OUTPUT = "invalid_output"  # the model produced NaN/inf: its memory is not to be trusted
     FAILED_REQUEST = "failed_request"  # several requests in a row failed inside the model (one is a request error)
     WORKER_EXIT = "worker_exit"  # the worker process ended on its own (crash, OOM kill, the exit drill)
-
-
-class RollbackCause(str, Enum):
-    """Why a version was rolled back (the ``cause`` label of ``allinone_rollbacks_total``)."""
-
-    LOAD_FAILED = "load_failed"
-    SELF_TEST = "self_test"
-    DAMAGED = "damaged"
 
 
 class SwitchMode(str, Enum):

@@ -35,14 +35,14 @@ from loguru import logger
 from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable, WorkerGone, WorkerLost
 from engine.tasks import TaskRegistry
 from engine.types import Fault, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
-from ops.follower import StoreFollower
-from ops.integrity import IntegrityMonitor
+from ops.store.follower import StoreFollower
+from ops.store.integrity import IntegrityMonitor
 from ops.common.proc import free_memory_bytes
 from ops.lifecycle import Lifecycle, basic_self_test
 from ops.limits import RequestLimits
 from ops.readiness import HealthSnapshot, Readiness, RecoveryCause, State
 from ops.spare import WarmSpare
-from ops.store import ModelSource
+from ops.store.versions import ModelSource
 from ops.supervisor import WorkerHandle, WorkerSupervisor
 
 __all__ = ["ModelService", "DiskCheck"]

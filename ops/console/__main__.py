@@ -130,7 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from ops.console.actions import ConsoleActions
     from ops.console.page import CSS, build_console
     from ops.console.poller import Poller, PollerConfig
-    from ops.store import ModelStore
+    from ops.store.versions import ModelStore
 
     poller = Poller(config.nodes, rules, PollerConfig(config.interval_s, config.timeout_s)).start()
     actions = ConsoleActions(config.nodes, admin_token=config.admin_token,

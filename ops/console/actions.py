@@ -8,7 +8,7 @@ before it touches the store (its own ``ALLINONE_ADMIN_TOKEN`` or
 ``--admin-token-file``, compared in constant time and throttled per address
 as the nodes do), and without a token or a store they are off and say why.
 Rollback is ``ModelStore.rollback`` then a reload of the chosen nodes; gray
-release is ``ops.gray.gray_release`` on a thread of its own. One store
+release is ``ops.store.gray.gray_release`` on a thread of its own. One store
 action at a time, and only the configured nodes are ever sent a request.
 Every outcome goes to the ``ActionLog`` that every viewer sees.
 """
@@ -32,7 +32,7 @@ from loguru import logger
 
 from engine.errors import AllInOneError
 from ops.admin import AdminDenied, WrongTokenThrottle
-from ops.store import ModelStore
+from ops.store.versions import ModelStore
 
 __all__ = ["ActionKind", "ActionStatus", "ActionRecord", "ActionLog", "ActionRefused", "ConsoleActions",
            "GrayRelease"]
@@ -108,7 +108,7 @@ class ActionLog:
 
 @dataclass(frozen=True)
 class GrayRelease:
-    """What ``python -m ops.models gray`` takes (see ``ops.gray``)."""
+    """What ``python -m ops.models gray`` takes (see ``ops.store.gray``)."""
 
     version: str
     standby: str
@@ -144,7 +144,7 @@ class ConsoleActions:
     store: ModelStore | None = None
     probes_file: Path | None = None  # the known-answer probes a gray release sends (default ops/probes.toml)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
-    gray: Callable[[ModelStore, argparse.Namespace], int] | None = None  # default ops.gray.gray_release
+    gray: Callable[[ModelStore, argparse.Namespace], int] | None = None  # default ops.store.gray.gray_release
     throttle: WrongTokenThrottle = field(default_factory=WrongTokenThrottle)
 
     def __post_init__(self) -> None:
@@ -215,7 +215,7 @@ class ConsoleActions:
     def _run_gray(self, number: int, release: GrayRelease, token: str) -> None:
         gray = self.gray
         if gray is None:
-            from ops.gray import gray_release as gray  # gradio_client for its probes: only when used
+            from ops.store.gray import gray_release as gray  # gradio_client for its probes: only when used
         args = argparse.Namespace(version=release.version, standby=release.standby, primary=release.primary,
                                   standby_link=release.standby_link, link=release.link, token=token,
                                   watch_s=release.watch_s, timeout_s=release.timeout_s, probes_file=self.probes_file)

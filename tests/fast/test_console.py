@@ -35,7 +35,7 @@ from ops.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
 from ops.common.net import free_port
 from ops.metrics import Metrics
 from ops.readiness import ServiceStats
-from ops.store import ModelStore
+from ops.store.versions import ModelStore
 from tests.conftest import ARTIFACTS, REPO, LiveApp
 from tests.fast.test_browser import ARGS, CHROMIUM, browser_page
 

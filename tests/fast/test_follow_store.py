@@ -13,7 +13,7 @@ from engine.errors import ModelUnavailable
 from engine.tasks import load_tasks
 from ops.readiness import RecoveryCause, State
 from ops.service import ModelService
-from ops.store import ModelSource, ModelStore
+from ops.store.versions import ModelSource, ModelStore
 from ops.watchdog import Watchdog, WatchdogConfig, load_probes
 from tests.fakes import FakeWorker, wait_for
 from tests.fast.test_store import tamper

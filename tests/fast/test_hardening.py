@@ -21,7 +21,7 @@ from ops.health import add_health_routes, redact_paths
 from ops.limits import LimitExceeded, RequestLimits
 from ops.readiness import RecoveryCause
 from ops.service import ModelService
-from ops.store import ModelStore
+from ops.store.versions import ModelStore
 from tests.conftest import REPO
 from tests.fakes import FakeWorker, wait_for
 

@@ -64,7 +64,7 @@ def test_the_web_side_modules_load_no_model_code():
 def test_the_console_loads_no_model_code():
     """``python -m ops.console`` (no torch, no model): its modules and the gray release it runs."""
     modules = ("ops.console, ops.console.__main__, ops.console.promtext, ops.console.alerts, ops.console.poller, "
-               "ops.console.actions, ops.console.page, ops.gray")
+               "ops.console.actions, ops.console.page, ops.store.gray")
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from ops.store import MANIFEST, files_fingerprint, full_check
+from ops.store.manifest import MANIFEST, files_fingerprint, full_check
 
 __all__ = ["IntegrityMonitor", "Integrity"]
 

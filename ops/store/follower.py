@@ -18,24 +18,32 @@ asks of the store:
 - ``replacement``: where to go when the serving version is found damaged, by
   the same rule.
 
-Pure file work through ``ops.store``: no torch.
+Pure file work through ``ops.store.versions``: no torch.
 """
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 from loguru import logger
 
 from engine.errors import ModelDamaged, ModelNotFound, ModelUnavailable, SelfTestFailed
-from ops.readiness import RollbackCause
-from ops.store import ModelSource
+from ops.store.versions import ModelSource
 
-__all__ = ["StoreFollower", "rollback_cause", "VERSION_FAULTS"]
+__all__ = ["StoreFollower", "RollbackCause", "rollback_cause", "VERSION_FAULTS"]
 
 # Failures that are the version's, not the moment's: its files are gone, broken or damaged, or it
 # answers wrongly. Anything else (a timeout, a worker killed while loading) may pass if tried again.
 VERSION_FAULTS = (ModelNotFound, ModelDamaged, SelfTestFailed)
+
+
+class RollbackCause(str, Enum):
+    """Why a version was rolled back (the ``cause`` label of ``allinone_rollbacks_total``)."""
+
+    LOAD_FAILED = "load_failed"
+    SELF_TEST = "self_test"
+    DAMAGED = "damaged"
 
 
 def rollback_cause(error: BaseException) -> RollbackCause:

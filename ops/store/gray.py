@@ -32,7 +32,7 @@ import httpx
 from loguru import logger
 
 from engine.errors import ModelInstallError
-from ops.store import ModelStore
+from ops.store.versions import ModelStore
 from ops.watchdog import DEFAULT_PROBES_FILE, Probes, load_probes
 
 __all__ = ["gray_release"]
