@@ -1,7 +1,7 @@
 """Operator actions, behind a bearer token: over HTTP and from the Status tab.
 
 ``POST /admin/reload`` reloads the active model version beside the one
-serving (see ``ops.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
+serving (see ``ops.serving.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
 ``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
 change the tasks defined at run time (``ops.runtime_tasks``; the body is the
 task's table as JSON, the fields of ``engine/tasks.toml``); ``GET`` one, ``PUT .../examples`` and
@@ -37,7 +37,7 @@ from starlette.concurrency import run_in_threadpool
 from engine.errors import AllInOneError, ConfigError, InvalidInput, ModelUnavailable
 from engine.types import Fault
 from ops.runtime_tasks import RuntimeTasks, TaskConflict, TaskNotFound
-from ops.service import ModelService
+from ops.serving.service import ModelService
 from ops.teach import FitBusy, Teacher
 from ops.teach_examples import ExamplesTooLarge
 

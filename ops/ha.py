@@ -48,7 +48,7 @@ from loguru import logger
 from engine.errors import ConfigError
 from ops.common.net import free_port
 from ops.common.paths import REPO_ROOT
-from ops.config import ENV_PREFIX, build_parser, load_config
+from ops.serving.config import ENV_PREFIX, build_parser, load_config
 
 __all__ = ["HaDemo", "Instance", "InstanceFailed", "ProgramState", "ProgramStatus", "app_environment",
            "failover_drill", "Attempt", "SteadyTraffic", "main"]

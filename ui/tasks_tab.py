@@ -25,7 +25,7 @@ from ui.validation import attach_validator, limit_validator, no_check
 from ui.viewer import viewer_of
 
 if TYPE_CHECKING:
-    from ops.limits import RequestLimits
+    from ops.serving.limits import RequestLimits
 
 __all__ = ["build_tasks_tab"]
 

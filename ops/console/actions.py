@@ -142,7 +142,7 @@ class ConsoleActions:
     log: ActionLog = field(default_factory=ActionLog)
     admin_token: str | None = field(default=None, repr=False)
     store: ModelStore | None = None
-    probes_file: Path | None = None  # the known-answer probes a gray release sends (default ops/probes.toml)
+    probes_file: Path | None = None  # the known-answer probes a gray release sends (default ops/serving/probes.toml)
     client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10.0))
     gray: Callable[[ModelStore, argparse.Namespace], int] | None = None  # default ops.store.gray.gray_release
     throttle: WrongTokenThrottle = field(default_factory=WrongTokenThrottle)

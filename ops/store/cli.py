@@ -184,7 +184,7 @@ def _add_gray_parser(sub) -> None:
                    help="admin token of both instances (default $ALLINONE_ADMIN_TOKEN), to reload at once")
     p.add_argument("--watch-s", type=float, default=20.0, help="how long to watch each instance on the new version")
     p.add_argument("--timeout-s", type=float, default=300.0, help="how long an instance may take to switch")
-    p.add_argument("--probes-file", type=Path, help="known-answer probes to send (default ops/probes.toml)")
+    p.add_argument("--probes-file", type=Path, help="known-answer probes to send (default ops/serving/probes.toml)")
 
 
 def _parser() -> argparse.ArgumentParser:

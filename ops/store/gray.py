@@ -33,7 +33,7 @@ from loguru import logger
 
 from engine.errors import ModelInstallError
 from ops.store.versions import ModelStore
-from ops.watchdog import DEFAULT_PROBES_FILE, Probes, load_probes
+from ops.serving.watchdog import DEFAULT_PROBES_FILE, Probes, load_probes
 
 __all__ = ["gray_release"]
 

@@ -33,8 +33,8 @@ from ops.console.alerts import (
 from ops.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
 from ops.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
 from ops.common.net import free_port
-from ops.metrics import Metrics
-from ops.readiness import ServiceStats
+from ops.serving.metrics import Metrics
+from ops.serving.readiness import ServiceStats
 from ops.store.versions import ModelStore
 from tests.conftest import ARTIFACTS, REPO, LiveApp
 from tests.fast.test_browser import ARGS, CHROMIUM, browser_page
@@ -46,7 +46,7 @@ TOKEN = "console-test-token"
 
 
 def app_metrics(worker_rss: float = 300 * 2**20, stats: ServiceStats | None = None) -> Metrics:
-    """The app's own exporter (ops.metrics), so the names the console reads are the ones it exports."""
+    """The app's own exporter (ops.serving.metrics), so the names the console reads are the ones it exports."""
     return Metrics(state=lambda: "ready", queue_depth=lambda: 0, worker_rss=lambda: worker_rss,
                    stats=lambda: stats)
 
@@ -149,7 +149,7 @@ def test_the_console_applies_the_thresholds_and_error_outcomes_of_alerts_yml():
         assert float(re.search(r">\s*([0-9.]+)\s*$", expr).group(1)) == rule.above, rule.name
     # An outcome is an error exactly when Prometheus' (fully anchored) outcome!~ matcher keeps it.
     not_errors = re.search(r'outcome!~"([^"]+)"', _rule_expr(AlertName.HIGH_ERROR_RATIO.value)).group(1)
-    from ops.metrics import _OUTCOMES
+    from ops.serving.metrics import _OUTCOMES
 
     outcomes = {"ok", "cancelled", "error", "internal_error", *(name for _, name in _OUTCOMES)}
     for outcome in outcomes:

@@ -16,11 +16,11 @@ from engine.errors import InferenceFailed, InvalidInput, InvalidOutput
 from engine.tasks import load_tasks
 from engine.types import ChatRequest, ClassifyRequest
 from ops.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes
-from ops.body_limit import BodyLimit
-from ops.health import add_health_routes, redact_paths
-from ops.limits import LimitExceeded, RequestLimits
-from ops.readiness import RecoveryCause
-from ops.service import ModelService
+from ops.serving.body_limit import BodyLimit
+from ops.serving.health import add_health_routes, redact_paths
+from ops.serving.limits import LimitExceeded, RequestLimits
+from ops.serving.readiness import RecoveryCause
+from ops.serving.service import ModelService
 from ops.store.versions import ModelStore
 from tests.conftest import REPO
 from tests.fakes import FakeWorker, wait_for
@@ -197,7 +197,7 @@ def test_the_admin_routes_answer_429_with_retry_after():
 
 def test_the_admin_token_from_a_file_or_the_environment_and_a_warning_for_the_command_line(tmp_path):
     from engine.errors import ConfigError
-    from ops.config import load_config
+    from ops.serving.config import load_config
 
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")

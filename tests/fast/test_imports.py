@@ -48,14 +48,14 @@ def test_the_scheduler_side_of_the_backend_seam_is_torch_free():
 
 
 def test_importing_the_app_loads_no_model_code():
-    code = "import sys, app, ui.demo, ops.lifecycle, ops.models, ops.heads; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,)
+    code = "import sys, app, ui.demo, ops.serving.lifecycle, ops.models, ops.heads; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,)
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_the_web_side_modules_load_no_model_code():
     """Everything the web process imports to start and talk to a worker stays torch-free."""
-    modules = "ops.service, ops.worker_process, ops.supervisor, ops.watchdog, ops.metrics, ops.admin, engine.worker"
+    modules = "ops.serving.service, ops.serving.worker_process, ops.serving.supervisor, ops.serving.watchdog, ops.serving.metrics, ops.admin, engine.worker"
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

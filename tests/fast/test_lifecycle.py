@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from engine.errors import ModelNotFound, ModelUnavailable
 from engine.tasks import load_tasks
-from ops.health import add_health_routes
-from ops.readiness import State
-from ops.service import ModelService
+from ops.serving.health import add_health_routes
+from ops.serving.readiness import State
+from ops.serving.service import ModelService
 from tests.fakes import FakeWorker, wait_for
 
 
@@ -220,8 +220,8 @@ def test_a_worker_that_hangs_while_its_replacement_loads_is_taken_out_at_once(re
     and the replacement comes into service; if the replacement fails, a load follows."""
     import threading
 
-    from ops.readiness import RecoveryCause
-    from ops.watchdog import WatchdogConfig, Watchdog, load_probes
+    from ops.serving.readiness import RecoveryCause
+    from ops.serving.watchdog import WatchdogConfig, Watchdog, load_probes
 
     release = threading.Event()
     started: list[FakeWorker] = []

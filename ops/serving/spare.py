@@ -1,7 +1,7 @@
 """The warm spare (``--spare-worker``, off by default): a second worker, loaded and self-tested, held ready.
 
 A recovery then switches to it in about a second instead of loading a model
-(``ops.lifecycle``), and a fresh spare warms up behind it. It costs a second
+(``ops.serving.lifecycle``), and a fresh spare warms up behind it. It costs a second
 copy of the worker's memory, and the CPU of one more load after every switch.
 ``refill(version)`` warms a spare in the background, ``take(version)`` hands
 the parked one over, ``discard()`` ends it (a hot swap frees its memory for the
@@ -18,7 +18,7 @@ from typing import Callable
 
 from loguru import logger
 
-from ops.supervisor import WorkerHandle
+from ops.serving.supervisor import WorkerHandle
 
 __all__ = ["WarmSpare", "RETRY_AFTER_S"]
 

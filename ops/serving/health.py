@@ -4,7 +4,7 @@
 recovering). ``GET /ready``: 200 only when a model is loaded and its last
 self-test passed, and the UI and API are served, else 503; the body always
 says why. Both read the service's snapshot and never wait for the model.
-The early app (``ops.staged_app``) adds them with ``ui_served=False``: until
+The early app (``ops.serving.staged_app``) adds them with ``ui_served=False``: until
 the full app takes over, a ready model still answers 503, "the web UI is
 starting". On a non-loopback address (``hide_paths``) the reasons name no
 filesystem path (``/srv/models/current`` reads ``…/current``) unless the
@@ -19,7 +19,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ops.service import ModelService
+from ops.serving.service import ModelService
 
 __all__ = ["add_health_routes"]
 

@@ -8,7 +8,7 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
   ``hang_limit_s``: its loop not turning (read from shared memory, so it shows
   even when the worker cannot answer) *and* its process using no CPU (a slow
   step on an overloaded machine computes, a hung or stopped one does not:
-  ``ops.worker_process.CpuProgress``), the worker's memory above
+  ``ops.serving.worker_process.CpuProgress``), the worker's memory above
   ``memory_limit_bytes``, the model's files changed on disk (size or mtime,
   compared with what was loaded; a store version's files are then hashed
   against its MANIFEST in the background), and the store link
@@ -16,14 +16,14 @@ One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
   samples the web and worker processes' memory into the Status tab's
   ``Timeline``.
 - ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
-  (``ops/probes.toml``) with a time limit, unless real traffic succeeded within
+  (``ops/serving/probes.toml``) with a time limit, unless real traffic succeeded within
   the interval; successful user requests are evidence of health, so the probe
   does not compete with users under load.
 
 A sick model calls ``recover(cause, reason)``: detect -> isolate
 (``recovering``, 503) -> recover (kill the worker, start a fresh one from the
 store) -> verify (the probes pass) -> re-admit. Recovery and replacement
-flows run in threads of their own (``ops.lifecycle``), so neither job is ever
+flows run in threads of their own (``ops.serving.lifecycle``), so neither job is ever
 held by one, and a worker that hangs while its replacement loads is taken out
 at once. A moved link calls ``reload``
 (the new version's worker starts beside the serving one, and is rolled back
@@ -49,8 +49,8 @@ from engine.errors import ConfigError, SelfTestFailed
 from engine.tasks import TaskRegistry
 from engine.types import GenerateOptions, Inference
 from ops.common.proc import process_rss_bytes
-from ops.history import Timeline
-from ops.readiness import HealthSnapshot, RecoveryCause
+from ops.serving.history import Timeline
+from ops.serving.readiness import HealthSnapshot, RecoveryCause
 
 __all__ = ["Probes", "LiveProbes", "load_probes", "WatchdogConfig", "Vitals", "Action", "Decision", "decide", "Watchdog",
            "WatchedService", "DEFAULT_PROBES_FILE"]
@@ -179,7 +179,7 @@ def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> Decision:
 
 
 class WatchedService(Inference, Protocol):
-    """What the watchdog reads and asks of the service (``ops.service.ModelService``)."""
+    """What the watchdog reads and asks of the service (``ops.serving.service.ModelService``)."""
 
     def snapshot(self) -> HealthSnapshot: ...
 

@@ -2,7 +2,7 @@
 
 ``ModelService`` puts the parts together (the worker supervisor, the
 readiness snapshot, the store follower, the integrity monitor and the
-``Lifecycle`` that runs their flows; see ``ops.lifecycle``) and is the one
+``Lifecycle`` that runs their flows; see ``ops.serving.lifecycle``) and is the one
 door to the model:
 
 - requests (``submit``, and ``classify``/``generate`` built on it) go to the
@@ -38,12 +38,12 @@ from engine.types import Fault, Inference, InferenceCalls, Reply, ReplyStream, R
 from ops.store.follower import StoreFollower
 from ops.store.integrity import IntegrityMonitor
 from ops.common.proc import free_memory_bytes
-from ops.lifecycle import Lifecycle, basic_self_test
-from ops.limits import RequestLimits
-from ops.readiness import HealthSnapshot, Readiness, RecoveryCause, State
-from ops.spare import WarmSpare
+from ops.serving.lifecycle import Lifecycle, basic_self_test
+from ops.serving.limits import RequestLimits
+from ops.serving.readiness import HealthSnapshot, Readiness, RecoveryCause, State
+from ops.serving.spare import WarmSpare
 from ops.store.versions import ModelSource
-from ops.supervisor import WorkerHandle, WorkerSupervisor
+from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
 
 __all__ = ["ModelService", "DiskCheck"]
 
@@ -75,7 +75,7 @@ class ModelService(InferenceCalls):
     ) -> None:
         """``start_worker(version_dir)`` starts a worker (the directory is None without a ``source``);
         ``ready_wait_s``: how long a request waits for a load or recovery under way; ``spare_worker``:
-        keep a warm spare worker for recoveries (``ops.spare``)."""
+        keep a warm spare worker for recoveries (``ops.serving.spare``)."""
         self.tasks = tasks
         self.limits = limits
         self._ready_wait_s = ready_wait_s

@@ -1,8 +1,8 @@
 """The model's lifecycle: load, reload, recover, roll back, restore.
 
 ``Lifecycle`` runs the flows over four parts, each with one job:
-``WorkerSupervisor`` (``ops.supervisor``: the worker processes),
-``Readiness`` (``ops.readiness``: the snapshot, events and totals),
+``WorkerSupervisor`` (``ops.serving.supervisor``: the worker processes),
+``Readiness`` (``ops.serving.readiness``: the snapshot, events and totals),
 ``StoreFollower`` (``ops.store.follower``: which version, rollbacks, refused
 versions) and ``IntegrityMonitor`` (``ops.store.integrity``: do the files still
 match). One flow runs at a time, in a background thread. No torch here: the
@@ -20,9 +20,9 @@ model lives in the worker process.
   back: the link points back to the version that served, which keeps (or goes
   back to) serving.
 - **Recover** (the watchdog found the model sick): isolate (``recovering``,
-  503; new requests wait for the new worker, see ``ops.service``), kill the
+  503; new requests wait for the new worker, see ``ops.serving.service``), kill the
   worker (SIGTERM, then SIGKILL: a hang, a leak or poisoned memory ends with
-  the process) while a fresh one starts (or the warm spare, ``ops.spare``,
+  the process) while a fresh one starts (or the warm spare, ``ops.serving.spare``,
   takes over), verify it with the probes, re-admit traffic. If a replacement
   is already loading (a reload, a switch, a restore), the sick worker is
   isolated and killed all the same, and that replacement is what comes into
@@ -31,7 +31,7 @@ model lives in the worker process.
 - **Restore** (the serving version's files no longer match their MANIFEST):
   go to a verified good version, loaded beside the copy in memory.
 
-``ops.service.ModelService`` puts these parts together for the app.
+``ops.serving.service.ModelService`` puts these parts together for the app.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ from engine.types import GenerateOptions, Inference
 from ops.common.proc import free_memory_bytes
 from ops.store.follower import VERSION_FAULTS, StoreFollower, rollback_cause
 from ops.store.integrity import IntegrityMonitor
-from ops.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
-from ops.spare import WarmSpare
+from ops.serving.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
+from ops.serving.spare import WarmSpare
 from ops.store.manifest import MANIFEST, quick_check, weights_bytes
-from ops.supervisor import WorkerHandle, WorkerSupervisor
+from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
 
 __all__ = ["Lifecycle", "basic_self_test"]
 
@@ -62,7 +62,7 @@ LOAD_MEMORY_FACTOR = 1.3
 
 def basic_self_test(engine: Inference) -> str:
     """A real tensor operation on every task: each must answer validly. Returns a summary;
-    raises ``SelfTestFailed``. (Known-answer probes are the watchdog's: ``ops.watchdog.Probes``.)"""
+    raises ``SelfTestFailed``. (Known-answer probes are the watchdog's: ``ops.serving.watchdog.Probes``.)"""
     parts = []
     for info in engine.task_infos():
         if info.kind == "classify":

@@ -5,7 +5,7 @@
 self-test), replaced whole under a lock so readers never wait; the
 ``EventLog`` the Status tab shows; and the running totals ``/metrics``
 exports (``ServiceStats``). It decides nothing: the lifecycle
-(``ops.lifecycle``) writes here, everyone else reads.
+(``ops.serving.lifecycle``) writes here, everyone else reads.
 
 Causes are enums, so metrics labels come from a fixed set and no decision
 reads the text of a message.
@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from enum import Enum
 
-from ops.history import EventLog
+from ops.serving.history import EventLog
 from ops.store.follower import RollbackCause
 
 __all__ = ["State", "RecoveryCause", "SwitchMode", "SelfTestResult", "HealthSnapshot",
@@ -68,7 +68,7 @@ class HealthSnapshot:
     consecutive_failures: int
     started_at: float
     worker_pid: int | None = None
-    spare_pid: int | None = None  # the warm spare worker's, parked and self-tested (``ops.spare``)
+    spare_pid: int | None = None  # the warm spare worker's, parked and self-tested (``ops.serving.spare``)
     precision: tuple[str, str] | None = None  # the serving weights' format, and why that one
     backend: tuple[str, str] | None = None  # the runtime serving them (torch, llamacpp), and why that one
     heads: dict[str, dict] = field(default_factory=dict)  # task -> its linear head's state (engine.heads)

@@ -6,7 +6,7 @@ a pure ASGI middleware, answers 413 with the limit named when the declared
 length is over ``--max-body-bytes``; otherwise it reads the body first (these
 bodies are small), stops at the limit with the same 413, and hands the app
 the body it read. Gradio's routes are left to Gradio: their inputs meet the
-request limits (``ops.limits``) at the queue.
+request limits (``ops.serving.limits``) at the queue.
 """
 
 from __future__ import annotations

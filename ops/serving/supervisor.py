@@ -8,7 +8,7 @@ until a new one is swapped in) and to end old ones: ``retire`` lets their
 open requests finish first, ``kill`` does not wait (a suspect worker: hung,
 leaking, wrong). The watchdog reads the serving worker's vitals here.
 
-``WorkerHandle`` is the contract: ``ops.worker_process.WorkerProcess`` in
+``WorkerHandle`` is the contract: ``ops.serving.worker_process.WorkerProcess`` in
 the app, small fakes in the tests.
 """
 

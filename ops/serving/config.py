@@ -57,7 +57,7 @@ class AppConfig:
     max_active_chats: int = 8
     max_waiting_chats: int = 16
     queue_max_size: int = 64
-    probes_file: Path | None = None  # default: ops/probes.toml
+    probes_file: Path | None = None  # default: ops/serving/probes.toml
     self_test_interval_s: float = 15.0
     hang_limit_s: float = 10.0
     spare_worker: bool = False
@@ -122,7 +122,7 @@ _HELP = {
     "max_active_chats": "chats decoded together, one batch per token (more wait in line)",
     "max_waiting_chats": "chats that may wait for a slot before new ones get 'busy'",
     "queue_max_size": "Gradio queue size; past it users get 'busy, try again shortly'",
-    "probes_file": "known-answer self-test probes (TOML); default ops/probes.toml",
+    "probes_file": "known-answer self-test probes (TOML); default ops/serving/probes.toml",
     "self_test_interval_s": "seconds between watchdog self-tests (skipped while real traffic succeeds)",
     "hang_limit_s": "the worker's loop silent longer than this is a hang: its process is replaced",
     "spare_worker": "keep a second worker loaded and self-tested, so a recovery is a switch to it in about a "

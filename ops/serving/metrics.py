@@ -3,7 +3,7 @@
 ``InstrumentedInference`` wraps the service the UI talks to, so every request
 (browser or API) is counted once, by task and outcome, with its latency and,
 for chats, its generated tokens; and logged once to ``access.log`` and
-``perf.log`` (see ``ops.logs``). State, queue depth and memory are read when
+``perf.log`` (see ``ops.serving.logs``). State, queue depth and memory are read when
 Prometheus scrapes: ``process_*`` is the web process,
 ``allinone_worker_resident_memory_bytes`` the model's worker process, and
 ``allinone_memory_limit_bytes`` the most memory the two may use together
@@ -38,8 +38,8 @@ from engine.errors import (
 )
 from engine.types import ChatRequest, ClassifyRequest, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
 from ops.common.proc import process_rss_bytes
-from ops.history import Timeline
-from ops.logs import access_logger, perf_logger
+from ops.serving.history import Timeline
+from ops.serving.logs import access_logger, perf_logger
 
 __all__ = ["Metrics", "InstrumentedInference", "add_metrics_route", "outcome_of", "memory_limit_bytes"]
 

@@ -8,7 +8,7 @@ classification and each line's characters. Every refusal is a
 long: 400 messages, the limit is 64." Text that is not valid Unicode (a lone
 surrogate, which JSON can carry but UTF-8 cannot) is refused here too, before
 it reaches the tokenizer or the logs. The limits are flags with ``ALLINONE_``
-variables (``ops.config``); the defaults suit a 512-token context, where
+variables (``ops.serving.config``); the defaults suit a 512-token context, where
 older turns are dropped to fit anyway. ``ModelService.submit`` checks every
 request here, whatever its door; the Gradio API endpoints check again before
 Gradio's own queue (``ui``), and the chat tab sends only the history that fits.
