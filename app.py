@@ -30,7 +30,7 @@ from ops.serving.history import Timeline
 from ops.serving.limits import RequestLimits
 from ops.serving.service import ModelService
 from ops.store.versions import ModelSource
-from ops.runtime_tasks import RuntimeTasks
+from ops.api.runtime_tasks import RuntimeTasks
 from ops.serving.watchdog import DEFAULT_PROBES_FILE, LiveProbes, Watchdog, WatchdogConfig, load_probes
 from ops.serving.worker_process import WorkerProcess
 
@@ -68,7 +68,7 @@ class WebParts:
 
     def __init__(self, config: AppConfig, service: ModelService, timeline: Timeline,
                  runtime_tasks: RuntimeTasks | None = None) -> None:
-        from ops.admin import AdminActions
+        from ops.api.admin import AdminActions
         from ops.serving.metrics import InstrumentedInference, Metrics
 
         self.config, self.service, self.timeline = config, service, timeline
@@ -81,9 +81,9 @@ class WebParts:
                                                worker_rss=service.worker_rss_bytes)
 
     def api_keys(self):
-        """Who may call /v1 (``ops.openai_api``): the API key when there is one; open on a local host;
+        """Who may call /v1 (``ops.api.openai_api``): the API key when there is one; open on a local host;
         off on a network host whose UI asks for a password but which has no key."""
-        from ops.openai_api import ApiKeys
+        from ops.api.openai_api import ApiKeys
 
         config = self.config
         if config.api_key is None and config.host not in LOCAL_HOSTS and config.auth:
@@ -95,7 +95,7 @@ class WebParts:
         """A FastAPI app with the health, metrics and admin routes."""
         from fastapi import FastAPI
 
-        from ops.admin import add_admin_routes
+        from ops.api.admin import add_admin_routes
         from ops.serving.body_limit import BodyLimit
         from ops.serving.health import add_health_routes
         from ops.serving.metrics import add_metrics_route
@@ -107,7 +107,7 @@ class WebParts:
         add_metrics_route(app, self.metrics)
         add_admin_routes(app, self.admin)
         if ui_served:
-            from ops.openai_api import add_openai_routes
+            from ops.api.openai_api import add_openai_routes
 
             add_openai_routes(app, self.inference, self.api_keys())
         return app

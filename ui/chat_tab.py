@@ -2,7 +2,7 @@
 
 The tab is a ``gr.ChatInterface``: streaming, Stop and Clear come with it, and the history lives in
 the browser session. A task selector under it lists every generate task, those added at run time too
-(``ops.runtime_tasks``), read again when the page loads and when the tab is opened; the examples sit
+(``ops.api.runtime_tasks``), read again when the page loads and when the tab is opened; the examples sit
 in the chat box and run on the selected task. The API endpoint ``/<task>`` takes ``message`` and an
 optional ``history`` of ``{"role", "content"}`` and streams the reply text when submitted as a job.
 """

@@ -41,7 +41,7 @@ class StatusSource:
 
 
 class Drills(Protocol):
-    """What the drill panel calls (``ops.admin.AdminActions``); errors carry a ``message``."""
+    """What the drill panel calls (``ops.api.admin.AdminActions``); errors carry a ``message``."""
 
     enabled: bool
     fault_kinds: tuple[str, ...]

@@ -31,7 +31,7 @@ import httpx
 from loguru import logger
 
 from engine.errors import AllInOneError
-from ops.admin import AdminDenied, WrongTokenThrottle
+from ops.api.admin import AdminDenied, WrongTokenThrottle
 from ops.store.versions import ModelStore
 
 __all__ = ["ActionKind", "ActionStatus", "ActionRecord", "ActionLog", "ActionRefused", "ConsoleActions",
@@ -250,7 +250,7 @@ class ConsoleActions:
             raise ActionRefused(f"{node!r} is not one of this console's nodes.")
 
     def _authorize(self, token: str | None, client: str) -> None:
-        """The nodes' rule (``ops.admin``), against the console's own copy of the token."""
+        """The nodes' rule (``ops.api.admin``), against the console's own copy of the token."""
         wait = self.throttle.blocked_for(client)
         if wait > 0:
             raise AdminDenied(429, f"Too many wrong admin tokens from {client}; try again in {wait:.0f} s.")

@@ -119,7 +119,7 @@ class ModelService(InferenceCalls):
         return self.lifecycle.replace_damaged(reason)
 
     def update_tasks(self, tasks: TaskRegistry) -> None:
-        """Serve ``tasks`` (``ops.runtime_tasks``). The serving worker applies them first, and its refusal
+        """Serve ``tasks`` (``ops.api.runtime_tasks``). The serving worker applies them first, and its refusal
         leaves the old ones serving; a worker started later gets them in its spec."""
         worker = self.supervisor.serving
         if worker is not None:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from engine.errors import InferenceFailed, InvalidInput, InvalidOutput
 from engine.tasks import load_tasks
 from engine.types import ChatRequest, ClassifyRequest
-from ops.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes
+from ops.api.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes
 from ops.serving.body_limit import BodyLimit
 from ops.serving.health import add_health_routes, redact_paths
 from ops.serving.limits import LimitExceeded, RequestLimits

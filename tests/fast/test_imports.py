@@ -55,7 +55,7 @@ def test_importing_the_app_loads_no_model_code():
 
 def test_the_web_side_modules_load_no_model_code():
     """Everything the web process imports to start and talk to a worker stays torch-free."""
-    modules = "ops.serving.service, ops.serving.worker_process, ops.serving.supervisor, ops.serving.watchdog, ops.serving.metrics, ops.admin, engine.worker"
+    modules = "ops.serving.service, ops.serving.worker_process, ops.serving.supervisor, ops.serving.watchdog, ops.serving.metrics, ops.api.admin, engine.worker"
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout

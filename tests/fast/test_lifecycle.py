@@ -97,7 +97,7 @@ def test_loading_state_answers_503_at_once():
 
 
 def admin_client(service, token):
-    from ops.admin import AdminActions, add_admin_routes
+    from ops.api.admin import AdminActions, add_admin_routes
 
     app = FastAPI()
     add_admin_routes(app, AdminActions(service, token))

@@ -6,7 +6,7 @@ import pytest
 
 from engine.errors import ModelNotFound
 from engine.tasks import load_tasks
-from ops.admin import AdminActions, AdminDenied
+from ops.api.admin import AdminActions, AdminDenied
 from ops.serving.history import EventLog, Timeline
 from ops.serving.readiness import RecoveryCause
 from ops.serving.service import ModelService

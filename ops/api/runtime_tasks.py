@@ -139,7 +139,7 @@ class RuntimeTasks:
             return taught
 
     def refresh(self, apply: Callable[[TaskRegistry], None]) -> None:
-        """Hand the served registry to the worker again: it looks for heads fitted since (``ops.teach``)."""
+        """Hand the served registry to the worker again: it looks for heads fitted since (``ops.api.teach``)."""
         with self._lock:
             apply(self._registry)
 

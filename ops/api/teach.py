@@ -29,9 +29,9 @@ from engine.tasks import ClassifyTask
 from engine.teach import FeatureRequest, FeatureRows
 from engine.teach_fit import FEATURES_LAYER_PREFIX
 from ops.common.paths import REPO_ROOT
-from ops.runtime_tasks import NotAClassifyTask, RuntimeTasks, TaskNotFound
+from ops.api.runtime_tasks import NotAClassifyTask, RuntimeTasks, TaskNotFound
 from ops.serving.service import ModelService
-from ops.teach_examples import check_examples, examples_jsonl, parse_examples
+from ops.api.teach_examples import check_examples, examples_jsonl, parse_examples
 
 __all__ = ["FitBusy", "FitFailed", "FitStage", "NoExamples", "Teacher", "holdout_mask"]
 

@@ -3,9 +3,9 @@
 ``POST /admin/reload`` reloads the active model version beside the one
 serving (see ``ops.serving.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
 ``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
-change the tasks defined at run time (``ops.runtime_tasks``; the body is the
+change the tasks defined at run time (``ops.api.runtime_tasks``; the body is the
 task's table as JSON, the fields of ``engine/tasks.toml``); ``GET`` one, ``PUT .../examples`` and
-``POST .../fit`` (202) teach it by example (``ops.teach``). ``POST /admin/fault/{kind}`` runs a fault
+``POST .../fit`` (202) teach it by example (``ops.api.teach``). ``POST /admin/fault/{kind}`` runs a fault
 drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``slow``, ``error`` and
 ``exit`` hit the worker process, ``exit-app`` ends this web process) and
 exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
@@ -36,10 +36,10 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.errors import AllInOneError, ConfigError, InvalidInput, ModelUnavailable
 from engine.types import Fault
-from ops.runtime_tasks import RuntimeTasks, TaskConflict, TaskNotFound
+from ops.api.runtime_tasks import RuntimeTasks, TaskConflict, TaskNotFound
 from ops.serving.service import ModelService
-from ops.teach import FitBusy, Teacher
-from ops.teach_examples import ExamplesTooLarge
+from ops.api.teach import FitBusy, Teacher
+from ops.api.teach_examples import ExamplesTooLarge
 
 __all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "FAULT_KINDS", "WrongTokenThrottle"]
 
@@ -172,7 +172,7 @@ class AdminActions:
 
     def put_examples(self, name: str, body: bytes, content_type: str | None, token: str | None,
                      client: str = "unknown") -> dict:
-        """Teach a runtime classify task by example (``ops.teach``); the old examples stay on a refusal."""
+        """Teach a runtime classify task by example (``ops.api.teach``); the old examples stay on a refusal."""
         self.authorize(token, client)
         with _task_errors():
             answer = _needed(self.teacher).put_examples(name, body, content_type)
