@@ -125,7 +125,7 @@ class TorchBackend:
         return dict(self._heads)
 
     def scorer(self, task: str) -> LabelScorer:
-        """The task's label scorer (for fitting its head: ``ops.heads``)."""
+        """The task's label scorer (for fitting its head: ``ops.tools.heads``)."""
         return self._scorers[task]
 
     def encode(self, text: str) -> list[int]:

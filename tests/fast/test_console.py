@@ -1,4 +1,4 @@
-"""The console for a few nodes (ops/console): metrics maths, the alert rules kept in step with
+"""The console for a few nodes (ops/tools/console): metrics maths, the alert rules kept in step with
 alerts.yml, the bounded history, the poller, the actions, and the page in real Chromium against
 two live nodes and an address where nothing listens."""
 
@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from engine.errors import ConfigError, ModelInstallError
-from ops.console.actions import ActionKind, ActionLog, ActionStatus, ConsoleActions, GrayRelease
-from ops.console.alerts import (
+from ops.tools.console.actions import ActionKind, ActionLog, ActionStatus, ConsoleActions, GrayRelease
+from ops.tools.console.alerts import (
     DEFAULT_ALERTS_FILE,
     AlertName,
     AlertRulesError,
@@ -30,8 +30,8 @@ from ops.console.alerts import (
     AlertTracker,
     load_alert_rules,
 )
-from ops.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
-from ops.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
+from ops.tools.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
+from ops.tools.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
 from ops.common.net import free_port
 from ops.serving.metrics import Metrics
 from ops.serving.readiness import ServiceStats
@@ -423,8 +423,8 @@ def test_the_action_log_is_bounded():
 
 
 def test_the_table_escapes_what_nodes_send_and_survives_malformed_answers():
-    from ops.console.page import nodes_html
-    from ops.console.poller import ConsoleView, NodeView
+    from ops.tools.console.page import nodes_html
+    from ops.tools.console.poller import ConsoleView, NodeView
 
     odd = Sample(1000.0, Reach.ANSWERING, ready={"state": "ready", "model": "<script>x</script>", "uptime_s": "long",
                                                  "last_self_test": {"passed": True, "at": "noon", "detail": "<b>"}})
@@ -439,7 +439,7 @@ def test_the_table_escapes_what_nodes_send_and_survives_malformed_answers():
 
 
 def test_options_come_from_flags_or_the_environment_and_are_checked(tmp_path):
-    from ops.console.__main__ import load_console_config
+    from ops.tools.console.__main__ import load_console_config
 
     config = load_console_config(["--nodes", "http://a:1/, http://b:2,http://a:1"], environ={})
     assert config.nodes == ("http://a:1", "http://b:2") and config.port == 7870 and config.interval_s == 5.0

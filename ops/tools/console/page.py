@@ -16,9 +16,9 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from ops.console.actions import ActionRecord, ActionStatus, ConsoleActions, GrayRelease
-from ops.console.alerts import AlertName
-from ops.console.poller import ConsoleView, Sample
+from ops.tools.console.actions import ActionRecord, ActionStatus, ConsoleActions, GrayRelease
+from ops.tools.console.alerts import AlertName
+from ops.tools.console.poller import ConsoleView, Sample
 
 __all__ = ["build_console", "nodes_html", "actions_html", "series_frame"]
 

@@ -24,8 +24,8 @@ from typing import Callable, Mapping, Sequence
 import httpx
 from loguru import logger
 
-from ops.console.alerts import AlertRules, AlertStatus, AlertTracker, rule_values
-from ops.console.promtext import Increase, MetricsFormatError, MetricsReading, read_metrics
+from ops.tools.console.alerts import AlertRules, AlertStatus, AlertTracker, rule_values
+from ops.tools.console.promtext import Increase, MetricsFormatError, MetricsReading, read_metrics
 
 __all__ = ["Poller", "PollerConfig", "NodeHistory", "NodeStats", "Reach", "Sample", "NodeView", "ConsoleView"]
 

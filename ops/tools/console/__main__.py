@@ -119,7 +119,7 @@ def _admin_token(path: str | None, environ: Mapping[str, str]) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ops.console.alerts import DEFAULT_ALERTS_FILE, load_alert_rules
+    from ops.tools.console.alerts import DEFAULT_ALERTS_FILE, load_alert_rules
 
     try:
         config = load_console_config(argv)
@@ -127,9 +127,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from ops.console.actions import ConsoleActions
-    from ops.console.page import CSS, build_console
-    from ops.console.poller import Poller, PollerConfig
+    from ops.tools.console.actions import ConsoleActions
+    from ops.tools.console.page import CSS, build_console
+    from ops.tools.console.poller import Poller, PollerConfig
     from ops.store.versions import ModelStore
 
     poller = Poller(config.nodes, rules, PollerConfig(config.interval_s, config.timeout_s)).start()

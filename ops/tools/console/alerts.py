@@ -21,7 +21,7 @@ from typing import Callable, Mapping
 
 from engine.errors import ConfigError
 from ops.common.paths import REPO_ROOT
-from ops.console.promtext import Increase, MetricsReading
+from ops.tools.console.promtext import Increase, MetricsReading
 
 __all__ = ["AlertName", "AlertRule", "AlertRules", "AlertRulesError", "AlertState", "AlertStatus", "AlertTracker",
            "DEFAULT_ALERTS_FILE", "load_alert_rules", "parse_duration", "rule_values"]
@@ -121,7 +121,7 @@ def load_alert_rules(path: Path = DEFAULT_ALERTS_FILE) -> AlertRules:
         for needed in _SHAPES[name]:
             if needed not in expr:
                 raise AlertRulesError(f"{where}: its expression no longer contains {needed!r}; "
-                                      "update ops/console/alerts.py with it")
+                                      "update ops/tools/console/alerts.py with it")
         threshold = _THRESHOLD.search(expr)
         if threshold is None:
             raise AlertRulesError(f"{where}: its expression does not end in '> <number>'")
