@@ -55,7 +55,8 @@ _OPTIONS = {
     "admin_token_file": ("ALLINONE_ADMIN_TOKEN_FILE", "the nodes' admin token, first line of this file (or "
                                                       "ALLINONE_ADMIN_TOKEN): the console checks the token typed "
                                                       "in the page against it before it changes the store"),
-    "probes_file": ("ALLINONE_PROBES_FILE", "known-answer probes a gray release sends (default ops/serving/probes.toml)"),
+    "probes_file": ("ALLINONE_PROBES_FILE", "known-answer probes a gray release sends (default "
+                                            "ops/serving/probes.toml)"),
     "alerts_file": ("ALLINONE_CONSOLE_ALERTS_FILE", "Prometheus alert rules to apply (default "
                                                     "ops/deploy/prometheus/alerts.yml)"),
     "auth": ("ALLINONE_CONSOLE_AUTH", "user:password required to open the console"),
