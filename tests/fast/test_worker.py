@@ -164,7 +164,7 @@ def test_a_step_that_computes_past_max_step_s_is_a_hang_however_busy():
     loop silence its CPU use no longer counts as life."""
     import struct
 
-    from ops import worker_process
+    from ops.serving import worker_process
 
     class Computing:
         def last_seen(self, pid):
