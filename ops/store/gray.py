@@ -3,24 +3,8 @@
     python -m ops.models gray V --standby http://127.0.0.1:7861 --primary http://127.0.0.1:7860 \
         [--standby-link standby] [--link current] [--token T] [--watch-s 20]
 
-Both instances serve links of the same store: the primary ``models/current``,
-the standby ``models/standby`` (``python app.py --model-dir models/standby``).
-Steps, each of which must pass before the next:
-
-1. verify ``V`` (SHA-256 of every file);
-2. point the standby's link at ``V`` (and ask the standby to reload, with the
-   admin token; without one its watchdog notices within seconds), wait until
-   its ``/ready`` names ``V``, then watch it for ``--watch-s`` seconds:
-   ``/ready`` stays 200 on ``V`` and the known-answer probes pass through the
-   public API;
-3. the same on the primary.
-
-A failure stops the flow with the reason and a non-zero exit. An app that
-fails to load ``V`` or fails its self-test rolls its own link back; when
-the watch finds a problem after that, this script points the link back.
-If the primary fails, the standby is pointed back too, so both serve the old
-version. With the HA kit a load balancer drains each instance around its
-switch; here the apps' own hot swap keeps both serving throughout.
+Each step must pass before the next: verify ``V``, switch and watch the standby, then the primary; a
+failure stops the flow, points the links back and exits non-zero. The steps: ``docs/architecture.md``.
 """
 
 from __future__ import annotations

@@ -1,16 +1,8 @@
 """Is the serving model version still the one that was installed? The integrity monitor.
 
-Cheap checks on every vitals tick: a fingerprint of the serving directory's
-files (names, sizes, mtimes) compared with the one taken when the version
-started serving. Files that are gone (the directory deleted, a weight file
-removed) are damage at once. A directory with a MANIFEST (a store version)
-whose picture changed otherwise is hashed against its MANIFEST in a
-background thread at the lowest CPU priority (hashing 2.5 GB takes about 9 s
-here); its verdict is reported by a later check. A directory without a
-MANIFEST can only say "changed" (and is reloaded).
-A version is hashed once after it starts serving, unless these very files
-were hashed before (a recovery reloads the same files and skips it).
-Pure file work: no torch.
+A cheap fingerprint of the serving files on every vitals tick; a changed store version is hashed
+against its MANIFEST in a background thread at the lowest CPU priority, and its verdict reported by a
+later check. The rules: ``docs/architecture.md`` (The model store). Pure file work: no torch.
 """
 
 from __future__ import annotations
