@@ -95,13 +95,14 @@ class WebParts:
         """A FastAPI app with the health, metrics and admin routes."""
         from fastapi import FastAPI
 
-        from ops.api.admin import add_admin_routes
+        from ops.api.admin import add_admin_routes, body_limits
         from ops.serving.body_limit import BodyLimit
         from ops.serving.health import add_health_routes
         from ops.serving.metrics import add_metrics_route
 
         app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
-        app.add_middleware(BodyLimit, max_bytes=self.config.max_body_bytes)
+        app.add_middleware(BodyLimit, max_bytes=self.config.max_body_bytes,
+                           routes=body_limits(self.config.max_body_bytes))
         add_health_routes(app, self.service, ui_served, hide_paths=self.config.host not in LOCAL_HOSTS,
                           is_admin=self.admin.allows)
         add_metrics_route(app, self.metrics)

@@ -1,6 +1,7 @@
 """Classroom load: a simulated class through the real app, and batched decode vs one stream.
 
-    .venv/bin/python bench/class_load.py [--students 20] [--backend auto] [--skip-class] [--skip-decode]
+    .venv/bin/python bench/class_load.py [--students 20] [--backend auto] [--model-dir DIR] [--skip-class]
+                                         [--skip-decode]
 
 1. Decode scaling (in process, same run, same engine): the single-stream
    decode rate, then 8 chats at once; prints the aggregate rate and the ratio
@@ -21,6 +22,7 @@ import collections
 import json
 import threading
 import time
+from pathlib import Path
 
 import psutil
 
@@ -38,9 +40,10 @@ CHAT_PROMPTS = [
 ]
 
 
-def decode_scaling(new_tokens: int = 48, widths: tuple[int, ...] = (8, 16), backend: str = "auto") -> dict:
+def decode_scaling(new_tokens: int = 48, widths: tuple[int, ...] = (8, 16), backend: str = "auto",
+                   model_dir=None) -> dict:
     """Tokens/s of one chat alone vs ``width`` chats at once, excluding each chat's time to first token."""
-    engine = load_engine(backend=backend, max_new_tokens=new_tokens, max_active_chats=max(widths),
+    engine = load_engine(model_dir, backend=backend, max_new_tokens=new_tokens, max_active_chats=max(widths),
                          request_timeout_s=600)
     print(f"backend: {engine.backend.info.backend} ({engine.backend.info.backend_reason}), "
           f"{engine.backend.info.precision}", flush=True)
@@ -104,19 +107,21 @@ def error_kind(exc: BaseException) -> str:
     return f"other: {str(exc)[:80]}"
 
 
-def simulate_class(students: int, new_tokens: int, backend: str = "auto") -> dict:
+def simulate_class(students: int, new_tokens: int, backend: str = "auto", model_dir=None) -> dict:
     from gradio_client import Client
     from transformers import AutoTokenizer
 
     rss = PeakRss()
     proc, url, _ = start_app(["--max-new-tokens", str(new_tokens), "--log-dir", "/tmp/allinone-bench-logs",
-                              "--backend", backend], on_start=rss.watch)
+                              "--backend", backend, *(["--model-dir", str(model_dir)] if model_dir else [])],
+                             on_start=rss.watch)
     try:
         import httpx
 
         ready = httpx.get(url + "/ready").json()
         print(f"the app serves on {ready['backend']['name']} ({ready['backend']['reason']}), "
               f"{ready['precision']['format']}", flush=True)
+        # The default model's tokenizer counts the replies of any Qwen2.5 model (one vocabulary), GGUF-only too.
         tokenizer = AutoTokenizer.from_pretrained(REPO / "models" / "current")
         texts = load_texts(students * 5)
         clients = [Client(url, verbose=False) for _ in range(students)]  # one session each, made up front
@@ -196,12 +201,13 @@ def main() -> None:
     parser.add_argument("--skip-class", action="store_true")
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--backend", default="auto", help="auto, torch or llamacpp (as the app's --backend)")
+    parser.add_argument("--model-dir", type=Path, help="a model version (default: models/current)")
     args = parser.parse_args()
     header("classroom load")
     if not args.skip_decode:
-        decode_scaling(args.chat_tokens, backend=args.backend)
+        decode_scaling(args.chat_tokens, backend=args.backend, model_dir=args.model_dir)
     if not args.skip_class:
-        simulate_class(args.students, args.chat_tokens, args.backend)
+        simulate_class(args.students, args.chat_tokens, args.backend, args.model_dir)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""Write a classify task's examples file (``examples_file`` in engine/tasks.toml) from the TUNING parts
-of the shared sentiment files: the rows a linear head (engine.heads) is fitted on.
+"""Write the sentiment task's examples file (``examples_file`` in engine/tasks.toml) from the shared files.
 
-    python bench/head_examples.py [--files sst2,chnsenticorp,...] [--out engine/sentiment_examples.jsonl]
+    python bench/head_examples.py [--part tuning|all] [--files sst2,chnsenticorp,...] [--out FILE]
 
-Only the tuning part of each file (``bench/sentiment_split.py``) goes in, so the held-out parts stay
-unseen by the head, as by the prompt work. Rows are interleaved file by file so that no file's rows
-cluster, and the output is the same on every run. Then fit the head: ``python -m ops.heads fit``.
+``--part tuning`` writes the tuning parts (``bench/sentiment_split.py``): a head fitted on them can be
+scored on the held-out parts. The shipped head is fitted on ``all`` rows, once its layer was chosen
+on the tuning parts alone (``bench/head_layers.py``; docs/benchmarks.md). Rows are interleaved file by
+file, the same on every run. Then fit the head: ``python -m ops.heads fit [--layer K]``.
 """
 
 from __future__ import annotations
@@ -24,15 +24,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", default=",".join(FILES), help="files (names from bench/sentiment_split.FILES)")
     parser.add_argument("--out", type=Path, default=REPO / "engine" / "sentiment_examples.jsonl")
+    parser.add_argument("--part", choices=("tuning", "all"), default="all")
     args = parser.parse_args()
     parts = []
     for name in args.files.split(","):
         matches = [f for f in FILES if name in f]
         if len(matches) != 1:
             raise SystemExit(f"--files: {name!r} names {len(matches)} of {', '.join(FILES)}")
-        tuning, _ = split(load_rows(matches[0]))
-        parts.append(tuning)
-        print(f"{matches[0]}: {len(tuning)} tuning rows")
+        rows = load_rows(matches[0])
+        chosen = split(rows)[0] if args.part == "tuning" else rows
+        parts.append(chosen)
+        print(f"{matches[0]}: {len(chosen)} rows ({args.part})")
     rows = [row for group in zip_longest(*parts) for row in group if row is not None]
     with open(args.out, "w", encoding="utf-8") as out:
         for row in rows:

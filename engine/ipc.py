@@ -12,7 +12,8 @@ request within one worker's life.
                     (FAILED, error)                could not load; the process exits
                     (ACCEPTED, rid) | (REJECTED, rid, error)   admission, answered at once
                     (REPLY, rid, item)             a list of ClassifyResult or FeatureRows, a ChatUpdate, or an error
-                    (TASKS_DONE, rid, error|None)  the task change applied, or why not (old tasks kept)
+                    (TASKS_DONE, rid, error|None, heads|None)  the task change applied, with the heads' states
+                                                   it left (as WorkerInfo.heads), or why not (old tasks kept)
                     (LOG, level, text)             a log record, written by the web process's logger
 
 Errors cross as ``AllInOneError`` instances (they pickle by their message).

@@ -148,23 +148,28 @@ def _serve(conn, engine: Engine, backend: FaultyBackend, outbox: _Outbox) -> Non
             except AllInOneError as exc:
                 logger.error("worker: fault drill refused: {}", exc)
         elif op is Op.TASKS:  # answered from its own thread: the receiver must not wait for the model thread
-            threading.Thread(target=_update_tasks, args=(engine, message[1], message[2], outbox),
+            threading.Thread(target=_update_tasks, args=(engine, backend, message[1], message[2], outbox),
                              name="task-update", daemon=True).start()
         elif op is Op.STOP:
             engine.close()
             return
 
 
-def _update_tasks(engine: Engine, rid: int, tasks, outbox: _Outbox) -> None:
+def _head_states(backend: FaultyBackend) -> dict[str, dict]:
+    """Per classify task with examples, its head's state (``WorkerInfo.heads``)."""
+    return {task: state.to_api() for task, state in backend.head_states().items() if state.status != HeadStatus.NONE}
+
+
+def _update_tasks(engine: Engine, backend: FaultyBackend, rid: int, tasks, outbox: _Outbox) -> None:
     try:
         engine.update_tasks(tasks)
     except AllInOneError as exc:
-        outbox.send((Op.TASKS_DONE, rid, exc))
+        outbox.send((Op.TASKS_DONE, rid, exc, None))
     except Exception as exc:  # a bug: logged here, answered generically
         logger.opt(exception=exc).error("worker: the task change failed")
-        outbox.send((Op.TASKS_DONE, rid, InferenceFailed("The task change failed.")))
-    else:
-        outbox.send((Op.TASKS_DONE, rid, None))
+        outbox.send((Op.TASKS_DONE, rid, InferenceFailed("The task change failed."), None))
+    else:  # the heads as the new tasks found them: one fitted since (ops.api.teach), or gone stale
+        outbox.send((Op.TASKS_DONE, rid, None, _head_states(backend)))
 
 
 def run(conn, spec: WorkerSpec, beat) -> None:
@@ -183,9 +188,9 @@ def run(conn, spec: WorkerSpec, beat) -> None:
         outbox.close()
         return
     info = backend.info
-    heads = {task: state.to_api() for task, state in backend.head_states().items() if state.status != HeadStatus.NONE}
     outbox.send((Op.READY, WorkerInfo(info.label, info.path, info.precision, info.precision_reason, info.device,
-                                      info.load_seconds, os.getpid(), heads, info.backend, info.backend_reason)))
+                                      info.load_seconds, os.getpid(), _head_states(backend), info.backend,
+                                      info.backend_reason)))
     try:
         _serve(conn, engine, backend, outbox)
     finally:

@@ -33,7 +33,7 @@ from engine.teach import read_features
 
 __all__ = ["DEFAULT_L2", "FittedCandidates", "LinearHead", "candidate_features", "candidate_layers", "choose_layer",
            "cross_validated_accuracy", "cross_validated_predictions", "fit_candidates", "fit_linear_head",
-           "fit_task_head"]
+           "fit_task_head", "head_from_features", "read_example_features"]
 
 DEFAULT_L2 = 1.0  # chosen by 5-fold cross-validation on the tuning parts (docs/benchmarks.md, "Linear head")
 MAX_ITERATIONS = 500
@@ -142,6 +142,22 @@ class LinearHead:
         return (x @ self.weight.T + self.bias).log_softmax(dim=-1).float()
 
 
+def read_example_features(scorer, texts: list[str], layers: list[int],
+                          progress: Callable[[int, int], None] = lambda done, total: None) -> dict[str, torch.Tensor]:
+    """Every candidate's features of ``texts`` (``candidate_features``), read ``FIT_BATCH`` at a time through
+    ``scorer``; ``progress(done, total)`` after each batch."""
+    hidden, logprobs, by_layer = [], [], {k: [] for k in layers}
+    for start in range(0, len(texts), FIT_BATCH):
+        rows = read_features(scorer, texts[start : start + FIT_BATCH], layers)
+        hidden.append(rows.hidden)
+        logprobs.append(rows.logprobs)
+        for k, values in rows.layers.items():
+            by_layer[k].append(values)
+        progress(min(start + FIT_BATCH, len(texts)), len(texts))
+    return candidate_features(np.concatenate(hidden), np.concatenate(logprobs),
+                              {k: np.concatenate(rows) for k, rows in by_layer.items()})
+
+
 def fit_task_head(scorer, task: ClassifyTask, info: BackendInfo, model_id: str, l2: float = DEFAULT_L2,
                   progress: Callable[[int, int], None] = lambda done, total: None,
                   layers: list[int] | None = None, tolerance: float = LAYER_TOLERANCE) -> HeadFile:
@@ -154,27 +170,25 @@ def fit_task_head(scorer, task: ClassifyTask, info: BackendInfo, model_id: str, 
     if source is None:
         raise ConfigError(f"Task {task.name!r} names no examples file: there is nothing to fit a head on.")
     layers = candidate_layers(info.blocks) if layers is None else layers
-    texts = [example.text for example in source.examples]
+    candidates = read_example_features(scorer, [example.text for example in source.examples], layers, progress)
+    return head_from_features(task, candidates, info.label, info.precision, model_id, l2, tolerance)
+
+
+def head_from_features(task: ClassifyTask, candidates: dict[str, torch.Tensor], model: str, precision: str,
+                       model_id: str, l2: float = DEFAULT_L2, tolerance: float = LAYER_TOLERANCE) -> HeadFile:
+    """The head of ``task`` from its examples' features (``read_example_features``, in the examples
+    file's order): the layer choice, the fit and the record of both."""
+    source = task.head_examples
     targets = torch.tensor([task.labels.index(example.label) for example in source.examples])
-    hidden, logprobs, by_layer = [], [], {k: [] for k in layers}
-    for start in range(0, len(texts), FIT_BATCH):
-        rows = read_features(scorer, texts[start : start + FIT_BATCH], layers)
-        hidden.append(rows.hidden)
-        logprobs.append(rows.logprobs)
-        for k, values in rows.layers.items():
-            by_layer[k].append(values)
-        progress(min(start + FIT_BATCH, len(texts)), len(texts))
-    fitted = fit_candidates(candidate_features(np.concatenate(hidden), np.concatenate(logprobs),
-                                               {k: np.concatenate(rows) for k, rows in by_layer.items()}),
-                            targets, len(task.labels), l2, tolerance)
+    fitted = fit_candidates(candidates, targets, len(task.labels), l2, tolerance)
     return HeadFile(
         task=task.name,
         task_sha256=task_fingerprint(task),
-        model=info.label,
+        model=model,
         model_id=model_id,
-        precision=info.precision,
+        precision=precision,
         labels=list(task.labels),
-        examples=len(texts),
+        examples=len(targets),
         l2=l2,
         tuning_accuracy=fitted.tuning_accuracy,
         cv_accuracy=fitted.cv[fitted.chosen],

@@ -5,7 +5,8 @@ serving (see ``ops.serving.lifecycle``). ``GET /admin/tasks`` lists the tasks, a
 ``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
 change the tasks defined at run time (``ops.api.runtime_tasks``; the body is the
 task's table as JSON, the fields of ``engine/tasks.toml``); ``GET`` one, ``PUT .../examples`` and
-``POST .../fit`` (202) teach it by example (``ops.api.teach``). ``POST /admin/fault/{kind}`` runs a fault
+``POST .../fit`` (202) teach it by example (``ops.api.teach``; the examples' body may be as large as
+``MAX_EXAMPLES_BYTES`` where ``--max-body-bytes`` is lower, ``body_limits``). ``POST /admin/fault/{kind}`` runs a fault
 drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``slow``, ``error`` and
 ``exit`` hit the worker process, ``exit-app`` ends this web process) and
 exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
@@ -36,12 +37,15 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.errors import AllInOneError, ConfigError, InvalidInput, ModelUnavailable
 from engine.types import Fault
+from ops.serving.body_limit import RouteLimit
 from ops.api.runtime_tasks import RuntimeTasks, TaskConflict, TaskNotFound
 from ops.serving.service import ModelService
 from ops.api.teach import FitBusy, Teacher
-from ops.api.teach_examples import ExamplesTooLarge
+from ops.api.teach_examples import MAX_EXAMPLES_BYTES, ExamplesTooLarge
 
-__all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "FAULT_KINDS", "WrongTokenThrottle"]
+__all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "body_limits", "FAULT_KINDS", "WrongTokenThrottle"]
+
+EXAMPLES_ROUTE = "/admin/tasks/{name}/examples"
 
 
 FAULT_KINDS = tuple(kind.value for kind in Fault)
@@ -203,6 +207,14 @@ class AdminActions:
         return {"injected": kind}
 
 
+def body_limits(max_body_bytes: int) -> tuple[RouteLimit, ...]:
+    """The admin routes whose body may be larger than ``--max-body-bytes`` (``ops.serving.body_limit.BodyLimit``): a
+    task's examples, up to ``MAX_EXAMPLES_BYTES`` (the route refuses more itself, where the flag allows more)."""
+    if max_body_bytes >= MAX_EXAMPLES_BYTES:
+        return ()
+    return (RouteLimit("PUT", EXAMPLES_ROUTE, MAX_EXAMPLES_BYTES, "a task's examples"),)
+
+
 def _needed(part):
     """The runtime tasks or their teacher, which a server without a data dir for them does not have."""
     if part is None:
@@ -280,7 +292,7 @@ def add_admin_routes(app: FastAPI, actions: AdminActions) -> None:
     def get_task(name: str, request: Request) -> JSONResponse:
         return run(actions.get_task, name, _bearer(request), client_address(request), status=200)
 
-    @app.put("/admin/tasks/{name}/examples", include_in_schema=False)
+    @app.put(EXAMPLES_ROUTE, include_in_schema=False)
     async def put_examples(name: str, request: Request) -> JSONResponse:
         body = await request.body()
         return await run_in_threadpool(run, actions.put_examples, name, body, request.headers.get("content-type"),

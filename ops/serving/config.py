@@ -115,7 +115,8 @@ _HELP = {
     "max_history_messages": "most chat history messages one request may carry",
     "max_history_chars": "most characters of chat history one request may carry",
     "max_lines": "most lines (texts) one classification request may carry",
-    "max_body_bytes": "largest request body on the app's own routes (/admin, and /v1 when there is one)",
+    "max_body_bytes": "largest request body on the app's own routes (/admin, and /v1 when there is one); "
+                      "a task's examples may be up to 2 MiB",
     "failures_before_reload": "failed requests in a row that make the model count as sick and be reloaded "
                               "(one failure is the request's; NaN/inf output reloads at once)",
     "max_batch": "classification batch size",

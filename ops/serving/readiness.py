@@ -147,6 +147,13 @@ class Readiness:
                     consecutive_failures=0, worker_pid=worker_pid, precision=precision, heads=heads or {},
                     backend=backend, degraded=None)
 
+    def set_heads(self, worker_pid: int | None, heads: dict[str, dict]) -> None:
+        """The heads' states after a task change on the worker ``worker_pid``, unless another serves by now."""
+        with self._lock:
+            if self._snapshot.worker_pid == worker_pid:
+                self._snapshot = replace(self._snapshot, heads=dict(heads))
+                self._changed.notify_all()
+
     def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
         result = SelfTestResult(passed, time.time(), round(duration_s, 3), detail)
         with self._lock:

@@ -124,6 +124,7 @@ class ModelService(InferenceCalls):
         worker = self.supervisor.serving
         if worker is not None:
             worker.update_tasks(tasks)
+            self.readiness.set_heads(worker.pid, worker.heads)  # /ready: a head fitted since answers now
         self.tasks = tasks
         if self.spare is not None and worker is not None:  # a spare with the old tasks would serve them
             self.spare.refill(worker.model_path, again=True)

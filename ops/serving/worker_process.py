@@ -80,6 +80,7 @@ class _Open:
     weight: int
     admitted: threading.Event = field(default_factory=threading.Event)
     refusal: BaseException | None = None
+    heads: dict[str, dict] | None = None  # a task change's answer: the heads' states it left
 
 
 class CpuProgress:
@@ -247,7 +248,8 @@ class WorkerProcess(InferenceCalls):
 
     @property
     def heads(self) -> dict[str, dict]:
-        """Per classify task with examples, its head's state on this model (``engine.heads``)."""
+        """Per classify task with examples, its head's state on this model (``engine.heads``), as of the load
+        or the last task change (a head fitted since, ``ops.api.teach``, or gone stale)."""
         return {} if self.info is None else dict(self.info.heads)
 
     def alive(self) -> bool:
@@ -337,6 +339,8 @@ class WorkerProcess(InferenceCalls):
         if entry.refusal is not None:
             raise entry.refusal
         self.spec = replace(self.spec, tasks=tasks)
+        if entry.heads is not None and self.info is not None:  # ``heads`` as the new tasks found them
+            self.info = replace(self.info, heads=entry.heads)
 
     def inject_fault(self, kind: Fault) -> None:
         """Forwarded to the worker (``exit`` ends it there; the engine applies the others)."""
@@ -376,11 +380,13 @@ class WorkerProcess(InferenceCalls):
                         del self._open[rid]  # answered in full
                 if entry is not None:
                     entry.sink.put(item)
-            elif op in (Op.ACCEPTED, Op.REJECTED, Op.TASKS_DONE):  # TASKS_DONE carries an error or None
+            elif op in (Op.ACCEPTED, Op.REJECTED, Op.TASKS_DONE):  # TASKS_DONE: an error or None, and the heads
                 with self._lock:
                     entry = self._open.get(message[1])
                 if entry is not None:
                     entry.refusal = None if op is Op.ACCEPTED else message[2]
+                    if op is Op.TASKS_DONE and len(message) > 3:
+                        entry.heads = message[3]
                     entry.admitted.set()
             elif op is Op.LOG:
                 self._log(*message[1:])

@@ -1,7 +1,7 @@
 """The linear heads' command line (``engine.heads``): fit a classify task's head, list their states.
 
     python -m ops.heads fit [--task T] [--model-dir DIR] [--tasks-file F] [--backend B] [--precision P] [--l2 X]
-                            [--last-layer]
+                            [--last-layer | --layer K]
     python -m ops.heads list [--model-dir DIR] [--tasks-file F]
 
 ``fit`` loads the model in this process on the backend ``--backend`` picks (the
@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from engine.errors import AllInOneError
-from engine.heads import find_head, model_identity
+from engine.heads import LAYER_TOLERANCE, find_head, model_identity
 from engine.tasks import DEFAULT_TASKS_FILE, ClassifyTask, load_tasks
 from ops.common.paths import REPO_ROOT
 
@@ -69,8 +69,14 @@ def _fit(args) -> int:
     for task in tasks:
         print(f"Fitting the head of {task.name!r} on {len(task.head_examples.examples)} examples "
               f"({task.head_examples.path.name}) with {backend.info.label}, {backend.info.precision}:", flush=True)
+        if args.layer is not None and not 0 < args.layer < backend.info.blocks:
+            raise SystemExit(f"--layer {args.layer}: {backend.info.label} has layers 1 .. {backend.info.blocks - 1}")
+        # --layer K: K and the last layer are cross-validated for the record, and K is kept whatever
+        # their scores (the shallower candidate within any tolerance: engine.heads.choose_layer).
+        layers, tolerance = ([], LAYER_TOLERANCE) if args.last_layer else (
+            ([args.layer], 1.0) if args.layer is not None else (None, LAYER_TOLERANCE))
         head = fit_task_head(backend.scorer(task.name), task, backend.info, model_id, args.l2,
-                             _progress(task.name), layers=[] if args.last_layer else None)
+                             _progress(task.name), layers=layers, tolerance=tolerance)
         path = write_head(task, head)
         print("  cross-validated accuracy (5 folds) per layer: "
               + ", ".join(f"{name} {accuracy:.3f}" for name, accuracy in head.layer_cv.items()), flush=True)
@@ -103,8 +109,11 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--backend", default="auto", choices=("auto", "torch", "llamacpp"),
                            help="the runtime whose hidden states are read (default: what the app's auto serves)")
             p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "int8"))
-            p.add_argument("--last-layer", action="store_true",
-                           help="read the last layer and the label scores (no layer choice, no early exit)")
+            choice = p.add_mutually_exclusive_group()
+            choice.add_argument("--last-layer", action="store_true",
+                                help="read the last layer and the label scores (no layer choice, no early exit)")
+            choice.add_argument("--layer", type=int,
+                                help="read this layer, chosen beforehand (bench/head_layers.py), not by this fit")
             p.add_argument("--l2", type=float, default=DEFAULT_L2, help=f"L2 penalty (default {DEFAULT_L2})")
     args = parser.parse_args(argv)
     try:

@@ -116,3 +116,23 @@ def test_a_layer_head_answers_on_both_backends_and_prompt_mode_keeps_the_full_mo
             assert result.confidence == pytest.approx(expected.confidence, abs=tolerance)
     finally:
         engine.close()
+
+
+def test_the_command_line_fits_on_a_layer_chosen_beforehand_and_refuses_one_the_model_lacks(
+        tiny_model_dir, tmp_path, capsys):
+    """``python -m ops.heads fit --layer K`` keeps layer K (chosen on the tuning part by bench/head_layers.py)
+    whatever the cross-validation says; a layer the model does not have is refused, naming its range."""
+    from engine.heads import read_head
+    from ops.tools.heads import main
+
+    tasks_file = write_task(tmp_path / "cli")
+    common = ["fit", "--model-dir", str(tiny_model_dir), "--tasks-file", str(tasks_file), "--task", "topic",
+              "--backend", "torch", "--precision", "fp32", "--l2", str(TINY_L2)]
+    assert main([*common, "--layer", "1"]) == 0
+    head = read_head(next((tmp_path / "cli" / "heads").glob("topic@*.json")))
+    assert head.layer == 1 and set(head.layer_cv) == {LAST, "1"}
+    with pytest.raises(SystemExit, match="has layers 1 .. 1"):
+        main([*common, "--layer", "2"])
+    with pytest.raises(SystemExit):  # one or the other
+        main([*common, "--layer", "1", "--last-layer"])
+    assert "error" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from engine.errors import InferenceFailed, InvalidInput, InvalidOutput
 from engine.tasks import load_tasks
 from engine.types import ChatRequest, ClassifyRequest
-from ops.api.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes
+from ops.api.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes, body_limits
 from ops.serving.body_limit import BodyLimit
 from ops.serving.health import add_health_routes, redact_paths
 from ops.serving.limits import LimitExceeded, RequestLimits
@@ -246,6 +246,39 @@ def test_the_body_of_the_apps_own_routes_is_capped():
     assert chunked.status_code == 413
     assert client.post("/gradio_api/x", content=b"x" * 5000).json() == {"bytes": 5000}  # Gradio's own
 
+
+
+def test_a_tasks_examples_have_their_own_cap_of_2_mib_and_the_other_admin_routes_keep_theirs(tmp_path):
+    from ops.api.runtime_tasks import RuntimeTasks
+
+    service, _ = service_with()
+    try:
+        app = FastAPI()
+        app.add_middleware(BodyLimit, max_bytes=2**20, routes=body_limits(2**20))  # as app.py, at the default
+        add_admin_routes(app, AdminActions(service, "s3cret", tasks=RuntimeTasks(load_tasks(), tmp_path)))
+        client = TestClient(app, headers={"Authorization": "Bearer s3cret"})
+        topic = {"kind": "classify", "title": "Topic", "labels": ["food", "sport"], "instruction": "Food or sport?"}
+        assert client.put("/admin/tasks/topic", json=topic).status_code == 200
+        rows = [{"text": f"{i} " + "word " * 740, "label": ("food", "sport")[i % 2]} for i in range(400)]
+        body = "".join(json.dumps(row) + "\n" for row in rows).encode()
+        assert 1.4e6 < len(body) < 1.6e6
+        taught = client.put("/admin/tasks/topic/examples", content=body)  # past --max-body-bytes, within 2 MiB
+        assert taught.status_code == 200 and taught.json()["per_label"] == {"food": 200, "sport": 200}
+        checked = client.put("/admin/tasks/topic/examples", content=body.replace(b'"sport"', b'"music"'))
+        assert checked.status_code == 400 and "Label 'music' on line 2" in checked.json()["detail"]  # its own checks
+        for big in (b"x" * 3_000_000, iter([b"x" * 1_000_000] * 3)):  # declared, and chunked with no length
+            refused = client.put("/admin/tasks/topic/examples", content=big)
+            assert refused.status_code == 413
+            assert "the limit is 2097152 bytes (2 MiB, a task's examples)" in refused.json()["error"]["message"]
+        other = client.put("/admin/tasks/topic", content=json.dumps({**topic, "instruction": "x" * 1_500_000}))
+        assert other.status_code == 413
+        assert "the limit is 1048576 bytes (1 MiB, --max-body-bytes)" in other.json()["error"]["message"]
+        assert client.post("/admin/tasks/topic/examples", content=body).status_code == 413  # only its PUT
+        assert client.put("/admin/tasks/a/b/examples", content=body).status_code == 413  # one name, one segment
+    finally:
+        service.close()
+    assert body_limits(4 * 2**20) == ()  # a larger --max-body-bytes serves the route as it is; the route
+    #                                       refuses over 2 MiB itself (test_teach)
 
 @pytest.mark.parametrize("entry", ["../x", "/etc/passwd", "sub/../../x"])
 def test_a_manifest_naming_a_path_outside_its_version_is_refused_before_anything_is_read(tmp_path, entry):

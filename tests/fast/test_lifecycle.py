@@ -59,6 +59,29 @@ def test_becomes_ready_after_load_and_self_test():
         service.close()
 
 
+def test_ready_shows_the_heads_a_task_change_left_without_a_reload():
+    """A head fitted while the model serves (ops.api.teach) reaches the worker as a task change; the worker answers
+    with its heads' states, and /ready (the Status tab's source) shows them at once."""
+
+    class Teachable(FakeWorker):
+        heads = {"topic": {"status": "missing", "detail": "no head fitted for this model yet"}}
+
+        def update_tasks(self, tasks):
+            super().update_tasks(tasks)
+            self.heads = {"topic": {"status": "ready", "detail": "linear head fitted"}}
+
+    service = ModelService(load_tasks(), Teachable).start()
+    try:
+        assert service.wait_ready(5)
+        assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "missing"
+        service.update_tasks(load_tasks())
+        assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "ready"
+        service.readiness.set_heads(12345, {})  # the answer of a worker no longer serving is left out
+        assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "ready"
+    finally:
+        service.close()
+
+
 def test_a_model_that_fails_its_self_test_is_never_served():
     engines = []
 

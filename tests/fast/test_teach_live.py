@@ -33,6 +33,11 @@ def classify(app: LiveApp, task: str, texts: list[str]) -> list[dict]:
     return reply.json()["data"]
 
 
+def ready_heads(app: LiveApp) -> dict[str, str]:
+    """What /ready (and so the Status tab) says of each taught task's head."""
+    return {task: head["status"] for task, head in httpx.get(app.url + "/ready", timeout=60).json()["heads"].items()}
+
+
 @pytest.fixture()
 def teach_app(tiny_app_args, tmp_path, live_app):
     args = [*tiny_app_args, "--log-dir", str(tmp_path)]
@@ -55,7 +60,7 @@ def test_the_admin_routes_refuse_what_cannot_be_taught_naming_it(teach_app):
         ("topic/examples", "text,label\n" + "".join(f"{t},food\n" for t in FOOD), {}, 400, "sport has 0"),
         ("topic/examples", "", {}, 400, "empty"),
         ("topic/examples", "text,label\n\xff,food\n".encode("latin-1"), {}, 400, "not UTF-8"),
-        ("topic/examples", "x" * (2**20 + 1), {}, 413, "the limit is"),
+        ("topic/examples", "x" * (2 * 2**20 + 1), {}, 413, "the limit is 2097152 bytes (2 MiB"),
     ]
     for path, body, extra, status, fragment in cases:
         reply = call(app, "PUT", path, content=body, **extra)
@@ -75,6 +80,7 @@ def test_a_fit_runs_in_the_background_while_others_are_served_and_its_head_answe
     put = call(app, "PUT", "topic/examples", content=CSV, headers={"Content-Type": "text/csv"})
     assert put.status_code == 200 and put.json()["per_label"] == {"food": 10, "sport": 10}
     assert {row["mode"] for row in classify(app, "topic", FOOD[:2])} == {"prompt"}  # no head yet: it says so
+    assert ready_heads(app)["topic"] == "missing"  # the examples' task change reports its head
 
     answers, stop = [], threading.Event()
 
@@ -111,6 +117,7 @@ def test_a_fit_runs_in_the_background_while_others_are_served_and_its_head_answe
     assert [h["status"] for h in shown["heads"]] == ["ready"] and shown["heads"][0]["layer"] == result["layer"]
     taught = classify(app, "topic", FOOD[:2] + SPORT[:2])
     assert {row["mode"] for row in taught} == {"head"}  # picked up by the serving worker, no restart
+    assert ready_heads(app)["topic"] == "ready"  # and /ready says so at once, not at the next load
     app.stop()
 
     again = LiveApp(args, folder / "console-2.log", env={"ALLINONE_ADMIN_TOKEN": TOKEN})  # the same data dir
@@ -122,7 +129,9 @@ def test_a_fit_runs_in_the_background_while_others_are_served_and_its_head_answe
         assert call(again, "PUT", "topic/examples", content=CSV.replace("sushi rolls", "ramen")).status_code == 200
         assert {row["mode"] for row in classify(again, "topic", FOOD[:1])} == {"prompt"}
         assert [h["status"] for h in call(again, "GET", "topic").json()["heads"]] == ["stale"]
+        assert ready_heads(again)["topic"] == "stale"
         assert call(again, "DELETE", "topic").status_code == 200
+        assert "topic" not in ready_heads(again)
         assert not list((folder / "data" / "heads").glob("topic@*")) and not (folder / "data" / "examples"
                                                                                 / "topic.jsonl").exists()
     finally:

@@ -1,0 +1,93 @@
+"""Read every row of the shared sentiment files through one model once, and keep the head's features.
+
+    python bench/head_features.py [--backend auto|torch|llamacpp] [--model-dir DIR] [--out FILE.npz]
+
+Per row: the hidden state at the answer position after each candidate layer
+(``engine.heads.candidate_layers``), the last hidden state, and the prompt's
+label log-probabilities, read by the same passes that serve requests
+(``engine.teach.read_features``). Each row keeps its file and its side of the
+fixed split (``bench/sentiment_split.py``), so ``bench/head_layers.py`` can
+choose on the tuning part and report on the held-out part once, without
+reading the model again. Shows progress; one pass over 4,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import REPO, cpu_flags_line, header
+from sentiment_split import FILES, LABELS, load_rows, split
+
+FIT_BATCH = 16
+
+
+def labelled_rows() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(texts, label index, file index, tuning flag) over every row of the four files."""
+    texts, labels, files, tuning = [], [], [], []
+    for index, name in enumerate(FILES):
+        rows = load_rows(name)
+        tuning_texts = {r["text"] for r in split(rows)[0]}
+        for row in rows:
+            texts.append(row["text"])
+            labels.append(LABELS.index(row["label"]))
+            files.append(index)
+            tuning.append(row["text"] in tuning_texts)
+    return texts, np.array(labels), np.array(files), np.array(tuning)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="auto", choices=("auto", "torch", "llamacpp"))
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "current")
+    parser.add_argument("--out", type=Path, help="default: artifacts/head_features/<model>-<backend>.npz")
+    args = parser.parse_args()
+    from engine.backends import open_backend
+    from engine.heads import candidate_layers
+    from engine.tasks import load_tasks
+    from engine.teach import read_features
+
+    header("head features")
+    print(cpu_flags_line())
+    task = load_tasks().get("sentiment")
+    backend = open_backend(args.backend, args.model_dir, precision=args.precision)
+    backend.prepare([task], max_input_tokens=256)
+    info = backend.info
+    layers = candidate_layers(info.blocks)
+    texts, labels, files, tuning = labelled_rows()
+    print(f"{info.label} on {info.backend} ({info.precision}); {len(texts)} rows; layers {layers[0]}..{layers[-1]}",
+          flush=True)
+    scorer = backend.scorer(task.name)
+    by_layer = {k: [] for k in layers}
+    hidden, logprobs, truncated = [], [], []
+    started = shown = time.monotonic()
+    for start in range(0, len(texts), FIT_BATCH):
+        rows = read_features(scorer, texts[start: start + FIT_BATCH], layers)
+        hidden.append(rows.hidden)
+        logprobs.append(rows.logprobs)
+        truncated += rows.truncated
+        for k, values in rows.layers.items():
+            by_layer[k].append(values)
+        done = min(start + FIT_BATCH, len(texts))
+        if time.monotonic() - shown > 10 or done == len(texts):
+            shown = time.monotonic()
+            rate = done / (shown - started)
+            print(f"  {done}/{len(texts)} rows, {rate:.1f}/s, about {(len(texts) - done) / rate:.0f} s left",
+                  flush=True)
+    out = args.out or REPO / "artifacts" / "head_features" / f"{Path(info.path).resolve().name}-{info.backend}.npz"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, labels=labels, files=files, tuning=tuning, truncated=np.array(truncated),
+             hidden=np.concatenate(hidden), logprobs=np.concatenate(logprobs), layers=np.array(layers),
+             texts_sha256=hashlib.sha256("\n".join(texts).encode()).hexdigest(),
+             model=info.label, backend=info.backend, precision=info.precision,
+             **{f"layer_{k}": np.concatenate(v) for k, v in by_layer.items()})
+    print(f"wrote {out} in {time.monotonic() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

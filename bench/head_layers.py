@@ -1,0 +1,105 @@
+"""Which hidden states a sentiment head should read: chosen on the tuning part, reported on the held-out part.
+
+    python bench/head_layers.py FEATURES.npz [--l2 1.0] [--report]
+
+Reads ``bench/head_features.py``'s file (no model). Every candidate is
+cross-validated on the TUNING rows only, two ways:
+- 5-fold (every fifth row), as ``python -m ops.heads fit`` does;
+- leave one file out: fitted on the other three files' tuning rows, scored on
+  the fourth's. Unseen data of a new style is what the product meets, and a
+  head that only learnt one file's style scores low here.
+Candidates: the last layer with the label scores (today's v1 head), each
+single layer, and pairs of layers concatenated. ``--report`` then fits the
+named candidates on all tuning rows and scores each held-out file once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sentiment_split import FILES
+
+torch.set_num_threads(2)
+
+
+def load(path: Path) -> dict:
+    data = np.load(path)
+    return {key: data[key] for key in data.files}
+
+
+def candidate(data: dict, name: str) -> np.ndarray:
+    """The features a candidate reads: ``last``, ``k`` or ``k+m`` (layers concatenated)."""
+    if name == "last":
+        return np.concatenate([data["hidden"], data["logprobs"]], axis=1)
+    return np.concatenate([data[f"layer_{k}"] for k in name.split("+")], axis=1)
+
+
+def fit_predict(x_fit, y_fit, x_test, l2: float) -> np.ndarray:
+    from engine.backends.torch_head import fit_linear_head
+
+    weight, bias = fit_linear_head(torch.as_tensor(x_fit), torch.as_tensor(y_fit), 2, l2)
+    return (torch.as_tensor(x_test).double() @ weight.T + bias).argmax(-1).numpy()
+
+
+def five_fold(x, y, l2: float) -> float:
+    fold = np.arange(len(y)) % 5
+    correct = 0
+    for f in range(5):
+        correct += int((fit_predict(x[fold != f], y[fold != f], x[fold == f], l2) == y[fold == f]).sum())
+    return correct / len(y)
+
+
+def leave_one_file_out(x, y, files, l2: float) -> tuple[float, list[float]]:
+    per_file = []
+    for f in range(len(FILES)):
+        per_file.append(float((fit_predict(x[files != f], y[files != f], x[files == f], l2) == y[files == f]).mean()))
+    return float(np.mean(per_file)), per_file
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("features", type=Path)
+    parser.add_argument("--l2", type=float, default=1.0)
+    parser.add_argument("--pairs", default="", help="layers to pair with every other candidate layer, e.g. 12,15,21")
+    parser.add_argument("--report", default="", help="candidates to score on the held-out part, e.g. last,15,12+21")
+    args = parser.parse_args()
+    data = load(args.features)
+    tuning = data["tuning"].astype(bool)
+    y, files = data["labels"], data["files"]
+    print(f"{data['model']} on {data['backend']} ({data['precision']}); {tuning.sum()} tuning rows, "
+          f"{(~tuning).sum()} held out; L2 {args.l2}")
+    if args.report:
+        print("held-out accuracy (fitted on all tuning rows; prompt: the label scores alone)")
+        print("| candidate | " + " | ".join(FILES) + " | pooled |")
+        prompt = data["logprobs"][~tuning].argmax(1)
+        rows = {"prompt": prompt}
+        for name in args.report.split(","):
+            x = candidate(data, name)
+            rows[name] = fit_predict(x[tuning], y[tuning], x[~tuning], args.l2)
+        for name, predicted in rows.items():
+            right = predicted == y[~tuning]
+            held_files = files[~tuning]
+            cells = [f"{right[held_files == f].mean():.3f}" for f in range(len(FILES))]
+            print(f"| {name} | " + " | ".join(cells) + f" | {right.mean():.3f} |")
+        return
+    layers = [int(k) for k in data["layers"]]
+    names = ["last"] + [str(k) for k in layers]
+    if args.pairs:
+        names += [f"{a}+{b}" if a < b else f"{b}+{a}" for a in map(int, args.pairs.split(",")) for b in layers
+                  if a != b]
+        names = list(dict.fromkeys(names))
+    x_all = {name: candidate(data, name)[tuning] for name in names}
+    y_t, files_t = y[tuning], files[tuning]
+    print("| candidate | 5-fold | leave one file out | " + " | ".join(FILES) + " |")
+    for name in names:
+        cv = five_fold(x_all[name], y_t, args.l2)
+        lofo, per_file = leave_one_file_out(x_all[name], y_t, files_t, args.l2)
+        print(f"| {name} | {cv:.3f} | {lofo:.3f} | " + " | ".join(f"{v:.3f}" for v in per_file) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
