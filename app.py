@@ -24,15 +24,15 @@ from engine.ipc import WorkerSpec
 from engine.loader import check_model_dir
 from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
 from engine.types import EngineConfig
+from ops.api.runtime_tasks import RuntimeTasks
 from ops.common.net import LOCAL_HOSTS
 from ops.serving.config import AppConfig, load_config
 from ops.serving.history import Timeline
 from ops.serving.limits import RequestLimits
 from ops.serving.service import ModelService
-from ops.store.versions import ModelSource
-from ops.api.runtime_tasks import RuntimeTasks
 from ops.serving.watchdog import DEFAULT_PROBES_FILE, LiveProbes, Watchdog, WatchdogConfig, load_probes
 from ops.serving.worker_process import WorkerProcess
+from ops.store.versions import ModelSource
 
 STATE_SESSIONS = 500
 

@@ -37,11 +37,11 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.errors import AllInOneError, ConfigError, InvalidInput, ModelUnavailable
 from engine.types import Fault
-from ops.serving.body_limit import RouteLimit
 from ops.api.runtime_tasks import RuntimeTasks, TaskConflict, TaskNotFound
-from ops.serving.service import ModelService
 from ops.api.teach import FitBusy, Teacher
 from ops.api.teach_examples import MAX_EXAMPLES_BYTES, ExamplesTooLarge
+from ops.serving.body_limit import RouteLimit
+from ops.serving.service import ModelService
 
 __all__ = ["AdminActions", "AdminDenied", "add_admin_routes", "body_limits", "FAULT_KINDS", "WrongTokenThrottle"]
 

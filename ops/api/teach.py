@@ -28,10 +28,10 @@ from engine.heads import LAST, LAYER_TOLERANCE, HeadFile, model_identity, read_h
 from engine.tasks import ClassifyTask
 from engine.teach import FeatureRequest, FeatureRows
 from engine.teach_fit import FEATURES_LAYER_PREFIX
-from ops.common.paths import REPO_ROOT
 from ops.api.runtime_tasks import NotAClassifyTask, RuntimeTasks, TaskNotFound
-from ops.serving.service import ModelService
 from ops.api.teach_examples import check_examples, examples_jsonl, parse_examples
+from ops.common.paths import REPO_ROOT
+from ops.serving.service import ModelService
 
 __all__ = ["FitBusy", "FitFailed", "FitStage", "NoExamples", "Teacher", "holdout_mask"]
 

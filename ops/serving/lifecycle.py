@@ -46,12 +46,12 @@ from loguru import logger
 from engine.errors import AllInOneError, ModelDamaged, SelfTestFailed
 from engine.types import GenerateOptions, Inference
 from ops.common.proc import free_memory_bytes
-from ops.store.follower import VERSION_FAULTS, StoreFollower, rollback_cause
-from ops.store.integrity import IntegrityMonitor
 from ops.serving.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
 from ops.serving.spare import WarmSpare
-from ops.store.manifest import MANIFEST, quick_check, weights_bytes
 from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
+from ops.store.follower import VERSION_FAULTS, StoreFollower, rollback_cause
+from ops.store.integrity import IntegrityMonitor
+from ops.store.manifest import MANIFEST, quick_check, weights_bytes
 
 __all__ = ["Lifecycle", "basic_self_test"]
 

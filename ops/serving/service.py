@@ -35,15 +35,15 @@ from loguru import logger
 from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable, WorkerGone, WorkerLost
 from engine.tasks import TaskRegistry
 from engine.types import Fault, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
-from ops.store.follower import StoreFollower
-from ops.store.integrity import IntegrityMonitor
 from ops.common.proc import free_memory_bytes
 from ops.serving.lifecycle import Lifecycle, basic_self_test
 from ops.serving.limits import RequestLimits
 from ops.serving.readiness import HealthSnapshot, Readiness, RecoveryCause, State
 from ops.serving.spare import WarmSpare
-from ops.store.versions import ModelSource
 from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
+from ops.store.follower import StoreFollower
+from ops.store.integrity import IntegrityMonitor
+from ops.store.versions import ModelSource
 
 __all__ = ["ModelService", "DiskCheck"]
 

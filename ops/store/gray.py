@@ -16,8 +16,8 @@ import httpx
 from loguru import logger
 
 from engine.errors import ModelInstallError
-from ops.store.versions import ModelStore
 from ops.serving.watchdog import DEFAULT_PROBES_FILE, Probes, load_probes
+from ops.store.versions import ModelStore
 
 __all__ = ["gray_release"]
 

@@ -30,12 +30,12 @@ from ops.tools.console.alerts import (
     AlertTracker,
     load_alert_rules,
 )
-from ops.tools.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
-from ops.tools.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
 from ops.common.net import free_port
 from ops.serving.metrics import Metrics
 from ops.serving.readiness import ServiceStats
 from ops.store.versions import ModelStore
+from ops.tools.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
+from ops.tools.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
 from tests.conftest import ARTIFACTS, REPO, LiveApp
 from tests.fast.test_browser import ARGS, CHROMIUM, browser_page
 

@@ -13,8 +13,8 @@ from engine.errors import ModelUnavailable
 from engine.tasks import load_tasks
 from ops.serving.readiness import RecoveryCause, State
 from ops.serving.service import ModelService
-from ops.store.versions import ModelSource, ModelStore
 from ops.serving.watchdog import Watchdog, WatchdogConfig, load_probes
+from ops.store.versions import ModelSource, ModelStore
 from tests.fakes import FakeWorker, wait_for
 from tests.fast.test_store import tamper
 

@@ -128,10 +128,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from ops.store.versions import ModelStore
     from ops.tools.console.actions import ConsoleActions
     from ops.tools.console.page import CSS, build_console
     from ops.tools.console.poller import Poller, PollerConfig
-    from ops.store.versions import ModelStore
 
     poller = Poller(config.nodes, rules, PollerConfig(config.interval_s, config.timeout_s)).start()
     actions = ConsoleActions(config.nodes, admin_token=config.admin_token,
