@@ -5,9 +5,9 @@
 Every flag has an ``ALLINONE_*`` environment equivalent (``python app.py -h``).
 Nothing happens at import; ``main()`` builds the parts in order and shuts
 them down in reverse. This is the web process: it never imports torch. The
-model runs in a worker process it starts first thing (``ops.worker_process``),
+model runs in a worker process it starts first thing (``ops.serving.worker_process``),
 and the HTTP server answers ``/health`` and ``/ready`` at once while Gradio is
-imported and the UI built beside it (``ops.staged_app``): the cold start
+imported and the UI built beside it (``ops.serving.staged_app``): the cold start
 overlaps Gradio's import with the worker's torch import and weights.
 """
 
@@ -24,14 +24,15 @@ from engine.ipc import WorkerSpec
 from engine.loader import check_model_dir
 from engine.tasks import DEFAULT_TASKS_FILE, TaskRegistry, load_tasks
 from engine.types import EngineConfig
-from ops.config import LOCAL_HOSTS, AppConfig, load_config
-from ops.history import Timeline
-from ops.limits import RequestLimits
-from ops.service import ModelService
-from ops.store import ModelSource
-from ops.runtime_tasks import RuntimeTasks
-from ops.watchdog import DEFAULT_PROBES_FILE, LiveProbes, Watchdog, WatchdogConfig, load_probes
-from ops.worker_process import WorkerProcess
+from ops.api.runtime_tasks import RuntimeTasks
+from ops.common.net import LOCAL_HOSTS
+from ops.serving.config import AppConfig, load_config
+from ops.serving.history import Timeline
+from ops.serving.limits import RequestLimits
+from ops.serving.service import ModelService
+from ops.serving.watchdog import DEFAULT_PROBES_FILE, LiveProbes, Watchdog, WatchdogConfig, load_probes
+from ops.serving.worker_process import WorkerProcess
+from ops.store.versions import ModelSource
 
 STATE_SESSIONS = 500
 
@@ -67,8 +68,8 @@ class WebParts:
 
     def __init__(self, config: AppConfig, service: ModelService, timeline: Timeline,
                  runtime_tasks: RuntimeTasks | None = None) -> None:
-        from ops.admin import AdminActions
-        from ops.metrics import InstrumentedInference, Metrics
+        from ops.api.admin import AdminActions
+        from ops.serving.metrics import InstrumentedInference, Metrics
 
         self.config, self.service, self.timeline = config, service, timeline
         self.metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
@@ -80,9 +81,9 @@ class WebParts:
                                                worker_rss=service.worker_rss_bytes)
 
     def api_keys(self):
-        """Who may call /v1 (``ops.openai_api``): the API key when there is one; open on a local host;
+        """Who may call /v1 (``ops.api.openai_api``): the API key when there is one; open on a local host;
         off on a network host whose UI asks for a password but which has no key."""
-        from ops.openai_api import ApiKeys
+        from ops.api.openai_api import ApiKeys
 
         config = self.config
         if config.api_key is None and config.host not in LOCAL_HOSTS and config.auth:
@@ -94,10 +95,10 @@ class WebParts:
         """A FastAPI app with the health, metrics and admin routes."""
         from fastapi import FastAPI
 
-        from ops.admin import add_admin_routes, body_limits
-        from ops.body_limit import BodyLimit
-        from ops.health import add_health_routes
-        from ops.metrics import add_metrics_route
+        from ops.api.admin import add_admin_routes, body_limits
+        from ops.serving.body_limit import BodyLimit
+        from ops.serving.health import add_health_routes
+        from ops.serving.metrics import add_metrics_route
 
         app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
         app.add_middleware(BodyLimit, max_bytes=self.config.max_body_bytes,
@@ -107,14 +108,14 @@ class WebParts:
         add_metrics_route(app, self.metrics)
         add_admin_routes(app, self.admin)
         if ui_served:
-            from ops.openai_api import add_openai_routes
+            from ops.api.openai_api import add_openai_routes
 
             add_openai_routes(app, self.inference, self.api_keys())
         return app
 
     def early_app(self):
         """Served while the full app is built: the routes, and 503 "starting" for every other path."""
-        from ops.staged_app import add_starting_routes
+        from ops.serving.staged_app import add_starting_routes
 
         app = self.routes(ui_served=False)
         add_starting_routes(app)
@@ -124,7 +125,7 @@ class WebParts:
         """The routes, then the Gradio UI and API at ``/``."""
         import gradio as gr
 
-        from ops.peers import Peers
+        from ops.serving.peers import Peers
         from ui.demo import build_demo
         from ui.file_panel import UPLOAD_CAP_BYTES
         from ui.i18n import gradio_i18n
@@ -153,7 +154,7 @@ class WebParts:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from ops.logs import setup_logging
+    from ops.serving.logs import setup_logging
 
     try:
         config = load_config(argv)
@@ -187,7 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import uvicorn
 
-        from ops.staged_app import StagedApp
+        from ops.serving.staged_app import StagedApp
 
         parts = WebParts(config, service, timeline, runtime_tasks)
         server = uvicorn.Server(uvicorn.Config(

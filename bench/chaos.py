@@ -518,7 +518,7 @@ def metric(url: str, name: str) -> float:
 def build_store(source: Path, root: Path, versions: tuple[str, ...] = ("a", "b")) -> str:
     """The default model as ``versions`` (once; a damaged one again), the last current, and the bad
     release ``c``. Returns the model's name."""
-    from ops.store import ModelStore
+    from ops.store.versions import ModelStore
 
     store = ModelStore(root)
     name = source.resolve().name.partition("@")[0]

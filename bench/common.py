@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DATA = REPO.parent / "shared" / "data"
 
-from ops.ha import free_port  # noqa: E402  (after the path insert; one helper for app, tests, benches)
+from ops.common.net import free_port  # noqa: E402  (after the path insert; one helper for app, tests, benches)
 
 # Sentiment texts whose answer is not in doubt: traffic during drills and swaps must keep getting these.
 KNOWN = [("What a lovely, friendly place. Loved it!", "positive"), ("Awful. Cold food and rude staff.", "negative"),

@@ -20,7 +20,7 @@ import statistics
 
 from common import REPO, free_port, header
 
-from ops.ha import HaDemo, failover_drill
+from ops.tools.ha import HaDemo, failover_drill
 
 
 def main() -> None:

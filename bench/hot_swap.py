@@ -35,7 +35,7 @@ TOKEN = "swap-token"
 
 
 def build_store(source: Path, root: Path) -> None:
-    from ops.store import ModelStore
+    from ops.store.versions import ModelStore
 
     store = ModelStore(root)
     name = source.resolve().name.partition("@")[0]
@@ -129,7 +129,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     args = parser.parse_args()
     build_store(args.source, args.root)
-    from ops.store import ModelStore
+    from ops.store.versions import ModelStore
 
     store = ModelStore(args.root)
     name = store.current().partition("@")[0]

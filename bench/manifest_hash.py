@@ -21,7 +21,7 @@ from common import REPO, header, load_engine
 
 
 def timed_hash(model: Path, out: dict) -> None:
-    from ops.store import full_check
+    from ops.store.manifest import full_check
 
     started = time.perf_counter()
     problems = full_check(model)

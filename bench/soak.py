@@ -89,7 +89,7 @@ def serving(url: str) -> str:
 
 
 def intact(store: Path, key: str) -> bool:
-    from ops.store import ModelStore
+    from ops.store.versions import ModelStore
 
     return not ModelStore(store).verify(key)
 
@@ -97,7 +97,7 @@ def intact(store: Path, key: str) -> bool:
 def swap(url: str, store: Path, traffic: Traffic, target: str, expect: str) -> dict:
     """``activate target``; follow until ``/ready`` names ``expect`` (the target, or the version a bad
     target is rolled back to) and the link points there again."""
-    from ops.store import ModelStore
+    from ops.store.versions import ModelStore
 
     t0 = time.monotonic()
     before = recoveries(url)

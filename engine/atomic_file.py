@@ -3,7 +3,7 @@
 The text goes to a temporary file in the same folder, is flushed to disk, and
 is renamed over the old file (``os.replace`` is atomic within a file system).
 Used for the heads beside a tasks file (``engine.heads``), the tasks added
-at run time and their examples (``ops.runtime_tasks``). Pure: no torch.
+at run time and their examples (``ops.api.runtime_tasks``). Pure: no torch.
 """
 
 from __future__ import annotations

@@ -33,7 +33,7 @@ in one place:
     so eight chats cost little more per step than one, and each still streams
     its own tokens with the same greedy answer it would get alone. A model is
     never swapped under a running stream: a new model gets a new Engine, and
-    the old one finishes its work and closes (see ``ops.lifecycle``).
+    the old one finishes its work and closes (see ``ops.serving.lifecycle``).
 
 Tasks can change while it serves (``update_tasks``): the change waits in the
 inbox behind the jobs queued before it, which finish on the old definitions;

@@ -226,7 +226,7 @@ class ModelHeads:
 
     def refind(self, task: ClassifyTask) -> tuple[bool, HeadFile | None, HeadState]:
         """Look again for the head of a task whose scorer is kept: (whether it changed since it was last
-        found, the head, its state). A head fitted while the model serves (``ops.teach``) comes in so."""
+        found, the head, its state). A head fitted while the model serves (``ops.api.teach``) comes in so."""
         if self._model_id is None and task.head_examples is not None:
             self._model_id = model_identity(self._model_dir)
         head, state = find_head(task, self._model_id or "")

@@ -18,7 +18,7 @@ Tasks live in a TOML file (``engine/tasks.toml`` by default). Two kinds:
 
 A classify task may carry ``probes``: known answers (``{"text", "label"}``)
 that the self-test and the watchdog run too, so a task defined at run time
-(``ops.runtime_tasks``, validated by the same ``parse_task``) is watched like
+(``ops.api.runtime_tasks``, validated by the same ``parse_task``) is watched like
 the shipped ones.
 
 Adding a task (a topic classifier, a translator) is a new table in the file;

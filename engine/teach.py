@@ -1,6 +1,6 @@
 """Teaching a task by example, the model's side: hidden-state features read as low-priority rounds. No torch.
 
-A fit (``ops.teach``) sends ``FeatureRequest``s through ``submit``. ``BackgroundRounds`` runs one batch in a
+A fit (``ops.api.teach``) sends ``FeatureRequest``s through ``submit``. ``BackgroundRounds`` runs one batch in a
 turn only when the foreground (classifications, chats) is idle and, if it used the model within ``RECENT_S``,
 the model has been free of batches for ``YIELD`` x the last one's length (at most a third of its time), best
 just after a request was answered (its sender is reading); or after ``MAX_WAIT_S`` (chats that never pause

@@ -1,6 +1,6 @@
 """A taught head's fit in a process of its own: ``python -m engine.teach_fit FEATURES.npz RESULT.json``.
 
-Started by ``ops.teach`` once the features are read, so neither the web process nor the llama.cpp worker
+Started by ``ops.api.teach`` once the features are read, so neither the web process nor the llama.cpp worker
 imports torch; at a low CPU priority on one thread, the model's threads first. It reuses
 ``engine.backends.torch_head`` (every candidate cross-validated, ``choose_layer``, the head on the training
 rows), prints ``progress DONE TOTAL`` per candidate and writes the choice, the weights and the held-out answers.

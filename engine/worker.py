@@ -1,7 +1,7 @@
 """The worker process: one model, one ``Engine``, requests from the web process over a pipe.
 
 The web process starts it as ``python -m engine.worker PIPE_FD BEAT_FD``
-(see ``ops.worker_process``): a socket carrying ``engine.ipc`` messages, and
+(see ``ops.serving.worker_process``): a socket carrying ``engine.ipc`` messages, and
 8 bytes of shared memory for the heartbeat. The first message is the
 ``WorkerSpec``. It loads that model version, warms the engine up, says
 ``READY`` and then serves requests until told to stop or until the web
@@ -168,7 +168,7 @@ def _update_tasks(engine: Engine, backend: FaultyBackend, rid: int, tasks, outbo
     except Exception as exc:  # a bug: logged here, answered generically
         logger.opt(exception=exc).error("worker: the task change failed")
         outbox.send((Op.TASKS_DONE, rid, InferenceFailed("The task change failed."), None))
-    else:  # the heads as the new tasks found them: one fitted since (ops.teach), or gone stale
+    else:  # the heads as the new tasks found them: one fitted since (ops.api.teach), or gone stale
         outbox.send((Op.TASKS_DONE, rid, None, _head_states(backend)))
 
 
@@ -198,7 +198,7 @@ def run(conn, spec: WorkerSpec, beat) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m engine.worker PIPE_FD BEAT_FD``: started by ``ops.worker_process`` only."""
+    """``python -m engine.worker PIPE_FD BEAT_FD``: started by ``ops.serving.worker_process`` only."""
     conn = Connection(int(argv[0]))
     beat = mmap.mmap(int(argv[1]), 8)
     try:

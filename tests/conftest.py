@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ops.ha import free_port
+from ops.common.net import free_port
 from tests.tiny_gguf import build_tiny_gguf
 from tests.tiny_model import build_tiny_model
 
@@ -95,7 +95,7 @@ def tiny_engine(tiny_model_dir, tasks):
 @pytest.fixture(scope="session")
 def tiny_probes_file(tiny_engine, tmp_path_factory) -> Path:
     """The default probes with the tiny model's own (random but fixed) answers as the known answers."""
-    from ops.watchdog import load_probes
+    from ops.serving.watchdog import load_probes
 
     probes = load_probes()
     lines = []
@@ -114,7 +114,7 @@ def wrong_tiny_model_dir(tiny_probes_file, tasks, tmp_path_factory) -> Path:
     """A tiny model that loads and answers, but fails the known-answer probes (another seed):
     what a bad release looks like."""
     from engine.errors import ModelUnavailable
-    from ops.watchdog import load_probes
+    from ops.serving.watchdog import load_probes
 
     probes = load_probes(tiny_probes_file)
     for seed in range(1, 20):

@@ -1,6 +1,6 @@
 """Fake workers for the tests of the web process's side (no model, no process).
 
-``FakeWorker`` implements ``ops.supervisor.WorkerHandle``: it answers every
+``FakeWorker`` implements ``ops.serving.supervisor.WorkerHandle``: it answers every
 classification ``positive`` and every chat ``OK``. Subclasses (or tests)
 override ``classify`` and ``generate``; ``submit`` forwards to them, so the
 layers above see the one generic call the real worker offers.

@@ -2,7 +2,7 @@
 
 The tab is a ``gr.ChatInterface``: streaming, Stop and Clear come with it, and the history lives in
 the browser session. A task selector under it lists every generate task, those added at run time too
-(``ops.runtime_tasks``), read again when the page loads and when the tab is opened; the examples sit
+(``ops.api.runtime_tasks``), read again when the page loads and when the tab is opened; the examples sit
 in the chat box and run on the selected task. The API endpoint ``/<task>`` takes ``message`` and an
 optional ``history`` of ``{"role", "content"}`` and streams the reply text when submitted as a job.
 """
@@ -28,7 +28,7 @@ from ui.task_choice import choice_refresher, task_names
 from ui.validation import attach_validator, limit_validator
 
 if TYPE_CHECKING:
-    from ops.limits import RequestLimits
+    from ops.serving.limits import RequestLimits
 
 __all__ = ["build_chat_tab", "CHAT_POOL"]
 
@@ -48,7 +48,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     """Render the tab. The browser chat and the API share one pool of ``concurrency_limit``
     slots (the engine's active chats); past it, requests wait in Gradio's queue, which shows
     each browser its place in line, and a full queue answers "busy". ``limits``
-    (``ops.limits``): the browser sends only the history that fits them (the model would drop
+    (``ops.serving.limits``): the browser sends only the history that fits them (the model would drop
     older turns to fit its context anyway); an API call over them is refused at the queue's door.
     The notices are in the browser's language (its request's Accept-Language).
     Returns ``(refresh, selector)``: the caller re-reads the generate tasks into the selector."""

@@ -20,7 +20,7 @@ from ui.validation import attach_validator, limit_validator
 from ui.viewer import Viewer, viewer_of
 
 if TYPE_CHECKING:
-    from ops.limits import RequestLimits
+    from ops.serving.limits import RequestLimits
 
 __all__ = ["build_classify_tab", "mode_choice", "shown_result"]
 
@@ -40,7 +40,7 @@ def shown_result(result: ClassifyResult, info: TaskInfo, viewer: Viewer) -> tupl
 
 def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: int, limits: "RequestLimits",
                        viewer_box: gr.Textbox, files: FileDoor) -> None:
-    """Render the tab's components into the current Blocks context. ``limits`` (``ops.limits``)
+    """Render the tab's components into the current Blocks context. ``limits`` (``ops.serving.limits``)
     refuses an oversized API call before it joins the queue; ``viewer_box``: see ``ui.viewer``."""
 
     @friendly_errors

@@ -24,7 +24,7 @@ from ui.i18n import t
 from ui.viewer import Viewer, viewer_of
 
 if TYPE_CHECKING:
-    from ops.limits import RequestLimits
+    from ops.serving.limits import RequestLimits
 
 __all__ = ["FileDoor", "FILES_POOL", "FILE_SLOTS", "UPLOAD_CAP_BYTES", "Row", "results_frame"]
 

@@ -37,11 +37,11 @@ class StatusSource:
     events: Callable[[int, tuple[str, ...]], list[dict]]  # newest first: {at, kind, ok, detail}
     latency_rows: Callable[[], list[dict]]  # {time, task, mean_s, max_s, requests}
     memory_rows: Callable[[], list[dict]]  # {time, process ("web" or "worker"), rss_mib}
-    peers: Callable[[], list[dict]] | None = None  # {url, ready, state, model, latency_ms, error} (ops.peers)
+    peers: Callable[[], list[dict]] | None = None  # {url, ready, state, model, latency_ms, error} (ops.serving.peers)
 
 
 class Drills(Protocol):
-    """What the drill panel calls (``ops.admin.AdminActions``); errors carry a ``message``."""
+    """What the drill panel calls (``ops.api.admin.AdminActions``); errors carry a ``message``."""
 
     enabled: bool
     fault_kinds: tuple[str, ...]

@@ -25,7 +25,7 @@ EXAMPLE = {"kind": "classify", "title": "Topic", "labels": ["food", "sport"],
 
 
 class TaskAdmin(Protocol):
-    """What the panel calls (``ops.admin.AdminActions``); errors carry a ``message``."""
+    """What the panel calls (``ops.api.admin.AdminActions``); errors carry a ``message``."""
 
     def put_task(self, name: str, table: object, token: str | None, client: str = ...) -> dict: ...
 

@@ -1,5 +1,5 @@
 """Task pickers (the Chat tab's task selector, the Tasks tab's dropdown): which tasks to offer, read again
-whenever asked, since an operator may add or remove tasks while the app runs (``ops.runtime_tasks``)."""
+whenever asked, since an operator may add or remove tasks while the app runs (``ops.api.runtime_tasks``)."""
 
 from __future__ import annotations
 

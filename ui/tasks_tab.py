@@ -1,6 +1,6 @@
 """The Tasks tab: run any classify task, the shipped ones and those added at run time, from one place.
 
-Tasks added while the app runs (``ops.runtime_tasks``) get no tab of their own (tabs are built once,
+Tasks added while the app runs (``ops.api.runtime_tasks``) get no tab of their own (tabs are built once,
 at start); this tab's task list is read again each time the tab is opened; a file goes through the
 file panel (``ui.file_panel``). Its API: ``/classify`` (``task``, ``text``, optional ``mode``; the shape
 of ``/sentiment``), ``/classify_file`` (a file and ``task``; a CSV) and ``/generate`` (``task``,
@@ -25,7 +25,7 @@ from ui.validation import attach_validator, limit_validator, no_check
 from ui.viewer import viewer_of
 
 if TYPE_CHECKING:
-    from ops.limits import RequestLimits
+    from ops.serving.limits import RequestLimits
 
 __all__ = ["build_tasks_tab"]
 

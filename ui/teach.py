@@ -27,7 +27,7 @@ PRIVATE = dict(api_visibility="private")
 
 
 class Teaching(Protocol):
-    """What the panel calls (``ops.admin.AdminActions``); errors carry a ``message``."""
+    """What the panel calls (``ops.api.admin.AdminActions``); errors carry a ``message``."""
 
     enabled: bool
     teacher: object | None

@@ -4,7 +4,7 @@ Gradio runs an event's ``validator`` when a job asks to join the queue,
 before it waits for a slot; a refusal answers at once (HTTP 422), and
 ``gradio_client`` raises it with the message, which names the limit. The same
 limits are checked again by the service for every request, whatever its door
-(``ops.limits``).
+(``ops.serving.limits``).
 """
 
 from __future__ import annotations

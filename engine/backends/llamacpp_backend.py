@@ -154,7 +154,7 @@ class LlamaCppBackend:
             for task in classify_tasks:
                 old = self._scorers.get(task.name)
                 if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
-                    changed, head, heads[task.name] = self._head_files.refind(task)  # fitted since (ops.teach)?
+                    changed, head, heads[task.name] = self._head_files.refind(task)  # fitted since (ops.api.teach)?
                     if changed:
                         old.attach_head(head)
                     scorers[task.name] = old

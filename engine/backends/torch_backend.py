@@ -107,7 +107,7 @@ class TorchBackend:
         for task in classify_tasks:
             old = self._scorers.get(task.name)
             if old is not None and old.task == task and old.max_input_tokens == max_input_tokens:
-                changed, head, heads[task.name] = self._head_files.refind(task)  # fitted since (ops.teach)?
+                changed, head, heads[task.name] = self._head_files.refind(task)  # fitted since (ops.api.teach)?
                 scorers[task.name] = old
                 if changed:
                     refitted.append((old, head))
@@ -125,7 +125,7 @@ class TorchBackend:
         return dict(self._heads)
 
     def scorer(self, task: str) -> LabelScorer:
-        """The task's label scorer (for fitting its head: ``ops.heads``)."""
+        """The task's label scorer (for fitting its head: ``ops.tools.heads``)."""
         return self._scorers[task]
 
     def encode(self, text: str) -> list[int]:

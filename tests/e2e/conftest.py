@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from ops.config import REPO_ROOT
+from ops.common.paths import REPO_ROOT
 
 STORE = REPO_ROOT / "models"
 

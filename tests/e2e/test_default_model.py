@@ -8,7 +8,7 @@ import sys
 import pytest
 from gradio_client import Client
 
-from ops.config import REPO_ROOT
+from ops.common.paths import REPO_ROOT
 from tests.conftest import LiveApp
 
 # Clear cases written for this test (not from the development sets).

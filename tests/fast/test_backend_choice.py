@@ -9,7 +9,7 @@ import pytest
 
 from engine.backends import BackendKind, choose_backend
 from engine.errors import ModelUnavailable
-from ops.config import load_config
+from ops.serving.config import load_config
 
 
 def copy_without(src, dst, suffix):

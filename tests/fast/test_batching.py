@@ -184,7 +184,7 @@ def test_the_chat_tab_sends_the_browser_session_and_shares_the_api_slots(tasks):
             sessions.append((task, options.session if options else None))
             yield ChatUpdate("hi", "hi", True, "stop", (), 1)
 
-    from ops.limits import RequestLimits
+    from ops.serving.limits import RequestLimits
 
     demo = build_demo(Service(), lambda: {"state": "ready", "model": "x"}, classify_concurrency=4,
                       chat_concurrency=3, limits=RequestLimits())

@@ -21,9 +21,10 @@ import pytest
 
 from engine.catalog import CATALOG, DEFAULT, CatalogModel, Part, PipParts, find_model
 from engine.errors import ModelInstallError, ModelPartError
-from ops.models import main as models_cli
-from ops.models import pull
-from ops.store import VERIFIED, ModelStore
+from ops.store.cli import main as models_cli
+from ops.store.cli import pull
+from ops.store.ledger import VERIFIED
+from ops.store.versions import ModelStore
 
 INIT = '''import os
 def get_part_path():

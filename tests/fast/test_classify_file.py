@@ -101,7 +101,7 @@ class _Service:
 @pytest.mark.parametrize("lose_once", [False, True])
 def test_a_file_goes_in_requests_of_max_lines_and_survives_a_recovery(tmp_path, lose_once):
     """A request stopped by a recovery (WorkerLost) is sent again, once: a long file keeps its work."""
-    from ops.limits import RequestLimits
+    from ops.serving.limits import RequestLimits
     from ui.file_panel import FileDoor
     from ui.viewer import Viewer
 

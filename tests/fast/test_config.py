@@ -3,7 +3,7 @@
 import pytest
 
 from engine.errors import ConfigError
-from ops.config import load_config
+from ops.serving.config import load_config
 
 
 def test_defaults_bind_locally():

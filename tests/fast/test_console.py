@@ -1,4 +1,4 @@
-"""The console for a few nodes (ops/console): metrics maths, the alert rules kept in step with
+"""The console for a few nodes (ops/tools/console): metrics maths, the alert rules kept in step with
 alerts.yml, the bounded history, the poller, the actions, and the page in real Chromium against
 two live nodes and an address where nothing listens."""
 
@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from engine.errors import ConfigError, ModelInstallError
-from ops.console.actions import ActionKind, ActionLog, ActionStatus, ConsoleActions, GrayRelease
-from ops.console.alerts import (
+from ops.tools.console.actions import ActionKind, ActionLog, ActionStatus, ConsoleActions, GrayRelease
+from ops.tools.console.alerts import (
     DEFAULT_ALERTS_FILE,
     AlertName,
     AlertRulesError,
@@ -30,12 +30,12 @@ from ops.console.alerts import (
     AlertTracker,
     load_alert_rules,
 )
-from ops.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
-from ops.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
-from ops.ha import free_port
-from ops.metrics import Metrics
-from ops.readiness import ServiceStats
-from ops.store import ModelStore
+from ops.common.net import free_port
+from ops.serving.metrics import Metrics
+from ops.serving.readiness import ServiceStats
+from ops.store.versions import ModelStore
+from ops.tools.console.poller import NodeHistory, Poller, PollerConfig, Reach, Sample
+from ops.tools.console.promtext import Increase, MetricsReading, histogram_quantile, read_metrics
 from tests.conftest import ARTIFACTS, REPO, LiveApp
 from tests.fast.test_browser import ARGS, CHROMIUM, browser_page
 
@@ -46,7 +46,7 @@ TOKEN = "console-test-token"
 
 
 def app_metrics(worker_rss: float = 300 * 2**20, stats: ServiceStats | None = None) -> Metrics:
-    """The app's own exporter (ops.metrics), so the names the console reads are the ones it exports."""
+    """The app's own exporter (ops.serving.metrics), so the names the console reads are the ones it exports."""
     return Metrics(state=lambda: "ready", queue_depth=lambda: 0, worker_rss=lambda: worker_rss,
                    stats=lambda: stats)
 
@@ -149,7 +149,7 @@ def test_the_console_applies_the_thresholds_and_error_outcomes_of_alerts_yml():
         assert float(re.search(r">\s*([0-9.]+)\s*$", expr).group(1)) == rule.above, rule.name
     # An outcome is an error exactly when Prometheus' (fully anchored) outcome!~ matcher keeps it.
     not_errors = re.search(r'outcome!~"([^"]+)"', _rule_expr(AlertName.HIGH_ERROR_RATIO.value)).group(1)
-    from ops.metrics import _OUTCOMES
+    from ops.serving.metrics import _OUTCOMES
 
     outcomes = {"ok", "cancelled", "error", "internal_error", *(name for _, name in _OUTCOMES)}
     for outcome in outcomes:
@@ -423,8 +423,8 @@ def test_the_action_log_is_bounded():
 
 
 def test_the_table_escapes_what_nodes_send_and_survives_malformed_answers():
-    from ops.console.page import nodes_html
-    from ops.console.poller import ConsoleView, NodeView
+    from ops.tools.console.page import nodes_html
+    from ops.tools.console.poller import ConsoleView, NodeView
 
     odd = Sample(1000.0, Reach.ANSWERING, ready={"state": "ready", "model": "<script>x</script>", "uptime_s": "long",
                                                  "last_self_test": {"passed": True, "at": "noon", "detail": "<b>"}})
@@ -439,7 +439,7 @@ def test_the_table_escapes_what_nodes_send_and_survives_malformed_answers():
 
 
 def test_options_come_from_flags_or_the_environment_and_are_checked(tmp_path):
-    from ops.console.__main__ import load_console_config
+    from ops.tools.console.__main__ import load_console_config
 
     config = load_console_config(["--nodes", "http://a:1/, http://b:2,http://a:1"], environ={})
     assert config.nodes == ("http://a:1", "http://b:2") and config.port == 7870 and config.interval_s == 5.0

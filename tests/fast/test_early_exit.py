@@ -123,7 +123,7 @@ def test_the_command_line_fits_on_a_layer_chosen_beforehand_and_refuses_one_the_
     """``python -m ops.heads fit --layer K`` keeps layer K (chosen on the tuning part by bench/head_layers.py)
     whatever the cross-validation says; a layer the model does not have is refused, naming its range."""
     from engine.heads import read_head
-    from ops.heads import main
+    from ops.tools.heads import main
 
     tasks_file = write_task(tmp_path / "cli")
     common = ["fit", "--model-dir", str(tiny_model_dir), "--tasks-file", str(tasks_file), "--task", "topic",

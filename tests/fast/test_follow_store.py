@@ -11,10 +11,10 @@ import pytest
 
 from engine.errors import ModelUnavailable
 from engine.tasks import load_tasks
-from ops.readiness import RecoveryCause, State
-from ops.service import ModelService
-from ops.store import ModelSource, ModelStore
-from ops.watchdog import Watchdog, WatchdogConfig, load_probes
+from ops.serving.readiness import RecoveryCause, State
+from ops.serving.service import ModelService
+from ops.serving.watchdog import Watchdog, WatchdogConfig, load_probes
+from ops.store.versions import ModelSource, ModelStore
 from tests.fakes import FakeWorker, wait_for
 from tests.fast.test_store import tamper
 

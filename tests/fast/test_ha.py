@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ops.ha import failover_drill, serving
+from ops.tools.ha import failover_drill, serving
 from tests.conftest import REPO, free_port
 
 

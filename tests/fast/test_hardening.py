@@ -15,13 +15,13 @@ from fastapi.testclient import TestClient
 from engine.errors import InferenceFailed, InvalidInput, InvalidOutput
 from engine.tasks import load_tasks
 from engine.types import ChatRequest, ClassifyRequest
-from ops.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes, body_limits
-from ops.body_limit import BodyLimit
-from ops.health import add_health_routes, redact_paths
-from ops.limits import LimitExceeded, RequestLimits
-from ops.readiness import RecoveryCause
-from ops.service import ModelService
-from ops.store import ModelStore
+from ops.api.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes, body_limits
+from ops.serving.body_limit import BodyLimit
+from ops.serving.health import add_health_routes, redact_paths
+from ops.serving.limits import LimitExceeded, RequestLimits
+from ops.serving.readiness import RecoveryCause
+from ops.serving.service import ModelService
+from ops.store.versions import ModelStore
 from tests.conftest import REPO
 from tests.fakes import FakeWorker, wait_for
 
@@ -197,7 +197,7 @@ def test_the_admin_routes_answer_429_with_retry_after():
 
 def test_the_admin_token_from_a_file_or_the_environment_and_a_warning_for_the_command_line(tmp_path):
     from engine.errors import ConfigError
-    from ops.config import load_config
+    from ops.serving.config import load_config
 
     token_file = tmp_path / "token"
     token_file.write_text("from-file\n")
@@ -249,7 +249,7 @@ def test_the_body_of_the_apps_own_routes_is_capped():
 
 
 def test_a_tasks_examples_have_their_own_cap_of_2_mib_and_the_other_admin_routes_keep_theirs(tmp_path):
-    from ops.runtime_tasks import RuntimeTasks
+    from ops.api.runtime_tasks import RuntimeTasks
 
     service, _ = service_with()
     try:

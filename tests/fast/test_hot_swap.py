@@ -10,8 +10,8 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from ops.models import main as models_cli
-from ops.store import ModelStore
+from ops.store.cli import main as models_cli
+from ops.store.versions import ModelStore
 from tests.conftest import LiveApp
 from tests.fast.test_lifecycle import wait_for
 

@@ -56,7 +56,7 @@ def test_the_self_test_and_head_texts_of_ops_are_shown_in_chinese(tmp_path):
     """The wording is pinned to the code that writes it: a change there fails here, not silently in the UI."""
     from engine.heads import FORMAT, HeadFile, find_head
     from engine.tasks import ClassifyTask, HeadExamples
-    from ops.watchdog import Probes
+    from ops.serving.watchdog import Probes
 
     passed = Probes((("sentiment", "good", "positive"),) * 4, (("chat", "hi", 4),)).run(_AlwaysPositive())
     assert passed == "4 classify + 1 generate probes passed"

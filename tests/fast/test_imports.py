@@ -48,14 +48,16 @@ def test_the_scheduler_side_of_the_backend_seam_is_torch_free():
 
 
 def test_importing_the_app_loads_no_model_code():
-    code = "import sys, app, ui.demo, ops.lifecycle, ops.models, ops.heads; print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,)
+    code = ("import sys, app, ui.demo, ops.serving.lifecycle, ops.models, ops.heads; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,))
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_the_web_side_modules_load_no_model_code():
     """Everything the web process imports to start and talk to a worker stays torch-free."""
-    modules = "ops.service, ops.worker_process, ops.supervisor, ops.watchdog, ops.metrics, ops.admin, engine.worker"
+    modules = ("ops.serving.service, ops.serving.worker_process, ops.serving.supervisor, ops.serving.watchdog, "
+               "ops.serving.metrics, ops.api.admin, engine.worker")
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
@@ -63,8 +65,9 @@ def test_the_web_side_modules_load_no_model_code():
 
 def test_the_console_loads_no_model_code():
     """``python -m ops.console`` (no torch, no model): its modules and the gray release it runs."""
-    modules = ("ops.console, ops.console.__main__, ops.console.promtext, ops.console.alerts, ops.console.poller, "
-               "ops.console.actions, ops.console.page, ops.gray")
+    modules = ("ops.console, ops.tools.console, ops.tools.console.__main__, ops.tools.console.promtext, "
+               "ops.tools.console.alerts, ops.tools.console.poller, ops.tools.console.actions, ops.tools.console.page, "
+               "ops.store.gray")
     code = f"import sys, {modules}; print(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r}))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
@@ -75,7 +78,7 @@ _SERVE_AND_REPORT = """
 import sys, threading, time
 import httpx
 import app
-from ops.ha import free_port
+from ops.common.net import free_port
 # No main guard on purpose: the worker is a fresh ``python -m engine.worker``, which does not re-run this script.
 port = free_port()
 threading.Thread(target=app.main, args=(["--port", str(port), *sys.argv[1:]],), daemon=True).start()

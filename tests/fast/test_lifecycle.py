@@ -10,9 +10,9 @@ from fastapi.testclient import TestClient
 
 from engine.errors import ModelNotFound, ModelUnavailable
 from engine.tasks import load_tasks
-from ops.health import add_health_routes
-from ops.readiness import State
-from ops.service import ModelService
+from ops.serving.health import add_health_routes
+from ops.serving.readiness import State
+from ops.serving.service import ModelService
 from tests.fakes import FakeWorker, wait_for
 
 
@@ -60,7 +60,7 @@ def test_becomes_ready_after_load_and_self_test():
 
 
 def test_ready_shows_the_heads_a_task_change_left_without_a_reload():
-    """A head fitted while the model serves (ops.teach) reaches the worker as a task change; the worker answers
+    """A head fitted while the model serves (ops.api.teach) reaches the worker as a task change; the worker answers
     with its heads' states, and /ready (the Status tab's source) shows them at once."""
 
     class Teachable(FakeWorker):
@@ -120,7 +120,7 @@ def test_loading_state_answers_503_at_once():
 
 
 def admin_client(service, token):
-    from ops.admin import AdminActions, add_admin_routes
+    from ops.api.admin import AdminActions, add_admin_routes
 
     app = FastAPI()
     add_admin_routes(app, AdminActions(service, token))
@@ -243,8 +243,8 @@ def test_a_worker_that_hangs_while_its_replacement_loads_is_taken_out_at_once(re
     and the replacement comes into service; if the replacement fails, a load follows."""
     import threading
 
-    from ops.readiness import RecoveryCause
-    from ops.watchdog import WatchdogConfig, Watchdog, load_probes
+    from ops.serving.readiness import RecoveryCause
+    from ops.serving.watchdog import WatchdogConfig, Watchdog, load_probes
 
     release = threading.Event()
     started: list[FakeWorker] = []

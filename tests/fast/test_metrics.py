@@ -7,7 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.errors import Busy, InvalidInput
 from engine.types import ChatUpdate
-from ops.metrics import InstrumentedInference, Metrics, outcome_of
+from ops.serving.metrics import InstrumentedInference, Metrics, outcome_of
 from tests.fakes import FakeWorker
 
 
@@ -80,7 +80,7 @@ def test_unknown_errors_have_their_own_outcome():
 
 
 def test_self_tests_and_recoveries_are_exported():
-    from ops.readiness import RecoveryCause, ServiceStats
+    from ops.serving.readiness import RecoveryCause, ServiceStats
 
     stats = ServiceStats(self_tests={"passed": 4, "failed": 1}, recoveries={"hang": 2}, reloads=1,
                          last_recovery_s=12.5, rollbacks={"self_test": 2}, switches={"beside": 3},
@@ -107,7 +107,7 @@ def log_dir(tmp_path):
 
     from loguru import logger
 
-    from ops.logs import setup_logging
+    from ops.serving.logs import setup_logging
 
     setup_logging(tmp_path)
     yield tmp_path
@@ -155,7 +155,7 @@ def test_errors_go_to_the_error_log_with_their_trace(log_dir):
 
 
 def test_memory_limit_is_the_tightest_cgroup_limit_capped_at_ram(tmp_path):
-    from ops.metrics import memory_limit_bytes
+    from ops.serving.metrics import memory_limit_bytes
 
     import psutil
 

@@ -1,4 +1,4 @@
-"""The /v1 API (ops/openai_api.py): driven by the official `openai` package and by `curl` against the live
+"""The /v1 API (ops/api/openai_api.py): driven by the official `openai` package and by `curl` against the live
 app on the tiny model, and its error statuses, keys and stop strings against a fake service."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from engine.errors import Busy, InferenceTimeout, InvalidInput, ModelUnavailable
 from engine.types import ChatUpdate, ClassifyResult, InferenceCalls, TaskInfo
 from tests.fakes import replies
-from ops.openai_api import ApiKeys, StopText, add_openai_routes
+from ops.api.openai_api import ApiKeys, StopText, add_openai_routes
 from tests.conftest import LiveApp
 
 # ----- the live app, as its users call it ----------------------------------------------------

@@ -1,4 +1,4 @@
-"""Tasks defined at run time (ops/runtime_tasks.py, Engine.update_tasks, /admin/tasks): validated like the
+"""Tasks defined at run time (ops/api/runtime_tasks.py, Engine.update_tasks, /admin/tasks): validated like the
 tasks file, served without a reload while others keep chatting, kept across a restart, removable."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from gradio_client import Client
 
 from engine.errors import ConfigError, InvalidInput
 from engine.tasks import load_tasks
-from ops.runtime_tasks import RuntimeTasks, TaskChange, TaskConflict, TaskNotFound
+from ops.api.runtime_tasks import RuntimeTasks, TaskChange, TaskConflict, TaskNotFound
 from tests.conftest import LiveApp, make_engine
 
 TOPIC = {"kind": "classify", "title": "Topic", "labels": ["food", "sport"],
@@ -191,7 +191,7 @@ def test_a_task_added_while_two_users_chat_answers_at_once_survives_a_restart_an
 
 
 def test_a_change_that_cannot_be_saved_is_undone_in_the_worker_too(tmp_path):
-    from ops.runtime_tasks import TaskStoreError
+    from ops.api.runtime_tasks import TaskStoreError
 
     served = []
     store = RuntimeTasks(load_tasks(), tmp_path / "data")

@@ -10,10 +10,10 @@ from pathlib import Path
 
 from engine.errors import SelfTestFailed
 from engine.tasks import load_tasks
-from ops import spare as spare_module
-from ops.readiness import RecoveryCause, State
-from ops.service import ModelService
-from ops.spare import WarmSpare
+from ops.serving import spare as spare_module
+from ops.serving.readiness import RecoveryCause, State
+from ops.serving.service import ModelService
+from ops.serving.spare import WarmSpare
 from tests.fakes import FakeWorker, wait_for
 
 PIDS = itertools.count(1000)

@@ -8,15 +8,15 @@ from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from fastapi.testclient import TestClient
 
-from ops.health import UI_STARTING, add_health_routes
-from ops.readiness import State
-from ops.staged_app import StagedApp, add_starting_routes
+from ops.serving.health import UI_STARTING, add_health_routes
+from ops.serving.readiness import State
+from ops.serving.staged_app import StagedApp, add_starting_routes
 from tests.fakes import FakeWorker, wait_for
 
 
 def ready_service():
     from engine.tasks import load_tasks
-    from ops.service import ModelService
+    from ops.serving.service import ModelService
 
     service = ModelService(load_tasks(), FakeWorker).start()
     assert service.wait_ready(5)

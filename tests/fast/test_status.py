@@ -6,12 +6,12 @@ import pytest
 
 from engine.errors import ModelNotFound
 from engine.tasks import load_tasks
-from ops.admin import AdminActions, AdminDenied
-from ops.history import EventLog, Timeline
-from ops.readiness import RecoveryCause
-from ops.service import ModelService
+from ops.api.admin import AdminActions, AdminDenied
+from ops.serving.history import EventLog, Timeline
+from ops.serving.readiness import RecoveryCause
+from ops.serving.service import ModelService
 from tests.fakes import FakeWorker, wait_for
-from ops.peers import Peers
+from ops.serving.peers import Peers
 from ui.status_tab import (EVENT_COLUMNS, LIFECYCLE, PEER_COLUMNS, SELF_TEST, event_frame, headers, memory_frame,
                            peer_frame, summary_markdown)
 
@@ -110,7 +110,7 @@ class Recorder:
         return True
 
     def snapshot(self):
-        from ops.readiness import HealthSnapshot, State
+        from ops.serving.readiness import HealthSnapshot, State
 
         return HealthSnapshot(State.READY, "fake@1", None, None, 0, 0.0)
 

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from engine.variants import INT8_VARIANT, int8_variant_problem
-from ops.models import main as models_cli
-from ops.store import ModelStore, weights_bytes
+from ops.store.cli import main as models_cli
+from ops.store.manifest import weights_bytes
+from ops.store.versions import ModelStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -276,11 +277,11 @@ def test_activate_hashes_only_files_changed_since_they_were_last_hashed(two_vers
     """Installing hashed every file (its MANIFEST): activating the untouched version hashes nothing, so a
     hot swap waits only for the new worker. A file changed in place is hashed again, even with its size
     and mtime put back (its ctime cannot be), and refused."""
-    import ops.store
+    import ops.store.manifest
 
     hashed = []
-    real_sha256 = ops.store._sha256
-    monkeypatch.setattr(ops.store, "_sha256", lambda path: hashed.append(path.name) or real_sha256(path))
+    real_sha256 = ops.store.manifest._sha256
+    monkeypatch.setattr(ops.store.manifest, "_sha256", lambda path: hashed.append(path.name) or real_sha256(path))
     assert cli(store_root, "activate", "tiny-qwen2@1") == 0
     assert hashed == []
     weights = store_root / "tiny-qwen2@2" / "model.safetensors"
@@ -333,7 +334,7 @@ CRASHER = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    from ops.models import main
+    from ops.store.cli import main
     limit, calls = int(sys.argv[1]), [0]
 
     def dying(fn):
@@ -410,7 +411,7 @@ def test_the_store_survives_a_crash_between_any_two_steps(tiny_model_dir, tmp_pa
 
 
 def test_a_source_is_a_store_link_only_when_it_is_one(tmp_path, two_versions, store_root):
-    from ops.store import ModelSource
+    from ops.store.versions import ModelSource
 
     assert ModelSource(tmp_path / "nothing-yet" / "current").store is not None  # current before any install
     plain = tmp_path / "plain" / "current"

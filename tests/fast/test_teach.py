@@ -1,5 +1,5 @@
-"""Teaching a task by example, without the web: the examples' formats and every refusal (ops.teach_examples),
-their storage beside the runtime tasks (ops.runtime_tasks), the held-out split, and the engine's low-priority
+"""Teaching a task by example, without the web: the examples' formats and every refusal (ops.api.teach_examples),
+their storage beside the runtime tasks (ops.api.runtime_tasks), the held-out split, and the engine's low-priority
 feature rounds (engine.teach) on a fake backend and on the tiny model."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from engine.errors import ConfigError, InvalidInput
 from engine.tasks import ClassifyTask, load_tasks
 from engine.teach import MAX_WAIT_S, RECENT_S, YIELD, BackgroundRounds, FeatureRequest, FeatureRows, teach_layers
 from engine.types import EngineConfig
-from ops.runtime_tasks import NotAClassifyTask, RuntimeTasks, TaskConflict, TaskNotFound
-from ops.teach import holdout_mask
-from ops.teach_examples import (MAX_EXAMPLES, MAX_EXAMPLES_BYTES, BadExampleRow, DuplicateExamples, ExampleFormat,
+from ops.api.runtime_tasks import NotAClassifyTask, RuntimeTasks, TaskConflict, TaskNotFound
+from ops.api.teach import holdout_mask
+from ops.api.teach_examples import (MAX_EXAMPLES, MAX_EXAMPLES_BYTES, BadExampleRow, DuplicateExamples, ExampleFormat,
                                 ExamplesEmpty, ExamplesEncoding, ExamplesTooLarge, TooFewExamples, UnknownLabels,
                                 check_examples, examples_jsonl, parse_examples)
 from tests.fake_backend import FakeBackend

@@ -9,9 +9,9 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from ops.readiness import RecoveryCause
-from ops.service import DiskCheck
-from ops.watchdog import Action, Vitals, Watchdog, WatchdogConfig, decide, load_probes
+from ops.serving.readiness import RecoveryCause
+from ops.serving.service import DiskCheck
+from ops.serving.watchdog import Action, Vitals, Watchdog, WatchdogConfig, decide, load_probes
 from tests.conftest import LiveApp
 from tests.fakes import wait_for
 

@@ -1,4 +1,4 @@
-"""The model's worker process, driven from the web side (``ops.worker_process``) on the tiny model:
+"""The model's worker process, driven from the web side (``ops.serving.worker_process``) on the tiny model:
 same answers as in-process, admission at once, cancellation reaching the worker, and every way a
 worker can end (drained, killed, stopped, crashed, unable to load)."""
 
@@ -14,7 +14,7 @@ import pytest
 from engine.errors import Busy, InvalidInput, ModelNotFound, WorkerLost
 from engine.ipc import WorkerSpec
 from engine.types import EngineConfig, GenerateOptions
-from ops.worker_process import WorkerProcess
+from ops.serving.worker_process import WorkerProcess
 from tests.conftest import TEST_BACKEND, TEST_PRECISION
 from tests.fakes import wait_for
 
@@ -143,9 +143,9 @@ def test_worker_logs_reach_the_web_process(tiny_model_dir, tasks):
 
 
 def test_cpu_progress_tells_a_computing_process_from_an_idle_one():
-    """The hang rule's second half (ops.worker_process.CpuProgress), on this very process: idle for a
+    """The hang rule's second half (ops.serving.worker_process.CpuProgress), on this very process: idle for a
     window is no sign of life, a busy window is."""
-    from ops.worker_process import BUSY_WINDOW_S, CpuProgress
+    from ops.serving.worker_process import BUSY_WINDOW_S, CpuProgress
 
     progress = CpuProgress()
     assert progress.last_seen(os.getpid()) == 0.0  # the first look only takes a reference
@@ -164,7 +164,7 @@ def test_a_step_that_computes_past_max_step_s_is_a_hang_however_busy():
     loop silence its CPU use no longer counts as life."""
     import struct
 
-    from ops import worker_process
+    from ops.serving import worker_process
 
     class Computing:
         def last_seen(self, pid):

@@ -1,0 +1,244 @@
+"""The model service: what the UI, the routes and the watchdog talk to. No torch here.
+
+``ModelService`` puts the parts together (the worker supervisor, the
+readiness snapshot, the store follower, the integrity monitor and the
+``Lifecycle`` that runs their flows; see ``ops.serving.lifecycle``) and is the one
+door to the model:
+
+- requests (``submit``, and ``classify``/``generate`` built on it) go to the
+  serving worker only while the state is ``ready``. One that arrives while a
+  recovery or a load is under way waits for it (``ready_wait_s`` at most, a
+  recovery takes seconds), and so does one that finds the serving worker gone
+  (``WorkerGone``: it never ran; it starts the recovery at once and is sent to
+  the new worker). So only the requests in flight inside a lost worker fail;
+  past that wait, or when the state is ``failed``, the caller gets
+  ``ModelUnavailable`` naming the reason;
+- a request error is not a sick model. One request that fails inside the
+  model gets a clear error and a log line with its id, nothing more; NaN/inf
+  output (``InvalidOutput``) starts a recovery at once, and so do
+  ``failures_before_reload`` failed requests in a row (real traffic is
+  evidence too); any success resets the count;
+- the watchdog reads the vitals here and asks for recoveries, reloads and
+  restores here; the admin routes ask for reloads and fault drills.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Generator
+
+from loguru import logger
+
+from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable, WorkerGone, WorkerLost
+from engine.tasks import TaskRegistry
+from engine.types import Fault, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
+from ops.common.proc import free_memory_bytes
+from ops.serving.lifecycle import Lifecycle, basic_self_test
+from ops.serving.limits import RequestLimits
+from ops.serving.readiness import HealthSnapshot, Readiness, RecoveryCause, State
+from ops.serving.spare import WarmSpare
+from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
+from ops.store.follower import StoreFollower
+from ops.store.integrity import IntegrityMonitor
+from ops.store.versions import ModelSource
+
+__all__ = ["ModelService", "DiskCheck"]
+
+
+@dataclass(frozen=True)
+class DiskCheck:
+    """What the watchdog learns from the disk (cheap: a link, names, sizes, mtimes)."""
+
+    files_changed: bool = False  # the serving files changed, and there is no MANIFEST to judge them by
+    damaged: str | None = None  # the serving version no longer matches its MANIFEST (hashed)
+    switched_to: str | None = None  # the link now names another version than the one serving
+
+
+class ModelService(InferenceCalls):
+    """Implements ``Inference`` over whichever worker serves; see the module doc."""
+
+    def __init__(
+        self,
+        tasks: TaskRegistry,
+        start_worker: Callable[[Path | None], WorkerHandle],
+        self_test: Callable[[Inference], str] = basic_self_test,
+        max_backoff_s: float = 60.0,
+        source: ModelSource | None = None,
+        available_memory: Callable[[], int] = free_memory_bytes,
+        ready_wait_s: float = 0.0,
+        limits: RequestLimits = RequestLimits(),
+        failures_before_reload: int = 3,
+        spare_worker: bool = False,
+    ) -> None:
+        """``start_worker(version_dir)`` starts a worker (the directory is None without a ``source``);
+        ``ready_wait_s``: how long a request waits for a load or recovery under way; ``spare_worker``:
+        keep a warm spare worker for recoveries (``ops.serving.spare``)."""
+        self.tasks = tasks
+        self.limits = limits
+        self._ready_wait_s = ready_wait_s
+        self._failures_before_reload = failures_before_reload
+        self._failures_lock = threading.Lock()
+        self._failures_in_a_row = 0
+        self.supervisor = WorkerSupervisor(start_worker)
+        self.readiness = Readiness()
+        self.follower = StoreFollower(source)
+        self.integrity = IntegrityMonitor()
+        self.spare = WarmSpare(self.supervisor.start_worker, self_test,
+                               on_change=lambda pid: self.readiness.update(spare_pid=pid)) if spare_worker else None
+        self.lifecycle = Lifecycle(self.supervisor, self.readiness, self.follower, self.integrity, self_test,
+                                   max_backoff_s, available_memory, self.spare)
+        self.events = self.readiness.events
+        self.stats = self.readiness.stats
+        self._last_success: float | None = None  # monotonic time of the last successful request
+
+    # ----- lifecycle ----------------------------------------------------------------------
+
+    def start(self) -> "ModelService":
+        self.lifecycle.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.lifecycle.wait_ready(timeout)
+
+    def close(self) -> None:
+        self.lifecycle.close()
+
+    def snapshot(self) -> HealthSnapshot:
+        return self.readiness.snapshot()
+
+    def reload(self, reason: str, operator: bool = True) -> bool:
+        return self.lifecycle.reload(reason, operator)
+
+    def recover(self, cause: RecoveryCause, reason: str) -> bool:
+        return self.lifecycle.recover(cause, reason)
+
+    def replace_damaged(self, reason: str) -> bool:
+        return self.lifecycle.replace_damaged(reason)
+
+    def update_tasks(self, tasks: TaskRegistry) -> None:
+        """Serve ``tasks`` (``ops.api.runtime_tasks``). The serving worker applies them first, and its refusal
+        leaves the old ones serving; a worker started later gets them in its spec."""
+        worker = self.supervisor.serving
+        if worker is not None:
+            worker.update_tasks(tasks)
+            self.readiness.set_heads(worker.pid, worker.heads)  # /ready: a head fitted since answers now
+        self.tasks = tasks
+        if self.spare is not None and worker is not None:  # a spare with the old tasks would serve them
+            self.spare.refill(worker.model_path, again=True)
+
+    def inject_fault(self, kind: Fault) -> None:
+        """A fault drill on the serving worker (the admin route checks ``--fault-injection``)."""
+        self._current().inject_fault(kind)
+
+    # ----- what the watchdog reads -----------------------------------------------------
+
+    def stuck_for(self) -> float:
+        return self.supervisor.stuck_for()
+
+    def worker_alive(self) -> bool:
+        return self.supervisor.worker_alive()
+
+    def worker_rss_bytes(self) -> int:
+        return self.supervisor.worker_rss_bytes()
+
+    def tend_spare(self) -> None:
+        """Replace a warm spare that died while parked (the watchdog's vitals job; nothing without one)."""
+        if self.spare is not None:
+            self.spare.tend()
+
+    def queue_depth(self) -> int:
+        return self.supervisor.queue_depth()
+
+    def seconds_since_success(self) -> float | None:
+        last = self._last_success
+        return None if last is None else time.monotonic() - last
+
+    def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
+        self.readiness.record_self_test(passed, duration_s, detail)
+
+    def model_on_disk(self) -> DiskCheck:
+        """Cheap (names, sizes, mtimes, the link); a change in a store version's files starts a
+        background SHA-256 check, whose verdict a later call reports."""
+        serving = self.supervisor.serving
+        path = serving.model_path if serving is not None else None
+        if path is None:
+            return DiskCheck()
+        integrity = self.integrity.check()
+        return DiskCheck(integrity.files_changed, integrity.damaged, self.follower.switched_to(Path(path)))
+
+    # ----- Inference ------------------------------------------------------------------------
+
+    def task_infos(self) -> list[TaskInfo]:
+        return self.tasks.infos()
+
+    def _current(self) -> WorkerHandle:
+        snapshot, worker = self.snapshot(), self.supervisor.serving
+        if snapshot.state is not State.READY and self._ready_wait_s > 0:
+            snapshot = self.readiness.wait_until_settled(self._ready_wait_s)
+            worker = self.supervisor.serving
+        if snapshot.state is not State.READY or worker is None:
+            if snapshot.state is State.FAILED:
+                raise ModelUnavailable(f"The model is not available: {snapshot.reason}")
+            raise ModelUnavailable()
+        return worker
+
+    def submit(self, task: str, request: Request) -> ReplyStream:
+        """Forward to the serving worker; once more on the new one if a hot swap stopped the old
+        one between picking it and handing it the request (it never ran, so retrying is safe)."""
+        self.limits.check(request)  # before anything is queued
+        worker = self._current()
+        try:
+            try:
+                stream = worker.submit(task, request)
+            except WorkerGone:  # it died before taking the request: replace it, and wait for the new one
+                self._worker_lost(worker)
+                worker = self._current()
+                stream = worker.submit(task, request)
+            except ModelUnavailable:
+                if self.supervisor.serving in (worker, None) or not self.snapshot().ready:
+                    raise
+                worker = self._current()
+                stream = worker.submit(task, request)
+        except InferenceFailed as exc:
+            self._request_failed(request, exc)
+            raise
+        return self._watch(stream, worker, request)
+
+    def _watch(self, stream: ReplyStream, worker: WorkerHandle, request: Request) -> Generator[Reply, None, None]:
+        try:
+            yield from stream
+        except InferenceFailed as exc:
+            self._request_failed(request, exc)
+            raise
+        except WorkerLost:
+            self._worker_lost(worker)
+            raise
+        finally:
+            stream.close()
+        self._last_success = time.monotonic()
+        with self._failures_lock:
+            self._failures_in_a_row = 0
+
+    def _worker_lost(self, worker: WorkerHandle) -> None:
+        """The serving worker ended on its own: recover now, not at the next vitals check. (A
+        worker this service stopped, or one no longer serving, is not a reason.)"""
+        if self.supervisor.serving is worker and not worker.alive():
+            self.lifecycle.recover(RecoveryCause.WORKER_EXIT, "the model's worker process ended")
+
+    def _request_failed(self, request: Request, exc: InferenceFailed) -> None:
+        """One failed request is the request's problem; NaN/inf, or several failures in a row,
+        are the model's (see the module doc)."""
+        if isinstance(exc, InvalidOutput):
+            self.lifecycle.recover(RecoveryCause.INVALID_OUTPUT, f"a request failed: {exc}")
+            return
+        with self._failures_lock:
+            self._failures_in_a_row += 1
+            failures = self._failures_in_a_row
+            if failures >= self._failures_before_reload:
+                self._failures_in_a_row = 0
+        logger.error("request {} failed ({} in a row): {}", request.request_id or "?", failures, exc)
+        if failures >= self._failures_before_reload:
+            self.lifecycle.recover(RecoveryCause.FAILED_REQUEST, f"{failures} requests in a row failed: {exc}")

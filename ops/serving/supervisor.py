@@ -1,0 +1,113 @@
+"""Starting, swapping and stopping the model's worker processes: the worker supervisor.
+
+One worker process serves at a time (``serving``). The lifecycle asks the
+supervisor to start a worker for a version (``start_worker``: spawned,
+loaded, warmed up), to put it in service (``swap_in``, which hands back the
+one it replaced), to take the serving one out (``take_out``: nothing serves
+until a new one is swapped in) and to end old ones: ``retire`` lets their
+open requests finish first, ``kill`` does not wait (a suspect worker: hung,
+leaking, wrong). The watchdog reads the serving worker's vitals here.
+
+``WorkerHandle`` is the contract: ``ops.serving.worker_process.WorkerProcess`` in
+the app, small fakes in the tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable, Protocol
+
+from engine.tasks import TaskRegistry
+from engine.types import Fault, ReplyStream, Request, TaskInfo
+
+__all__ = ["WorkerHandle", "WorkerSupervisor"]
+
+
+class WorkerHandle(Protocol):
+    """What the supervisor, the lifecycle and the watchdog need of one worker."""
+
+    model_label: str | None
+    model_path: Path | None
+    precision: tuple[str, str] | None  # the weights' format and why that one, once loaded
+    backend: tuple[str, str] | None  # the runtime serving them and why that one, once loaded
+    heads: dict[str, dict]  # per classify task with examples: its linear head's state (engine.heads)
+    pid: int | None
+
+    def task_infos(self) -> list[TaskInfo]: ...
+
+    def update_tasks(self, tasks: TaskRegistry) -> None: ...
+
+    def submit(self, task: str, request: Request) -> ReplyStream: ...
+
+    def close(self, drain: bool = False, timeout: float | None = None) -> None: ...
+
+    def kill(self, grace_s: float = ...) -> None: ...
+
+    def alive(self) -> bool: ...
+
+    def stuck_for(self) -> float: ...
+
+    def rss_bytes(self) -> int: ...
+
+    def load(self) -> int: ...
+
+    def inject_fault(self, kind: Fault) -> None: ...
+
+
+class WorkerSupervisor:
+    """Owns the worker processes; see the module doc."""
+
+    def __init__(self, start_worker: Callable[[Path | None], WorkerHandle]) -> None:
+        """``start_worker(version_dir)`` returns a started worker or raises why it could not."""
+        self._start_worker = start_worker
+        self._lock = threading.Lock()
+        self._serving: WorkerHandle | None = None
+
+    @property
+    def serving(self) -> WorkerHandle | None:
+        return self._serving
+
+    def start_worker(self, target: Path | None) -> WorkerHandle:
+        return self._start_worker(target)
+
+    def swap_in(self, worker: WorkerHandle) -> WorkerHandle | None:
+        with self._lock:
+            old, self._serving = self._serving, worker
+        return old
+
+    def take_out(self) -> WorkerHandle | None:
+        with self._lock:
+            old, self._serving = self._serving, None
+        return old
+
+    @staticmethod
+    def retire(worker: WorkerHandle | None) -> None:
+        """Stop a worker once its open requests have finished (the request timeout at most)."""
+        if worker is not None:
+            worker.close(drain=True)
+
+    @staticmethod
+    def kill(worker: WorkerHandle | None) -> None:
+        """End a worker now, whatever it is doing; its open requests fail with ``WorkerLost``."""
+        if worker is not None:
+            worker.kill()
+
+    # ----- the serving worker's vitals ---------------------------------------------
+
+    def stuck_for(self) -> float:
+        worker = self._serving
+        return worker.stuck_for() if worker is not None else 0.0
+
+    def worker_alive(self) -> bool:
+        """False when the serving worker's process has ended (True while nothing serves)."""
+        worker = self._serving
+        return worker is None or worker.alive()
+
+    def worker_rss_bytes(self) -> int:
+        worker = self._serving
+        return worker.rss_bytes() if worker is not None else 0
+
+    def queue_depth(self) -> int:
+        worker = self._serving
+        return worker.load() if worker is not None else 0

@@ -1,0 +1,313 @@
+"""The watchdog: notices when the service stops giving right answers and brings it back.
+
+One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
+``max_instances=1`` and ``coalesce=True``:
+
+- ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
+  work: the worker process gone (a crash, an OOM kill), no sign of life for
+  ``hang_limit_s``: its loop not turning (read from shared memory, so it shows
+  even when the worker cannot answer) *and* its process using no CPU (a slow
+  step on an overloaded machine computes, a hung or stopped one does not:
+  ``ops.serving.worker_process.CpuProgress``), the worker's memory above
+  ``memory_limit_bytes``, the model's files changed on disk (size or mtime,
+  compared with what was loaded; a store version's files are then hashed
+  against its MANIFEST in the background), and the store link
+  (``models/current``) naming another version than the one serving. It also
+  samples the web and worker processes' memory into the Status tab's
+  ``Timeline``.
+- ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
+  (``ops/serving/probes.toml``) with a time limit, unless real traffic succeeded within
+  the interval; successful user requests are evidence of health, so the probe
+  does not compete with users under load.
+
+A sick model calls ``recover(cause, reason)``: detect -> isolate
+(``recovering``, 503) -> recover (kill the worker, start a fresh one from the
+store) -> verify (the probes pass) -> re-admit. Recovery and replacement
+flows run in threads of their own (``ops.serving.lifecycle``), so neither job is ever
+held by one, and a worker that hangs while its replacement loads is taken out
+at once. A moved link calls ``reload``
+(the new version's worker starts beside the serving one, and is rolled back
+if it fails); a damaged store version calls ``replace_damaged`` (back to the
+last good version). ``decide`` holds the rules and takes its inputs as
+arguments, so it is tested with a fake clock; its answer is a typed
+``Decision``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Callable, Protocol
+
+from loguru import logger
+
+from engine.errors import ConfigError, SelfTestFailed
+from engine.tasks import TaskRegistry
+from engine.types import GenerateOptions, Inference
+from ops.common.proc import process_rss_bytes
+from ops.serving.history import Timeline
+from ops.serving.readiness import HealthSnapshot, RecoveryCause
+
+__all__ = ["Probes", "LiveProbes", "load_probes", "WatchdogConfig", "Vitals", "Action", "Decision", "decide", "Watchdog",
+           "WatchedService", "DEFAULT_PROBES_FILE"]
+
+DEFAULT_PROBES_FILE = Path(__file__).with_name("probes.toml")
+
+
+@dataclass(frozen=True)
+class Probes:
+    classify: tuple[tuple[str, str, str], ...]  # (task, text, expected label)
+    generate: tuple[tuple[str, str, int], ...]  # (task, message, max_new_tokens)
+
+    def run(self, engine: Inference) -> str:
+        """Raise ``SelfTestFailed`` on the first wrong answer; return a summary. A task's
+        probes go in one request (one batch), so a self-test costs one forward pass per task."""
+        by_task: dict[str, list[tuple[str, str]]] = {}
+        for task, text, expected in self.classify:
+            by_task.setdefault(task, []).append((text, expected))
+        for task, cases in by_task.items():
+            results = engine.classify(task, [text for text, _ in cases])
+            if len(results) != len(cases):
+                raise SelfTestFailed(f"self-test failed: {task} gave {len(results)} answers for {len(cases)} texts")
+            for (text, expected), result in zip(cases, results):
+                if result.label != expected:
+                    raise SelfTestFailed(f"self-test failed: {task}({text[:30]!r}) gave {result.label}, "
+                                         f"expected {expected}")
+        for task, message, max_new_tokens in self.generate:
+            last = None
+            # priority: a probe never waits behind a full classroom's chats (see engine.engine)
+            options = GenerateOptions(max_new_tokens=max_new_tokens, priority=True)
+            for last in engine.generate(task, message, options=options):
+                pass
+            if last is None or not last.done:
+                raise SelfTestFailed(f"self-test failed: {task} did not finish")
+        return f"{len(self.classify)} classify + {len(self.generate)} generate probes passed"
+
+
+@dataclass(frozen=True)
+class LiveProbes:
+    """The probes file's probes plus the known answers the served tasks carry (a classify task's
+    ``probes``), read at each run: a task added at run time is watched from its first self-test."""
+
+    base: Probes
+    tasks: Callable[[], TaskRegistry]
+
+    def run(self, engine: Inference) -> str:
+        served = self.tasks()
+        extra = tuple((task.name, probe.text, probe.label) for task in served.of_kind("classify")
+                      for probe in task.probes)
+        return Probes(self.base.classify + extra, self.base.generate).run(engine)
+
+
+def load_probes(path: Path = DEFAULT_PROBES_FILE) -> Probes:
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        classify = tuple((p["task"], p["text"], p["label"]) for p in data.get("classify", []))
+        generate = tuple((p["task"], p["message"], int(p.get("max_new_tokens", 2))) for p in data.get("generate", []))
+    except (OSError, tomllib.TOMLDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"Cannot read the probes file {path}: {exc}") from exc
+    if not classify and not generate:
+        raise ConfigError(f"{path} defines no probes.")
+    return Probes(classify, generate)
+
+
+@dataclass(frozen=True)
+class WatchdogConfig:
+    interval_s: float = 15.0
+    vitals_interval_s: float = 2.0
+    hang_limit_s: float = 10.0
+    probe_timeout_s: float = 20.0
+    memory_limit_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class Vitals:
+    ready: bool
+    stuck_for_s: float
+    rss_bytes: int  # the worker process's: the memory a recovery can free
+    seconds_since_success: float | None
+    files_changed: bool = False
+    damaged: str | None = None  # the serving store version no longer matches its MANIFEST
+    switched_to: str | None = None  # the store link names another version
+    worker_alive: bool = True  # False: the serving worker's process has ended
+    web_rss_bytes: int = 0  # this (web) process's, for the Status tab
+
+
+class Action(str, Enum):
+    SKIP = "skip"  # not ready: a load or recovery is in charge
+    OK = "ok"
+    PROBE = "probe"  # run the known-answer probes
+    RECOVER = "recover"  # replace the worker
+    RESTORE = "restore"  # the serving version is damaged: back to a verified good one
+    SWITCH = "switch"  # load the version the store link names
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str | None = None
+    cause: RecoveryCause | None = None  # for RECOVER
+
+
+def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> Decision:
+    """What to do about these vitals; the rules, first match wins."""
+    if not vitals.ready:
+        return Decision(Action.SKIP)
+    if not vitals.worker_alive:
+        return Decision(Action.RECOVER, "the model's worker process ended", RecoveryCause.WORKER_EXIT)
+    if vitals.stuck_for_s > config.hang_limit_s:
+        return Decision(Action.RECOVER, f"an inference hung for {vitals.stuck_for_s:.0f} s "
+                        f"(limit {config.hang_limit_s:.0f} s)", RecoveryCause.HANG)
+    if config.memory_limit_bytes is not None and vitals.rss_bytes > config.memory_limit_bytes:
+        return Decision(Action.RECOVER, f"worker memory {vitals.rss_bytes / 2**20:.0f} MiB is over the limit of "
+                        f"{config.memory_limit_bytes / 2**20:.0f} MiB", RecoveryCause.MEMORY)
+    if vitals.damaged:
+        return Decision(Action.RESTORE, f"the serving model's files do not match their MANIFEST: {vitals.damaged}")
+    if vitals.files_changed:
+        return Decision(Action.RECOVER, "the model files changed on disk", RecoveryCause.FILES)
+    if vitals.switched_to:
+        return Decision(Action.SWITCH, f"the model link now names {vitals.switched_to}")
+    if not probe_due:
+        return Decision(Action.OK)
+    if vitals.seconds_since_success is not None and vitals.seconds_since_success < config.interval_s:
+        return Decision(Action.OK, "recent traffic succeeded")
+    return Decision(Action.PROBE)
+
+
+class WatchedService(Inference, Protocol):
+    """What the watchdog reads and asks of the service (``ops.serving.service.ModelService``)."""
+
+    def snapshot(self) -> HealthSnapshot: ...
+
+    def stuck_for(self) -> float: ...
+
+    def worker_alive(self) -> bool: ...
+
+    def worker_rss_bytes(self) -> int: ...
+
+    def tend_spare(self) -> None: ...
+
+    def seconds_since_success(self) -> float | None: ...
+
+    def model_on_disk(self): ...
+
+    def recover(self, cause: RecoveryCause, reason: str) -> bool: ...
+
+    def reload(self, reason: str, operator: bool = True) -> bool: ...
+
+    def replace_damaged(self, reason: str) -> bool: ...
+
+    def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None: ...
+
+
+class Watchdog:
+    def __init__(self, service: WatchedService, probes: Probes, config: WatchdogConfig = WatchdogConfig(),
+                 rss: Callable[[], int] = process_rss_bytes, timeline: Timeline | None = None) -> None:
+        self.service = service
+        self.timeline = timeline  # the vitals job also samples memory for the Status tab's plot
+        self.probes = probes
+        self.config = config
+        self._rss = rss
+        self._scheduler = None
+        self._probe_thread: threading.Thread | None = None
+
+    def vitals(self) -> Vitals:
+        disk = self.service.model_on_disk()
+        return Vitals(
+            ready=self.service.snapshot().ready,
+            stuck_for_s=self.service.stuck_for(),
+            rss_bytes=self.service.worker_rss_bytes(),
+            seconds_since_success=self.service.seconds_since_success(),
+            files_changed=disk.files_changed,
+            damaged=disk.damaged,
+            switched_to=disk.switched_to,
+            worker_alive=self.service.worker_alive(),
+            web_rss_bytes=self._rss(),
+        )
+
+    def _act(self, decision: Decision) -> None:
+        if decision.action is Action.RECOVER:
+            self.service.recover(decision.cause, decision.reason)
+        elif decision.action is Action.RESTORE:
+            self.service.replace_damaged(decision.reason)
+        elif decision.action is Action.SWITCH:
+            self.service.reload(decision.reason, operator=False)
+
+    def check_vitals(self) -> Action:
+        vitals = self.vitals()
+        if self.timeline is not None:
+            self.timeline.observe_memory(web=vitals.web_rss_bytes, worker=vitals.rss_bytes)
+        decision = decide(vitals, self.config, probe_due=False)
+        self._act(decision)
+        self.service.tend_spare()
+        return decision.action
+
+    def run_self_test(self) -> Action:
+        decision = decide(self.vitals(), self.config, probe_due=True)
+        self._act(decision)
+        if decision.action is Action.PROBE:
+            reason = self._probe()
+            if reason is not None:
+                self.service.recover(RecoveryCause.SELF_TEST, reason)
+                return Action.RECOVER
+        return decision.action
+
+    def _probe(self) -> str | None:
+        """Run the probes with a time limit; record the result; return a failure reason.
+
+        A probe past its limit while the engine's worker is stuck is a hang: recover
+        at once. Past its limit with the worker making progress (its loop turning, or
+        its step computing: ``stuck_for``), the machine is overloaded or the queue
+        long, not the model sick: reloading would only add load and kill the work in
+        flight, so it is recorded and never recovered from, however often it happens.
+        A step that computes for ever is a hang all the same: ``stuck_for`` stops
+        counting CPU use as life after ``MAX_STEP_S``.
+        """
+        if self._probe_thread is not None and self._probe_thread.is_alive():
+            return None  # the last slow probe is still running: do not pile up another
+        outcome: dict = {}
+
+        def target() -> None:
+            try:
+                outcome["detail"] = self.probes.run(self.service)
+            except Exception as exc:  # a wrong answer, a timeout, NaN: all are findings
+                outcome["error"] = getattr(exc, "user_message", None) or repr(exc)
+
+        started = time.monotonic()
+        runner = threading.Thread(target=target, name="self-test", daemon=True)
+        runner.start()
+        runner.join(self.config.probe_timeout_s)
+        slow = runner.is_alive()
+        if slow:
+            self._probe_thread = runner
+            outcome["error"] = f"self-test took longer than {self.config.probe_timeout_s:.0f} s"
+            if self.service.stuck_for() <= self.config.hang_limit_s:
+                detail = f"{outcome['error']}; the worker is not stuck, so the machine is overloaded: not reloading"
+                self.service.record_self_test(False, time.monotonic() - started, detail)
+                logger.warning("watchdog: {}", detail)
+                return None
+        passed = "error" not in outcome
+        self.service.record_self_test(passed, time.monotonic() - started, outcome.get("detail") or outcome["error"])
+        if not passed:
+            logger.error("watchdog: {}", outcome["error"])
+        return None if passed else outcome["error"]
+
+    def start(self) -> "Watchdog":
+        from apscheduler.schedulers.background import BackgroundScheduler
+
+        self._scheduler = BackgroundScheduler(daemon=True)
+        self._scheduler.add_job(self.check_vitals, "interval", seconds=self.config.vitals_interval_s,
+                                id="vitals", max_instances=1, coalesce=True)
+        self._scheduler.add_job(self.run_self_test, "interval", seconds=self.config.interval_s,
+                                id="self_test", max_instances=1, coalesce=True)
+        self._scheduler.start()
+        return self
+
+    def stop(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.shutdown(wait=False)
+            self._scheduler = None
