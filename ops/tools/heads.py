@@ -11,7 +11,7 @@ passes that serve requests, chooses the layer the head reads by
 cross-validation (``engine.backends.torch_head``), fits the head and stores it
 beside the tasks file, for this model.
 Without ``--task`` it fits every classify task that names examples. It shows
-progress: reading 1,600 examples takes a few minutes on two cores.
+progress: reading the 4,000 sentiment examples takes about 25 minutes on two cores.
 """
 
 from __future__ import annotations
