@@ -20,7 +20,8 @@ import statistics
 
 from common import REPO, free_port, header
 
-from ops.tools.ha import HaDemo, failover_drill
+from ops.tools.ha import HaDemo
+from ops.tools.ha_drill import failover_drill
 
 
 def main() -> None:

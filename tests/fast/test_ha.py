@@ -24,7 +24,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ops.tools.ha import failover_drill, serving
+from ops.tools.ha import serving
+from ops.tools.ha_drill import failover_drill
 from tests.conftest import REPO, free_port
 
 
