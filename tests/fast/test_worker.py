@@ -143,9 +143,9 @@ def test_worker_logs_reach_the_web_process(tiny_model_dir, tasks):
 
 
 def test_cpu_progress_tells_a_computing_process_from_an_idle_one():
-    """The hang rule's second half (ops.serving.worker_process.CpuProgress), on this very process: idle for a
+    """The hang rule's second half (ops.serving.vitals.CpuProgress), on this very process: idle for a
     window is no sign of life, a busy window is."""
-    from ops.serving.worker_process import BUSY_WINDOW_S, CpuProgress
+    from ops.serving.vitals import BUSY_WINDOW_S, CpuProgress
 
     progress = CpuProgress()
     assert progress.last_seen(os.getpid()) == 0.0  # the first look only takes a reference
