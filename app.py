@@ -1,14 +1,10 @@
 """Qwen All-in-One: wires config -> worker supervisor -> watchdog -> HTTP/UI -> serve.
 
-    python app.py [--host] [--port] [--model-dir] [--admin-token] ...
+    python app.py [--host] [--port] [--model-dir] [--admin-token] ...   (``-h``; ``ALLINONE_*`` twins)
 
-Every flag has an ``ALLINONE_*`` environment equivalent (``python app.py -h``).
-Nothing happens at import; ``main()`` builds the parts in order and shuts
-them down in reverse. This is the web process: it never imports torch. The
-model runs in a worker process it starts first thing (``ops.serving.worker_process``),
-and the HTTP server answers ``/health`` and ``/ready`` at once while Gradio is
-imported and the UI built beside it (``ops.serving.staged_app``): the cold start
-overlaps Gradio's import with the worker's torch import and weights.
+The web process: it never imports torch, and nothing happens at import. ``main()`` starts the worker
+first, serves ``/health`` and ``/ready`` at once while the UI is built (``ops.serving.staged_app``), and
+shuts the parts down in reverse. docs/architecture.md has the two processes.
 """
 
 from __future__ import annotations

@@ -1,18 +1,9 @@
 """Admission: a request's way in, on the caller's thread, before the model's thread sees it.
 
-It checks the input, fits a chat's conversation into ``context_tokens`` (with
-the backend's ``encode`` and ``render``, safe from any thread) and builds the
-job the model thread runs, so that thread only ever gets work it can finish in
-bounded time. At most ``max_pending_classify`` texts and ``max_waiting_chats``
-chats may wait; past that, callers get ``Busy`` at once instead of a hang.
-``priority`` chats (the watchdog's probes) are never refused for a full line,
-so health checks stay fast in a full classroom. A chat that names a
-``session`` replaces that session's unfinished chat (one browser session
-never holds two slots). A classification's ``mode`` is resolved here:
-``auto`` becomes ``head`` where the task's head is ready on this model, else
-``prompt``; asking for ``head`` where there is none is bad input, with the
-reason. The model thread hands every job back (``release``)
-when it is done with it, which frees its place. No torch.
+Checks the input, fits a chat into ``context_tokens``, resolves a classification's ``mode`` and builds
+the job, so the model thread only gets work it can finish in bounded time. A full line answers ``Busy``
+at once (``priority`` chats excepted); the model thread ``release``s each job. No torch. The rules in
+full: docs/architecture.md, "Inside the worker".
 """
 
 from __future__ import annotations
@@ -79,7 +70,7 @@ class ChatJob:
 
 
 class Admission:
-    """Turns requests into jobs and keeps the line's counts; see the module doc.
+    """Turns requests into jobs and keeps the line's counts; the rules: docs/architecture.md, "Inside the worker".
 
     The counts and sessions are shared with the model thread, which calls
     ``release``; both sides change them under ``_counts_lock`` only."""

@@ -1,24 +1,8 @@
 """The seam between the scheduler and a model runtime: what a backend must do.
 
-The scheduler (``engine.engine``: queues, admission, sessions, rounds,
-priorities, cancellation) never imports torch. It drives one ``Backend``,
-which owns everything model-shaped: the tokenizer and chat template, the
-weights in whatever format the loader chose, the KV caches of running chats
-and the label scorers of classify tasks. A backend is used by one thread at
-a time (the engine's model thread), except ``encode`` and ``render``, which
-admission calls from the thread that receives requests.
-
-Chat decoding through the seam: ``start`` runs a prompt (the prefill) and
-adds the new sequence to the backend's decode batch; each round the
-scheduler asks every running sequence for its ``next_token`` (chosen the same
-way on every backend: ``engine.sampling``) and feeds them all back in one
-``step`` (one forward pass for every chat); ``release`` takes a sequence out
-and frees its cache. Classification is one call, ``score``.
-
-Backends: ``engine.backends.torch_backend`` (transformers + torch, any
-precision the loader made), ``engine.backends.llamacpp_backend`` (the
-version's GGUF through llama.cpp, an optional extra) and test doubles; a
-new one is one new module, chosen in ``engine.backends``.
+The scheduler (``engine.engine``) never imports torch; it drives one ``Backend``, which owns everything
+model-shaped (tokenizer, weights, KV caches, label scorers). Backends: ``engine.backends`` (torch,
+llama.cpp) and test doubles. Who calls what, and when: ``Backend``'s docstring.
 """
 
 from __future__ import annotations
@@ -67,7 +51,15 @@ class Scored:
 
 
 class Backend(Protocol):
-    """A loaded model as the scheduler sees it; see the module doc for who calls what."""
+    """A loaded model as the scheduler sees it.
+
+    Used by one thread at a time (the engine's model thread), except ``encode`` and ``render``, which
+    admission calls from the thread that receives requests. Chats: ``start`` runs a prompt (the prefill;
+    or ``begin`` then ``prefill`` in chunks) and adds the sequence to the decode batch; each round the
+    scheduler asks every running sequence for its ``next_token`` (chosen the same way on every backend:
+    ``engine.sampling``) and feeds them all back in one ``step``; ``release`` takes a sequence out and
+    frees its cache. Classification is one call, ``score``.
+    """
 
     info: BackendInfo
     stop_ids: frozenset[int]  # token ids that end an answer

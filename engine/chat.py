@@ -1,11 +1,8 @@
 """One chat request being answered, on the scheduler's side of the backend seam.
 
-A ``ChatStream`` holds what the scheduler needs to know of a chat: its
-limits and deadline, the tokens generated so far, the text published, and
-the backend's opaque sequence (the KV cache lives there). ``choose`` asks
-the backend for the next token (with the repetition guard's bans,
-``engine.sampling``), decides whether the answer has finished (stop token,
-length, time limit or a loop) and publishes the new text. No torch.
+A ``ChatStream`` holds a chat's limits and deadline, its tokens and published text, and the backend's
+opaque sequence. ``choose`` asks the backend for the next token (``engine.sampling``), decides whether
+the answer has finished (stop token, length, time limit or a loop) and publishes the new text. No torch.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The embedded default model's torch copy: its GGUF converted once into safetensors.
 
-The default (``engine.catalog.DEFAULT``, Qwen2.5-Coder-0.5B-Instruct) is
-assembled from its PyPI parts by ``engine.catalog``. Loading a GGUF through
-transformers dequantizes every tensor (about 80 s here), so the store keeps a
-converted safetensors directory beside the GGUF and later starts load it in
-seconds. Nothing here downloads; progress is shown on every slow step.
+Loading a GGUF through transformers dequantizes every tensor (about 80 s here), so the store keeps a
+converted safetensors directory beside the default's GGUF (``engine.catalog.DEFAULT``), loaded in
+seconds. Nothing here downloads; every slow step shows progress.
 """
 
 from __future__ import annotations

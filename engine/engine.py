@@ -1,50 +1,8 @@
 """The engine: one model thread that drives one backend (one loaded model) for many tasks.
 
-It never imports torch: the model, its tokenizer and caches live behind the
-seam in ``engine.backend``. A request is checked, fitted and counted on the
-caller's thread first (``engine.admission``); this module runs what is
-admitted; the rounds themselves are ``engine.rounds``. The concurrency rule,
-in one place:
-
-    Only the engine's worker thread touches the model (the backend's model
-    calls; ``encode`` and ``render`` are safe from any thread).
-    Everyone else (UI handlers, API calls, self-tests) submits a job and
-    waits for its result. The worker loops:
-
-      1. take new jobs from the inbox (``priority`` chats to the front);
-      2. run one batch of pending classifications (up to ``max_batch`` texts,
-         one forward pass over their suffixes);
-      3. admit waiting chats while fewer than ``max_active_chats`` run (a
-         ``priority`` chat may take one slot past that), and prefill one
-         chunk (``engine.rounds.PREFILL_CHUNK_TOKENS``) of the oldest prompt
-         not yet in;
-      4. advance every active chat by one token in ONE forward pass
-         (``Backend.step``: the torch backend keeps the chats' KV caches as
-         one padded batch).
-
-      5. when the foreground (2-4) is idle and due, or every
-         ``engine.teach.MAX_WAIT_S`` at least, read one batch of a fit's
-         features (``engine.teach.BackgroundRounds``: low priority, at most
-         a third of the model's time while others use it).
-
-    So a classification waits behind chat work for at most one prefill
-    chunk and one decode step (or one feature batch), however many chats run and however long
-    their prompts; decode steps are bound by reading the weights,
-    so eight chats cost little more per step than one, and each still streams
-    its own tokens with the same greedy answer it would get alone. A model is
-    never swapped under a running stream: a new model gets a new Engine, and
-    the old one finishes its work and closes (see ``ops.serving.lifecycle``).
-
-Tasks can change while it serves (``update_tasks``): the change waits in the
-inbox behind the jobs queued before it, which finish on the old definitions;
-then the model thread builds the changed classify tasks' scorers (their
-prompt prefixes) and only then do new requests see the new tasks. A change
-the backend cannot apply (say, two labels that tokenize the same) is refused
-whole, and the old tasks keep serving.
-
-Memory is bounded: the KV caches hold at most ``max_active_chats`` x
-(``context_tokens`` + ``max_new_tokens``) positions, and a finished chat's
-cache is freed at once.
+No torch: the model is behind ``engine.backend``. Requests are admitted on the caller's thread
+(``engine.admission``); this module runs what is admitted, round by round (``engine.rounds``). The
+concurrency rule (who may touch the model, when) is ``Engine``'s docstring.
 """
 
 from __future__ import annotations
@@ -82,7 +40,28 @@ class _TaskUpdate:
 
 
 class Engine(InferenceCalls):
-    """Answers classify and generate requests on one model; see the module doc for the rule.
+    """Answers classify and generate requests on one model, by one rule:
+
+    Only the engine's worker thread touches the model (the backend's model calls; ``encode`` and
+    ``render`` are safe from any thread). Everyone else (UI handlers, API calls, self-tests) submits a
+    job and waits for its result. The worker loops:
+
+      1. take new jobs from the inbox (``priority`` chats to the front);
+      2. run one batch of pending classifications (up to ``max_batch`` texts, one forward pass over
+         their suffixes);
+      3. admit waiting chats while fewer than ``max_active_chats`` run (a ``priority`` chat may take one
+         slot past that), and prefill one chunk (``engine.rounds.PREFILL_CHUNK_TOKENS``) of the oldest
+         prompt not yet in;
+      4. advance every active chat by one token in ONE forward pass (``Backend.step``);
+      5. when the foreground (2-4) is idle and due, or every ``engine.teach.MAX_WAIT_S`` at least, read
+         one batch of a fit's features (``engine.teach.BackgroundRounds``: low priority).
+
+    So a classification waits behind chat work for at most one prefill chunk and one decode step (or
+    one feature batch), however many chats run and however long their prompts; decode steps are bound
+    by reading the weights, so eight chats cost little more per step than one, and each still streams
+    the same greedy answer it would get alone. A model is never swapped under a running stream: a new
+    model gets a new Engine, and the old one finishes its work and closes (``ops.serving.lifecycle``).
+    Task changes and the memory bound: docs/architecture.md, "Inside the worker".
 
     Requests come in through its ``Admission``; the worker thread hands every
     job back to it (``release``) when done with it, so ``load`` stays true.
@@ -167,7 +146,7 @@ class Engine(InferenceCalls):
         return self.tasks.infos()
 
     def update_tasks(self, tasks: TaskRegistry, timeout: float = TASK_UPDATE_TIMEOUT_S) -> None:
-        """Serve ``tasks`` from now on (see the module doc). Raises the backend's error, with the old
+        """Serve ``tasks`` from now on (docs/architecture.md, "Task changes"). Raises the backend's error, with the old
         tasks still serving, when it cannot apply them; ``InferenceTimeout`` when the queue ahead is
         too long to wait for (the change still happens, in turn)."""
         update = _TaskUpdate(tasks)

@@ -1,27 +1,8 @@
-"""The one exception hierarchy of Qwen All-in-One.
+"""The one exception hierarchy of Qwen All-in-One; ``AllInOneError``'s docstring draws the tree.
 
-Every error a user or an API client can see is an ``AllInOneError``; its
-``user_message`` is the friendly text shown in the UI (through ``gr.Error``)
-and returned to API clients, never a stack trace. Library errors are
-translated at the engine boundary with ``raise ... from exc`` so the cause
-stays in the logs.
-
-    AllInOneError
-    ├── InvalidInput        the request itself is wrong (empty text, unknown task)
-    ├── ModelUnavailable    no usable model: missing/broken directory, loading, recovering
-    │   ├── ModelNotFound   the model directory is missing or not a model
-    │   ├── ModelDamaged    a store version's files no longer match its MANIFEST
-    │   ├── SelfTestFailed  a loaded model gave a wrong or invalid answer to a known-answer probe
-    │   └── WorkerLost      the worker process ended (killed, crashed, replaced) with this request in it
-    │       └── WorkerGone  ...before it took this request: it never ran, so it may be sent again
-    ├── Busy                admission control: too much work queued, retry shortly
-    ├── Superseded          a newer chat message from the same session replaced this one
-    ├── InferenceTimeout    a request ran past its wall-clock limit
-    ├── InferenceFailed     the model raised while answering this request (a request error)
-    │   └── InvalidOutput   the model produced garbage (NaN/inf): a sick model, reloaded at once
-    ├── ModelInstallError   assembling, converting or installing a model failed
-    │   └── ModelPartError  a catalogue model's part package is missing or bad (``package`` names it)
-    └── ConfigError         bad configuration (task registry, flags)
+Every error a user or an API client can see is an ``AllInOneError`` whose ``user_message`` is the
+friendly text (UI and API alike), never a stack trace. Library errors are translated at the engine
+boundary with ``raise ... from exc``, so the cause stays in the logs.
 """
 
 from __future__ import annotations
@@ -47,7 +28,25 @@ __all__ = [
 
 
 class AllInOneError(Exception):
-    """Base class. ``str(err)`` is the user-facing message."""
+    """Base class. ``str(err)`` is the user-facing message. The tree:
+
+    AllInOneError
+    ├── InvalidInput        the request itself is wrong (empty text, unknown task)
+    ├── ModelUnavailable    no usable model: missing/broken directory, loading, recovering
+    │   ├── ModelNotFound   the model directory is missing or not a model
+    │   ├── ModelDamaged    a store version's files no longer match its MANIFEST
+    │   ├── SelfTestFailed  a loaded model gave a wrong or invalid answer to a known-answer probe
+    │   └── WorkerLost      the worker process ended (killed, crashed, replaced) with this request in it
+    │       └── WorkerGone  ...before it took this request: it never ran, so it may be sent again
+    ├── Busy                admission control: too much work queued, retry shortly
+    ├── Superseded          a newer chat message from the same session replaced this one
+    ├── InferenceTimeout    a request ran past its wall-clock limit
+    ├── InferenceFailed     the model raised while answering this request (a request error)
+    │   └── InvalidOutput   the model produced garbage (NaN/inf): a sick model, reloaded at once
+    ├── ModelInstallError   assembling, converting or installing a model failed
+    │   └── ModelPartError  a catalogue model's part package is missing or bad (``package`` names it)
+    └── ConfigError         bad configuration (task registry, flags)
+    """
 
     default_message = "Something went wrong. Please try again."
 

@@ -1,22 +1,8 @@
 """Fault drills as a backend wrapper: the scheduler's loop knows nothing of them.
 
-``FaultyBackend`` passes every call through to the real backend until a
-drill is armed (``POST /admin/fault/{kind}`` with ``--fault-injection``; the
-worker process arms it). Then the model calls (``score``, ``start``,
-``step``) behave as a sick model would:
-
-- ``nan-weights``: every call from then on fails with ``InvalidOutput``, as a
-  model whose weights turned to NaN does (its outputs are never finite);
-- ``hang``: the next call blocks until the process is replaced (or
-  ``release_hang`` in a test), then fails with ``InferenceTimeout``;
-- ``error``: the next three calls raise ``InferenceFailed``;
-- ``slow``: the next call computes for ``SLOW_STEP_S`` first (a busy loop:
-  the process uses the CPU while its loop does not turn), then goes on, as
-  a step on an overloaded machine does. The watchdog must not take it for a
-  hang.
-
-The other drills (``exit``, ``exit-app``) end a process and are handled by
-the worker and the web process; ``Fault`` in ``engine.types`` lists them all.
+``FaultyBackend`` passes every call through until a drill is armed (``POST /admin/fault/{kind}`` with
+``--fault-injection``); then the model calls behave as a sick model would. The drills are listed on
+``FaultyBackend``; ``exit`` and ``exit-app`` end a process and are the worker's and the web process's.
 """
 
 from __future__ import annotations
@@ -36,7 +22,18 @@ SLOW_STEP_S = 4.0  # the ``slow`` drill's step: twice the drill app's hang limit
 
 
 class FaultyBackend:
-    """A ``Backend`` that can be made sick on purpose; see the module doc."""
+    """A ``Backend`` that can be made sick on purpose. Once a drill is armed (the worker process arms
+    it), the model calls (``score``, ``start``, ``step``) behave as a sick model would:
+
+    - ``nan-weights``: every call from then on fails with ``InvalidOutput``, as a model whose weights
+      turned to NaN does (its outputs are never finite);
+    - ``hang``: the next call blocks until the process is replaced (or ``release_hang`` in a test),
+      then fails with ``InferenceTimeout``;
+    - ``error``: the next three calls raise ``InferenceFailed``;
+    - ``slow``: the next call computes for ``SLOW_STEP_S`` first (a busy loop: the process uses the CPU
+      while its loop does not turn), then goes on, as a step on an overloaded machine does. The
+      watchdog must not take it for a hang.
+    """
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner

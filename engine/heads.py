@@ -1,26 +1,9 @@
 """Linear heads for classify tasks: how they are named, stored, found, checked and reported. No torch.
 
-A classify task that names an ``examples_file`` (``engine.tasks``) can be
-answered two ways (``engine.types.ClassifyMode``):
-
-- ``prompt``: the label words' scores at the answer position (always there);
-- ``head``: a small linear layer on a hidden state at the answer position,
-  fitted on the task's labelled examples (``python -m ops.heads fit``; the
-  fitting is ``engine.backends.torch_head``). The head records what it reads
-  (``HeadFile.layer``): the hidden state after the first k transformer
-  blocks, where classification then stops (early exit: a head on layer 12 of
-  24 costs half a forward pass), or, with no layer, the last hidden state
-  plus the label log-probabilities of the prompt's own pass (format v1). k is
-  chosen per task and model by cross-validation on the examples.
-
-A head only means something for the model and the task it was fitted on, so
-its file records both: the task's fingerprint (everything that changes the
-prompt or the examples) and the model's identity (the weights' SHA-256 from
-the version's MANIFEST). Heads are stored beside the tasks file, in
-``heads/<task>@<model id>.json``, so they are versioned with the task, and a
-version can have a head per model (rolling back to a model finds its head
-again). A head whose task changed, or that was fitted for another model, is
-not used: the task answers in ``prompt`` mode and ``HeadState`` says why.
+A task with an ``examples_file`` answers in ``prompt`` mode (label scores) or ``head`` mode (a linear
+layer on a hidden state, fitted by ``python -m ops.heads fit``). A head file records its task's
+fingerprint and its model's identity and lives at ``heads/<task>@<model id>.json`` beside the tasks
+file; one that does not match is not used, and ``HeadState`` says why. docs/architecture.md has more.
 """
 
 from __future__ import annotations

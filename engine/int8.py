@@ -1,32 +1,9 @@
 """int8 weights for a loaded torch model: int8 weights per output channel, activations per token.
 
-Every ``nn.Linear`` (the output layer too) becomes an ``Int8Linear``: its
-weights int8 with one scale per output channel, and each input row (one
-token) scaled to an absolute maximum of 1 before torch's dynamic int8 linear
-(fbgemm/oneDNN) quantizes it, then scaled back. Since the int8 products are
-summed exactly (int32), a token's result does not depend on what else is in
-the batch. A quarter of fp32's bytes per decode step, and the matrix
-products run on the CPU's int8 dot products (AVX2, VNNI).
-
-Why per token: torch's dynamic quantization picks *one* scale for the whole
-input, every token of every row of a batch. Qwen's activations have tokens
-whose values are hundreds of times the others' (the first tokens of a
-prompt), so one scale leaves the ordinary tokens a few int8 steps: that cost
-2.4-5.7 points of sentiment accuracy and changed chat answers. Scaling each
-token to the same range first makes the one scale right for every token
-(measured: sentiment within half a point of fp32, ``docs/benchmarks.md``),
-at the cost of two element-wise passes over the input.
-
-The output layer of a model whose output layer *is* its embedding table
-(tied, as in Qwen2.5) keeps that fp32 table as its ``weight``: the table
-stays in memory anyway for the input lookups, so the label rows the scorer
-reads are exact at no cost. The embedding table itself stays fp32 (a lookup
-reads only the rows of the tokens seen).
-
-torch's quantized tensors and ``quantized::linear_dynamic`` are deprecated in
-favour of the separate torchao package; they are still shipped and work in
-torch 2.13. They are used here and nowhere else, and
-``tests/fast/test_precision.py`` fails loudly the day they go away.
+Every ``nn.Linear`` becomes an ``Int8Linear``: int8 weights with a scale per output channel, each token
+scaled to an absolute maximum of 1 before torch's dynamic int8 linear, so a token's result does not
+depend on its batch. Why per token, and the tied output layer: docs/architecture.md, "Weights and
+runtimes". torch's quantized ops are deprecated but shipped; ``tests/fast/test_precision.py`` watches.
 """
 
 from __future__ import annotations
@@ -100,7 +77,7 @@ class Int8Linear(torch.nn.Module):
         self.packed = packed  # slices of rows (``pack_layers``), their outputs side by side
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float().clone(), requires_grad=False)
         if tied_weight is not None:
-            self.weight = tied_weight  # the fp32 embedding table this output layer shares (module doc)
+            self.weight = tied_weight  # the fp32 embedding table this output layer shares (docs/architecture.md)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, tied_weight: torch.nn.Parameter | None = None) -> "Int8Linear":

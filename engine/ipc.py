@@ -1,25 +1,8 @@
 """What crosses the pipe between the web process and the model's worker process. Pure: no torch.
 
-Each message is a tuple whose first item is an ``Op``; ``rid`` numbers a
-request within one worker's life.
-
-    web -> worker   (SUBMIT, rid, task, request)   queue a ClassifyRequest, ChatRequest or FeatureRequest
-                    (CANCEL, rid)                  the caller let go: drop the job
-                    (TASKS, rid, registry)         serve these tasks from now on (``Engine.update_tasks``)
-                    (FAULT, kind)                  a fault drill (``engine.types.Fault``)
-                    (STOP,)                        fail what is left, close, exit
-    worker -> web   (READY, WorkerInfo)            loaded and warmed up: send requests
-                    (FAILED, error)                could not load; the process exits
-                    (ACCEPTED, rid) | (REJECTED, rid, error)   admission, answered at once
-                    (REPLY, rid, item)             a list of ClassifyResult or FeatureRows, a ChatUpdate, or an error
-                    (TASKS_DONE, rid, error|None, heads|None)  the task change applied, with the heads' states
-                                                   it left (as WorkerInfo.heads), or why not (old tasks kept)
-                    (LOG, level, text)             a log record, written by the web process's logger
-
-Errors cross as ``AllInOneError`` instances (they pickle by their message).
-The worker's liveness is not a message: it writes the time of its loop's last
-turn into shared memory (``beat``), which the web process can read even while
-the worker is stopped or hung.
+Each message is a tuple whose first item is an ``Op``; ``rid`` numbers a request within one worker's
+life. The messages: docs/architecture.md, "Inside the worker". Errors cross as ``AllInOneError`` instances. Liveness is no message:
+the worker writes its loop's last turn into shared memory (``beat``), readable even when it hangs.
 """
 
 from __future__ import annotations

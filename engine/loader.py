@@ -1,11 +1,9 @@
 """Load a chat model from a local directory, and only from there.
 
-Rules: ``local_files_only=True`` and the hub switched off before transformers
-is imported, so a missing model is a clear ``ModelNotFound`` naming the path
-and the install command, never a download. The weights' format (fp32, bf16,
-int8) is chosen by ``engine.precision`` and made here, so nothing after the
-loader depends on it. int8 comes from the version's int8 variant where the
-store made one at install (``engine.variants``), else from the fp32 files.
+``local_files_only=True`` and the hub off before transformers is imported: a missing model is a clear
+``ModelNotFound`` naming the path and the install command, never a download. The weights' format is
+chosen by ``engine.precision`` and made here; int8 comes from the version's int8 variant where the
+store made one (``engine.variants``), else from the fp32 files.
 """
 
 from __future__ import annotations

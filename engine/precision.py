@@ -1,32 +1,9 @@
 """Weight formats, a loader concern: which one this machine gets, and making it.
 
-Decoding reads every weight once per step, so its speed is set by the bytes
-of the weights: fp32 (4 bytes each), bf16 (2) or int8 (1, plus one fp32
-scale per output channel). Which format is fastest *and* keeps the answers
-depends on the CPU and on how the format is made:
-
-- int8 (``engine.int8``): every linear layer's weights int8 with a scale per
-  output channel, each token's activations scaled on their own before
-  torch's dynamic int8 linear (fbgemm) quantizes them. It passes the
-  accuracy gate and is the fastest format wherever fbgemm has its kernels
-  (AVX2 and up; VNNI makes them faster). torch's own dynamic quantization,
-  one activation scale for the whole input, failed the gate (2.4-5.7 points
-  of sentiment, 3 chat questions): the per-token scaling is what fixed it.
-- bf16 is fast only where the CPU multiplies bf16 natively (AVX512_BF16 or
-  AMX), and even there it decoded at less than half the speed of torch's
-  stock int8 (per-token int8 was not measured on that CPU); elsewhere it is converted on the
-  fly and slower than fp32. It is the format for a CUDA device.
-- fp32 is the reference, and the fallback where fbgemm has no kernels.
-  (Weight-only int8, torch's ``_weight_int8pack_mm``, was measured too: 2.3x
-  *slower* than fp32.)
-
-``choose`` turns ``--precision auto`` into a format by a table from the CPU's
-flags; the table is what ``bench/precision.py`` measured (speed, and the
-accuracy gate: sentiment within 1 point of fp32 on every shared file, chat
-within 2 questions), recorded in ``docs/benchmarks.md``. The gate measures
-the model's answers, which int8's exact integer sums make the same on every
-x86 CPU; the speed is each CPU's own. The decode loop and the scorer never
-know which format they run.
+fp32 (the reference), bf16 (fast only with native bf16, and on CUDA) or int8 (``engine.int8``, the
+fastest where fbgemm has kernels). ``choose`` turns ``--precision auto`` into a format by a table from
+the CPU's flags, measured by ``bench/precision.py`` (docs/benchmarks.md). The decode loop and scorer
+never know the format. Why each format: docs/architecture.md, "Weights and runtimes".
 """
 
 from __future__ import annotations

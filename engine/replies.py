@@ -1,16 +1,8 @@
 """The caller's side of one request: ``QueuedReplies``. Pure Python, no torch.
 
-The engine (in the worker process) and the proxy to the worker (in the web
-process) hand requests to someone else's thread and give the caller a
-``QueuedReplies``. The producer ``put``s into the stream's ``sink`` what it
-has: a list of
-``ClassifyResult`` (the whole classification), a ``ChatUpdate`` (one step of
-a chat; the last one is ``done``) or an exception, which the caller gets
-raised. The caller iterates with a deadline, so a producer that never answers
-ends in ``InferenceTimeout``, never a hang. Closing the stream, or dropping it
-unread (a browser went away), calls ``on_close`` once: that cancels the
-request wherever it runs. The producer holds only the ``sink``, never the
-stream, so dropping the stream really lets it go.
+The producer ``put``s results, ``ChatUpdate``s or an exception into the stream's ``sink``; the caller
+iterates with a deadline (``InferenceTimeout``, never a hang). Closing or dropping the stream calls
+``on_close`` once, which cancels the request; the producer holds only the sink, never the stream.
 """
 
 from __future__ import annotations

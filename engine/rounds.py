@@ -1,16 +1,9 @@
 """The model thread's two kinds of work, one round at a time: classification batches and chat decoding.
 
-``Engine`` (``engine.engine``) owns the thread and the inbox and calls these
-in its loop: a ``ClassifyRounds.run`` (one batch of one task's texts, one
-forward pass per length group), then ``ChatRounds.admit`` (give waiting
-chats a sequence while there are free slots: no model work),
-``ChatRounds.prefill`` (one chunk of at most ``PREFILL_CHUNK_TOKENS`` of the
-oldest prompt not yet in) and ``ChatRounds.decode`` (one token for every
-running chat, in one forward pass). So the chat work a classification can
-wait behind is bounded: one prefill chunk and one decode step a round, however
-long the prompts. Only the model thread calls them;
-each job goes back to ``Admission.release`` when it leaves, which frees its
-place in line. No torch: the model is behind ``engine.backend``.
+``Engine`` calls, in its loop: ``ClassifyRounds.run`` (one batch of one task's texts), then
+``ChatRounds.admit`` (no model work), ``ChatRounds.prefill`` (one chunk of at most
+``PREFILL_CHUNK_TOKENS``) and ``ChatRounds.decode`` (one token for every chat, one pass). Only the model
+thread calls them; each job goes back to ``Admission.release``. No torch.
 """
 
 from __future__ import annotations

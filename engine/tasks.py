@@ -1,28 +1,9 @@
-"""The task registry: one model, many jobs, each described by data.
+"""The task registry: one model, many jobs, each described by data. Pure: no torch.
 
-Tasks live in a TOML file (``engine/tasks.toml`` by default). Two kinds:
-
-- ``classify``: ``labels``, an ``instruction``, an ``input_template`` (how
-  the input is put in the user turn), optional few-shot ``examples`` and
-  optional ``aliases`` per label (other spellings whose
-  scores are pooled into the label), and an optional ``label_bias`` per label
-  (added to the label's log-score: a calibration, fitted on tuning data by
-  ``bench/calibrate_bias.py``). Answered by scoring the labels at the answer
-  position, never by generating text. A classify task may also name an
-  ``examples_file`` (JSON lines of ``{"text", "label"}``, relative to the
-  tasks file): the labelled examples a linear head is fitted on
-  (``engine.heads``), read and checked here so that a broken file is refused
-  at load with its line named.
-- ``generate``: a ``system_prompt`` and generation settings
-  (``temperature``, ``max_new_tokens``).
-
-A classify task may carry ``probes``: known answers (``{"text", "label"}``)
-that the self-test and the watchdog run too, so a task defined at run time
-(``ops.api.runtime_tasks``, validated by the same ``parse_task``) is watched like
-the shipped ones.
-
-Adding a task (a topic classifier, a translator) is a new table in the file;
-the engine, the UI and the API pick it up. This module is pure: no torch.
+Tasks live in a TOML file (``engine/tasks.toml``) of two kinds: ``classify`` (labels scored at the
+answer position; optional examples file for a head, and probes) and ``generate`` (a system prompt and
+settings). ``parse_task`` also validates tasks defined at run time (``ops.api.runtime_tasks``). The
+fields: README.md, "Adding a task".
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Teaching a task by example, the model's side: hidden-state features read as low-priority rounds. No torch.
 
-A fit (``ops.api.teach``) sends ``FeatureRequest``s through ``submit``. ``BackgroundRounds`` runs one batch in a
-turn only when the foreground (classifications, chats) is idle and, if it used the model within ``RECENT_S``,
-the model has been free of batches for ``YIELD`` x the last one's length (at most a third of its time), best
-just after a request was answered (its sender is reading); or after ``MAX_WAIT_S`` (chats that never pause
-still let a fit go on, after their round). A request waits behind at most one batch.
+A fit (``ops.api.teach``) sends ``FeatureRequest``s; ``BackgroundRounds`` runs one batch only when the
+foreground is idle and has been for ``YIELD`` x the last batch (at most a third of the model's time),
+or after ``MAX_WAIT_S``. A request waits behind at most one batch.
 """
 
 from __future__ import annotations

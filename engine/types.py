@@ -1,15 +1,8 @@
-"""The engine's typed interface: requests in, frozen results out.
+"""The engine's typed interface: requests in, frozen results out; ``ui/`` and ``ops/`` import these.
 
-``ui/`` and ``ops/`` import these (and ``engine.errors``), never torch. Result
-shapes never depend on the input.
-
-Every layer between a user and the model (the metrics wrapper, the service,
-the proxy across the pipe to the worker process, the engine) implements one
-generic call, ``submit(task, request) -> Iterator[Reply]``: a classification
-yields one ``ClassifyResult`` per text, a chat yields ``ChatUpdate``s until
-one is ``done``. ``InferenceCalls`` builds the convenient ``classify``,
-``generate`` and ``chat`` on top of it, so a layer forwards one call and a new
-request kind touches one place.
+Result shapes never depend on the input. Every layer between a user and the model implements one
+generic call, ``submit(task, request) -> Iterator[Reply]``; ``InferenceCalls`` builds ``classify``,
+``generate`` and ``chat`` on it, so a layer forwards one call and a new request kind touches one place.
 """
 
 from __future__ import annotations

@@ -1,22 +1,9 @@
 """A model version's int8 variant: made once when the version is installed, loaded in seconds.
 
-Making int8 from the fp32 files at every load costs the load its slowest
-part (quantizing 630 M weights) and its peak memory (the whole fp32 model
-first). So the store keeps, beside a version's safetensors and under the
-same MANIFEST, ``variants/int8/model.safetensors``:
-
-- every linear layer as int8 rows with one scale each (``engine.int8.quantize_rows``),
-  under ``<layer>.int8_rows`` / ``<layer>.int8_scales`` (and ``<layer>.bias``);
-- every other weight (embedding table, norms) as it is, fp32;
-- the scheme's name in the file's metadata, so a loader made for another
-  scheme quantizes from fp32 instead of misreading it.
-
-Loading builds the model's modules without weights (``accelerate``'s empty
-init: parameters on the meta device, buffers such as the rotary tables
-computed as usual), reads the stored tensors into the worker's own memory
-(plain reads, nothing mapped from the store's files), and packs the layers
-for fbgemm a group at a time.
-The answers are the same as int8 made at load: the same rows, the same scales.
+Beside a version's safetensors, under the same MANIFEST: ``variants/int8/model.safetensors``, every
+linear layer as int8 rows and scales (``engine.int8.quantize_rows``), other weights fp32, the scheme
+named in its metadata. Loading builds the modules empty and reads the tensors into the worker's own
+memory; the answers are the same as int8 made at load. docs/architecture.md has the why.
 """
 
 from __future__ import annotations

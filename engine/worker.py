@@ -1,24 +1,9 @@
 """The worker process: one model, one ``Engine``, requests from the web process over a pipe.
 
-The web process starts it as ``python -m engine.worker PIPE_FD BEAT_FD``
-(see ``ops.serving.worker_process``): a socket carrying ``engine.ipc`` messages, and
-8 bytes of shared memory for the heartbeat. The first message is the
-``WorkerSpec``. It loads that model version, warms the engine up, says
-``READY`` and then serves requests until told to stop or until the web
-process goes away (the pipe ends), when it exits. The engine's scheduling rule is unchanged
-(``engine.engine``); this module only moves requests and replies across the
-pipe:
-
-- the main thread receives: each request is admitted or refused at once
-  (``ACCEPTED``/``REJECTED``), then queued for the engine's worker thread;
-- replies, admissions and log records leave through one writer thread
-  (``_Outbox``), so neither the engine nor the receiver ever blocks on the
-  pipe; the pipe's own buffer pushes back on the writer alone;
-- the engine's loop writes the time of its every turn into the shared
-  memory (``beat``), which the web process reads to tell a hang.
-
-A hang, a leak or a crash here ends with the web process killing this
-process, which frees everything it held.
+``python -m engine.worker PIPE_FD BEAT_FD`` (started by ``ops.serving.worker_process``): a socket of
+``engine.ipc`` messages and 8 bytes of shared memory for the heartbeat. It loads the ``WorkerSpec``'s
+version, says ``READY`` and serves until told to stop or the pipe ends. Its threads:
+docs/architecture.md, "Inside the worker".
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Builder for a generate task's tab (the Chat tab is one) and its API.
 
-The tab is a ``gr.ChatInterface``: streaming, Stop and Clear come with it, and the history lives in
-the browser session. A task selector under it lists every generate task, those added at run time too
-(``ops.api.runtime_tasks``), read again when the page loads and when the tab is opened; the examples sit
-in the chat box and run on the selected task. The API endpoint ``/<task>`` takes ``message`` and an
-optional ``history`` of ``{"role", "content"}`` and streams the reply text when submitted as a job.
+A ``gr.ChatInterface`` (streaming, Stop and Clear; history in the browser session) with a selector of
+every generate task, runtime ones too, read again on load and on opening the tab. The endpoint
+``/<task>`` takes ``message`` and an optional ``history`` and streams the reply when submitted as a job.
 """
 
 from __future__ import annotations

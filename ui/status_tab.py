@@ -1,10 +1,8 @@
 """Builder for the Status tab: what the service is doing, and buttons to break it on purpose.
 
-The state, model, self-tests, loads and recoveries, latency and memory over time, other instances
-(``peers``), and with an admin token a drill panel (``AdminActions``, as the ``/admin`` routes), all in
-the viewer's language and time zone (``ui.viewer``, ``ui.i18n.detail``). It reads plain dicts through
-the callables it is given. It refreshes on a timer that runs only while the tab is open, outside the
-queue (it keeps updating when the queue is full); the peers are polled by an event of their own.
+State, model, self-tests, recoveries, latency and memory over time, other instances, and with an admin
+token a drill panel (``AdminActions``), in the viewer's language and time zone. It reads plain dicts
+through the callables it is given, on a timer that runs only while the tab is open, outside the queue.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The Tasks tab: run any classify task, the shipped ones and those added at run time, from one place.
 
-Tasks added while the app runs (``ops.api.runtime_tasks``) get no tab of their own (tabs are built once,
-at start); this tab's task list is read again each time the tab is opened; a file goes through the
-file panel (``ui.file_panel``). Its API: ``/classify`` (``task``, ``text``, optional ``mode``; the shape
-of ``/sentiment``), ``/classify_file`` (a file and ``task``; a CSV) and ``/generate`` (``task``,
-``message``, ``history``; streaming when submitted as a job).
+Its task list is read again each time the tab opens (runtime tasks get no tab of their own); files go
+through ``ui.file_panel``. API: ``/classify`` (``task``, ``text``, optional ``mode``), ``/classify_file``
+(a file and ``task``; a CSV) and ``/generate`` (``task``, ``message``, ``history``; streaming as a job).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The Tasks tab's "teach a task by example" panel (admin): define a classify task, give it examples, fit its head.
 
-It goes through ``AdminActions`` like ``PUT /admin/tasks/{name}``,
-``PUT .../examples``, ``POST .../fit`` and ``GET /admin/tasks/{name}`` (so it
-can do nothing the routes would refuse), polls the fit for its progress bar
-and shows its report: the layer, the cross-validated accuracy, a confusion
-matrix and prompt against head on the held-out fifth. Strings: ``ui/strings.toml``.
+It goes through ``AdminActions`` like the ``/admin/tasks`` routes (so it can do nothing they would
+refuse), polls the fit for its progress bar and shows its report (layer, cross-validated accuracy,
+confusion matrix, prompt against head). Strings: ``ui/strings.toml``.
 """
 
 from __future__ import annotations

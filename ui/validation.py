@@ -1,9 +1,7 @@
 """The request limits as Gradio validators: an API call over a limit is refused at the queue's door.
 
-Gradio runs an event's ``validator`` when a job asks to join the queue,
-before it waits for a slot; a refusal answers at once (HTTP 422), and
-``gradio_client`` raises it with the message, which names the limit. The same
-limits are checked again by the service for every request, whatever its door
+Gradio runs an event's ``validator`` before the job waits for a slot; a refusal answers at once (HTTP
+422) and names the limit. The service checks the same limits again for every request
 (``ops.serving.limits``).
 """
 

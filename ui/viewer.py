@@ -1,10 +1,8 @@
 """Who is looking: the browser's time zone and language, for text and times built on the server.
 
-On load a line of JavaScript writes ``{"tz": ..., "lang": ...}`` into a hidden box (``VIEWER_JS``); the
-handlers that build text take that box as an input and read it with ``viewer_of``. Text comes from the
-one table (``ui.i18n``) in the viewer's language. A table shows times as the viewer's clock; a plot is
-given the instants themselves, which the browser draws in its own zone, the viewer's. Before the browser
-has answered: the server's zone and English.
+On load ``VIEWER_JS`` writes ``{"tz", "lang"}`` into a hidden box that handlers read with ``viewer_of``;
+text comes from ``ui.i18n`` in that language, table times on the viewer's clock (plots get instants).
+Before the browser has answered: the server's zone and English.
 """
 
 from __future__ import annotations

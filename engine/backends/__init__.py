@@ -1,24 +1,8 @@
 """Model runtimes behind the seam in ``engine.backend``; the scheduler knows none of them by name.
 
-``choose_backend`` turns ``--backend`` into a runtime, with the reason, and
-``open_backend`` is the one place that maps a runtime to its module, so a
-new runtime is one new module here and one line below.
-
-- ``torch``: transformers + torch on the version's safetensors, in the weight
-  format ``--precision`` picks (``engine.precision``). Always installed.
-- ``llamacpp``: llama.cpp on the version's GGUF (``llamacpp_backend``), from
-  the prebuilt library that requirements.txt installs (``llama_capi``).
-- ``auto``: ``llamacpp`` for a version that holds only a GGUF. Otherwise,
-  where the weight format is left to ``auto``, the llama.cpp library is
-  installed, the CPU has what it was built for (``LLAMACPP_CPU_FLAGS``: it
-  would die of an illegal instruction elsewhere) and it passed the accuracy
-  gate (``LLAMACPP_GATE``), the choice is by measurement: ``CLASS_TABLE``
-  says, per kind of CPU, which runtime served a class of 20 faster
-  (``bench/class_load.py``, docs/benchmarks.md), and a machine with less than
-  ``SMALL_MACHINE_BYTES`` of memory in all (a laptop) gets llama.cpp, whose
-  worker is half the size. Total memory, not what is free, so that a hot swap
-  beside the old worker chooses as the start did. Everything else gets
-  ``torch``. The reason says which condition decided.
+``choose_backend`` turns ``--backend`` (``torch``, ``llamacpp`` or ``auto``) into a runtime, with the
+reason; ``open_backend`` is the one place that maps a runtime to its module, so a new runtime is one
+new module here and one line below. How ``auto`` chooses: docs/architecture.md, "Weights and runtimes".
 """
 
 from __future__ import annotations
@@ -110,7 +94,7 @@ def llama_cpp_installed() -> bool:
 def choose_backend(requested: str, model_dir: Path, precision: str = "auto", device: str = "cpu",
                    installed: bool | None = None, flags: frozenset[str] | None = None,
                    memory: int | None = None) -> BackendChoice:
-    """The runtime for ``model_dir``: the one asked for, or ``auto``'s pick (module doc), with why.
+    """The runtime for ``model_dir``: the one asked for, or ``auto``'s pick (docs/architecture.md), with why.
 
     ``ModelUnavailable`` when the runtime asked for cannot serve this version."""
     try:

@@ -1,12 +1,8 @@
 """ctypes declarations of the part of llama.cpp's C API that ``llamacpp_runtime`` uses.
 
-The library is the one prebuilt in the ``xllamacpp`` wheel (pinned in
-requirements.txt): a manylinux build of llama.cpp b11549 for AVX2/FMA/F16C
-that installs in seconds, where llama-cpp-python must compile llama.cpp for
-about ten minutes. We use only its exported C symbols, never its Python
-module. The structs below are copied from that tag's ``llama.h`` and
-``ggml.h``: a new xllamacpp pin means checking them against its header
-(``tests/fast/test_llamacpp.py`` checks that the defaults read back sane).
+The library is the one prebuilt in the pinned ``xllamacpp`` wheel (llama.cpp b11549); we use only its C
+symbols, never its Python module. The structs are copied from that tag's ``llama.h`` and ``ggml.h``: a
+new pin means checking them against its header (``tests/fast/test_llamacpp.py`` checks the defaults).
 """
 
 from __future__ import annotations

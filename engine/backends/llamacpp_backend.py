@@ -1,27 +1,8 @@
 """The llamacpp backend: the version's GGUF served by llama.cpp behind the seam in ``engine.backend``.
 
-It serves the same model the torch backend serves from the converted
-safetensors (the default model's safetensors *are* its GGUF, dequantized),
-from the 0.5 GB file itself: llama.cpp computes on the Q4_K_M blocks
-directly, which is both faster and smaller than any torch format here
-(``docs/benchmarks.md``). It needs no torch: the worker that runs it never
-imports torch.
-
-- Chats: each running chat is a sequence id in the runtime's one context
-  (``llamacpp_runtime``); ``start`` evaluates its prompt, ``step`` feeds one
-  token per chat in one ``llama_decode``, ``release`` drops its cells.
-  Greedy answers are the same alone or in a batch (tested).
-- Classification: ``llamacpp_scoring.GgufLabelScorer`` per classify task;
-  heads on an early layer read it from a second, early-exit context over the
-  same weights (``llamacpp_layers.LayerTap``), made when the first such head
-  is found.
-- Text: the GGUF's own vocabulary and chat template (rendered with Jinja as
-  transformers renders it), so no tokenizer files are needed: a version that
-  holds only a GGUF serves.
-
-The context's size is fixed when it is made, from the engine's limits
-(``context_size``): every chat at its longest, plus a batch of texts to
-score, plus the tasks' prefixes.
+No torch. Chats are sequence ids in the runtime's one context (``llamacpp_runtime``); classification is
+``llamacpp_scoring``, early-exit heads read ``llamacpp_layers``; text uses the GGUF's own vocabulary and
+chat template, so a version holding only a GGUF serves. docs/architecture.md, "Weights and runtimes".
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Early exit on llama.cpp: a second context over the same model that stops after layer k.
 
-A classify head may read the hidden state after the first k transformer
-blocks (``engine.heads``: "layer k"), and then nothing after block k is
-needed. ``LayerTap`` is a llama.cpp context over the runtime's loaded model
-(the weights are shared; the context has its own small KV cache) made with
-an eval callback: llama.cpp's scheduler asks the callback, node by node,
-whether it wants a tensor; we want block k's output (``l_out-{k-1}``), copy
-the rows at the answer positions when it is computed, and answer "stop",
-which ends the graph there. So a head on layer 12 of 24 costs half the
-forward pass. The callback also takes several layers at once, which is how a
-head's layer is chosen: one pass over the examples gives every layer.
-
-The callback runs in Python for each graph node up to the stop (a few hundred
-calls, about a millisecond), so it lives on this context only: chats and
-prompt-mode scoring run on the runtime's own context, which has none.
+``LayerTap`` shares the runtime's weights (its own small KV cache) and has an eval callback that copies
+block k's output (``l_out-{k-1}``) at the answer positions and then answers "stop", ending the graph
+there: a head on layer 12 of 24 costs half a pass. The callback runs in Python per graph node, so it
+lives on this context only; it also takes several layers at once (choosing a head's layer).
 """
 
 from __future__ import annotations

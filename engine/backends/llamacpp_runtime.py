@@ -1,23 +1,9 @@
 """llama.cpp through its C API (``llama_capi``): one GGUF, one context, many sequences.
 
-A high-level binding decodes one sequence at a time, so the llamacpp
-backend drives the C API directly (no C of our own): one context
-whose KV cache is *unified*, shared by every sequence id. That is what makes
-the two tricks of the backend cheap:
-
-- a classify task's prompt prefix is evaluated once into a sequence of its
-  own; scoring a text copies that sequence (``seq_cp``: in a unified cache it
-  only marks the prefix's cells as shared, nothing is copied) and evaluates
-  the text's tokens after it;
-- several chats decode in one ``llama_decode``: one token each, each with its
-  own sequence id and position.
-
-``LlamaRuntime`` is the thin, typed layer over the bindings (load, tokenize,
-decode a batch, read logits and hidden states, drop and copy sequences);
-``SequenceIds`` hands out the sequence ids. Everything model-shaped above
-it is in ``llamacpp_backend`` and ``llamacpp_scoring``. llama.cpp's structs
-change between releases, so the library's version is pinned
-(``requirements.txt``) and every struct starts from its defaults.
+One context whose KV cache is *unified*, shared by every sequence id: a task's prompt prefix is shared
+by ``seq_cp`` (no copy), and several chats decode in one ``llama_decode``. ``LlamaRuntime`` is the thin
+typed layer (load, tokenize, decode, logits, hidden states, sequences); ``SequenceIds`` hands out ids.
+Every struct starts from its defaults (the library is pinned). docs/architecture.md has the why.
 """
 
 from __future__ import annotations

@@ -1,28 +1,9 @@
 """The llamacpp backend's classification: label scoring on a cached prompt prefix, in numpy.
 
-The same rule as the torch scorer (``torch_scoring`` explains it): the
-prompt is a fixed prefix plus a per-text suffix that ends at the answer
-position, and each label is scored by its whole token sequence there.
-
-How it runs on llama.cpp: the prefix is evaluated once, when the task's
-scorer is built, into a sequence id the scorer keeps. A batch of texts takes
-one scratch sequence per text, each sharing the prefix's cells
-(``LlamaRuntime.share``), and their suffixes are evaluated in one
-``llama_decode`` (no padding: each token carries its own sequence and
-position), reading the logits at each text's last token only. Where a head
-answers, the hidden state is needed too, and llama.cpp gives hidden states
-only by making every token of a batch an output (the whole vocabulary's
-logits for each): so then the suffixes but their last tokens go first, and
-the answer positions alone in a second decode with hidden states on.
-Multi-token spellings add one decode each, on the texts' own sequences.
-The scratch sequences are dropped at the end of the batch, so scoring holds
-no cache between calls but the prefix.
-
-A task's fitted head (``engine.heads``) is applied here too, in numpy, on
-the features it records: a head on layer k reads the hidden state after k
-blocks from the backend's early-exit context (``llamacpp_layers``), which
-stops there; a v1 head reads this pass's last hidden state and label
-log-probabilities.
+The rule is the torch scorer's (docs/architecture.md, "Classification"). The prefix lives in a
+sequence id the scorer keeps; a batch shares it per text (``LlamaRuntime.share``) and evaluates the
+suffixes in one ``llama_decode``, dropping the scratch sequences after. Heads are applied here too, in
+numpy: on layer k from the early-exit context (``llamacpp_layers``), v1 on this pass's features.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """The torch backend: a transformers causal LM behind the seam in ``engine.backend``.
 
-It holds what a loaded model needs to serve: the tokenizer and chat
-template, the ``DecodeBatch`` of running chats (``torch_decode``), a
-``LabelScorer`` per classify task (``torch_scoring``), and the copy of the
-weights in the worker's own memory (``_OwnWeights``). The weights' format
-(fp32, bf16, int8) was chosen and applied by the loader
-(``engine.precision``); nothing here depends on it.
+It holds the tokenizer and chat template, the ``DecodeBatch`` of running chats (``torch_decode``), a
+``LabelScorer`` per classify task (``torch_scoring``) and the worker's own copy of the weights
+(``_OwnWeights``). The weights' format was chosen by the loader (``engine.precision``).
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The torch backend's chat decoding: ``prefill`` and the ``DecodeBatch``.
 
-A ``TorchSequence`` is one chat's state here (its KV cache, its next
-logits). A ``DecodeBatch`` holds the KV caches of all running sequences and
-advances them together, one token each per forward pass, so several chats
-share each decode step and classification batches run between steps (see the
-scheduling rule in ``engine.engine``). The next token is chosen as on every
-backend (``engine.sampling``): greedy by default, so the same request always
-gets the same answer, alone or in a batch.
+A ``TorchSequence`` is one chat's state (its KV cache, its next logits). A ``DecodeBatch`` advances all
+running sequences together, one token each per forward pass. The next token is chosen as on every
+backend (``engine.sampling``): greedy by default, the same answer alone or in a batch.
 """
 
 from __future__ import annotations

@@ -1,19 +1,9 @@
 """Fitting and applying a classify task's linear head (``engine.heads``) with torch.
 
-The features come from either backend's scorer, per text at the answer
-position: the hidden state after k blocks for each candidate layer k (one
-pass, stopping after the deepest), and the last hidden state followed by the
-label log-probabilities (the v1 head's features: the prompt mode's own
-answer, so that head can only add to it). The head is a multinomial logistic
-regression on the standardised features with an L2 penalty, fitted by
-full-batch L-BFGS in float64 from zeros: the same examples give the same
-head, bit for bit, on the same machine. The standardisation is folded into
-the stored weights, so applying a head is one small matrix product.
-
-The layer is chosen by 5-fold cross-validation on the examples alone: the
-shallowest candidate within ``LAYER_TOLERANCE`` of the best, since a
-shallower head is a cheaper one (early exit). The examples should hold every
-language and kind of text the task serves, so that no one of them chooses.
+A multinomial logistic regression on standardised features (hidden state after k blocks, or v1's last
+hidden state plus label log-probabilities), L2, full-batch L-BFGS in float64 from zeros: the same
+examples give the same head, bit for bit. The layer is the shallowest within ``LAYER_TOLERANCE`` of
+the best by 5-fold cross-validation. docs/architecture.md, "Classification".
 """
 
 from __future__ import annotations

@@ -1,30 +1,9 @@
 """The torch backend's classification by label scoring: one forward pass, no text generation.
 
-For a classify task the prompt is split into a fixed prefix (instruction and
-few-shot turns, see ``engine.prompts.split_classify_prompt``) and a per-request
-suffix (the input and the answer cue). The prefix's KV cache is computed once
-when the scorer is built; each batch reuses it, runs the model body on the
-suffixes only (right-padded: under the causal mask a real token never sees the
-padding after it) and applies the output layer to one hidden state per row and
-only to the label tokens, not the 150k-word vocabulary.
-
-Each label is scored by its whole token sequence: a spelling ``t1 t2 ... tn``
-scores ``logit(t1) + log p(t2 | t1) + ... + log p(tn | t1..tn-1)`` (the first
-token's logit stands for its log-probability: every spelling's first token is
-predicted at the same position, so they share the normaliser), and a label
-is the log-sum-exp of its spellings (the label and its aliases, e.g.
-``positive``/``Positive``). One-token spellings cost nothing more than the
-one forward pass; longer ones (``very positive`` / ``very negative``) add one
-pass over the suffixes followed by each spelling's tokens. The answer is the
-arg-max of a softmax over labels. It is always one of the labels and
-deterministic; the input text can change the scores but not the set of
-possible answers.
-
-A task with a fitted linear head (``engine.heads``) can answer in ``head``
-mode instead. A head on layer k reads the hidden state after k blocks, and
-the pass stops there (early exit: a forward hook on block k takes its output
-and ends the pass, so later blocks never run); a v1 head reads this pass's
-last hidden state and label log-probabilities (``torch_head``).
+The prompt's fixed prefix is cached once per scorer; each batch runs the suffixes (right-padded) and
+scores every label by its whole token sequence at the answer position, so the answer is always one of
+the labels. A task's head answers in ``head`` mode, stopping at its layer (a forward hook: early exit).
+The rule in full: docs/architecture.md, "Classification".
 """
 
 from __future__ import annotations

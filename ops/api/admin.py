@@ -1,23 +1,9 @@
 """Operator actions, behind a bearer token: over HTTP and from the Status tab.
 
-``POST /admin/reload`` reloads the active model version beside the one
-serving (see ``ops.serving.lifecycle``). ``GET /admin/tasks`` lists the tasks, and
-``POST`` (add), ``PUT`` (add or replace) and ``DELETE /admin/tasks/{name}``
-change the tasks defined at run time (``ops.api.runtime_tasks``; the body is the
-task's table as JSON, the fields of ``engine/tasks.toml``); ``GET`` one, ``PUT .../examples`` and
-``POST .../fit`` (202) teach it by example (``ops.api.teach``; the examples' body may be as large as
-``MAX_EXAMPLES_BYTES`` where ``--max-body-bytes`` is lower, ``body_limits``). ``POST /admin/fault/{kind}`` runs a fault
-drill (``engine.types.Fault``: ``nan-weights``, ``hang``, ``slow``, ``error`` and
-``exit`` hit the worker process, ``exit-app`` ends this web process) and
-exists only with ``--fault-injection``, for classrooms and tests. With no admin token configured the
-routes are off (403); a missing or wrong token is 401. Tokens are compared in
-constant time, and guessing is throttled: after ``WRONG_TOKENS_PER_MINUTE``
-wrong tokens from one client address within a minute, that address gets 429
-(with ``Retry-After``) until the minute has passed, right token or not; each
-wrong token is logged with the address.
-
-``AdminActions`` holds the rules once; the routes and the Status tab's drill
-buttons both go through it, so a button can do nothing the route would refuse.
+The ``/admin`` routes: reload, the runtime tasks (``ops.api.runtime_tasks``) and teaching them
+(``ops.api.teach``), and fault drills (only with ``--fault-injection``). No token configured: 403;
+a wrong one: 401, throttled per address (429). ``AdminActions`` holds the rules once for the routes
+and the Status tab's buttons. The routes in full: docs/architecture.md, "HTTP APIs".
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
 """The OpenAI-compatible API (``/v1/models``, ``/v1/chat/completions``) and this project's ``/v1/classify``.
 
-Every call takes the same way as the Gradio API: the instrumented service
-(metrics, access log), the request limits, the readiness wait, admission in
-the worker, the one queue. Only the shapes differ:
-
-- ``GET /v1/models`` lists the generate tasks as models (``chat`` is the
-  default chat task); ``GET /v1/models/{id}`` one of them.
-- ``POST /v1/chat/completions`` takes ``model``, ``messages`` (system, user,
-  assistant; the last one the user's), ``max_tokens`` (or
-  ``max_completion_tokens``), ``temperature``, ``seed``, ``stop`` (up to 4
-  strings) and ``stream``; returns the answer with ``usage`` and
-  ``finish_reason``, or Server-Sent Events ending in ``data: [DONE]``. System
-  messages replace the task's system prompt. Other OpenAI fields are accepted
-  and ignored, except ``n`` above 1 and tools, which are refused.
-- ``POST /v1/classify`` is ours, not OpenAI's: ``{"task", "input": str or
-  [str], "mode"?}`` gives ``{"data": [{"index", "label", "confidence",
-  "scores", "truncated", "mode"}]}``.
-
-Errors use OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``:
-400 bad input, 401 a missing or wrong API key, 403 the API switched off, 404
-an unknown model or task, 429 busy (with ``Retry-After``), 503 not ready
-(with ``Retry-After``), 504 past the request's time limit, 500 otherwise.
-
-Keys (``ApiKeys``): with ``--api-key`` (or ``ALLINONE_API_KEY``,
-``--api-key-file``) set, every ``/v1`` call needs ``Authorization: Bearer
-<key>``. Without one, ``/v1`` is open on a local host, and off (403) on a
-network host that asks users for ``--auth``: a password-protected UI must not
-come with an open API beside it.
+Every call takes the Gradio API's way (instrumented service, limits, readiness wait, the one queue);
+only the shapes differ. Errors use OpenAI's shape (``ApiError``); who may call is ``ApiKeys``. The
+fields and status codes: docs/architecture.md, "HTTP APIs".
 """
 
 from __future__ import annotations
@@ -95,7 +71,9 @@ class ApiError(Exception):
 
 @dataclass(frozen=True)
 class ApiKeys:
-    """Who may call ``/v1``: see the module doc."""
+    """Who may call ``/v1``: with ``--api-key`` (or ``ALLINONE_API_KEY``, ``--api-key-file``) every call
+    needs ``Authorization: Bearer <key>``; without one, ``/v1`` is open on a local host and off (403) on a
+    network host that asks users for ``--auth`` (a password-protected UI must not come with an open API)."""
 
     key: str | None
     off_reason: str | None = None  # set when the API is switched off

@@ -1,20 +1,8 @@
 """Tasks defined while the app runs: validated like ``engine/tasks.toml``, served at once, kept across restarts.
 
-``RuntimeTasks`` holds the registry the app serves: the shipped tasks file
-(read-only) plus the tasks an operator added with ``PUT /admin/tasks/{name}``
-or the Status tab's admin panel, stored in ``<data dir>/tasks.json`` (the
-same fields as a table of ``engine/tasks.toml``, as JSON). A change goes:
-
-1. validate with ``engine.tasks.parse_task`` (a bad field is a ``ConfigError``
-   naming it; nothing else happens);
-2. have the serving worker apply it (``ModelService.update_tasks``; its
-   refusal, say two labels that tokenize the same, leaves everything as it was);
-3. write the file atomically (a temporary file renamed into place);
-4. serve it: the UI's task lists, the APIs and the self-test read ``registry()``.
-
-Taught examples (``put_examples``, the same steps) go to ``examples/<task>.jsonl``, heads to ``heads/``.
-Shipped tasks cannot be changed or removed here: they are the code's, and a
-restart would bring them back anyway. Changes are serialised by one lock.
+``RuntimeTasks`` serves the shipped tasks file (read-only) plus operators' tasks in
+``<data dir>/tasks.json``; a change is validated, applied by the worker, written atomically, then
+served, each step only if the last passed (``RuntimeTasks.put``). One lock serialises changes.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """Teaching a runtime classify task by example: its examples, the fit of its head, what GET shows. No torch.
 
-``Teacher`` serves ``PUT /admin/tasks/{name}/examples``, ``POST .../fit`` and ``GET /admin/tasks/{name}``. A
-fit (one at a time, on its own thread) holds out a fifth of each label, reads every example's features on the
-serving worker in low-priority rounds (``engine.teach``), picks the layer and fits the head in a nice'd child
-(``engine.teach_fit``), stores it for this model (``engine.heads``) and hands the tasks to the worker again,
-which then answers in ``head`` mode. Its report is kept per model beside the heads; docs/operations.md has more.
+``Teacher`` serves ``PUT /admin/tasks/{name}/examples``, ``POST .../fit`` and ``GET /admin/tasks/{name}``.
+A fit (one at a time) holds out a fifth, reads features on the serving worker in low-priority rounds
+(``engine.teach``), fits in a nice'd child (``engine.teach_fit``) and stores the head for this model.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Labelled examples for teaching a classify task: parsed from JSON lines, CSV or tab-separated text, and checked.
 
-``parse_examples`` reads a body or an uploaded file (UTF-8, at most
-``MAX_EXAMPLES_BYTES``): JSON lines of ``{"text", "label"}``, CSV with
-``text`` and ``label`` columns, or ``text<TAB>label`` lines. ``check_examples``
-holds them against the task: labels of the task, no duplicates, at least
-``MIN_PER_LABEL`` of every label, at most ``MAX_EXAMPLES``. Each refusal is an
-``ExamplesRefused`` subclass that names the problem and its lines. Pure: no torch.
+``parse_examples`` reads a body or file (UTF-8, at most ``MAX_EXAMPLES_BYTES``); ``check_examples``
+holds them against the task (its labels, no duplicates, ``MIN_PER_LABEL`` to ``MAX_EXAMPLES``). Each
+refusal is an ``ExamplesRefused`` naming the problem and its lines. Pure: no torch.
 """
 
 from __future__ import annotations

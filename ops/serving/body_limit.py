@@ -1,14 +1,8 @@
 """A cap on the request body of the app's own routes, checked before the route reads it.
 
-The health, metrics and admin routes (and ``/v1`` when there is one) are
-plain HTTP, so a client could send them a body of any size. ``BodyLimit``,
-a pure ASGI middleware, answers 413 with the limit named when the declared
-length is over ``--max-body-bytes``; otherwise it reads the body first (these
-bodies are small), stops at the limit with the same 413, and hands the app
-the body it read. A ``RouteLimit`` gives one route its own cap in place of
-that one (a task's examples, ``ops.api.admin.body_limits``), and its refusal names
-that cap. Gradio's routes are left to Gradio: their inputs meet the request
-limits (``ops.serving.limits``) at the queue.
+``BodyLimit``, a pure ASGI middleware, answers 413 naming ``--max-body-bytes`` when the declared or
+read length passes it; a ``RouteLimit`` gives one route its own cap. Gradio's routes are left to
+Gradio: their inputs meet the request limits (``ops.serving.limits``) at the queue.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
-"""Liveness and readiness routes.
+"""Liveness and readiness routes: ``GET /health`` (the process answers) and ``GET /ready``.
 
-``GET /health``: the process answers at all (200 even while loading, busy or
-recovering). ``GET /ready``: 200 only when a model is loaded and its last
-self-test passed, and the UI and API are served, else 503; the body always
-says why. Both read the service's snapshot and never wait for the model.
-The early app (``ops.serving.staged_app``) adds them with ``ui_served=False``: until
-the full app takes over, a ready model still answers 503, "the web UI is
-starting". On a non-loopback address (``hide_paths``) the reasons name no
-filesystem path (``/srv/models/current`` reads ``…/current``) unless the
-request carries the admin token.
+``/ready`` is 200 only when a model serves, its last self-test passed and the UI is served, else 503;
+the body says why. Both read the service's snapshot and never wait for the model. On a non-loopback
+address the reasons name no filesystem path unless the request carries the admin token.
 """
 
 from __future__ import annotations

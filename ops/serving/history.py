@@ -1,17 +1,8 @@
 """Recent history for the Status tab: lifecycle events, and latency and memory over time.
 
-``/metrics`` is for Prometheus, which keeps history; a classroom watching one
-laptop has no Prometheus, so the process keeps a short memory of its own:
-
-- ``EventLog``: the last self-tests, loads, reloads, recoveries and failures,
-  each with its reason (written by ``ModelService``).
-- ``Timeline``: request latency per task and the memory of the web and the
-  worker process (each its own line), aggregated into
-  fixed time buckets (a few hundred numbers however busy the class is; written
-  by the metrics wrapper and the watchdog's vitals job).
-
-Both are bounded and thread-safe, and readers get plain rows (copies), so the
-UI never holds a lock while it renders.
+A classroom has no Prometheus, so the process keeps a short memory: ``EventLog`` (self-tests, loads,
+recoveries, each with its reason) and ``Timeline`` (latency per task and both processes' memory in
+fixed buckets). Both are bounded and thread-safe; readers get copies, so the UI never holds a lock.
 """
 
 from __future__ import annotations

@@ -1,37 +1,8 @@
-"""The model's lifecycle: load, reload, recover, roll back, restore.
+"""The model's lifecycle: load, reload, recover, roll back, restore. No torch.
 
-``Lifecycle`` runs the flows over four parts, each with one job:
-``WorkerSupervisor`` (``ops.serving.supervisor``: the worker processes),
-``Readiness`` (``ops.serving.readiness``: the snapshot, events and totals),
-``StoreFollower`` (``ops.store.follower``: which version, rollbacks, refused
-versions) and ``IntegrityMonitor`` (``ops.store.integrity``: do the files still
-match). One flow runs at a time, in a background thread. No torch here: the
-model lives in the worker process.
-
-- **Load** (at start, and whenever nothing serves): start a worker for the
-  version the store names, run the self-test through it, put it in service.
-  A failure is retried with backoff; after ``failed_after`` in a row the state
-  is ``failed`` (the tries go on, so installing a model while the app runs is
-  enough).
-- **Reload / switch** (operator, or the store link moved): a new worker
-  starts beside the serving one (or, short of memory, after stopping it, and
-  the events say so), must pass the self-test, and is swapped in; the old one
-  finishes its open requests and stops. A new version that fails is rolled
-  back: the link points back to the version that served, which keeps (or goes
-  back to) serving.
-- **Recover** (the watchdog found the model sick): isolate (``recovering``,
-  503; new requests wait for the new worker, see ``ops.serving.service``), kill the
-  worker (SIGTERM, then SIGKILL: a hang, a leak or poisoned memory ends with
-  the process) while a fresh one starts (or the warm spare, ``ops.serving.spare``,
-  takes over), verify it with the probes, re-admit traffic. If a replacement
-  is already loading (a reload, a switch, a restore), the sick worker is
-  isolated and killed all the same, and that replacement is what comes into
-  service; if it fails, a load follows, since a flow never ends with nothing
-  serving.
-- **Restore** (the serving version's files no longer match their MANIFEST):
-  go to a verified good version, loaded beside the copy in memory.
-
-``ops.serving.service.ModelService`` puts these parts together for the app.
+``Lifecycle`` runs the flows, one at a time in a background thread, over four parts with one job each:
+``WorkerSupervisor``, ``Readiness``, ``StoreFollower`` and ``IntegrityMonitor``. The flows are in
+docs/architecture.md, "The model's lifecycle".
 """
 
 from __future__ import annotations
@@ -81,7 +52,7 @@ def basic_self_test(engine: Inference) -> str:
 
 
 class Lifecycle:
-    """The flows; see the module doc."""
+    """The flows: docs/architecture.md, "The model's lifecycle"."""
 
     def __init__(self, supervisor: WorkerSupervisor, readiness: Readiness, follower: StoreFollower,
                  integrity: IntegrityMonitor, self_test: Callable[[Inference], str] = basic_self_test,

@@ -1,18 +1,8 @@
-"""Limits at the edge: what one request may carry, checked before anything is queued.
+"""Limits at the edge: what one request may carry, checked before anything is queued. Pure.
 
-The worker only ever sees requests it can finish in bounded time (TGI's
-``validation.rs``, FastChat's turn limit): a chat message, the number of
-history messages and their total characters, the lines of one
-classification and each line's characters. Every refusal is a
-``LimitExceeded`` (an ``InvalidInput``) that names the limit: "History too
-long: 400 messages, the limit is 64." Text that is not valid Unicode (a lone
-surrogate, which JSON can carry but UTF-8 cannot) is refused here too, before
-it reaches the tokenizer or the logs. The limits are flags with ``ALLINONE_``
-variables (``ops.serving.config``); the defaults suit a 512-token context, where
-older turns are dropped to fit anyway. ``ModelService.submit`` checks every
-request here, whatever its door; the Gradio API endpoints check again before
-Gradio's own queue (``ui``), and the chat tab sends only the history that fits.
-Pure: no torch, no web framework.
+A chat message, its history's messages and characters, a classification's lines and their characters,
+and valid Unicode. Each refusal is a ``LimitExceeded`` naming the limit. ``ModelService.submit`` checks
+every request here; the Gradio endpoints check again before Gradio's queue (``ui.validation``).
 """
 
 from __future__ import annotations

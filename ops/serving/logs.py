@@ -1,15 +1,8 @@
 """Logging setup (loguru), JSON lines under ``log_dir``, rotated by size and kept by age.
 
-Files:
-- ``app.log``: lifecycle events (loading, ready, recovering, reloads) at INFO;
-- ``error.log``: errors with their stack traces;
-- ``access.log``: one line per request: request id, task, latency, outcome
-  (the user's text only with ``--log-text``);
-- ``perf.log``: per-request performance: latency, tokens, tokens/s, memory.
-
-Access and performance records are bound with ``channel="access"`` / ``"perf"``
-(see ``access_logger``); everything else is a lifecycle record. The console
-shows lifecycle records and errors, human-readable or JSON (``--log-json``).
+Files: ``app.log`` (lifecycle, INFO), ``error.log`` (errors with traces), ``access.log`` (one line per
+request; the user's text only with ``--log-text``) and ``perf.log`` (latency, tokens, memory). Access
+and perf records are bound with ``channel=`` (``access_logger``); the console shows the rest.
 """
 
 from __future__ import annotations

@@ -1,17 +1,8 @@
 """Prometheus metrics at ``GET /metrics``, and the access and performance logs.
 
-``InstrumentedInference`` wraps the service the UI talks to, so every request
-(browser or API) is counted once, by task and outcome, with its latency and,
-for chats, its generated tokens; and logged once to ``access.log`` and
-``perf.log`` (see ``ops.serving.logs``). State, queue depth and memory are read when
-Prometheus scrapes: ``process_*`` is the web process,
-``allinone_worker_resident_memory_bytes`` the model's worker process, and
-``allinone_memory_limit_bytes`` the most memory the two may use together
-(their cgroup's limit, as set by systemd's MemoryMax or a container's memory
-limit; else the machine's RAM), which the memory alert compares their sum
-with. Names follow Prometheus conventions (``_total``,
-``_seconds``, ``_bytes``). Each app builds its own registry, so tests and
-several apps in one process never share counters.
+``InstrumentedInference`` wraps the service the UI talks to, so every request is counted, timed and
+logged once, whatever its door. State, queue depth and both processes' memory are read at scrape time.
+Each app builds its own registry. The series: README.md, "HTTP routes".
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """What state the service is in, and what happened to it: the readiness snapshot, events and totals.
 
-``Readiness`` keeps the snapshot ``/ready`` and the UI read (``loading``,
-``ready``, ``recovering``, ``failed``, with the serving model and the last
-self-test), replaced whole under a lock so readers never wait; the
-``EventLog`` the Status tab shows; and the running totals ``/metrics``
-exports (``ServiceStats``). It decides nothing: the lifecycle
-(``ops.serving.lifecycle``) writes here, everyone else reads.
-
-Causes are enums, so metrics labels come from a fixed set and no decision
-reads the text of a message.
+``Readiness`` keeps the snapshot ``/ready`` and the UI read, replaced whole under a lock so readers never
+wait; the ``EventLog``; and the totals ``/metrics`` exports (``ServiceStats``). It decides nothing: the
+lifecycle writes, everyone else reads. Causes are enums: no decision reads a message's text.
 """
 
 from __future__ import annotations

@@ -1,25 +1,9 @@
 """The model service: what the UI, the routes and the watchdog talk to. No torch here.
 
-``ModelService`` puts the parts together (the worker supervisor, the
-readiness snapshot, the store follower, the integrity monitor and the
-``Lifecycle`` that runs their flows; see ``ops.serving.lifecycle``) and is the one
-door to the model:
-
-- requests (``submit``, and ``classify``/``generate`` built on it) go to the
-  serving worker only while the state is ``ready``. One that arrives while a
-  recovery or a load is under way waits for it (``ready_wait_s`` at most, a
-  recovery takes seconds), and so does one that finds the serving worker gone
-  (``WorkerGone``: it never ran; it starts the recovery at once and is sent to
-  the new worker). So only the requests in flight inside a lost worker fail;
-  past that wait, or when the state is ``failed``, the caller gets
-  ``ModelUnavailable`` naming the reason;
-- a request error is not a sick model. One request that fails inside the
-  model gets a clear error and a log line with its id, nothing more; NaN/inf
-  output (``InvalidOutput``) starts a recovery at once, and so do
-  ``failures_before_reload`` failed requests in a row (real traffic is
-  evidence too); any success resets the count;
-- the watchdog reads the vitals here and asks for recoveries, reloads and
-  restores here; the admin routes ask for reloads and fault drills.
+``ModelService`` puts the parts together (supervisor, readiness, store follower, integrity monitor and
+the ``Lifecycle`` over them) and is the one door to the model. Its request rules (waiting out a
+recovery, resending ``WorkerGone``, when failures mean a sick model): docs/architecture.md, "The web
+process's serving path".
 """
 
 from __future__ import annotations
@@ -58,7 +42,7 @@ class DiskCheck:
 
 
 class ModelService(InferenceCalls):
-    """Implements ``Inference`` over whichever worker serves; see the module doc."""
+    """Implements ``Inference`` over whichever worker serves; its rules: docs/architecture.md."""
 
     def __init__(
         self,
@@ -230,7 +214,7 @@ class ModelService(InferenceCalls):
 
     def _request_failed(self, request: Request, exc: InferenceFailed) -> None:
         """One failed request is the request's problem; NaN/inf, or several failures in a row,
-        are the model's (see the module doc)."""
+        are the model's (docs/architecture.md)."""
         if isinstance(exc, InvalidOutput):
             self.lifecycle.recover(RecoveryCause.INVALID_OUTPUT, f"a request failed: {exc}")
             return

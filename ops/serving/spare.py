@@ -1,12 +1,8 @@
 """The warm spare (``--spare-worker``, off by default): a second worker, loaded and self-tested, held ready.
 
-A recovery then switches to it in about a second instead of loading a model
-(``ops.serving.lifecycle``), and a fresh spare warms up behind it. It costs a second
-copy of the worker's memory, and the CPU of one more load after every switch.
-``refill(version)`` warms a spare in the background, ``take(version)`` hands
-the parked one over, ``discard()`` ends it (a hot swap frees its memory for the
-new version first), and ``tend()`` (the watchdog's vitals job) replaces one
-that died while parked.
+A recovery switches to it in about a second instead of loading; it costs a second worker's memory.
+``refill`` warms one in the background, ``take`` hands it over, ``discard`` ends it and ``tend`` (the
+watchdog's vitals job) replaces one that died while parked.
 """
 
 from __future__ import annotations

@@ -1,14 +1,8 @@
 """Serve ``/health`` and ``/ready`` from the first second, the full app once it is built.
 
-Importing Gradio and building the UI takes seconds (about 3 s here, more
-while the worker imports torch beside it). ``StagedApp`` is the ASGI app
-uvicorn runs: it answers with a small early app (health, readiness and
-metrics routes, and a "starting" page) at once, while the full app (the
-same routes plus the Gradio UI and API) is built in a background thread.
-When the full app is ready, its lifespan is entered on the server's event
-loop (Gradio starts its queue there) and every new request goes to it; on
-shutdown the lifespan is exited. If building the full app fails, the server
-stops, so a supervisor restarts the process.
+``StagedApp`` is the ASGI app uvicorn runs: a small early app answers at once while the full app
+(routes plus the Gradio UI) is built in a thread (about 3 s); then its lifespan is entered on the
+server's loop and new requests go to it. If building it fails, the server stops.
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """Starting, swapping and stopping the model's worker processes: the worker supervisor.
 
-One worker process serves at a time (``serving``). The lifecycle asks the
-supervisor to start a worker for a version (``start_worker``: spawned,
-loaded, warmed up), to put it in service (``swap_in``, which hands back the
-one it replaced), to take the serving one out (``take_out``: nothing serves
-until a new one is swapped in) and to end old ones: ``retire`` lets their
-open requests finish first, ``kill`` does not wait (a suspect worker: hung,
-leaking, wrong). The watchdog reads the serving worker's vitals here.
-
-``WorkerHandle`` is the contract: ``ops.serving.worker_process.WorkerProcess`` in
-the app, small fakes in the tests.
+One worker serves at a time. The lifecycle asks for ``start_worker``, ``swap_in`` (hands back the one
+replaced), ``take_out``, ``retire`` (open requests finish first) and ``kill`` (a suspect worker). The
+watchdog reads vitals here. ``WorkerHandle`` is the contract: ``WorkerProcess`` in the app, fakes in tests.
 """
 
 from __future__ import annotations

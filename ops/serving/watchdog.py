@@ -1,36 +1,9 @@
 """The watchdog: notices when the service stops giving right answers and brings it back.
 
-One APScheduler ``BackgroundScheduler`` per process runs two jobs, each with
-``max_instances=1`` and ``coalesce=True``:
-
-- ``vitals`` (every ``vitals_interval_s``, default 2 s): cheap reads, no model
-  work: the worker process gone (a crash, an OOM kill), no sign of life for
-  ``hang_limit_s``: its loop not turning (read from shared memory, so it shows
-  even when the worker cannot answer) *and* its process using no CPU (a slow
-  step on an overloaded machine computes, a hung or stopped one does not:
-  ``ops.serving.worker_process.CpuProgress``), the worker's memory above
-  ``memory_limit_bytes``, the model's files changed on disk (size or mtime,
-  compared with what was loaded; a store version's files are then hashed
-  against its MANIFEST in the background), and the store link
-  (``models/current``) naming another version than the one serving. It also
-  samples the web and worker processes' memory into the Status tab's
-  ``Timeline``.
-- ``self_test`` (every ``interval_s``, default 15 s): the known-answer probes
-  (``ops/serving/probes.toml``) with a time limit, unless real traffic succeeded within
-  the interval; successful user requests are evidence of health, so the probe
-  does not compete with users under load.
-
-A sick model calls ``recover(cause, reason)``: detect -> isolate
-(``recovering``, 503) -> recover (kill the worker, start a fresh one from the
-store) -> verify (the probes pass) -> re-admit. Recovery and replacement
-flows run in threads of their own (``ops.serving.lifecycle``), so neither job is ever
-held by one, and a worker that hangs while its replacement loads is taken out
-at once. A moved link calls ``reload``
-(the new version's worker starts beside the serving one, and is rolled back
-if it fails); a damaged store version calls ``replace_damaged`` (back to the
-last good version). ``decide`` holds the rules and takes its inputs as
-arguments, so it is tested with a fake clock; its answer is a typed
-``Decision``.
+Two APScheduler jobs: ``vitals`` (every 2 s, no model work) and ``self_test`` (every 15 s, the
+known-answer probes in ``ops/serving/probes.toml`` unless real traffic succeeded). ``decide`` holds the
+rules as a pure function returning a typed ``Decision``. What each job checks and does:
+docs/architecture.md, "The watchdog".
 """
 
 from __future__ import annotations

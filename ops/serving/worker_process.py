@@ -1,32 +1,9 @@
 """One model worker process, seen from the web process: start it, talk to it, stop it. No torch here.
 
-``WorkerProcess(spec).start()`` spawns a fresh interpreter,
-``python -m engine.worker``, never a fork of this threaded process, and waits
-until the worker has loaded and warmed up its model. (Not
-``multiprocessing``'s spawn: that re-runs the parent's main script in the
-child, so a script that starts the app without a main guard starts a second
-app.) The pipe is a socket pair carrying ``multiprocessing.connection``
-messages (``engine.ipc``); the heartbeat is 8 bytes of shared memory. From
-then on the worker is an ``Inference`` like the engine itself:
-
-- ``submit`` sends the request and waits for the worker's admission, so bad
-  input and a full queue raise at once, as in-process; the replies come on a
-  ``QueuedReplies``, and closing or dropping that stream cancels the job in the
-  worker;
-- when the process ends for any reason (killed, crashed, stopped), every open
-  request fails at once, its reader sees the pipe end: ``WorkerLost`` for the
-  ones the worker had admitted, ``WorkerGone`` for those it never took (they
-  never ran, so the service may send them to the next worker);
-- ``stuck_for`` reads the worker's heartbeat from shared memory, so a hang
-  (or a SIGSTOP) shows even though the worker cannot answer; a worker whose
-  loop is slow to turn but whose process keeps using the CPU (a long step
-  on an overloaded machine) is computing, not stuck; ``rss_bytes`` is the
-  worker's own resident memory (anonymous pages).
-
-Stopping: ``close(drain=True)`` lets open requests finish (up to the request
-timeout), then asks the worker to exit; ``kill`` is for a suspect worker:
-SIGTERM, then SIGKILL after a grace period. Either way the process is gone
-afterwards, and with it all the memory it held.
+``WorkerProcess(spec).start()`` spawns a fresh ``python -m engine.worker`` (never a fork, nor
+``multiprocessing``'s spawn) and waits until it is ready; from then on it is an ``Inference``. The pipe
+and its failure rules: ``ops.serving.worker_pipe``. How a hang is told from a slow step:
+docs/architecture.md, "The web process's serving path".
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
-"""Which version should serve, by the model store: the store follower.
+"""Which version should serve, by the model store: the store follower. No torch.
 
-The app follows a store link (``models/current``, or ``standby`` on a gray release's standby).
-``StoreFollower`` answers the lifecycle's questions of the store: the version to load now (``target``),
-an operator's switch of the link (``switched_to``), and where to go when a version fails (``roll_back``)
-or is found damaged (``replacement``), by the store's one rule (``ModelStore.fallback``). A version an
-app rolled back is never loaded again unless an operator activates it with ``--force``. No torch.
+``StoreFollower`` answers the lifecycle's questions of the store link it follows: the version to load
+(``target``), an operator's switch (``switched_to``), and where to go when a version fails
+(``roll_back``) or is damaged (``replacement``), by ``ModelStore.fallback``. A version an app rolled
+back is never loaded again unless an operator activates it with ``--force``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """The model store's bookkeeping: the writers' lock, the journalled two-link switch, and its records.
 
-A switch moves two links (``<link>.previous``, then ``<link>``), so it is journalled first
-(``.switch.json``, written whole and renamed into place); the next writer finishes a switch that a dead
-process left half done, so a crash leaves the old state or the new one. Records: ``.rejected.json``
-(versions an app rolled back, and why) and ``.verified.json`` (versions hashed whole, and their files'
-picture then). Pure file work: no torch.
+A switch moves two links, so it is journalled first (``.switch.json``) and the next writer finishes a
+half-done one; records: ``.rejected.json`` and ``.verified.json``. Pure file work: no torch. The
+crash rules: docs/architecture.md, "The model store".
 """
 
 from __future__ import annotations

@@ -1,10 +1,9 @@
 """The model store: versioned, verified, read-only model directories, and the links that name them.
 
-``ModelStore`` installs, verifies, activates and rolls back versions (its files: ``ops.store.manifest``;
-its lock, journalled link switch and records: ``ops.store.ledger``); ``ModelSource`` is the link a
-running app serves. Where an app may go back to is one rule, ``ModelStore.fallback``: the version it
-was serving if still eligible (verified, not rejected), else the newest eligible one. The layout on disk
-and the crash rules: ``docs/architecture.md``. Pure file work: no torch.
+``ModelStore`` installs, verifies, activates and rolls back versions (files: ``ops.store.manifest``;
+lock, journal, records: ``ops.store.ledger``); ``ModelSource`` is the link a running app serves.
+Where an app may go back to is one rule, ``ModelStore.fallback``. Layout and crash rules:
+docs/architecture.md. Pure file work: no torch.
 """
 
 from __future__ import annotations

@@ -2,26 +2,9 @@
 
     python -m ops.ha demo --port 8000 [--stats-port N] [--run-dir DIR] [APP OPTIONS ...]
 
-starts two app instances (APP OPTIONS are ``python app.py`` options such as
-``--model-dir``; each instance gets its own port and log directory) and
-HAProxy on 127.0.0.1:PORT in front of them, waits until both instances are
-ready and HAProxy routes to the primary, then prints one JSON line::
-
-    {"primary": {"pid": .., "port": ..}, "standby": {...}, "haproxy": {...}}
-
-(``pid`` of an instance is the app process, the one to kill in a drill) and
-runs until SIGTERM or Ctrl-C, when it stops HAProxy and both supervisors,
-which stop their apps. Every process is addressed by its PID, never by name.
-The configurations used are the shipped ones in ``ops/deploy/``, filled in
-through environment variables; sockets, logs and pid files go to the run
-directory (a temporary one, removed at exit, unless ``--run-dir`` is given).
-The apps run under the interpreter the demo runs under (``ALLINONE_PYTHON``
-overrides it). An app that cannot start (supervisord's BACKOFF, EXITED or
-FATAL before it is ready) ends the demo at once with ``InstanceFailed``:
-supervisord's reason and the app's last console lines.
-
-``failover_drill`` kills the primary under steady client traffic and measures
-the failover; the failover test and ``bench/failover.py`` use it.
+Starts two app instances and HAProxy in front, prints one JSON line of their PIDs and ports once both
+are ready, and runs until SIGTERM or Ctrl-C (``run_demo``). ``failover_drill`` (``ops.tools.ha_drill``)
+kills the primary under traffic and measures the failover. docs/operations.md has the walk-through.
 """
 
 from __future__ import annotations

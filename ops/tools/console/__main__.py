@@ -1,14 +1,9 @@
 """``python -m ops.console --nodes URL,URL,...``: options, then poller -> actions -> page -> serve.
 
-    python -m ops.console --nodes http://10.0.0.2:7860,http://10.0.0.3:7860 [--port 7870] [--host H]
-        [--interval-s 5] [--timeout-s 2] [--models-root DIR] [--admin-token-file F] [--auth user:pw]
+    python -m ops.console --nodes URL,URL [--port 7870] [--interval-s 5] [--models-root DIR] ...
 
-Each option has an environment equivalent: the console's own under
-``ALLINONE_CONSOLE_`` (``ALLINONE_CONSOLE_NODES``), and those it shares with
-the app under the app's names (``ALLINONE_MODELS_ROOT``,
-``ALLINONE_ADMIN_TOKEN``, ``ALLINONE_ADMIN_TOKEN_FILE``,
-``ALLINONE_PROBES_FILE``); a flag wins. The admin token is never a flag, so
-it never shows in ``ps``. Nothing happens at import.
+Each option has an environment twin (``ALLINONE_CONSOLE_*``, and the app's names for what it shares);
+a flag wins. The admin token is never a flag, so it never shows in ``ps``. Nothing happens at import.
 """
 
 from __future__ import annotations

@@ -1,16 +1,9 @@
 """The console's operator actions (reload a node, roll a store link back, a gray release) and their log.
 
-Reload forwards ``POST /admin/reload`` with the admin token typed in the
-page; the node checks it. Rollback and gray release change the model store
-under ``--models-root`` on this machine, so they only make sense when the
-nodes serve links of that same store; the console checks the token itself
-before it touches the store (its own ``ALLINONE_ADMIN_TOKEN`` or
-``--admin-token-file``, compared in constant time and throttled per address
-as the nodes do), and without a token or a store they are off and say why.
-Rollback is ``ModelStore.rollback`` then a reload of the chosen nodes; gray
-release is ``ops.store.gray.gray_release`` on a thread of its own. One store
-action at a time, and only the configured nodes are ever sent a request.
-Every outcome goes to the ``ActionLog`` that every viewer sees.
+Reload forwards ``POST /admin/reload`` with the typed token. Rollback and gray release change the
+store under ``--models-root`` here, so the console checks the token itself first (constant time,
+throttled per address); without a token or store they are off and say why. One store action at a
+time, only configured nodes are sent requests, and every outcome goes to the shared ``ActionLog``.
 """
 
 from __future__ import annotations

@@ -1,14 +1,9 @@
 """Three of Prometheus' alert rules, read from ``ops/deploy/prometheus/alerts.yml`` and evaluated here.
 
-The console has no Prometheus, so it applies ``AllInOneHighErrorRatio``,
-``AllInOneSlowResponses`` and ``AllInOneMemoryHigh`` itself, with the
-thresholds, rate windows, ``for`` durations and the outcomes that are not
-errors read from the rules file when it starts (PyYAML comes with Gradio).
-Each expression must still have the shape this module computes, checked by
-strict patterns: an edit that changes what a rule means stops the console
-with ``AlertRulesError`` instead of letting the two drift apart. States
-follow Prometheus: a condition that holds is ``pending`` until it has held
-for the rule's ``for``, then ``firing``; no data resets it.
+``AllInOneHighErrorRatio``, ``AllInOneSlowResponses`` and ``AllInOneMemoryHigh``, with thresholds,
+windows and ``for`` durations read from the rules file; an edit that changes a rule's shape stops the
+console with ``AlertRulesError`` rather than let the two drift. States follow Prometheus: ``pending``
+until the condition has held for ``for``, then ``firing``; no data resets it.
 """
 
 from __future__ import annotations

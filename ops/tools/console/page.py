@@ -1,11 +1,7 @@
 """The console's page: a row per node, plots over the last hour, the alerts, and the operator actions.
 
-Every tab reads the shared poller's ``ConsoleView`` on a ``gr.Timer``; a tab
-polls no node. Times go to the browser as unix times (``<time
-data-epoch>``, and datetime columns for the plots) and the browser shows them
-in the viewer's local time, 24-hour, with the date when it is not today: the
-plots' axes and tooltips as Vega renders local time, the tables by the small
-script below. Node text is escaped before it goes into HTML.
+Every tab reads the shared poller's ``ConsoleView`` on a ``gr.Timer``; no tab polls a node. Times go to
+the browser as unix times and show in the viewer's local time, 24-hour. Node text is escaped.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """The console's one poller: every node's ``/ready`` and ``/metrics``, every few seconds, for every viewer.
 
-One background thread polls all nodes at once (a thread per node, each
-request with a short timeout), so a dead or slow node costs a round at most
-its timeout, and the number of open browser tabs costs the nodes nothing:
-pages only read ``Poller.view()``. Each node keeps a bounded history (about
-an hour of ``Sample``s); each sample holds what the node said, what changed
-since its previous reading (``promtext.Increase``), the table's figures over
-the last minute and the alert states. Histories are thread-safe and readers
-get immutable copies.
+One background thread polls all nodes at once, each with a short timeout, so a dead node costs a round
+its timeout and open tabs cost the nodes nothing (pages read ``Poller.view()``). Each node keeps about
+an hour of ``Sample``s, thread-safe; readers get immutable copies.
 """
 
 from __future__ import annotations

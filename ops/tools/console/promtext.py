@@ -1,14 +1,8 @@
 """A node's ``/metrics`` text, read into the few series the console needs, and the maths on two reads.
 
-``read_metrics`` parses with prometheus_client's own parser into a
-``MetricsReading``: cumulative counters and gauges at one moment.
-``Increase.between`` is what happened between two readings, series by
-series; a counter that went down (the node restarted) or a series that is
-new counts from zero, as Prometheus' ``increase()`` treats a reset.
-Increases add up (``+``) over a window. From one: requests per second, the
-error ratio, latency quantiles (``histogram_quantile``'s interpolation over
-the buckets) and the mean latency per task as ``AllInOneSlowResponses``
-measures it. Pure functions: no I/O.
+``read_metrics`` parses a ``MetricsReading`` (prometheus_client's parser); ``Increase.between`` is what
+happened between two readings, a counter reset counting from zero as ``increase()`` does. From an
+``Increase``: request rate, error ratio, latency quantiles and mean latency per task. Pure: no I/O.
 """
 
 from __future__ import annotations
