@@ -3,7 +3,7 @@
     python -m ops.ha demo --port 8000 [--stats-port N] [--run-dir DIR] [APP OPTIONS ...]
 
 Starts two app instances and HAProxy in front, prints one JSON line of their PIDs and ports once both
-are ready, and runs until SIGTERM or Ctrl-C (``run_demo``). ``failover_drill`` (``ops.tools.ha_drill``)
+are ready, and runs until SIGTERM or Ctrl-C (``HaDemo``). ``failover_drill`` (``ops.tools.ha_drill``)
 kills the primary under traffic and measures the failover. docs/operations.md has the walk-through.
 """
 
