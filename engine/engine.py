@@ -130,14 +130,6 @@ class Engine(InferenceCalls):
     # ----- the public interface -------------------------------------------
 
     @property
-    def model_label(self) -> str:
-        return self.backend.info.label
-
-    @property
-    def model_path(self):
-        return self.backend.info.path
-
-    @property
     def tasks(self) -> TaskRegistry:
         """The tasks served now: admission's registry, the one new requests are checked against."""
         return self._admission.tasks
@@ -146,9 +138,9 @@ class Engine(InferenceCalls):
         return self.tasks.infos()
 
     def update_tasks(self, tasks: TaskRegistry, timeout: float = TASK_UPDATE_TIMEOUT_S) -> None:
-        """Serve ``tasks`` from now on (docs/architecture.md, "Task changes"). Raises the backend's error, with the old
-        tasks still serving, when it cannot apply them; ``InferenceTimeout`` when the queue ahead is
-        too long to wait for (the change still happens, in turn)."""
+        """Serve ``tasks`` from now on (docs/architecture.md, "Inside the worker"). Raises the backend's
+        error, with the old tasks still serving, when it cannot apply them; ``InferenceTimeout`` when the
+        queue ahead is too long to wait for (the change still happens, in turn)."""
         update = _TaskUpdate(tasks)
         if self._closing.is_set():
             raise ModelUnavailable()
