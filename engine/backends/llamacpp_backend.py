@@ -98,12 +98,12 @@ class LlamaCppBackend:
         self._runtime = LlamaRuntime(gguf, context_size(limits), batch_tokens=MAX_TOKENS_PER_FORWARD,
                                      sequences=sequence_count(limits),
                                      outputs=max(SCORE_ROWS, limits.max_active_chats))
-        template = self._runtime.metadata("tokenizer.chat_template")
+        template = self._runtime.vocab.metadata("tokenizer.chat_template")
         if not template:
             self._runtime.close()
             raise ModelUnavailable(f"{gguf} carries no chat template; a chat model is needed.")
-        self._template = _ChatTemplate(template, *self._runtime.special_texts())
-        self.stop_ids = self._runtime.end_tokens(_STOP_WORDS)  # as the torch backend's: EOS and ChatML's ends
+        self._template = _ChatTemplate(template, *self._runtime.vocab.special_texts())
+        self.stop_ids = self._runtime.vocab.end_tokens(_STOP_WORDS)  # as the torch backend's: EOS and ChatML's ends
         self._sequences = SequenceIds(self._runtime.sequences)
         self._chats: list[GgufSequence] = []  # decoding, one token a step
         self._starting: list[GgufSequence] = []  # their prompts still being prefilled
@@ -112,7 +112,7 @@ class LlamaCppBackend:
         self._head_files = ModelHeads(self._path)
         self._tap: LayerTap | None = None  # the early-exit context, made for the first head on a layer
         name, version = describe_model_dir(self._path)
-        description = self._runtime.description()  # e.g. "qwen2 1B Q4_K - Medium"
+        description = self._runtime.vocab.description()  # e.g. "qwen2 1B Q4_K - Medium"
         file_type = description.split(" ", 2)[2] if description.count(" ") >= 2 else "gguf"
         self.info = BackendInfo(name, version, self._path, file_type,
                                 f"the GGUF's own format ({gguf.name}: {description})", "cpu",
@@ -174,13 +174,13 @@ class LlamaCppBackend:
     # -- text -------------------------------------------------------------------------------------
 
     def encode(self, text: str) -> list[int]:
-        return self._runtime.tokenize(text)
+        return self._runtime.vocab.tokenize(text)
 
     def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
         return self._template.render(messages, add_generation_prompt)
 
     def decode(self, ids: Sequence[int]) -> str:
-        return self._runtime.detokenize(list(ids))
+        return self._runtime.vocab.detokenize(list(ids))
 
     # -- chats ------------------------------------------------------------------------------------
 

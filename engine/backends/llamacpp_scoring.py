@@ -63,7 +63,7 @@ class GgufLabelScorer:
         self.task = task
         self.max_input_tokens = max_input_tokens
         self._sequences = sequences
-        self._plan = plan = LabelPlan(task, render, runtime.tokenize, max_input_tokens)
+        self._plan = plan = LabelPlan(task, render, runtime.vocab.tokenize, max_input_tokens)
         self._spellings, self._spelling_label = plan.spellings, np.array(plan.spelling_label)
         self._firsts, self._continuations = np.array(plan.firsts), plan.continuations
         self._label_bias = np.array(plan.label_bias)
@@ -102,7 +102,7 @@ class GgufLabelScorer:
             self._prefix_sequence = None
 
     def _suffix_ids(self, text: str) -> tuple[list[int], bool]:
-        return self._plan.suffix_ids(self.runtime.tokenize(text, special=False))  # the input is data
+        return self._plan.suffix_ids(self.runtime.vocab.tokenize(text, special=False))  # the input is data
 
     def features(self, texts: list[str], with_hidden: bool = True) -> tuple[np.ndarray, np.ndarray, list[bool]]:
         """Per text: the hidden state at the answer position [n, hidden] (zeros unless ``with_hidden``),

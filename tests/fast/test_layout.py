@@ -19,7 +19,6 @@ KNOWN_LARGE_CLASSES = {
     # splitting these means splitting the protocol into a scorer and a decoder.
     "engine/backends/torch_backend.py:TorchBackend",
     "engine/backends/llamacpp_backend.py:LlamaCppBackend",
-    "engine/backends/llamacpp_runtime.py:LlamaRuntime",
 }
 
 
