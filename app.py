@@ -48,6 +48,7 @@ def make_worker_starter(config: AppConfig, tasks: Callable[[], TaskRegistry]) ->
         max_active_chats=config.max_active_chats,
         max_waiting_chats=config.max_waiting_chats,
         max_lines=config.max_lines,
+        repetition_guard=config.repetition_guard,
     )
 
     def start(model_dir: Path | None = None) -> WorkerProcess:

@@ -18,7 +18,7 @@ from engine.backend import Backend
 from engine.chat import ChatStream
 from engine.errors import Busy, InvalidInput, Superseded
 from engine.prompts import Message, fit_conversation, validate_history
-from engine.sampling import DEFAULT_GUARD, RepetitionGuard
+from engine.sampling import DEFAULT_GUARD, RepetitionGuard, named_guard
 from engine.tasks import ClassifyTask, GenerateTask, TaskRegistry
 from engine.types import (
     NOTICE_HISTORY_TRIMMED,
@@ -79,6 +79,7 @@ class Admission:
         self.backend = backend
         self.tasks = tasks
         self.config = config
+        self.default_guard = named_guard(config.repetition_guard)  # a chat's guard when its request does not say
         self._counts_lock = threading.Lock()
         self._queued_texts = 0
         self._queued_chats = 0
@@ -156,7 +157,7 @@ class Admission:
         except ValueError as exc:
             raise InvalidInput(f"Invalid chat history: {exc}.") from None
         temperature = spec.temperature if options.temperature is None else options.temperature
-        repetition = DEFAULT_GUARD if options.repetition is None else options.repetition
+        repetition = self.default_guard if options.repetition is None else options.repetition
         if not isinstance(repetition, RepetitionGuard):
             raise InvalidInput("The repetition guard must be an engine.sampling.RepetitionGuard.")
         system_prompt = spec.system_prompt if options.system_prompt is None else options.system_prompt

@@ -15,8 +15,8 @@ from typing import Mapping
 
 import numpy as np
 
-__all__ = ["DEFAULT_GUARD", "MAX_BREAKS", "MAX_PERIOD", "NO_GUARD", "GuardAction", "RepeatWatch",
-           "RepetitionGuard", "choose_token", "sampling_rng"]
+__all__ = ["BREAK_GUARD", "DEFAULT_GUARD", "GUARDS", "MAX_BREAKS", "MAX_PERIOD", "NO_GUARD", "GuardAction",
+           "RepeatWatch", "RepetitionGuard", "choose_token", "named_guard", "sampling_rng"]
 
 MAX_PERIOD = 64  # the longest repeated unit (in tokens) the guard looks for: a sentence or two
 MAX_BREAKS = 3  # BREAK: loops broken in one answer before the next one ends it
@@ -57,6 +57,17 @@ NO_GUARD = RepetitionGuard(loop_tokens=0)
 # What a chat gets when its request does not say: stop, which ended every runaway loop the chat benchmark
 # saw and changed no other reply, on either backend (docs/benchmarks.md, "The repetition guard").
 DEFAULT_GUARD = RepetitionGuard()
+BREAK_GUARD = RepetitionGuard(action=GuardAction.BREAK)
+# The guards an operator names (``--repetition-guard``, ``EngineConfig.repetition_guard``).
+GUARDS = {"stop": DEFAULT_GUARD, "break": BREAK_GUARD, "off": NO_GUARD}
+
+
+def named_guard(name: str) -> RepetitionGuard:
+    """The guard ``GUARDS`` names; ``ValueError`` lists the names."""
+    try:
+        return GUARDS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown repetition guard {name!r}; use one of: {', '.join(GUARDS)}.") from None
 
 
 class RepeatWatch:

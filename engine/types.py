@@ -233,6 +233,7 @@ class EngineConfig:
     max_waiting_chats: int = 16
     max_pending_classify: int = 256
     max_lines: int = 64  # texts in one classification request
+    repetition_guard: str = "stop"  # a chat's guard when its request does not say (engine.sampling.GUARDS)
 
 
 class Fault(str, Enum):

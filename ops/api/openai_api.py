@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from engine.errors import AllInOneError, Busy, InferenceTimeout, InvalidInput, ModelUnavailable
+from engine.sampling import BREAK_GUARD, RepetitionGuard
 from engine.types import (
     FINISH_STOP,
     ChatUpdate,
@@ -28,7 +29,7 @@ from engine.types import (
     TaskInfo,
 )
 
-__all__ = ["ApiError", "ApiKeys", "StopText", "add_openai_routes", "chat_arguments"]
+__all__ = ["ApiError", "ApiKeys", "StopText", "add_openai_routes", "chat_arguments", "repetition_guard"]
 
 OWNER = "qwen-all-in-one"
 MAX_STOPS = 4  # as OpenAI
@@ -152,6 +153,21 @@ def _number(body: dict, name: str, kind: type, low: float, high: float) -> float
     return value
 
 
+def repetition_guard(body: dict) -> RepetitionGuard | None:
+    """The repetition guard that ``frequency_penalty`` and ``presence_penalty`` ask for (None: the server's,
+    ``--repetition-guard``). Each is checked as OpenAI checks it, a number from -2 to 2, but neither is a
+    logit penalty here: the engine has no per-token penalty, only the guard (``engine.sampling``).
+
+    - Above 0 (either one): the request asks for less repetition, so it gets the ``break`` guard, which
+      bans the token that would go on with a loop (three times, then ends the answer), whatever the
+      server's default. How far above 0 makes no difference.
+    - 0 or absent: the server's default.
+    - Below 0 (asking for more repetition): accepted, and the server's default; the guard never
+      encourages a loop."""
+    penalties = [_number(body, name, float, -2, 2) for name in ("frequency_penalty", "presence_penalty")]
+    return BREAK_GUARD if any(p is not None and p > 0 for p in penalties) else None
+
+
 @dataclass(frozen=True)
 class ChatArguments:
     """A chat completion request, checked, in the engine's terms."""
@@ -206,7 +222,8 @@ def chat_arguments(body: dict, generate_tasks: set[str]) -> ChatArguments:
         raise ApiError(400, "'stream' must be true or false.", param="stream")
     stream_options = body.get("stream_options") or {}
     options = GenerateOptions(max_new_tokens=max_tokens, temperature=temperature, seed=(seed or 0) & 0xFFFFFFFF,
-                              system_prompt="\n\n".join(system) if system else None)
+                              system_prompt="\n\n".join(system) if system else None,
+                              repetition=repetition_guard(body))
     return ChatArguments(model, turns[-1]["content"], turns[:-1], options, stops, stream,
                          bool(isinstance(stream_options, dict) and stream_options.get("include_usage")))
 

@@ -23,6 +23,7 @@ __all__ = ["AppConfig", "load_config", "build_parser", "ENV_PREFIX"]
 ENV_PREFIX = "ALLINONE_"
 BACKENDS = ("auto", "torch", "llamacpp")  # engine.backends.BackendKind, without importing the engine
 PRECISIONS = ("auto", "fp32", "bf16", "int8")  # engine.precision.Precision, without importing the engine
+REPETITION_GUARDS = ("stop", "break", "off")  # engine.sampling.GUARDS, without importing the engine
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,7 @@ class AppConfig:
     max_batch: int = 16
     max_active_chats: int = 8
     max_waiting_chats: int = 16
+    repetition_guard: str = field(default="stop", metadata={"metavar": "{" + ",".join(REPETITION_GUARDS) + "}"})
     queue_max_size: int = 64
     probes_file: Path | None = None  # default: ops/serving/probes.toml
     self_test_interval_s: float = 15.0
@@ -122,6 +124,9 @@ _HELP = {
     "max_batch": "classification batch size",
     "max_active_chats": "chats decoded together, one batch per token (more wait in line)",
     "max_waiting_chats": "chats that may wait for a slot before new ones get 'busy'",
+    "repetition_guard": "what a chat does when its answer starts going round in a loop, unless its request says: "
+                        "stop (end the answer there), break (ban the token that would go on with the loop; after "
+                        "three, stop) or off; see docs/benchmarks.md",
     "queue_max_size": "Gradio queue size; past it users get 'busy, try again shortly'",
     "probes_file": "known-answer self-test probes (TOML); default ops/serving/probes.toml",
     "self_test_interval_s": "seconds between watchdog self-tests (skipped while real traffic succeeds)",
@@ -148,7 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
         if isinstance(f.default, bool):
             parser.add_argument(flag, action="store_const", const="true", default=None, help=_HELP[f.name])
         else:
-            parser.add_argument(flag, default=None, metavar=f.name.upper(), help=_HELP[f.name])
+            parser.add_argument(flag, default=None, metavar=f.metadata.get("metavar", f.name.upper()),
+                                help=_HELP[f.name])
     return parser
 
 
@@ -244,6 +250,9 @@ def _validate(config: AppConfig) -> None:
         raise ConfigError(f"--backend {config.backend!r}: choose one of {', '.join(BACKENDS)}.")
     if config.precision not in PRECISIONS:
         raise ConfigError(f"--precision {config.precision!r}: choose one of {', '.join(PRECISIONS)}.")
+    if config.repetition_guard not in REPETITION_GUARDS:
+        raise ConfigError(f"--repetition-guard {config.repetition_guard!r}: choose one of "
+                          f"{', '.join(REPETITION_GUARDS)}.")
     if config.backend == "llamacpp" and config.precision != "auto":
         raise ConfigError(f"--precision {config.precision} is a torch weight format; the llamacpp backend serves "
                           "the GGUF's own. Leave --precision out, or use --backend torch.")

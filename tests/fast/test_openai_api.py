@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from engine.errors import Busy, InferenceTimeout, InvalidInput, ModelUnavailable
+from engine.sampling import BREAK_GUARD
 from engine.types import ChatUpdate, ClassifyResult, InferenceCalls, TaskInfo
 from tests.fakes import replies
 from ops.api.openai_api import ApiKeys, StopText, add_openai_routes
@@ -201,3 +202,38 @@ def test_chat_fields_reach_the_engine():
     assert request.options.system_prompt == "Terse."
     refused = fake_client(service).post("/v1/chat/completions", json={**CHAT, "n": 2})
     assert refused.status_code == 400 and refused.json()["error"]["param"] == "n"
+
+
+@pytest.mark.parametrize("fields, guard", [
+    ({}, None),
+    ({"frequency_penalty": 0, "presence_penalty": 0.0}, None),  # 0: the server's default
+    ({"frequency_penalty": -2, "presence_penalty": -0.5}, None),  # more repetition is never encouraged
+    ({"frequency_penalty": 0.1}, BREAK_GUARD),  # any positive value: less repetition, the break guard
+    ({"presence_penalty": 2}, BREAK_GUARD),
+    ({"frequency_penalty": -1, "presence_penalty": 1.5}, BREAK_GUARD),
+], ids=["absent", "zero", "negative", "frequency", "presence", "either"])
+def test_the_penalties_choose_the_repetition_guard(fields, guard):
+    service = FakeService()
+    assert fake_client(service).post("/v1/chat/completions", json={**CHAT, **fields}).status_code == 200
+    assert service.seen[-1].options.repetition == guard
+
+
+@pytest.mark.parametrize("name", ["frequency_penalty", "presence_penalty"])
+@pytest.mark.parametrize("value", [2.5, -2.01, "1", True, [1]])
+def test_a_penalty_out_of_openais_range_is_a_400(name, value):
+    service = FakeService()
+    for stream in (False, True):
+        reply = fake_client(service).post("/v1/chat/completions", json={**CHAT, name: value, "stream": stream})
+        assert reply.status_code == 400 and reply.json()["error"] == {
+            "message": f"'{name}' must be a number from -2 to 2.", "type": "invalid_request_error",
+            "param": name, "code": None}
+    assert service.seen == []  # refused before the engine
+
+
+def test_the_openai_client_sends_the_penalties_through_to_the_engine(client):
+    reply = client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "abc"}],
+                                           max_tokens=8, temperature=0, frequency_penalty=0.5)
+    assert reply.choices[0].message.content and reply.choices[0].finish_reason in ("stop", "length")
+    with pytest.raises(openai.BadRequestError, match="presence_penalty"):
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": "abc"}],
+                                       max_tokens=8, presence_penalty=3)

@@ -20,6 +20,7 @@ from engine.sampling import (
     RepeatWatch,
     RepetitionGuard,
     choose_token,
+    named_guard,
 )
 from engine.types import FINISH_LENGTH, FINISH_STOP, GenerateOptions
 from tests.conftest import TEST_BACKEND, TEST_PRECISION, make_test_engine
@@ -210,3 +211,26 @@ def test_a_request_chooses_its_guard_through_the_engine(tiny_model_dir, tasks):
 
 def test_the_test_run_uses_a_backend_these_tests_know():
     assert TEST_BACKEND in ("torch", "llamacpp") and TEST_PRECISION
+
+
+def test_the_server_setting_is_the_guard_of_a_request_that_does_not_say(tiny_model_dir, tasks):
+    """``EngineConfig.repetition_guard`` (``--repetition-guard``): the default a request's ``None`` takes."""
+    answers = {}
+    for name in ("off", "stop", "break"):
+        engine = make_test_engine(tiny_model_dir, tasks, max_new_tokens=40, repetition_guard=name)
+        try:
+            answers[name] = engine.chat("chat", LOOPING, options=GenerateOptions(max_new_tokens=40))
+            asked = engine.chat("chat", LOOPING, options=GenerateOptions(max_new_tokens=40, repetition=STOP))
+        finally:
+            engine.close()
+        assert asked.finish_reason == FINISH_STOP and asked.tokens < 40  # a request that says still wins
+    assert answers["off"].finish_reason == FINISH_LENGTH and answers["off"].tokens == 40
+    assert answers["stop"].finish_reason == FINISH_STOP and answers["off"].text.startswith(answers["stop"].text)
+    assert answers["break"].text != answers["off"].text  # steered off the loop
+
+
+def test_the_guards_have_names_and_a_wrong_one_is_named():
+    assert named_guard("stop") == STOP and named_guard("break") == BREAK and named_guard("off") == NO_GUARD
+    for bad in ("on", "", None):
+        with pytest.raises(ValueError, match="use one of: stop, break, off"):
+            named_guard(bad)
