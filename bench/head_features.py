@@ -1,6 +1,7 @@
 """Read every row of the shared sentiment files through one model once, and keep the head's features.
 
-    python bench/head_features.py [--backend auto|torch|llamacpp] [--model-dir DIR] [--held-out N] [--out FILE.npz]
+    python bench/head_features.py [--backend auto|torch|llamacpp] [--model-dir DIR] [--tuning N] [--held-out N]
+                                  [--no-layers] [--out FILE.npz]
 
 Per row: the hidden state at the answer position after each candidate layer
 (``engine.heads.candidate_layers``), the last hidden state, and the prompt's
@@ -26,16 +27,16 @@ from sentiment_split import FILES, LABELS, balanced_head, load_rows, split
 FIT_BATCH = 16
 
 
-def labelled_rows(held_out: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
-    """(texts, label index, file index, tuning flag) over the rows of the four files: every tuning row,
-    and every held-out row or, with ``held_out``, that many a file (labels in turn)."""
+def labelled_rows(held_out_each: int = 0, tuning_each: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """(texts, label index, file index, tuning flag) over the rows of the four files: every tuning and
+    held-out row or, with ``tuning_each`` / ``held_out_each``, that many of each part a file (labels in turn)."""
     texts, labels, files, tuning = [], [], [], []
     for index, name in enumerate(FILES):
         rows = load_rows(name)
         tuning_rows, held_rows = split(rows)
-        tuning_texts = {r["text"] for r in tuning_rows}
-        if held_out:
-            kept = {r["text"] for r in balanced_head(held_rows, held_out)} | tuning_texts
+        tuning_texts = {r["text"] for r in (balanced_head(tuning_rows, tuning_each) if tuning_each else tuning_rows)}
+        if held_out_each or tuning_each:
+            kept = {r["text"] for r in (balanced_head(held_rows, held_out_each) if held_out_each else held_rows)} | tuning_texts
             rows = [r for r in rows if r["text"] in kept]
         for row in rows:
             texts.append(row["text"])
@@ -52,6 +53,9 @@ def main() -> None:
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "current")
     parser.add_argument("--held-out", type=int, default=0,
                         help="held-out rows a file (labels in turn; default: all): a slow model's quicker report")
+    parser.add_argument("--tuning", type=int, default=0, help="tuning rows a file (default: all)")
+    parser.add_argument("--no-layers", action="store_true",
+                        help="the last layer and the label scores only: one pass, not two (llama.cpp)")
     parser.add_argument("--out", type=Path, help="default: artifacts/head_features/<model>-<backend>.npz")
     args = parser.parse_args()
     from engine.backends import open_backend
@@ -65,9 +69,10 @@ def main() -> None:
     backend = open_backend(args.backend, args.model_dir, precision=args.precision)
     backend.prepare([task], max_input_tokens=256)
     info = backend.info
-    layers = candidate_layers(info.blocks)
-    texts, labels, files, tuning = labelled_rows(args.held_out)
-    print(f"{info.label} on {info.backend} ({info.precision}); {len(texts)} rows; layers {layers[0]}..{layers[-1]}",
+    layers = [] if args.no_layers else candidate_layers(info.blocks)
+    texts, labels, files, tuning = labelled_rows(args.held_out, args.tuning)
+    reads = f"layers {layers[0]}..{layers[-1]}" if layers else "the last layer only"
+    print(f"{info.label} on {info.backend} ({info.precision}); {len(texts)} rows; {reads}",
           flush=True)
     scorer = backend.scorer(task.name)
     by_layer = {k: [] for k in layers}

@@ -22,7 +22,7 @@ from engine.replies import QueuedReplies
 from engine.rounds import ChatRounds, ClassifyRounds
 from engine.tasks import TaskRegistry
 from engine.teach import BackgroundRounds, FeatureJob, FeatureRequest
-from engine.types import CHAT_TIMEOUT_MARGIN_S, ChatRequest, EngineConfig, InferenceCalls, Request, TaskInfo
+from engine.types import CHAT_TIMEOUT_MARGIN_S, ChatRequest, EngineConfig, InferenceCalls, Request, TaskInfo, TaskKind
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
@@ -183,7 +183,7 @@ class Engine(InferenceCalls):
 
     def _run(self) -> None:
         try:
-            self.backend.prepare(self.tasks.of_kind("classify"), self.config.max_input_tokens)
+            self.backend.prepare(self.tasks.of_kind(TaskKind.CLASSIFY), self.config.max_input_tokens)
         except BaseException as exc:  # reported by start()
             self._startup_error = exc
             self._ready.set()
@@ -239,7 +239,7 @@ class Engine(InferenceCalls):
     def _apply_tasks(self, update: _TaskUpdate) -> None:
         self._classify.drain(self.tasks)  # queued before the change: answered on the definitions they were admitted with
         try:
-            self.backend.prepare(update.tasks.of_kind("classify"), self.config.max_input_tokens)
+            self.backend.prepare(update.tasks.of_kind(TaskKind.CLASSIFY), self.config.max_input_tokens)
         except BaseException as exc:  # the backend kept its old scorers: so do we
             logger.warning("task change refused: {}", exc)
             update.error = exc if isinstance(exc, AllInOneError) else InvalidInput(f"The tasks cannot be served: {exc}")

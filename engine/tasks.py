@@ -14,10 +14,9 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 from engine.errors import ConfigError
-from engine.types import ClassifyMode, TaskInfo
+from engine.types import ClassifyMode, TaskInfo, TaskKind
 
 __all__ = [
     "ClassifyExample",
@@ -34,12 +33,12 @@ __all__ = [
 DEFAULT_TASKS_FILE = Path(__file__).with_name("tasks.toml")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 _LANGUAGE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")  # BCP 47, as the browser names it
-RESERVED_NAMES = ("classify", "generate", "status", "tasks")  # ui.tasks_tab's endpoints, the UI's tab ids
+RESERVED_NAMES = (*TaskKind, "status", "tasks")  # ui.tasks_tab's endpoints, the UI's tab ids
 _COMMON_FIELDS = {"kind", "title", "ui_examples"}
 _FIELDS = {
-    "classify": _COMMON_FIELDS | {"labels", "instruction", "input_template", "examples", "aliases", "label_bias",
+    TaskKind.CLASSIFY: _COMMON_FIELDS | {"labels", "instruction", "input_template", "examples", "aliases", "label_bias",
                                   "examples_file", "probes", "display"},
-    "generate": _COMMON_FIELDS | {"system_prompt", "temperature", "max_new_tokens"},
+    TaskKind.GENERATE: _COMMON_FIELDS | {"system_prompt", "temperature", "max_new_tokens"},
 }
 HEADS_DIR = "heads"  # a task's fitted heads (engine.heads), beside its tasks file
 MAX_HEAD_EXAMPLES = 5000  # fitting reads every example through the model: bound its time
@@ -66,7 +65,7 @@ class ClassifyTask:
     head_examples: "HeadExamples | None" = None  # what a linear head is fitted on (engine.heads)
     probes: tuple[ClassifyExample, ...] = ()  # known answers the self-test checks
     display: dict[str, tuple[str, ...]] = field(default_factory=dict)  # language -> the labels' names in the UI
-    kind: Literal["classify"] = "classify"
+    kind: TaskKind = TaskKind.CLASSIFY
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ class GenerateTask:
     temperature: float = 0.0
     max_new_tokens: int = 256
     ui_examples: tuple[str, ...] = ()
-    kind: Literal["generate"] = "generate"
+    kind: TaskKind = TaskKind.GENERATE
 
 
 Task = ClassifyTask | GenerateTask
@@ -105,7 +104,7 @@ class TaskRegistry:
 
             raise InvalidInput(f"Unknown task {name!r}. Known tasks: {', '.join(self.tasks)}.") from None
 
-    def of_kind(self, kind: str) -> list[Task]:
+    def of_kind(self, kind: TaskKind) -> list[Task]:
         return [t for t in self.tasks.values() if t.kind == kind]
 
     def with_task(self, task: Task) -> "TaskRegistry":
@@ -261,8 +260,9 @@ def parse_task(name: str, table: object, where: str, base_dir: Path | None = Non
     if name in RESERVED_NAMES:
         raise ConfigError(f"{where}: {name!r} is reserved (the UI's own API endpoints); choose another name.")
     kind = table.get("kind")
-    if kind not in _FIELDS:
-        raise ConfigError(f"{where}: 'kind' must be 'classify' or 'generate', not {kind!r}.")
+    if not isinstance(kind, str) or kind not in _FIELDS:
+        raise ConfigError(f"{where}: 'kind' must be {' or '.join(repr(k.value) for k in TaskKind)}, not {kind!r}.")
+    kind = TaskKind(kind)
     unknown = sorted(set(table) - _FIELDS[kind])
     if unknown:
         raise ConfigError(f"{where}: unknown field {unknown[0]!r} for a {kind} task; the fields are: "
@@ -270,7 +270,7 @@ def parse_task(name: str, table: object, where: str, base_dir: Path | None = Non
     title = table.get("title", name.title())
     if not isinstance(title, str) or not title.strip():
         raise ConfigError(f"{where}: 'title' must be a non-empty string.")
-    if kind == "classify":
+    if kind is TaskKind.CLASSIFY:
         return _parse_classify(name, table, where, base_dir)
     return _parse_generate(name, table, where)
 

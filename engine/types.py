@@ -8,7 +8,7 @@ generic call, ``submit(task, request) -> Iterator[Reply]``; ``InferenceCalls`` b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 if TYPE_CHECKING:
@@ -147,10 +147,18 @@ Request = ClassifyRequest | ChatRequest
 Reply = ClassifyResult | ChatUpdate
 
 
+class TaskKind(StrEnum):
+    """What a task does with a request: label a text, or write an answer. A StrEnum, so a kind is its
+    own name in JSON, TOML and the API (\"classify\", \"generate\")."""
+
+    CLASSIFY = "classify"
+    GENERATE = "generate"
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     name: str
-    kind: str
+    kind: TaskKind
     title: str
     labels: tuple[str, ...] = ()
     ui_examples: tuple[str, ...] = field(default_factory=tuple)

@@ -19,6 +19,7 @@ from engine.types import (
     GenerateOptions,
     Inference,
     TaskInfo,
+    TaskKind,
 )
 from ui.errors import friendly_errors
 from ui.i18n import language_of, t, text
@@ -65,8 +66,8 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     pool = CHAT_POOL
     blocks = gr.context.get_blocks_context()
     before = set(blocks.fns)
-    selector = gr.Dropdown(task_names(service, "generate"), value=info.name, label=t("task_choice"), render=False,
-                           elem_id=f"{info.name}-task")
+    selector = gr.Dropdown(task_names(service, TaskKind.GENERATE), value=info.name, label=t("task_choice"),
+                           render=False, elem_id=f"{info.name}-task")
     gr.ChatInterface(
         fn=friendly_errors(stream_reply),
         chatbot=gr.Chatbot(label=t("chat_box"), height=420, elem_id=f"{info.name}-chatbot"),
@@ -97,7 +98,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
                       concurrency_id=pool)
     attach_validator(endpoint, limit_validator(limits.check_message, limits.check_history))
 
-    return choice_refresher(service, "generate", lambda choices: info.name), selector
+    return choice_refresher(service, TaskKind.GENERATE, lambda choices: info.name), selector
 
 
 def _accept_language(request: gr.Request | None) -> str:

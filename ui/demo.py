@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from engine.types import Inference
+from engine.types import Inference, TaskKind
 from ui.chat_tab import build_chat_tab
 from ui.classify_tab import build_classify_tab
 from ui.file_panel import FileDoor
@@ -50,7 +50,7 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
         task_tabs = []
         for info in service.task_infos():
             with gr.Tab(tab_title(info), id=info.name) as tab:
-                if info.kind == "classify":
+                if info.kind is TaskKind.CLASSIFY:
                     build_classify_tab(service, info, classify_concurrency, limits, viewer_box, files)
                 else:
                     refresh, selector = build_chat_tab(service, info, chat_concurrency, limits)

@@ -7,17 +7,17 @@ from typing import Callable
 
 import gradio as gr
 
-from engine.types import Inference
+from engine.types import Inference, TaskKind
 
 __all__ = ["task_names", "choice_refresher"]
 
 
-def task_names(service: Inference, kind: str) -> list[str]:
+def task_names(service: Inference, kind: TaskKind) -> list[str]:
     """The names of the tasks of ``kind`` (``classify`` or ``generate``) served now."""
     return [info.name for info in service.task_infos() if info.kind == kind]
 
 
-def choice_refresher(service: Inference, kind: str, fallback: Callable[[list[str]], str | None]) -> Callable:
+def choice_refresher(service: Inference, kind: TaskKind, fallback: Callable[[list[str]], str | None]) -> Callable:
     """A handler that re-reads the choices of a task dropdown and keeps the current one while it still
     exists (else ``fallback(choices)``)."""
 

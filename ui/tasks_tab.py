@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import gradio as gr
 
-from engine.types import ClassifyMode, Inference
+from engine.types import ClassifyMode, Inference, TaskKind
 from ui.chat_tab import CHAT_POOL
 from ui.classify_tab import mode_choice, shown_result
 from ui.errors import friendly_errors
@@ -34,7 +34,7 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
                     limits: "RequestLimits", viewer_box: gr.Textbox, files: FileDoor, admin: Teaching | None = None):
     """Render the tab's contents; returns ``(refresh, dropdown)``: the caller re-reads the task list
     into the dropdown whenever the tab is opened. ``viewer_box``: see ``ui.viewer``."""
-    names = task_names(service, "classify")
+    names = task_names(service, TaskKind.CLASSIFY)
 
     @friendly_errors
     def run(task: str, text: str, mode: str, raw: str):
@@ -80,4 +80,4 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
                       concurrency_id=CHAT_POOL)
     attach_validator(endpoint, limit_validator(no_check, limits.check_message, limits.check_history))
 
-    return choice_refresher(service, "classify", lambda choices: choices[0] if choices else None), task
+    return choice_refresher(service, TaskKind.CLASSIFY, lambda choices: choices[0] if choices else None), task

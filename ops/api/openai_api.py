@@ -27,6 +27,7 @@ from engine.types import (
     GenerateOptions,
     Inference,
     TaskInfo,
+    TaskKind,
 )
 
 __all__ = ["ApiError", "ApiKeys", "StopText", "add_openai_routes", "chat_arguments", "repetition_guard"]
@@ -327,7 +328,7 @@ def _classify_body(body: dict, classify_tasks: set[str]) -> tuple[str, list[str]
 def add_openai_routes(app: FastAPI, inference: Inference, keys: ApiKeys) -> None:
     """Mount ``/v1``: see the module doc. ``inference`` is the instrumented service the UI uses too."""
 
-    def tasks(kind: str) -> list[TaskInfo]:
+    def tasks(kind: TaskKind) -> list[TaskInfo]:
         return [info for info in inference.task_infos() if info.kind == kind]
 
     def model_card(info: TaskInfo) -> dict:
@@ -340,12 +341,12 @@ def add_openai_routes(app: FastAPI, inference: Inference, keys: ApiKeys) -> None
     @app.get("/v1/models", include_in_schema=False)
     def models(request: Request) -> JSONResponse:
         keys.check(request)
-        return JSONResponse({"object": "list", "data": [model_card(i) for i in tasks("generate")]})
+        return JSONResponse({"object": "list", "data": [model_card(i) for i in tasks(TaskKind.GENERATE)]})
 
     @app.get("/v1/models/{model_id}", include_in_schema=False)
     def model(model_id: str, request: Request) -> JSONResponse:
         keys.check(request)
-        for info in tasks("generate"):
+        for info in tasks(TaskKind.GENERATE):
             if info.name == model_id:
                 return JSONResponse(model_card(info))
         raise ApiError(404, f"The model {model_id!r} does not exist.", code="model_not_found", param="model")
@@ -353,7 +354,7 @@ def add_openai_routes(app: FastAPI, inference: Inference, keys: ApiKeys) -> None
     @app.post("/v1/chat/completions", include_in_schema=False)
     async def chat_completions(request: Request):
         keys.check(request)
-        args = chat_arguments(_body(await request.body()), {i.name for i in tasks("generate")})
+        args = chat_arguments(_body(await request.body()), {i.name for i in tasks(TaskKind.GENERATE)})
         completion = ChatCompletions(inference, args)
         updates = await run_in_threadpool(completion.open)
         if args.stream:
@@ -364,7 +365,7 @@ def add_openai_routes(app: FastAPI, inference: Inference, keys: ApiKeys) -> None
     @app.post("/v1/classify", include_in_schema=False)
     async def classify(request: Request) -> JSONResponse:
         keys.check(request)
-        task, texts, mode = _classify_body(_body(await request.body()), {i.name for i in tasks("classify")})
+        task, texts, mode = _classify_body(_body(await request.body()), {i.name for i in tasks(TaskKind.CLASSIFY)})
         try:
             results = await run_in_threadpool(inference.classify, task, texts, mode)
         except AllInOneError as exc:

@@ -15,7 +15,7 @@ from typing import Callable
 from loguru import logger
 
 from engine.errors import AllInOneError, ModelDamaged, SelfTestFailed
-from engine.types import GenerateOptions, Inference
+from engine.types import GenerateOptions, Inference, TaskKind
 from ops.common.proc import free_memory_bytes
 from ops.serving.readiness import Readiness, RecoveryCause, SelfTestResult, State, SwitchMode
 from ops.serving.spare import WarmSpare
@@ -36,7 +36,7 @@ def basic_self_test(engine: Inference) -> str:
     raises ``SelfTestFailed``. (Known-answer probes are the watchdog's: ``ops.serving.watchdog.Probes``.)"""
     parts = []
     for info in engine.task_infos():
-        if info.kind == "classify":
+        if info.kind is TaskKind.CLASSIFY:
             result = engine.classify(info.name, ["self-test 自检"])[0]
             if result.label not in info.labels or not 0.0 <= result.confidence <= 1.0:
                 raise SelfTestFailed(f"self-test: {info.name} gave an invalid answer")

@@ -20,7 +20,7 @@ from loguru import logger
 
 from engine.errors import ConfigError, SelfTestFailed
 from engine.tasks import TaskRegistry
-from engine.types import GenerateOptions, Inference
+from engine.types import GenerateOptions, Inference, TaskKind
 from ops.common.proc import process_rss_bytes
 from ops.serving.history import Timeline
 from ops.serving.readiness import HealthSnapshot, RecoveryCause
@@ -71,7 +71,7 @@ class LiveProbes:
 
     def run(self, engine: Inference) -> str:
         served = self.tasks()
-        extra = tuple((task.name, probe.text, probe.label) for task in served.of_kind("classify")
+        extra = tuple((task.name, probe.text, probe.label) for task in served.of_kind(TaskKind.CLASSIFY)
                       for probe in task.probes)
         return Probes(self.base.classify + extra, self.base.generate).run(engine)
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from engine.errors import AllInOneError
 from engine.heads import LAYER_TOLERANCE, find_head, model_identity
 from engine.tasks import DEFAULT_TASKS_FILE, ClassifyTask, load_tasks
+from engine.types import TaskKind
 from ops.common.paths import REPO_ROOT
 
 __all__ = ["main"]
@@ -29,7 +30,7 @@ def _tasks_with_examples(tasks_file: Path, only: str | None) -> list[ClassifyTas
         if not isinstance(task, ClassifyTask) or task.head_examples is None:
             raise SystemExit(f"Task {only!r} is not a classify task with an 'examples_file' in {tasks_file}.")
         return [task]
-    tasks = [t for t in registry.of_kind("classify") if t.head_examples is not None]
+    tasks = [t for t in registry.of_kind(TaskKind.CLASSIFY) if t.head_examples is not None]
     if not tasks:
         raise SystemExit(f"No classify task in {tasks_file} names an 'examples_file'.")
     return tasks

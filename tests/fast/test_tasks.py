@@ -40,3 +40,22 @@ def test_bad_registries_are_refused_with_the_place_named(tmp_path, body, fragmen
     with pytest.raises(ConfigError) as err:
         load_tasks(path)
     assert fragment in str(err.value)
+
+
+def test_a_task_s_kind_is_a_task_kind_that_reads_as_its_name(tmp_path):
+    """Kinds are an enum in the code and their plain names in files, JSON and the API."""
+    import json
+
+    from engine.tasks import RESERVED_NAMES, load_tasks
+    from engine.types import TaskKind
+
+    registry = load_tasks()
+    kinds = {task.kind for task in registry.tasks.values()}
+    assert kinds == set(TaskKind) and all(isinstance(kind, TaskKind) for kind in kinds)
+    assert [t.name for t in registry.of_kind(TaskKind.GENERATE)] == [t.name for t in registry.of_kind("generate")]
+    assert json.dumps([info.kind for info in registry.infos()]).count('"classify"') == len(
+        registry.of_kind(TaskKind.CLASSIFY))
+    assert set(TaskKind) <= set(RESERVED_NAMES)  # the UI's own endpoints bear the kinds' names
+    (tmp_path / "tasks.toml").write_text('[odd]\nkind = ["classify"]\ntitle = "Odd"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="'kind' must be 'classify' or 'generate', not \\['classify'\\]"):
+        load_tasks(tmp_path / "tasks.toml")
