@@ -40,6 +40,15 @@ CHAT_PROMPTS = [
 ]
 
 
+def timed_chat(engine, prompt: str, options) -> tuple[float, float, int]:
+    """One chat on an in-process engine: (first token time, last token time, tokens), perf_counter seconds."""
+    first = last = update = None
+    for update in engine.generate("chat", prompt, options=options):
+        last = time.perf_counter()
+        first = first or last
+    return first, last, update.tokens
+
+
 def decode_scaling(new_tokens: int = 48, widths: tuple[int, ...] = (8, 16), backend: str = "auto",
                    model_dir=None) -> dict:
     """Tokens/s of one chat alone vs ``width`` chats at once, excluding each chat's time to first token."""
@@ -53,13 +62,7 @@ def decode_scaling(new_tokens: int = 48, widths: tuple[int, ...] = (8, 16), back
         options = GenerateOptions(max_new_tokens=new_tokens)
 
         def run(prompt: str) -> tuple[float, float, int]:
-            """(first token time, last token time, tokens), in perf_counter seconds."""
-            first = last = None
-            update = None
-            for update in engine.generate("chat", prompt, options=options):
-                last = time.perf_counter()
-                first = first or last
-            return first, last, update.tokens
+            return timed_chat(engine, prompt, options)
 
         run("Warm up.")
         alone = [run(p) for p in CHAT_PROMPTS[:2]]

@@ -3,10 +3,10 @@
     python bench/head_features.py [--backend auto|torch|llamacpp] [--model-dir DIR] [--tuning N] [--held-out N]
                                   [--no-layers] [--out FILE.npz]
 
-Per row: the hidden state at the answer position after each candidate layer
-(``engine.heads.candidate_layers``), the last hidden state, and the prompt's
-label log-probabilities, read by the same passes that serve requests
-(``engine.teach.read_features``). Each row keeps its file and its side of the
+Per row, the features ``python -m ops.heads fit`` reads
+(``engine.backends.torch_head.read_example_features``): the hidden state at the
+answer position after each candidate layer, and ``last``, the last hidden state
+followed by the prompt's label log-probabilities. Each row keeps its file and its side of the
 fixed split (``bench/sentiment_split.py``), so ``bench/head_layers.py`` can
 choose on the tuning part and report on the held-out part once, without
 reading the model again. Shows progress; one pass over 4,000 rows.
@@ -24,7 +24,6 @@ import numpy as np
 from common import REPO, cpu_flags_line, header
 from sentiment_split import FILES, LABELS, balanced_head, load_rows, split
 
-FIT_BATCH = 16
 
 
 def labelled_rows(held_out_each: int = 0, tuning_each: int = 0) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
@@ -59,9 +58,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="default: artifacts/head_features/<model>-<backend>.npz")
     args = parser.parse_args()
     from engine.backends import open_backend
-    from engine.heads import candidate_layers
+    from engine.backends.torch_head import read_example_features
+    from engine.heads import LAST, candidate_layers
     from engine.tasks import load_tasks
-    from engine.teach import read_features
 
     header("head features")
     print(cpu_flags_line())
@@ -72,32 +71,26 @@ def main() -> None:
     layers = [] if args.no_layers else candidate_layers(info.blocks)
     texts, labels, files, tuning = labelled_rows(args.held_out, args.tuning)
     reads = f"layers {layers[0]}..{layers[-1]}" if layers else "the last layer only"
-    print(f"{info.label} on {info.backend} ({info.precision}); {len(texts)} rows; {reads}",
-          flush=True)
-    scorer = backend.scorer(task.name)
-    by_layer = {k: [] for k in layers}
-    hidden, logprobs, truncated = [], [], []
-    started = shown = time.monotonic()
-    for start in range(0, len(texts), FIT_BATCH):
-        rows = read_features(scorer, texts[start: start + FIT_BATCH], layers)
-        hidden.append(rows.hidden)
-        logprobs.append(rows.logprobs)
-        truncated += rows.truncated
-        for k, values in rows.layers.items():
-            by_layer[k].append(values)
-        done = min(start + FIT_BATCH, len(texts))
-        if time.monotonic() - shown > 10 or done == len(texts):
-            shown = time.monotonic()
-            rate = done / (shown - started)
-            print(f"  {done}/{len(texts)} rows, {rate:.1f}/s, about {(len(texts) - done) / rate:.0f} s left",
-                  flush=True)
+    print(f"{info.label} on {info.backend} ({info.precision}); {len(texts)} rows; {reads}", flush=True)
+    started = time.monotonic()
+    shown = [started]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - shown[0] > 10 or done == total:
+            shown[0] = now
+            rate = done / (now - started)
+            print(f"  {done}/{total} rows, {rate:.1f}/s, about {(total - done) / rate:.0f} s left", flush=True)
+
+    # The candidates exactly as ``python -m ops.heads fit`` builds them (``LAST``: the last hidden state,
+    # then the label log-probabilities), so a head fitted on this file is the one the command would fit.
+    candidates = read_example_features(backend.scorer(task.name), texts, layers, progress)
     out = args.out or REPO / "artifacts" / "head_features" / f"{Path(info.path).resolve().name}-{info.backend}.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, labels=labels, files=files, tuning=tuning, truncated=np.array(truncated),
-             hidden=np.concatenate(hidden), logprobs=np.concatenate(logprobs), layers=np.array(layers),
+    np.savez(out, labels=labels, files=files, tuning=tuning, layers=np.array(layers),
              texts_sha256=hashlib.sha256("\n".join(texts).encode()).hexdigest(),
              model=info.label, backend=info.backend, precision=info.precision, model_dir=str(args.model_dir),
-             **{f"layer_{k}": np.concatenate(v) for k, v in by_layer.items()})
+             **{("last" if name == LAST else f"layer_{name}"): x.numpy() for name, x in candidates.items()})
     print(f"wrote {out} in {time.monotonic() - started:.0f} s")
 
 

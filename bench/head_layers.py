@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from common import REPO  # also puts the repository on sys.path
-from sentiment_split import FILES
+from sentiment_split import FILES, LABELS
 
 torch.set_num_threads(2)
 
@@ -39,23 +39,27 @@ def load(path: Path) -> dict:
 def candidate(data: dict, name: str) -> np.ndarray:
     """The features a candidate reads: ``last``, ``k`` or ``k+m`` (layers concatenated)."""
     if name == "last":
-        return np.concatenate([data["hidden"], data["logprobs"]], axis=1)
+        return data["last"]
     return np.concatenate([data[f"layer_{k}"] for k in name.split("+")], axis=1)
+
+
+def prompt_answers(data: dict) -> np.ndarray:
+    """The prompt's own label per row: its label scores are the last columns of ``last``."""
+    return data["last"][:, -len(LABELS):].argmax(1)
 
 
 def fit_predict(x_fit, y_fit, x_test, l2: float) -> np.ndarray:
     from engine.backends.torch_head import fit_linear_head
 
-    weight, bias = fit_linear_head(torch.as_tensor(x_fit), torch.as_tensor(y_fit), 2, l2)
+    weight, bias = fit_linear_head(torch.as_tensor(x_fit), torch.as_tensor(y_fit), len(LABELS), l2)
     return (torch.as_tensor(x_test).double() @ weight.T + bias).argmax(-1).numpy()
 
 
 def five_fold(x, y, l2: float) -> float:
-    fold = np.arange(len(y)) % 5
-    correct = 0
-    for f in range(5):
-        correct += int((fit_predict(x[fold != f], y[fold != f], x[fold == f], l2) == y[fold == f]).sum())
-    return correct / len(y)
+    """As ``python -m ops.heads fit`` cross-validates (every fifth row a fold)."""
+    from engine.backends.torch_head import cross_validated_accuracy
+
+    return cross_validated_accuracy(torch.as_tensor(x), torch.as_tensor(y), len(LABELS), l2)
 
 
 def leave_one_file_out(x, y, files, l2: float) -> tuple[float, list[float]]:
@@ -108,7 +112,7 @@ def main() -> None:
     if args.report:
         print("held-out accuracy (fitted on all tuning rows; prompt: the label scores alone)")
         print("| candidate | " + " | ".join(FILES) + " | pooled |")
-        prompt = data["logprobs"][~tuning].argmax(1)
+        prompt = prompt_answers(data)[~tuning]
         rows = {"prompt": prompt}
         for name in args.report.split(","):
             x = candidate(data, name)

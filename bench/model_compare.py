@@ -20,7 +20,7 @@ import json
 import time
 from pathlib import Path
 
-from class_load import CHAT_PROMPTS, simulate_class
+from class_load import CHAT_PROMPTS, simulate_class, timed_chat
 from cold_start import one_run
 from common import REPO, cpu_flags_line, header, load_engine, median
 
@@ -42,13 +42,10 @@ def decode_rates(models: list[Path], backend: str, rounds: int) -> dict[str, lis
             list(engine.generate("chat", "Warm up.", options=options))
         for r in range(rounds):
             for name, engine in engines.items():
-                first = last = update = None
-                for update in engine.generate("chat", CHAT_PROMPTS[r % len(CHAT_PROMPTS)], options=options):
-                    last = time.perf_counter()
-                    first = first or last
-                rate = (update.tokens - 1) / (last - first)
+                first, last, tokens = timed_chat(engine, CHAT_PROMPTS[r % len(CHAT_PROMPTS)], options)
+                rate = (tokens - 1) / (last - first)
                 rates[name].append(rate)
-                print(f"  decode round {r + 1}, {name}: {update.tokens} tokens, {rate:.1f} tokens/s", flush=True)
+                print(f"  decode round {r + 1}, {name}: {tokens} tokens, {rate:.1f} tokens/s", flush=True)
     finally:
         for engine in engines.values():
             engine.close()
