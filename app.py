@@ -24,7 +24,7 @@ from ops.api.runtime_tasks import RuntimeTasks
 from ops.common.net import LOCAL_HOSTS
 from ops.serving.config import AppConfig, load_config
 from ops.serving.history import Timeline
-from ops.serving.limits import RequestLimits
+from engine.kinds.base import RequestLimits
 from ops.serving.service import ModelService
 from ops.serving.watchdog import DEFAULT_PROBES_FILE, LiveProbes, Watchdog, WatchdogConfig, load_probes
 from ops.serving.worker_process import WorkerProcess
@@ -47,7 +47,6 @@ def make_worker_starter(config: AppConfig, tasks: Callable[[], TaskRegistry]) ->
         max_batch=config.max_batch,
         max_active_chats=config.max_active_chats,
         max_waiting_chats=config.max_waiting_chats,
-        max_lines=config.max_lines,
         repetition_guard=config.repetition_guard,
     )
 

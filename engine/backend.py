@@ -13,7 +13,7 @@ from typing import Iterable, Mapping, Protocol, Sequence
 
 from engine.heads import HeadState
 from engine.prompts import Message
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode
 
 __all__ = ["Backend", "BackendInfo", "Scored", "Sequence"]

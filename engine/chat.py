@@ -12,12 +12,29 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from engine.backend import Backend
+from typing import TYPE_CHECKING
+
 from engine.prompts import safe_stream_text
 from engine.sampling import DEFAULT_GUARD, RepeatWatch, RepetitionGuard
-from engine.types import FINISH_LENGTH, FINISH_STOP, FINISH_TIME_LIMIT, ChatUpdate
+from engine.types import FINISH_LENGTH, FINISH_STOP, FINISH_TIME_LIMIT
 
-__all__ = ["ChatStream"]
+if TYPE_CHECKING:
+    from engine.backend import Backend
+
+__all__ = ["ChatStream", "ChatUpdate"]
+
+
+@dataclass(frozen=True)
+class ChatUpdate:
+    """One step of a streamed answer (the ``generate`` kind's result): the whole text so far, and what is new."""
+
+    text: str
+    delta: str
+    done: bool = False
+    finish_reason: str | None = None
+    notices: tuple[str, ...] = ()
+    tokens: int = 0  # generated so far
+    prompt_tokens: int = 0  # the fitted prompt's (system prompt, history and message, as rendered)
 
 
 @dataclass(eq=False)

@@ -1,7 +1,7 @@
 """The engine: one model thread that drives one backend (one loaded model) for many tasks.
 
-No torch: the model is behind ``engine.backend``. Requests are admitted on the caller's thread
-(``engine.admission``); this module runs what is admitted, round by round (``engine.rounds``). The
+No torch: the model is behind ``engine.backend``. Requests are admitted on the caller's thread by their
+kind's gate (``engine.kinds``); this module runs what is admitted, each kind's rounds in turn. The
 concurrency rule (who may touch the model, when) is ``Engine``'s docstring.
 """
 
@@ -15,14 +15,14 @@ from typing import Callable
 
 from loguru import logger
 
-from engine.admission import Admission, ClassifyJob, Sink
 from engine.backend import Backend
 from engine.errors import AllInOneError, InferenceTimeout, InvalidInput, ModelUnavailable
+from engine.kinds.base import Sink
+from engine.kinds.registry import KINDS, Admission, InferenceCalls, Request, reply_timeout
 from engine.replies import QueuedReplies
-from engine.rounds import ChatRounds, ClassifyRounds
 from engine.tasks import TaskRegistry
 from engine.teach import BackgroundRounds, FeatureJob, FeatureRequest
-from engine.types import CHAT_TIMEOUT_MARGIN_S, ChatRequest, EngineConfig, InferenceCalls, Request, TaskInfo, TaskKind
+from engine.types import CHAT_TIMEOUT_MARGIN_S, EngineConfig, TaskInfo
 
 __all__ = ["Engine", "EngineConfig", "Sink"]
 
@@ -47,13 +47,13 @@ class Engine(InferenceCalls):
     job and waits for its result. The worker loops:
 
       1. take new jobs from the inbox (``priority`` chats to the front);
-      2. run one batch of pending classifications (up to ``max_batch`` texts, one forward pass over
-         their suffixes);
-      3. admit waiting chats while fewer than ``max_active_chats`` run (a ``priority`` chat may take one
-         slot past that), and prefill one chunk (``engine.rounds.PREFILL_CHUNK_TOKENS``) of the oldest
-         prompt not yet in;
-      4. advance every active chat by one token in ONE forward pass (``Backend.step``);
-      5. when the foreground (2-4) is idle and due, or every ``engine.teach.MAX_WAIT_S`` at least, read
+      2. run one round of each kind with work pending (``engine.kinds.registry.KINDS``, in order):
+         classify: one batch of one task's texts (up to ``max_batch``, one forward pass over their
+         suffixes); generate: admit waiting chats while fewer than ``max_active_chats`` run (a
+         ``priority`` chat may take one slot past that), prefill one chunk
+         (``engine.kinds.generate.PREFILL_CHUNK_TOKENS``) of the oldest prompt not yet in, and advance
+         every active chat by one token in ONE forward pass (``Backend.step``);
+      3. when the foreground (2) is idle and due, or every ``engine.teach.MAX_WAIT_S`` at least, read
          one batch of a fit's features (``engine.teach.BackgroundRounds``: low priority).
 
     So a classification waits behind chat work for at most one prefill chunk and one decode step (or
@@ -63,7 +63,7 @@ class Engine(InferenceCalls):
     model gets a new Engine, and the old one finishes its work and closes (``ops.serving.lifecycle``).
     Task changes and the memory bound: docs/architecture.md, "Inside the worker".
 
-    Requests come in through its ``Admission``; the worker thread hands every
+    Requests come in through its ``Admission`` (their kind's gate); the worker thread hands every
     job back to it (``release``) when done with it, so ``load`` stays true.
     ``on_beat`` is called by the worker thread on every turn of its loop (at
     least every ``IDLE_POLL_S`` while idle, and between steps): the worker
@@ -76,8 +76,8 @@ class Engine(InferenceCalls):
         self.config = config
         self._admission = Admission(backend, tasks, config)
         self._inbox: queue.Queue = queue.Queue()
-        self._classify = ClassifyRounds(backend, self._admission, config)
-        self._chats = ChatRounds(backend, self._admission, config)
+        # Each kind's work, in the registry's order: a classification waits behind one chat round at most.
+        self._rounds = {name: kind.rounds(backend, self._admission.gates[name], config) for name, kind in KINDS.items()}
         self._background = BackgroundRounds()
         self._closing = threading.Event()
         self._ready = threading.Event()
@@ -105,7 +105,7 @@ class Engine(InferenceCalls):
         A drain waits up to the request timeout (plus a margin) by default: no
         request can legitimately run longer, so a drain never cuts one short."""
         if timeout is None:
-            timeout = self.config.request_timeout_s + 5.0 if drain else 30.0
+            timeout = self.config.request_timeout_s + CHAT_TIMEOUT_MARGIN_S if drain else 30.0
         if drain:
             deadline = time.monotonic() + timeout
             while self.busy() and time.monotonic() < deadline:
@@ -153,10 +153,7 @@ class Engine(InferenceCalls):
     def submit(self, task: str, request: Request) -> QueuedReplies:
         """Queue a request; its replies come on the returned stream (see ``engine.replies``).
         Bad input and a full queue raise here, before anything is queued."""
-        timeout = self.config.request_timeout_s
-        if isinstance(request, ChatRequest):
-            timeout += CHAT_TIMEOUT_MARGIN_S  # the worker itself stops the chat at its deadline
-        stream = QueuedReplies(timeout)
+        stream = QueuedReplies(reply_timeout(request, self.config))
         stream.on_close(self.start_job(task, request, stream.sink).set)
         return stream
 
@@ -183,7 +180,7 @@ class Engine(InferenceCalls):
 
     def _run(self) -> None:
         try:
-            self.backend.prepare(self.tasks.of_kind(TaskKind.CLASSIFY), self.config.max_input_tokens)
+            self._prepare(self.tasks)
         except BaseException as exc:  # reported by start()
             self._startup_error = exc
             self._ready.set()
@@ -194,18 +191,16 @@ class Engine(InferenceCalls):
             self._on_beat()
             self.backend.between_steps()
             try:
-                self._take_jobs(block=not (self._classify.pending or self._chats), wait=self._background.wait_s())
-                if not (self._classify.pending or self._chats):
+                self._take_jobs(block=not any(self._rounds.values()), wait=self._background.wait_s())
+                if not any(self._rounds.values()):  # no request pending in any kind's rounds
                     if self._background.due(foreground_idle=True):
                         self._step_started = time.monotonic()
                         self._background.run(self.backend, self.tasks)
                     continue
                 self._step_started = time.monotonic()
-                if self._classify.pending:
-                    self._classify.run(self.tasks)
-                self._chats.admit()
-                self._chats.prefill()
-                self._chats.decode()
+                for rounds in self._rounds.values():
+                    if rounds:
+                        rounds.run(self.tasks)
                 self._background.foreground_ran()
                 if self._background.due(foreground_idle=False):  # others' work that never pauses: after it
                     self._background.run(self.backend, self.tasks)
@@ -225,21 +220,20 @@ class Engine(InferenceCalls):
         while job is not None:
             if isinstance(job, _TaskUpdate):
                 self._apply_tasks(job)
-            elif isinstance(job, ClassifyJob):
-                self._classify.add(job)
             elif isinstance(job, FeatureJob):
                 self._background.add(job)
             else:
-                self._chats.add(job)
+                self._rounds[job.kind].add(job)
             try:
                 job = self._inbox.get_nowait()
             except queue.Empty:
                 job = None
 
     def _apply_tasks(self, update: _TaskUpdate) -> None:
-        self._classify.drain(self.tasks)  # queued before the change: answered on the definitions they were admitted with
+        for rounds in self._rounds.values():  # queued before the change: answered on the definitions admitted with
+            rounds.drain(self.tasks)
         try:
-            self.backend.prepare(update.tasks.of_kind(TaskKind.CLASSIFY), self.config.max_input_tokens)
+            self._prepare(update.tasks)
         except BaseException as exc:  # the backend kept its old scorers: so do we
             logger.warning("task change refused: {}", exc)
             update.error = exc if isinstance(exc, AllInOneError) else InvalidInput(f"The tasks cannot be served: {exc}")
@@ -251,6 +245,11 @@ class Engine(InferenceCalls):
     def _fail_all(self, error: AllInOneError) -> None:
         """Fail every queued and running request with ``error`` (on close, or an injected fault)."""
         self._take_jobs(block=False)
-        self._classify.fail_all(error)
-        self._chats.fail_all(error)
+        for rounds in self._rounds.values():
+            rounds.fail_all(error)
         self._background.fail_all(error)
+
+    def _prepare(self, tasks: TaskRegistry) -> None:
+        """Each kind builds what its tasks need (a classify task's scorer); all or nothing is the backend's rule."""
+        for name, rounds in self._rounds.items():
+            rounds.prepare(tasks.of_kind(name))

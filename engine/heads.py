@@ -18,7 +18,7 @@ from loguru import logger
 
 from engine.atomic_file import write_json_atomically
 from engine.errors import ConfigError
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 
 __all__ = [
     "FORMAT",

@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from engine.backend import Scored
 from engine.errors import ConfigError
 from engine.prompts import RenderChat, split_classify_prompt
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode
 
 __all__ = ["MAX_TOKENS_PER_FORWARD", "LabelPlan", "label_spellings", "length_groups", "scored_rows"]

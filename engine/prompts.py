@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 
 __all__ = [
     "Message",

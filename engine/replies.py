@@ -10,10 +10,13 @@ from __future__ import annotations
 import queue
 import time
 from collections import deque
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from engine.errors import InferenceTimeout
-from engine.types import ChatUpdate, Reply
+from engine.chat import ChatUpdate
+
+if TYPE_CHECKING:
+    from engine.kinds.registry import Reply
 
 __all__ = ["QueuedReplies"]
 

@@ -70,7 +70,7 @@ def read_features(scorer, texts: list[str], layers: Sequence[int]) -> FeatureRow
 class FeatureJob:
     task: ClassifyTask
     request: FeatureRequest
-    sink: object  # engine.admission.Sink
+    sink: object  # engine.kinds.base.Sink
     cancelled: object = field(default=None)  # a threading.Event, set by the caller going away
 
 

@@ -1,8 +1,8 @@
-"""The engine's typed interface: requests in, frozen results out; ``ui/`` and ``ops/`` import these.
+"""The engine's shared vocabulary: kinds, modes, options, limits, faults and the ``Inference`` contract.
 
-Result shapes never depend on the input. Every layer between a user and the model implements one
-generic call, ``submit(task, request) -> Iterator[Reply]``; ``InferenceCalls`` builds ``classify``,
-``generate`` and ``chat`` on it, so a layer forwards one call and a new request kind touches one place.
+Every layer between a user and the model implements one generic call, ``submit(task, request) ->
+ReplyStream``. Each kind's request and result types live in its module (``engine.kinds``), where
+``InferenceCalls`` builds ``classify``, ``generate`` and ``chat`` on ``submit``.
 """
 
 from __future__ import annotations
@@ -12,20 +12,17 @@ from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 if TYPE_CHECKING:
+    from engine.kinds import Reply, Request
+    from engine.kinds.classify import ClassifyResult
     from engine.sampling import RepetitionGuard
 
 __all__ = [
     "ClassifyMode",
-    "ClassifyResult",
-    "ChatUpdate",
     "GenerateOptions",
-    "ClassifyRequest",
-    "ChatRequest",
-    "Request",
-    "Reply",
+    "TaskKind",
     "TaskInfo",
+    "ReplyStream",
     "Inference",
-    "InferenceCalls",
     "EngineConfig",
     "Fault",
     "NOTICE_HISTORY_TRIMMED",
@@ -64,39 +61,6 @@ class ClassifyMode(str, Enum):
 
 
 @dataclass(frozen=True)
-class ClassifyResult:
-    task: str
-    label: str
-    confidence: float
-    scores: dict[str, float]
-    truncated: bool
-    mode: ClassifyMode = ClassifyMode.PROMPT  # the mode that answered: ``prompt`` or ``head``, never ``auto``
-
-    def to_api(self) -> dict:
-        """The ``/sentiment`` API shape (the public contract, ``../shared/DESIGN.md``)."""
-        return {
-            "label": self.label,
-            "confidence": round(self.confidence, 4),
-            "scores": {k: round(v, 4) for k, v in self.scores.items()},
-            "truncated": self.truncated,
-            "mode": self.mode.value,
-        }
-
-
-@dataclass(frozen=True)
-class ChatUpdate:
-    """One step of a streamed answer: the whole text so far, and what is new."""
-
-    text: str
-    delta: str
-    done: bool = False
-    finish_reason: str | None = None
-    notices: tuple[str, ...] = ()
-    tokens: int = 0  # generated so far
-    prompt_tokens: int = 0  # the fitted prompt's (system prompt, history and message, as rendered)
-
-
-@dataclass(frozen=True)
 class GenerateOptions:
     """Per-request overrides; ``None`` takes the task's setting, capped by the server's."""
 
@@ -113,38 +77,6 @@ class GenerateOptions:
     system_prompt: str | None = None
     # What to do when the answer loops ("你好，你好，你好，..."); None: the engine's default guard.
     repetition: RepetitionGuard | None = None
-
-
-@dataclass(frozen=True)
-class ClassifyRequest:
-    """Label each of ``texts`` (validated by the engine: a list of non-empty strings)."""
-
-    texts: Sequence[str]
-    request_id: str = ""  # for the logs of both processes (set by the metrics wrapper)
-    mode: ClassifyMode | str = ClassifyMode.AUTO  # checked at admission
-
-    @property
-    def weight(self) -> int:
-        """Queue depth this request adds: one per text."""
-        return len(self.texts) if isinstance(self.texts, (list, tuple)) else 1
-
-
-@dataclass(frozen=True)
-class ChatRequest:
-    """Answer ``message`` after ``history`` (``{"role", "content"}`` dicts), streaming."""
-
-    message: str
-    history: Sequence[dict] | None = None
-    options: GenerateOptions = field(default_factory=GenerateOptions)
-    request_id: str = ""
-
-    @property
-    def weight(self) -> int:
-        return 1
-
-
-Request = ClassifyRequest | ChatRequest
-Reply = ClassifyResult | ChatUpdate
 
 
 class TaskKind(StrEnum):
@@ -196,38 +128,6 @@ class Inference(Protocol):
     ) -> ReplyStream: ...
 
 
-class InferenceCalls:
-    """``classify``, ``generate`` and ``chat`` built on a class's ``submit``."""
-
-    def submit(self, task: str, request: Request) -> ReplyStream:
-        raise NotImplementedError
-
-    def classify(self, task: str, texts: Sequence[str], mode: ClassifyMode | str = ClassifyMode.AUTO
-                 ) -> list[ClassifyResult]:
-        """Label each text with the task's labels; blocks until done or timed out."""
-        return list(self.submit(task, ClassifyRequest(texts, mode=mode)))
-
-    def generate(
-        self, task: str, message: str, history: Sequence[dict] | None = None, options: GenerateOptions | None = None
-    ) -> ReplyStream:
-        """Stream an answer: each ``ChatUpdate`` holds the whole text so far. Closing the
-        iterator early (a user pressed Stop) cancels the request."""
-        return self.submit(task, ChatRequest(message, history, options or GenerateOptions()))
-
-    def chat(self, task: str, message: str, history: Sequence[dict] | None = None,
-             options: GenerateOptions | None = None) -> ChatUpdate:
-        """The non-streaming call: the last update of ``generate``."""
-        last = None
-        stream = self.generate(task, message, history, options)
-        try:
-            for last in stream:
-                pass
-        finally:
-            stream.close()
-        assert last is not None
-        return last
-
-
 @dataclass(frozen=True)
 class EngineConfig:
     """The engine's limits and sizes (plain data: the web process builds it for the worker)."""
@@ -240,7 +140,6 @@ class EngineConfig:
     max_active_chats: int = 8  # chats decoded together in one batch
     max_waiting_chats: int = 16
     max_pending_classify: int = 256
-    max_lines: int = 64  # texts in one classification request
     repetition_guard: str = "stop"  # a chat's guard when its request does not say (engine.sampling.GUARDS)
 
 

@@ -26,7 +26,8 @@ from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
 from engine.faults import FaultyBackend
 from engine.heads import HeadStatus
 from engine.ipc import Op, WorkerInfo, WorkerSpec
-from engine.types import ChatUpdate, Fault
+from engine.chat import ChatUpdate
+from engine.types import Fault
 
 __all__ = ["run", "main"]
 

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from engine.tasks import load_tasks
-from engine.types import ChatUpdate, ClassifyRequest, ClassifyResult
+from engine.chat import ChatUpdate
+from engine.kinds.classify import ClassifyRequest, ClassifyResult
 
 __all__ = ["FakeWorker", "replies", "wait_for"]
 

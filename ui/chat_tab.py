@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import gradio as gr
 
+from engine.kinds.generate import ChatRequest, fit_history
 from engine.types import (
     FINISH_LENGTH,
     FINISH_TIME_LIMIT,
@@ -24,10 +25,10 @@ from engine.types import (
 from ui.errors import friendly_errors
 from ui.i18n import language_of, t, text
 from ui.task_choice import choice_refresher, task_names
-from ui.validation import attach_validator, limit_validator
+from ui.validation import attach_validator, request_validator
 
 if TYPE_CHECKING:
-    from ops.serving.limits import RequestLimits
+    from engine.kinds.base import RequestLimits
 
 __all__ = ["build_chat_tab", "CHAT_POOL"]
 
@@ -47,7 +48,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     """Render the tab. The browser chat and the API share one pool of ``concurrency_limit``
     slots (the engine's active chats); past it, requests wait in Gradio's queue, which shows
     each browser its place in line, and a full queue answers "busy". ``limits``
-    (``ops.serving.limits``): the browser sends only the history that fits them (the model would drop
+    (``engine.kinds.base``): the browser sends only the history that fits them (the model would drop
     older turns to fit its context anyway); an API call over them is refused at the queue's door.
     The notices are in the browser's language (its request's Accept-Language).
     Returns ``(refresh, selector)``: the caller re-reads the generate tasks into the selector."""
@@ -56,7 +57,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
         update = None
         # One slot per browser session: a new message replaces the session's unfinished answer.
         options = GenerateOptions(session=getattr(request, "session_hash", None))
-        for update in service.generate(task or info.name, message, limits.fit_history(history), options):
+        for update in service.generate(task or info.name, message, fit_history(history, limits), options):
             yield update.text
         if update is not None:
             for code in (*update.notices, update.finish_reason):
@@ -96,7 +97,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     api.__name__ = info.name
     endpoint = gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit,
                       concurrency_id=pool)
-    attach_validator(endpoint, limit_validator(limits.check_message, limits.check_history))
+    attach_validator(endpoint, request_validator(lambda message, history=None: ChatRequest(message, history), limits))
 
     return choice_refresher(service, TaskKind.GENERATE, lambda choices: info.name), selector
 

@@ -12,15 +12,16 @@ from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from engine.types import ClassifyMode, ClassifyResult, Inference, TaskInfo
+from engine.kinds.classify import ClassifyRequest, ClassifyResult
+from engine.types import ClassifyMode, Inference, TaskInfo
 from ui.errors import friendly_errors
 from ui.file_panel import FileDoor, results_frame
 from ui.i18n import t
-from ui.validation import attach_validator, limit_validator
+from ui.validation import attach_validator, request_validator
 from ui.viewer import Viewer, viewer_of
 
 if TYPE_CHECKING:
-    from ops.serving.limits import RequestLimits
+    from engine.kinds.base import RequestLimits
 
 __all__ = ["build_classify_tab", "mode_choice", "shown_result"]
 
@@ -40,7 +41,7 @@ def shown_result(result: ClassifyResult, info: TaskInfo, viewer: Viewer) -> tupl
 
 def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: int, limits: "RequestLimits",
                        viewer_box: gr.Textbox, files: FileDoor) -> None:
-    """Render the tab's components into the current Blocks context. ``limits`` (``ops.serving.limits``)
+    """Render the tab's components into the current Blocks context. ``limits`` (``engine.kinds.base``)
     refuses an oversized API call before it joins the queue; ``viewer_box``: see ``ui.viewer``."""
 
     @friendly_errors
@@ -96,4 +97,4 @@ def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: in
     endpoint = gr.api(
         friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit, concurrency_id=info.name
     )
-    attach_validator(endpoint, limit_validator(limits.check_message))
+    attach_validator(endpoint, request_validator(lambda text, mode=None: ClassifyRequest([text], mode=mode), limits))

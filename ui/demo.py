@@ -17,7 +17,7 @@ from ui.tasks_tab import build_tasks_tab
 from ui.viewer import VIEWER_JS, Viewer, viewer_of
 
 if TYPE_CHECKING:
-    from ops.serving.limits import RequestLimits
+    from engine.kinds.base import RequestLimits
 
 __all__ = ["build_demo"]
 

@@ -17,14 +17,15 @@ import gradio as gr
 import pandas as pd
 
 from engine.errors import WorkerLost
-from engine.types import ClassifyMode, ClassifyResult, Inference, TaskInfo
+from engine.kinds.classify import ClassifyResult
+from engine.types import ClassifyMode, Inference, TaskInfo
 from ui.errors import friendly_errors
 from ui.files import FILE_TYPES, FileLimits, FileRefused, batches, label_counts, read_texts, results_csv
 from ui.i18n import t
 from ui.viewer import Viewer, viewer_of
 
 if TYPE_CHECKING:
-    from ops.serving.limits import RequestLimits
+    from engine.kinds.base import RequestLimits
 
 __all__ = ["FileDoor", "FILES_POOL", "FILE_SLOTS", "UPLOAD_CAP_BYTES", "Row", "results_frame"]
 

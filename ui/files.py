@@ -29,7 +29,7 @@ CSV_COLUMNS = ("text", "label", "confidence", "mode")
 class FileLimits:
     max_bytes: int = 2 * 1024 * 1024
     max_texts: int = 5000
-    max_chars: int = 4000  # per text: the per-request limit (``ops.serving.limits``), so no batch fails on one line
+    max_chars: int = 4000  # per text: the per-request limit (``engine.kinds.base.RequestLimits``), so no batch fails on one line
 
 
 class FileRefused(InvalidInput):

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Iterator
 
 import gradio as gr
 
+from engine.kinds.classify import ClassifyRequest
+from engine.kinds.generate import ChatRequest
 from engine.types import ClassifyMode, Inference, TaskKind
 from ui.chat_tab import CHAT_POOL
 from ui.classify_tab import mode_choice, shown_result
@@ -19,11 +21,11 @@ from ui.file_panel import FileDoor
 from ui.i18n import t
 from ui.task_choice import choice_refresher, task_names
 from ui.teach import Teaching, build_teach_panel
-from ui.validation import attach_validator, limit_validator, no_check
+from ui.validation import attach_validator, request_validator
 from ui.viewer import viewer_of
 
 if TYPE_CHECKING:
-    from ops.serving.limits import RequestLimits
+    from engine.kinds.base import RequestLimits
 
 __all__ = ["build_tasks_tab"]
 
@@ -69,7 +71,8 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
 
     endpoint = gr.api(friendly_errors(classify), api_name="classify", concurrency_limit=classify_concurrency,
                       concurrency_id="tasks-classify")
-    attach_validator(endpoint, limit_validator(no_check, limits.check_message))
+    attach_validator(endpoint, request_validator(lambda task, text, mode=None: ClassifyRequest([text], mode=mode),
+                                                 limits))
 
     def generate(task: str, message: str, history: list[dict] | None = None) -> Iterator[str]:
         """Answer ``message`` with the generate task ``task``; streams the text so far as a job."""
@@ -78,6 +81,7 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
 
     endpoint = gr.api(friendly_errors(generate), api_name="generate", concurrency_limit=chat_concurrency,
                       concurrency_id=CHAT_POOL)
-    attach_validator(endpoint, limit_validator(no_check, limits.check_message, limits.check_history))
+    attach_validator(endpoint, request_validator(lambda task, message, history=None: ChatRequest(message, history),
+                                                 limits))
 
     return choice_refresher(service, TaskKind.CLASSIFY, lambda choices: choices[0] if choices else None), task

@@ -1,8 +1,8 @@
-"""The request limits as Gradio validators: an API call over a limit is refused at the queue's door.
+"""The edge's one request check, run as a Gradio validator: a bad API call is refused at the queue's door.
 
-Gradio runs an event's ``validator`` before the job waits for a slot; a refusal answers at once (HTTP
-422) and names the limit. The service checks the same limits again for every request
-(``ops.serving.limits``).
+Gradio runs an event's ``validator`` before the job waits for a slot; a refusal answers at once and names
+the problem. The check is the request's kind's (``engine.kinds.registry.check_request``), the same one
+``ModelService.submit`` applies to every request.
 """
 
 from __future__ import annotations
@@ -12,33 +12,28 @@ from typing import Callable
 import gradio as gr
 
 from engine.errors import InvalidInput
+from engine.kinds.base import RequestLimits
+from engine.kinds.registry import check_request
 
-__all__ = ["limit_validator", "attach_validator", "no_check"]
-
-
-def _verdict(check: Callable[[object], None], value: object):
-    try:
-        check(value)
-    except InvalidInput as refused:
-        return gr.validate(False, refused.user_message)
-    return gr.validate(True, "")
+__all__ = ["request_validator", "attach_validator"]
 
 
-def no_check(value: object) -> None:
-    """For an input a validator leaves alone (a task name, a mode: the service checks those)."""
-
-
-def limit_validator(*checks: Callable[[object], None]) -> Callable:
-    """A validator for an endpoint whose inputs are checked, in order, by ``checks`` (inputs past
-    the last check are not checked here)."""
+def request_validator(build: Callable[..., object], limits: RequestLimits) -> Callable:
+    """A validator for an endpoint whose inputs ``build`` makes into the request it will submit."""
 
     def validate(*values):
-        verdicts = tuple(_verdict(checks[i] if i < len(checks) else no_check, value) for i, value in enumerate(values))
+        try:
+            check_request(build(*values), limits)
+        except InvalidInput as refused:
+            verdicts = (gr.validate(False, refused.user_message),) + (gr.validate(True, ""),) * (len(values) - 1)
+        else:
+            verdicts = (gr.validate(True, ""),) * len(values)
         return verdicts if len(verdicts) > 1 else verdicts[0]
 
     return validate
 
 
 def attach_validator(dependency, validator: Callable) -> None:
-    """``gr.api`` takes no ``validator`` argument (event listeners do): set it on the event's function."""
-    dependency.fn.validator = validator
+    """``gr.api`` takes no ``validator`` argument (event listeners do): set it on the event's ``BlockFunction``,
+    where Gradio's queue looks for it (the ``Dependency``'s ``fn`` is the plain function, which it never reads)."""
+    gr.context.get_blocks_context().fns[dependency["id"]].validator = validator

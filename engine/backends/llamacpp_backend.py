@@ -26,7 +26,7 @@ from engine.label_scoring import MAX_TOKENS_PER_FORWARD
 from engine.loader import describe_model_dir, gguf_file
 from engine.prompts import Message
 from engine.sampling import choose_token, sampling_rng
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode, EngineConfig
 
 __all__ = ["GgufSequence", "LlamaCppBackend", "context_size", "sequence_count"]

@@ -19,7 +19,7 @@ from engine.errors import ConfigError, InvalidOutput
 from engine.heads import HeadFile
 from engine.label_scoring import MAX_TOKENS_PER_FORWARD, LabelPlan, length_groups, scored_rows
 from engine.prompts import RenderChat
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode
 
 __all__ = ["GgufLabelScorer", "NumpyHead", "SCORE_ROWS", "TASK_PREFIXES"]

@@ -22,7 +22,7 @@ from engine.heads import HeadState, ModelHeads
 from engine.loader import ModelHandle
 from engine.prompts import Message
 from engine.sampling import sampling_rng
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode
 
 __all__ = ["TorchBackend"]

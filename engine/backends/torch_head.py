@@ -18,7 +18,7 @@ import torch
 from engine.backend import BackendInfo
 from engine.errors import ConfigError
 from engine.heads import LAST, LAYER_TOLERANCE, HeadFile, candidate_layers, choose_layer, task_fingerprint
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 from engine.teach import read_features
 
 __all__ = ["DEFAULT_L2", "FittedCandidates", "LinearHead", "candidate_features", "candidate_layers", "choose_layer",

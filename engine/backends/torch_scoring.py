@@ -18,7 +18,7 @@ from engine.backends.torch_head import LinearHead
 from engine.errors import ConfigError, InvalidOutput
 from engine.label_scoring import LabelPlan, length_groups, scored_rows
 from engine.prompts import RenderChat
-from engine.tasks import ClassifyTask
+from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode
 
 __all__ = ["LabelScorer"]

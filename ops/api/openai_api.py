@@ -20,15 +20,8 @@ from starlette.concurrency import run_in_threadpool
 
 from engine.errors import AllInOneError, Busy, InferenceTimeout, InvalidInput, ModelUnavailable
 from engine.sampling import BREAK_GUARD, RepetitionGuard
-from engine.types import (
-    FINISH_STOP,
-    ChatUpdate,
-    ClassifyMode,
-    GenerateOptions,
-    Inference,
-    TaskInfo,
-    TaskKind,
-)
+from engine.chat import ChatUpdate
+from engine.types import ClassifyMode, FINISH_STOP, GenerateOptions, Inference, TaskInfo, TaskKind
 
 __all__ = ["ApiError", "ApiKeys", "StopText", "add_openai_routes", "chat_arguments", "repetition_guard"]
 

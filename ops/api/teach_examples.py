@@ -22,7 +22,7 @@ __all__ = ["DuplicateExamples", "ExampleFormat", "ExampleRow", "ExamplesEmpty", 
 MAX_EXAMPLES_BYTES = 2 * 2**20  # a body or a file; the admin route's own cap (ops.api.admin.body_limits)
 MAX_EXAMPLES = MAX_HEAD_EXAMPLES  # 5,000: every example is read through the model
 MIN_PER_LABEL = 8  # fewer cannot be cross-validated in five folds and held out in a meaningful way
-MAX_TEXT_CHARS = 4000  # as one line to classify (ops.serving.limits)
+MAX_TEXT_CHARS = 4000  # as one line to classify (engine.kinds.base.RequestLimits)
 SHOWN = 10  # lines named in one refusal
 
 ExampleRow = tuple[int, str, str]  # (line number, text, label)

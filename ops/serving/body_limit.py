@@ -2,7 +2,7 @@
 
 ``BodyLimit``, a pure ASGI middleware, answers 413 naming ``--max-body-bytes`` when the declared or
 read length passes it; a ``RouteLimit`` gives one route its own cap. Gradio's routes are left to
-Gradio: their inputs meet the request limits (``ops.serving.limits``) at the queue.
+Gradio: their inputs meet the request limits (``engine.kinds.base.RequestLimits``) at the queue.
 """
 
 from __future__ import annotations

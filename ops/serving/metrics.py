@@ -27,7 +27,10 @@ from engine.errors import (
     ModelUnavailable,
     Superseded,
 )
-from engine.types import ChatRequest, ClassifyRequest, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
+from engine.kinds.classify import ClassifyRequest
+from engine.kinds.generate import ChatRequest
+from engine.kinds.registry import InferenceCalls, Reply, Request
+from engine.types import Inference, ReplyStream, TaskInfo
 from ops.common.proc import process_rss_bytes
 from ops.serving.history import Timeline
 from ops.serving.logs import access_logger, perf_logger

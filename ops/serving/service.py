@@ -18,10 +18,12 @@ from loguru import logger
 
 from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable, WorkerGone, WorkerLost
 from engine.tasks import TaskRegistry
-from engine.types import Fault, Inference, InferenceCalls, Reply, ReplyStream, Request, TaskInfo
+from engine.kinds.registry import InferenceCalls, Reply, Request
+from engine.types import Fault, Inference, ReplyStream, TaskInfo
 from ops.common.proc import free_memory_bytes
 from ops.serving.lifecycle import Lifecycle, basic_self_test
-from ops.serving.limits import RequestLimits
+from engine.kinds.base import RequestLimits
+from engine.kinds.registry import check_request
 from ops.serving.readiness import HealthSnapshot, Readiness, RecoveryCause, State
 from ops.serving.spare import WarmSpare
 from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
@@ -172,7 +174,7 @@ class ModelService(InferenceCalls):
     def submit(self, task: str, request: Request) -> ReplyStream:
         """Forward to the serving worker; once more on the new one if a hot swap stopped the old
         one between picking it and handing it the request (it never ran, so retrying is safe)."""
-        self.limits.check(request)  # before anything is queued
+        request = check_request(request, self.limits)  # the one validation, before anything is queued
         worker = self._current()
         try:
             try:

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from engine.tasks import TaskRegistry
-from engine.types import Fault, ReplyStream, Request, TaskInfo
+from engine.kinds.registry import Request
+from engine.types import Fault, ReplyStream, TaskInfo
 
 __all__ = ["WorkerHandle", "WorkerSupervisor"]
 

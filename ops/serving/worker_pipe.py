@@ -23,7 +23,7 @@ from engine.errors import InferenceTimeout, ModelUnavailable, WorkerGone, Worker
 from engine.ipc import Op, WorkerInfo
 from engine.replies import QueuedReplies
 from engine.tasks import TaskRegistry
-from engine.types import Request
+from engine.kinds.registry import Request
 
 __all__ = ["WorkerPipe"]
 

@@ -25,8 +25,9 @@ from loguru import logger
 from engine.errors import ModelUnavailable
 from engine.ipc import Op, WorkerInfo, WorkerSpec
 from engine.replies import QueuedReplies
+from engine.kinds.registry import InferenceCalls, Request, reply_timeout
 from engine.tasks import TaskRegistry
-from engine.types import CHAT_TIMEOUT_MARGIN_S, ChatRequest, Fault, InferenceCalls, Request, TaskInfo
+from engine.types import CHAT_TIMEOUT_MARGIN_S, Fault, TaskInfo
 from ops.common.paths import REPO_ROOT
 from ops.serving.vitals import CpuProgress, resident_bytes
 from ops.serving.worker_pipe import WorkerPipe
@@ -172,8 +173,7 @@ class WorkerProcess(InferenceCalls):
     def submit(self, task: str, request: Request) -> QueuedReplies:
         if self._closing:
             raise ModelUnavailable()
-        timeout = self.spec.engine.request_timeout_s + (CHAT_TIMEOUT_MARGIN_S if isinstance(request, ChatRequest) else 0)
-        return self._pipe.submit(task, request, timeout)
+        return self._pipe.submit(task, request, reply_timeout(request, self.spec.engine))
 
     def update_tasks(self, tasks: TaskRegistry, timeout: float = TASK_UPDATE_TIMEOUT_S) -> None:
         """Have the worker serve ``tasks`` (``Engine.update_tasks``); raises its refusal, old tasks kept."""

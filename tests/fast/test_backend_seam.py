@@ -55,7 +55,7 @@ def test_the_fault_drills_wrap_any_backend(fake_engine):
 def test_a_classification_waits_behind_at_most_one_prefill_chunk_and_one_step(tasks):
     """A long prompt is prefilled a chunk a round, and a classification asked for meanwhile is answered
     after at most one more chunk and one decode step (the bound docs/operations.md states)."""
-    from engine.rounds import PREFILL_CHUNK_TOKENS
+    from engine.kinds.generate import PREFILL_CHUNK_TOKENS
 
     backend = FakeBackend()
     backend.prefill_seconds = 0.02  # each chunk takes time, so the classification arrives mid-prompt

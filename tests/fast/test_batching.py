@@ -13,7 +13,7 @@ from engine.errors import Busy, Superseded
 from engine.backends.torch_backend import TorchBackend
 from engine.backends.torch_decode import prefill
 from engine.chat import ChatStream
-from engine.types import GenerateOptions
+from engine.types import GenerateOptions, TaskKind
 from tests.conftest import make_engine
 
 PROMPTS = ["Hi", "Tell me a long story about a dragon and a knight, please.", "你好，今天天气怎么样？",
@@ -141,7 +141,7 @@ def test_many_sessions_leave_nothing_behind(tiny_handle, tasks):
                 assert all(pool.map(student, [f"s{round_}-{i}" for i in range(40)]))
         gc.collect()
         assert engine.load() == 0
-        assert engine._admission._sessions == {} and len(engine.backend.inner._batch) == 0
+        assert engine._admission.gates[TaskKind.GENERATE]._sessions == {} and len(engine.backend.inner._batch) == 0
         assert not [o for o in gc.get_objects() if type(o) is ChatStream]
     finally:
         engine.close()
@@ -171,7 +171,7 @@ def test_the_chat_tab_sends_the_browser_session_and_shares_the_api_slots(tasks):
 
     import gradio as gr
 
-    from engine.types import ChatUpdate
+    from engine.chat import ChatUpdate
     from ui.demo import build_demo
 
     sessions = []
@@ -184,7 +184,7 @@ def test_the_chat_tab_sends_the_browser_session_and_shares_the_api_slots(tasks):
             sessions.append((task, options.session if options else None))
             yield ChatUpdate("hi", "hi", True, "stop", (), 1)
 
-    from ops.serving.limits import RequestLimits
+    from engine.kinds.base import RequestLimits
 
     demo = build_demo(Service(), lambda: {"state": "ready", "model": "x"}, classify_concurrency=4,
                       chat_concurrency=3, limits=RequestLimits())

@@ -88,7 +88,8 @@ class _Service:
 
     def classify(self, task, texts, mode="auto"):
         from engine.errors import WorkerLost
-        from engine.types import ClassifyMode, ClassifyResult
+        from engine.kinds.classify import ClassifyResult
+        from engine.types import ClassifyMode
 
         self.requests.append(len(texts))
         if self.lose_once and len(self.requests) == 2:
@@ -101,7 +102,7 @@ class _Service:
 @pytest.mark.parametrize("lose_once", [False, True])
 def test_a_file_goes_in_requests_of_max_lines_and_survives_a_recovery(tmp_path, lose_once):
     """A request stopped by a recovery (WorkerLost) is sent again, once: a long file keeps its work."""
-    from ops.serving.limits import RequestLimits
+    from engine.kinds.base import RequestLimits
     from ui.file_panel import FileDoor
     from ui.viewer import Viewer
 

@@ -11,6 +11,9 @@ import torch
 
 from engine.backends.torch_scoring import LabelScorer
 from engine.errors import Busy, InferenceFailed, InvalidInput
+from engine.kinds.base import RequestLimits
+from engine.kinds.classify import ClassifyRequest
+from engine.kinds.registry import check_request
 from engine.prompts import split_classify_prompt
 from engine.tasks import ClassifyTask, TaskRegistry
 from engine.types import FINISH_LENGTH, NOTICE_HISTORY_TRIMMED, NOTICE_INPUT_TRUNCATED, GenerateOptions
@@ -88,9 +91,10 @@ def test_overlong_classify_input_is_truncated_with_a_notice(tiny_handle, tasks):
 
 
 @pytest.mark.parametrize("texts", [[""], ["  "], [], "a string", [3]])
-def test_bad_classify_input_is_refused(tiny_engine, texts):
+def test_bad_classify_input_is_refused(texts):
+    """At the edge, by the kind's one check (the engine trusts what the edge admitted)."""
     with pytest.raises(InvalidInput):
-        tiny_engine.classify("sentiment", texts)
+        check_request(ClassifyRequest(texts), RequestLimits())
 
 
 def test_wrong_task_kind_is_refused(tiny_engine):
@@ -377,7 +381,7 @@ def test_injected_nan_weights_give_errors_not_answers(tiny_model_dir, tasks):
 
 
 def test_a_prompt_prefilled_in_chunks_answers_as_one_prefilled_whole(tiny_model_dir):
-    """The engine prefills a prompt a chunk a round (engine.rounds); the answer is the one a single
+    """The engine prefills a prompt a chunk a round (engine.kinds.generate); the answer is the one a single
     prefill gives, on the test run's backend."""
     from engine.backends import open_backend
     from tests.conftest import TEST_BACKEND

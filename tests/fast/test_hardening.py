@@ -14,11 +14,13 @@ from fastapi.testclient import TestClient
 
 from engine.errors import InferenceFailed, InvalidInput, InvalidOutput
 from engine.tasks import load_tasks
-from engine.types import ChatRequest, ClassifyRequest
+from engine.kinds.classify import ClassifyRequest
+from engine.kinds.base import LimitExceeded, RequestLimits
+from engine.kinds.generate import ChatRequest, fit_history
+from engine.kinds.registry import check_request
 from ops.api.admin import AdminActions, AdminDenied, WrongTokenThrottle, add_admin_routes, body_limits
 from ops.serving.body_limit import BodyLimit
 from ops.serving.health import add_health_routes, redact_paths
-from ops.serving.limits import LimitExceeded, RequestLimits
 from ops.serving.readiness import RecoveryCause
 from ops.serving.service import ModelService
 from ops.store.versions import ModelStore
@@ -43,23 +45,23 @@ def turns(n: int, text: str = "hi") -> list[dict]:
 ])
 def test_every_refusal_names_its_limit(request_, message):
     with pytest.raises(LimitExceeded) as refused:
-        LIMITS.check(request_)
+        check_request(request_, LIMITS)
     assert str(refused.value) == message and isinstance(refused.value, InvalidInput)
 
 
 def test_what_fits_passes_and_text_that_is_not_unicode_is_refused():
-    LIMITS.check(ChatRequest("x" * 100, turns(4, "y" * 12)))
-    LIMITS.check(ClassifyRequest(["a", "b", "c"]))
+    check_request(ChatRequest("x" * 100, turns(4, "y" * 12)), LIMITS)
+    check_request(ClassifyRequest(["a", "b", "c"]), LIMITS)
     for bad in (ChatRequest("lone \ud800 surrogate"), ClassifyRequest(["ok", "\udfff"]),
                 ChatRequest("hi", [{"role": "user", "content": "\ud83d"}])):
         with pytest.raises(InvalidInput, match="not valid Unicode"):
-            LIMITS.check(bad)
+            check_request(bad, LIMITS)
 
 
 def test_the_chat_tab_sends_only_the_newest_history_that_fits():
     history = turns(9, "12345678901")  # 9 x 11 characters: over both limits
-    fitted = LIMITS.fit_history(history)
-    LIMITS.check_history(fitted)
+    fitted = fit_history(history, LIMITS)
+    check_request(ChatRequest("hi", fitted), LIMITS)
     assert fitted == history[-len(fitted):] and fitted[0]["role"] == "user" and len(fitted) >= 3
 
 

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from engine.kinds.base import RequestLimits
+from engine.kinds.classify import ClassifyRequest
+from engine.kinds.registry import check_request
 from engine.backends.torch_backend import TorchBackend
 from engine.backends.torch_head import LinearHead, cross_validated_accuracy, fit_linear_head, fit_task_head
 from engine.engine import Engine, EngineConfig
@@ -126,8 +129,8 @@ def test_the_mode_is_honoured_and_reported(fitted, tiny_handle):
         assert [r.scores for r in head] != [r.scores for r in prompt]  # really another answer path
         assert [r.label for r in head] == ["food", "food", "sport", "sport"]  # its own training examples
         assert head[0].to_api()["mode"] == "head"
-        with pytest.raises(InvalidInput, match="Unknown mode 'best'"):
-            engine.classify("topic", texts, "best")
+        with pytest.raises(InvalidInput, match="Unknown mode 'best'"):  # at the edge, by the kind's check
+            check_request(ClassifyRequest(texts, mode="best"), RequestLimits())
     finally:
         engine.close()
 

@@ -86,12 +86,12 @@ def test_unknown_wording_shows_as_written():
 
 class _AlwaysPositive:
     def classify(self, task, texts, mode=None):
-        from engine.types import ClassifyResult
+        from engine.kinds.classify import ClassifyResult
 
         return [ClassifyResult(task, "positive", 0.9, {"positive": 0.9, "negative": 0.1}, False) for _ in texts]
 
     def generate(self, task, message, history=None, options=None):
-        from engine.types import ChatUpdate
+        from engine.chat import ChatUpdate
 
         yield ChatUpdate("hi", "hi", True, "stop")
 

@@ -37,7 +37,8 @@ def test_the_scheduler_side_of_the_backend_seam_is_torch_free():
     """engine/: the scheduler, the seam, chats and fault drills never import torch; only backends
     (engine/backends/torch_*), the loader's format code (engine/int8.py) and the default-model
     converter do, and those lazily where the web process can reach them."""
-    for name in ("engine.py", "admission.py", "backend.py", "chat.py", "faults.py", "worker.py", "ipc.py",
+    for name in ("engine.py", "kinds/__init__.py", "kinds/base.py", "kinds/registry.py", "kinds/classify.py",
+                 "kinds/generate.py", "backend.py", "chat.py", "faults.py", "worker.py", "ipc.py",
                  "types.py", "prompts.py", "tasks.py", "replies.py", "heads.py", "atomic_file.py"):
         assert imported_roots(REPO / "engine" / name) & HEAVY == set(), name
     # The loader, the format choice and the backend registry import torch only when they load a model:

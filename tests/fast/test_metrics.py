@@ -6,7 +6,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.errors import Busy, InvalidInput
-from engine.types import ChatUpdate
+from engine.chat import ChatUpdate
 from ops.serving.metrics import InstrumentedInference, Metrics, outcome_of
 from tests.fakes import FakeWorker
 

@@ -14,7 +14,10 @@ from fastapi.testclient import TestClient
 
 from engine.errors import Busy, InferenceTimeout, InvalidInput, ModelUnavailable
 from engine.sampling import BREAK_GUARD
-from engine.types import ChatUpdate, ClassifyResult, InferenceCalls, TaskInfo
+from engine.chat import ChatUpdate
+from engine.kinds.classify import ClassifyResult
+from engine.kinds.registry import InferenceCalls
+from engine.types import TaskInfo
 from tests.fakes import replies
 from ops.api.openai_api import ApiKeys, StopText, add_openai_routes
 from tests.conftest import LiveApp

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine.kinds.base import RequestLimits
+from engine.kinds.generate import ChatRequest
+from engine.kinds.registry import check_request
 from engine.chat import ChatStream
 from engine.errors import InvalidInput
 from engine.sampling import (
@@ -203,8 +206,8 @@ def test_a_request_chooses_its_guard_through_the_engine(tiny_model_dir, tasks):
         assert free.finish_reason == FINISH_LENGTH and free.tokens == 40
         assert stopped.finish_reason == FINISH_STOP and stopped.tokens < 40 and free.text.startswith(stopped.text)
         assert default.text == stopped.text and default.finish_reason == FINISH_STOP  # on by default
-        with pytest.raises(InvalidInput, match="repetition guard"):
-            ask("on")
+        with pytest.raises(InvalidInput, match="repetition guard"):  # at the edge, by the kind's check
+            check_request(ChatRequest(LOOPING, options=GenerateOptions(repetition="on")), RequestLimits())
     finally:
         engine.close()
 

@@ -108,13 +108,13 @@ class FakeService:
         self.recovered.append(reason)
 
     def classify(self, task, texts):
-        from engine.types import ClassifyResult
+        from engine.kinds.classify import ClassifyResult
 
         labels = [self.answer if not callable(self.answer) else self.answer(text) for text in texts]
         return [ClassifyResult(task, label, 1.0, {label: 1.0}, False) for label in labels]
 
     def generate(self, task, message, history=None, options=None):
-        from engine.types import ChatUpdate
+        from engine.chat import ChatUpdate
 
         yield ChatUpdate("hi", "hi", True, "stop", (), 1)
 

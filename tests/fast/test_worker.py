@@ -43,11 +43,13 @@ def test_answers_are_the_in_process_engines(worker, tiny_engine):
     assert worker.model_label == "tiny-qwen2@test" and worker.pid != os.getpid()
 
 
-def test_bad_input_is_refused_at_once(worker):
-    with pytest.raises(InvalidInput, match="Please enter some text"):
-        worker.classify("sentiment", [" "])
-    with pytest.raises(InvalidInput, match="Invalid chat history"):
-        worker.generate("chat", "hi", "not a list")  # raised by the call itself, before any reading
+def test_what_only_the_worker_knows_is_refused_at_once(worker):
+    """The edge checked the input (``engine.kinds``); the worker refuses what it alone knows: the tasks it
+    serves, their kinds and heads. Raised by the call itself, before any reading."""
+    with pytest.raises(InvalidInput, match="Unknown task 'nope'"):
+        worker.classify("nope", ["fine"])
+    with pytest.raises(InvalidInput, match="cannot answer in head mode"):
+        worker.classify("sentiment", ["fine"], "head")
     with pytest.raises(InvalidInput):
         worker.generate("sentiment", "hi")
     assert worker.load() == 0
