@@ -56,19 +56,12 @@ test-e2e: test-deps model
 ## test: fast tier on a tiny generated model, then the end-to-end tier on the default model
 test: test-fast test-e2e
 
+# The benchmarks `make bench` runs, in this order (each is bench/NAME.py; the others are run by hand).
+BENCHES := sentiment_accuracy sentiment_latency early_exit precision chat_perf cold_start drill chaos class_load \
+	failover manifest_hash hot_swap
+
 bench: model
-	$(BIN)/python bench/sentiment_accuracy.py
-	$(BIN)/python bench/sentiment_latency.py
-	$(BIN)/python bench/early_exit.py
-	$(BIN)/python bench/precision.py
-	$(BIN)/python bench/chat_perf.py
-	$(BIN)/python bench/cold_start.py
-	$(BIN)/python bench/drill.py
-	$(BIN)/python bench/chaos.py
-	$(BIN)/python bench/class_load.py
-	$(BIN)/python bench/failover.py
-	$(BIN)/python bench/manifest_hash.py
-	$(BIN)/python bench/hot_swap.py
+	for name in $(BENCHES); do $(BIN)/python bench/$$name.py || exit 1; done
 
 ## ha-demo: primary + standby (each under supervisord) behind HAProxy on 127.0.0.1:8000; Ctrl-C stops all
 ha-demo: model test-deps
