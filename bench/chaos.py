@@ -100,26 +100,28 @@ class Traffic:
         from gradio_client import Client
 
         client = Client(self.url, verbose=False)
+        kind = "chat" if chats else "sentiment"
         n = i
         while not self._stop.is_set():
-            started = time.monotonic()
-            if chats:
-                kind, (text, expected) = "chat", CHAT
-            else:
-                kind, (text, expected) = "sentiment", KNOWN[n % len(KNOWN)]
-                n += 1
-            try:
-                if kind == "chat":
-                    got = client.predict(text, api_name="/chat")
-                    attempt = Attempt(kind, started, time.monotonic(), True, wrong=expected not in got)
-                else:
-                    got = client.predict(text, api_name="/sentiment")["label"]
-                    attempt = Attempt(kind, started, time.monotonic(), True, wrong=got != expected)
-            except Exception as exc:  # noqa: BLE001 - every failure is a data point
-                attempt = Attempt(kind, started, time.monotonic(), False, error=str(exc)[:120])
-            with self._lock:
-                self.attempts.append(attempt)
+            self._attempt(client, kind, n)
+            n += 1
             time.sleep(0.05)
+
+    def _attempt(self, client, kind: str, n: int) -> None:
+        """One request of ``kind`` (sentiment: the ``n``th known answer, round the list), recorded."""
+        started = time.monotonic()
+        try:
+            if kind == "chat":
+                got = client.predict(CHAT[0], api_name="/chat")
+                attempt = Attempt(kind, started, time.monotonic(), True, wrong=CHAT[1] not in got)
+            else:
+                text, expected = KNOWN[n % len(KNOWN)]
+                got = client.predict(text, api_name="/sentiment")["label"]
+                attempt = Attempt(kind, started, time.monotonic(), True, wrong=got != expected)
+        except Exception as exc:  # noqa: BLE001 - every failure is a data point
+            attempt = Attempt(kind, started, time.monotonic(), False, error=str(exc)[:120])
+        with self._lock:
+            self.attempts.append(attempt)
 
     def _watch(self) -> None:
         while not self._stop.is_set():

@@ -34,8 +34,8 @@ from pathlib import Path
 import httpx
 import psutil
 
-from chaos import CHAT, TOKEN, Traffic, build_store, damage_store, memory, one_fault, recoveries, wait_spare
-from common import KNOWN, REPO, header, percentile, start_app, store_cli
+from chaos import TOKEN, Traffic, build_store, damage_store, memory, one_fault, recoveries, wait_spare
+from common import REPO, header, percentile, start_app, store_cli
 
 ROTATION = ("sigkill", "sigstop", "hang", "nan-weights", "overwrite", "swap-good", "swap-bad", "token-flood")
 THINK_S = (1.0, 5.0)  # a student reads the answer before the next click: this long, evenly spread
@@ -58,23 +58,6 @@ class ClassTraffic(Traffic):
                 self._attempt(client, kind, n)
                 n += 1
                 time.sleep(random.uniform(*THINK_S))
-
-    def _attempt(self, client, kind: str, n: int) -> None:
-        from chaos import Attempt
-
-        started = time.monotonic()
-        try:
-            if kind == "chat":
-                got = client.predict(CHAT[0], api_name="/chat")
-                attempt = Attempt(kind, started, time.monotonic(), True, wrong=CHAT[1] not in got)
-            else:
-                text, expected = KNOWN[n % len(KNOWN)]
-                got = client.predict(text, api_name="/sentiment")["label"]
-                attempt = Attempt(kind, started, time.monotonic(), True, wrong=got != expected)
-        except Exception as exc:  # noqa: BLE001 - every failure is a data point
-            attempt = Attempt(kind, started, time.monotonic(), False, error=str(exc)[:120])
-        with self._lock:
-            self.attempts.append(attempt)
 
 
 def sentiment_p95(traffic: Traffic, start: float, end: float) -> float | None:
