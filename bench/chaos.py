@@ -56,7 +56,7 @@ from pathlib import Path
 
 import httpx
 
-from common import KNOWN, REPO, free_port, header, install_broken_copy, start_app, store_cli
+from common import KNOWN, REPO, free_port, header, install_broken_copy, running_app, store_cli
 
 TOKEN = "chaos-token"
 CHAT = ("What is 2 + 3? Answer with just the number.", "5")
@@ -569,43 +569,41 @@ def main() -> None:
     header("chaos report" + (", warm spare worker" if args.spare_worker else ""))
     app_args = ["--models-root", str(args.store), "--log-dir", "/tmp/allinone-chaos-logs", "--fault-injection",
                 "--max-new-tokens", "16", "--backend", args.backend] + (["--spare-worker"] if args.spare_worker else [])
-    proc, url, cold = start_app(app_args, env={"ALLINONE_ADMIN_TOKEN": TOKEN})
-    print(f"cold start: {cold:.1f} s", flush=True)
-    time.sleep(10)  # the worker copies its weights off the model files in its first seconds: measure after
-    _, first_worker_rss = memory(url)
-    traffic = Traffic(url, args.clients).start()
-    rows = []
-    try:
-        for kind in faults:
-            if args.spare_worker:
-                print(f"spare parked after {wait_spare(url):.1f} s more", flush=True)
-            if kind.startswith("hang-x"):
-                row = repeated_hangs(url, proc.pid, traffic, int(kind[len("hang-x"):]), first_worker_rss)
-            elif kind == "history":
-                row = oversized_history(url, proc.pid, traffic)
-            elif kind == "streams":
-                row = dropped_streams(url, proc.pid, traffic)
-            elif kind == "flood":
-                row = queue_flood(url, proc.pid, traffic)
-            elif kind == "bad-input":
-                row = bad_input(url, proc.pid, traffic)
-            elif kind == "injection":
-                row = prompt_injection(url, proc.pid, traffic)
-            elif kind == "logdir":
-                row = unwritable_log_dir(proc.pid, traffic, str(args.source))
-            elif kind == "trap":
-                row = rollback_trap(url, traffic, args.store, name)
-            elif kind in ("overwrite", "delete"):
-                row = damage_store(kind, url, proc.pid, traffic, args.store)
-            else:
-                row = one_fault(kind, url, proc.pid, traffic)
-            row.pop("t0", None)
-            rows.append(row)
-            print(json.dumps(row, ensure_ascii=False), flush=True)
-    finally:
-        traffic.stop()
-        proc.terminate()
-        proc.wait(30)
+    with running_app(app_args, env={"ALLINONE_ADMIN_TOKEN": TOKEN}) as (proc, url, cold):
+        print(f"cold start: {cold:.1f} s", flush=True)
+        time.sleep(10)  # the worker copies its weights off the model files in its first seconds: measure after
+        _, first_worker_rss = memory(url)
+        traffic = Traffic(url, args.clients).start()
+        rows = []
+        try:
+            for kind in faults:
+                if args.spare_worker:
+                    print(f"spare parked after {wait_spare(url):.1f} s more", flush=True)
+                if kind.startswith("hang-x"):
+                    row = repeated_hangs(url, proc.pid, traffic, int(kind[len("hang-x"):]), first_worker_rss)
+                elif kind == "history":
+                    row = oversized_history(url, proc.pid, traffic)
+                elif kind == "streams":
+                    row = dropped_streams(url, proc.pid, traffic)
+                elif kind == "flood":
+                    row = queue_flood(url, proc.pid, traffic)
+                elif kind == "bad-input":
+                    row = bad_input(url, proc.pid, traffic)
+                elif kind == "injection":
+                    row = prompt_injection(url, proc.pid, traffic)
+                elif kind == "logdir":
+                    row = unwritable_log_dir(proc.pid, traffic, str(args.source))
+                elif kind == "trap":
+                    row = rollback_trap(url, traffic, args.store, name)
+                elif kind in ("overwrite", "delete"):
+                    row = damage_store(kind, url, proc.pid, traffic, args.store)
+                else:
+                    row = one_fault(kind, url, proc.pid, traffic)
+                row.pop("t0", None)
+                rows.append(row)
+                print(json.dumps(row, ensure_ascii=False), flush=True)
+        finally:
+            traffic.stop()
     print(table(rows))
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from common import REPO, PeakRss, header, median, start_app
+from common import REPO, PeakRss, header, median, running_app
 
 PROMPTS = [
     "Explain in three sentences why the sky is blue.",
@@ -27,9 +27,8 @@ def main() -> None:
 
     header("chat performance and cold start")
     rss = PeakRss()
-    proc, url, cold = start_app(["--max-new-tokens", "96", "--log-dir", "/tmp/allinone-bench-logs"],
-                                on_start=rss.watch)
-    try:
+    with running_app(["--max-new-tokens", "96", "--log-dir", "/tmp/allinone-bench-logs"],
+                     on_start=rss.watch) as (_, url, cold):
         print(f"cold start (process start -> /ready 200): {cold:.1f} s")
         tokenizer = AutoTokenizer.from_pretrained(REPO / "models" / "current")
         client = Client(url, verbose=False)
@@ -48,10 +47,6 @@ def main() -> None:
             print(f"  {tokens} tokens, time to first token {first:.2f} s, total {total:.1f} s")
         print(f"chat: time to first token p50 {median(ttfts):.2f} s; decode {median(rates):.2f} tokens/s (p50)")
         print(f"server peak RSS: {rss.peak / 2**30:.2f} GiB")
-    finally:
-        rss.stop()
-        proc.terminate()
-        proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import psutil
 
-from common import DATA, REPO, PeakRss, header, load_engine, median, percentile, start_app
+from common import DATA, REPO, PeakRss, header, load_engine, median, percentile, running_app
 
 CHAT_PROMPTS = [
     "Write a short story about a robot who learns to paint.",
@@ -115,10 +115,9 @@ def simulate_class(students: int, new_tokens: int, backend: str = "auto", model_
     from transformers import AutoTokenizer
 
     rss = PeakRss()
-    proc, url, _ = start_app(["--max-new-tokens", str(new_tokens), "--log-dir", "/tmp/allinone-bench-logs",
-                              "--backend", backend, *(["--model-dir", str(model_dir)] if model_dir else [])],
-                             on_start=rss.watch)
-    try:
+    with running_app(["--max-new-tokens", str(new_tokens), "--log-dir", "/tmp/allinone-bench-logs",
+                      "--backend", backend, *(["--model-dir", str(model_dir)] if model_dir else [])],
+                     on_start=rss.watch) as (proc, url, _):
         import httpx
 
         ready = httpx.get(url + "/ready").json()
@@ -191,10 +190,6 @@ def simulate_class(students: int, new_tokens: int, backend: str = "auto", model_
         }
         print(f"class of {students}: " + json.dumps(report, ensure_ascii=False))
         return report
-    finally:
-        rss.stop()
-        proc.terminate()
-        proc.wait(30)
 
 
 def main() -> None:

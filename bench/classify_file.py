@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import DATA, header, machine, start_app
+from common import DATA, header, machine, running_app
 
 FILES = ("sentiment_en_sst2_train.jsonl", "sentiment_zh_reviews.jsonl")
 MAX_CHARS = 200  # short reviews, as a class would paste them
@@ -82,9 +82,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="bench-file-"))
     path = folder / "reviews.txt"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    proc, url, cold = start_app(["--log-dir", str(folder / "logs"), "--max-lines", str(args.per_request),
-                                 *app_args])
-    try:
+    with running_app(["--log-dir", str(folder / "logs"), "--max-lines", str(args.per_request),
+                      *app_args]) as (_, url, cold):
         ready = httpx.get(url + "/ready").json()
         print(f"model {ready['model']}, {ready['backend']['name']} ({ready['backend']['reason']}), "
               f"weights {ready['precision']['format']}; ready in {cold:.1f} s; {machine()}", flush=True)
@@ -119,9 +118,6 @@ def main() -> None:
         equal = (m + cost["multi-line inputs"]) / (m + cost["/classify_file"])
         print(f"at the median model time ({m:.1f} s a pass): the rest is {cost['multi-line inputs']:.2f} s for the "
               f"multi-line inputs and {cost['/classify_file']:.2f} s for the file; file / multi-line = {equal:.3f}")
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import statistics
@@ -89,7 +90,8 @@ def tree_rss(pid: int) -> tuple[int, int]:
 class PeakRss:
     """Watches an app's resident memory from a background thread, in bytes: ``peak`` for the web
     process and its worker together, ``worker_peak`` for the worker (the process that holds the
-    model). Pass ``watch`` as ``start_app(on_start=...)`` to see the memory from the first second."""
+    model). Pass ``watch`` as ``start_app(on_start=...)`` to see the memory from the first second; the
+    watch ends when the process does, or at ``stop()``."""
 
     def __init__(self) -> None:
         import threading
@@ -139,6 +141,18 @@ def start_app(args: list[str], timeout: float = 300.0, on_start=None, env: dict[
             proc.kill()
             raise SystemExit("the app did not become ready")
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def running_app(args: list[str], timeout: float = 300.0, on_start=None, env: dict[str, str] | None = None):
+    """``start_app`` for a ``with`` block: yields (process, url, seconds to /ready 200), and stops the app
+    when the block ends, however it ends."""
+    proc, url, ready_s = start_app(args, timeout, on_start, env)
+    try:
+        yield proc, url, ready_s
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def store_cli(root: Path, *args: str) -> float:

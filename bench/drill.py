@@ -19,7 +19,7 @@ import time
 
 import httpx
 
-from common import KNOWN, header, start_app
+from common import KNOWN, header, running_app
 
 TOKEN = "drill-token"
 
@@ -81,14 +81,10 @@ def main() -> None:
     parser.add_argument("--backend", default="auto", help="auto, torch or llamacpp (as the app's --backend)")
     args = parser.parse_args()
     header("fault drills on the default model")
-    proc, url, _ = start_app(["--admin-token", TOKEN, "--fault-injection", "--log-dir", "/tmp/allinone-drill-logs",
-                              "--backend", args.backend])
-    try:
+    with running_app(["--admin-token", TOKEN, "--fault-injection", "--log-dir", "/tmp/allinone-drill-logs",
+                      "--backend", args.backend]) as (_, url, _):
         for kind in args.kinds.split(","):
             print(drill(url, kind, args.clients), flush=True)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from common import KNOWN, REPO, header, install_broken_copy, start_app, store_cli, tree_rss
+from common import KNOWN, REPO, header, install_broken_copy, running_app, store_cli, tree_rss
 
 TOKEN = "swap-token"
 
@@ -134,44 +134,44 @@ def main() -> None:
     store = ModelStore(args.root)
     name = store.current().partition("@")[0]
     header(f"hot swap and rollback on {name}, {args.clients} clients")
-    proc, url, cold = start_app(["--models-root", str(args.root), "--admin-token", TOKEN,
-                                 "--log-dir", "/tmp/allinone-swap-logs"])
-    load = Load(url, proc.pid, args.clients).start()
-    try:
-        time.sleep(20)  # past the background SHA-256 check that follows every load
-        load.reset()
-        base_rss, recovered = load.peak_rss, recoveries(url)
-        started = time.perf_counter()
-        activate_s = store_cli(args.root, "activate", f"{name}@b")
-        served_at = load.wait_model(f"{name}@b")
-        time.sleep(5)
-        print({"step": "hot swap a -> b", "cold_start_s": round(cold, 1), "activate_command_s": round(activate_s, 1),
-               "link_to_serving_s": round(served_at - started - activate_s, 1),
-               "activate_to_serving_s": round(served_at - started, 1),
-               "rss_before_gib": round(base_rss / 2**30, 2), "peak_rss_gib": round(load.peak_rss / 2**30, 2),
-               "requests": dict(load.outcomes), "wrong_answers": load.wrong,
-               "watchdog_recoveries_meanwhile": recoveries(url) - recovered}, flush=True)
+    with running_app(["--models-root", str(args.root), "--admin-token", TOKEN,
+                      "--log-dir", "/tmp/allinone-swap-logs"]) as (proc, url, cold):
+        load = Load(url, proc.pid, args.clients).start()
+        try:
+            time.sleep(20)  # past the background SHA-256 check that follows every load
+            load.reset()
+            base_rss, recovered = load.peak_rss, recoveries(url)
+            started = time.perf_counter()
+            activate_s = store_cli(args.root, "activate", f"{name}@b")
+            served_at = load.wait_model(f"{name}@b")
+            time.sleep(5)
+            print({"step": "hot swap a -> b", "cold_start_s": round(cold, 1),
+                   "activate_command_s": round(activate_s, 1),
+                   "link_to_serving_s": round(served_at - started - activate_s, 1),
+                   "activate_to_serving_s": round(served_at - started, 1),
+                   "rss_before_gib": round(base_rss / 2**30, 2), "peak_rss_gib": round(load.peak_rss / 2**30, 2),
+                   "requests": dict(load.outcomes), "wrong_answers": load.wrong,
+                   "watchdog_recoveries_meanwhile": recoveries(url) - recovered}, flush=True)
 
-        time.sleep(20)
-        load.reset()
-        recovered = recoveries(url)
-        started = time.perf_counter()
-        activate_s = store_cli(args.root, "activate", f"{name}@broken", "--force")  # --force: rejected last run
-        while store.current() != f"{name}@b" and time.perf_counter() - started < 300:
-            time.sleep(0.05)
-        back_s = time.perf_counter() - started
-        time.sleep(5)
-        print({"step": "activate broken, automatic rollback", "activate_command_s": round(activate_s, 1),
-               "activate_to_rolled_back_s": round(back_s, 1),
-               "link_to_rolled_back_s": round(back_s - activate_s, 1),
-               "ready_named": sorted({m for _, m in load.models if m}), "rejected": store.rejected().get(
-                   f"{name}@broken", {}).get("reason"),
-               "peak_rss_gib": round(load.peak_rss / 2**30, 2), "requests": dict(load.outcomes),
-               "wrong_answers": load.wrong, "watchdog_recoveries_meanwhile": recoveries(url) - recovered}, flush=True)
-    finally:
-        load.stop()
-        proc.terminate()
-        proc.wait(30)
+            time.sleep(20)
+            load.reset()
+            recovered = recoveries(url)
+            started = time.perf_counter()
+            activate_s = store_cli(args.root, "activate", f"{name}@broken", "--force")  # --force: rejected last run
+            while store.current() != f"{name}@b" and time.perf_counter() - started < 300:
+                time.sleep(0.05)
+            back_s = time.perf_counter() - started
+            time.sleep(5)
+            print({"step": "activate broken, automatic rollback", "activate_command_s": round(activate_s, 1),
+                   "activate_to_rolled_back_s": round(back_s, 1),
+                   "link_to_rolled_back_s": round(back_s - activate_s, 1),
+                   "ready_named": sorted({m for _, m in load.models if m}), "rejected": store.rejected().get(
+                       f"{name}@broken", {}).get("reason"),
+                   "peak_rss_gib": round(load.peak_rss / 2**30, 2), "requests": dict(load.outcomes),
+                   "wrong_answers": load.wrong, "watchdog_recoveries_meanwhile": recoveries(url) - recovered},
+                  flush=True)
+        finally:
+            load.stop()
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import time
 import httpx
 
 from chaos import CHAT, recoveries
-from common import KNOWN, cpu_flags_line, header, median, percentile, start_app
+from common import KNOWN, cpu_flags_line, header, median, percentile, running_app
 
 BUSY_LOOP = "while True: pass"
 MATMUL_LOOP = ("import torch; torch.set_num_threads(2); a = torch.randn(3072, 3072); b = torch.randn(3072, 3072)\n"
@@ -71,41 +71,40 @@ def one_class(url: str, students: int) -> dict:
 
 
 def run(backend: str, students: int, seconds: float) -> dict:
-    proc, url, _ = start_app(["--backend", backend, "--max-new-tokens", "16", "--log-dir", "/tmp/allinone-overload-logs"])
-    states: set[str] = set()
-    stop = threading.Event()
+    app_args = ["--backend", backend, "--max-new-tokens", "16", "--log-dir", "/tmp/allinone-overload-logs"]
+    with running_app(app_args) as (_, url, _):
+        states: set[str] = set()
+        stop = threading.Event()
 
-    def watch() -> None:
-        while not stop.is_set():
-            try:
-                states.add(str(httpx.get(url + "/ready", timeout=5).status_code))
-            except httpx.HTTPError as exc:
-                states.add(type(exc).__name__)
-            time.sleep(0.2)
+        def watch() -> None:
+            while not stop.is_set():
+                try:
+                    states.add(str(httpx.get(url + "/ready", timeout=5).status_code))
+                except httpx.HTTPError as exc:
+                    states.add(type(exc).__name__)
+                time.sleep(0.2)
 
-    hogs: list[subprocess.Popen] = []
-    try:
-        quiet = one_class(url, students)
-        before = sum(recoveries(url).values())
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        hog_started = time.monotonic()
-        hogs = [subprocess.Popen([sys.executable, "-c", code]) for code in (BUSY_LOOP, BUSY_LOOP, MATMUL_LOOP,
-                                                                             MATMUL_LOOP)]
-        time.sleep(5)
-        hogged = one_class(url, students)
-        time.sleep(max(0.0, seconds - (time.monotonic() - hog_started)))
-        stop.set()
-        watcher.join()
-        return {"backend": backend, "students": students, "hog_s": round(time.monotonic() - hog_started),
-                "recoveries_under_hog": sum(recoveries(url).values()) - before, "ready_codes_under_hog": sorted(states),
-                "quiet": quiet, "hog": hogged}
-    finally:
-        stop.set()
-        for hog in hogs:
-            hog.kill()
-        proc.terminate()
-        proc.wait(30)
+        hogs: list[subprocess.Popen] = []
+        try:
+            quiet = one_class(url, students)
+            before = sum(recoveries(url).values())
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            hog_started = time.monotonic()
+            hogs = [subprocess.Popen([sys.executable, "-c", code])
+                    for code in (BUSY_LOOP, BUSY_LOOP, MATMUL_LOOP, MATMUL_LOOP)]
+            time.sleep(5)
+            hogged = one_class(url, students)
+            time.sleep(max(0.0, seconds - (time.monotonic() - hog_started)))
+            stop.set()
+            watcher.join()
+            return {"backend": backend, "students": students, "hog_s": round(time.monotonic() - hog_started),
+                    "recoveries_under_hog": sum(recoveries(url).values()) - before,
+                    "ready_codes_under_hog": sorted(states), "quiet": quiet, "hog": hogged}
+        finally:
+            stop.set()
+            for hog in hogs:
+                hog.kill()
 
 
 def main() -> None:

@@ -35,7 +35,7 @@ import httpx
 import psutil
 
 from chaos import TOKEN, Traffic, build_store, damage_store, memory, one_fault, recoveries, wait_spare
-from common import REPO, header, percentile, start_app, store_cli
+from common import REPO, header, percentile, running_app, store_cli
 
 ROTATION = ("sigkill", "sigstop", "hang", "nan-weights", "overwrite", "swap-good", "swap-bad", "token-flood")
 THINK_S = (1.0, 5.0)  # a student reads the answer before the next click: this long, evenly spread
@@ -177,32 +177,30 @@ def main() -> None:
            + (", warm spare worker" if args.spare_worker else ""))
     app_args = ["--models-root", str(args.store), "--log-dir", "/tmp/allinone-soak-logs", "--fault-injection",
                 "--max-new-tokens", "16", "--backend", args.backend] + (["--spare-worker"] if args.spare_worker else [])
-    proc, url, cold = start_app(app_args, env={"ALLINONE_ADMIN_TOKEN": TOKEN})
-    print(f"cold start: {cold:.1f} s; {json.dumps(httpx.get(url + '/ready').json()['backend'])}", flush=True)
-    web = psutil.Process(proc.pid)
-    traffic = ClassTraffic(url, args.students).start()
-    rows, resources = [], []
-    started = time.monotonic()
-    try:
-        for n in range(int(args.minutes * 60 // args.every)):
-            time.sleep(max(0.0, started + (n + 1) * args.every - time.monotonic() - 3))
-            kind = ROTATION[n % len(ROTATION)]
-            if args.spare_worker:
-                wait_spare(url)
+    with running_app(app_args, env={"ALLINONE_ADMIN_TOKEN": TOKEN}) as (proc, url, cold):
+        print(f"cold start: {cold:.1f} s; {json.dumps(httpx.get(url + '/ready').json()['backend'])}", flush=True)
+        web = psutil.Process(proc.pid)
+        traffic = ClassTraffic(url, args.students).start()
+        rows, resources = [], []
+        started = time.monotonic()
+        try:
+            for n in range(int(args.minutes * 60 // args.every)):
+                time.sleep(max(0.0, started + (n + 1) * args.every - time.monotonic() - 3))
+                kind = ROTATION[n % len(ROTATION)]
+                if args.spare_worker:
+                    wait_spare(url)
+                resources.append((memory(url), web.num_fds(), worker_processes(proc.pid)))
+                row = {"fault": kind, **apply(kind, url, proc, traffic, args.store, name)}
+                row["p95_before"] = sentiment_p95(traffic, row["t0"] - 60, row["t0"])
+                time.sleep(30)
+                row["p95_around"] = sentiment_p95(traffic, row["t0"], time.monotonic())
+                rows.append(row)
+                print(json.dumps({k: v for k, v in row.items() if k != "t0"}, ensure_ascii=False), flush=True)
+            time.sleep(10)
             resources.append((memory(url), web.num_fds(), worker_processes(proc.pid)))
-            row = {"fault": kind, **apply(kind, url, proc, traffic, args.store, name)}
-            row["p95_before"] = sentiment_p95(traffic, row["t0"] - 60, row["t0"])
-            time.sleep(30)
-            row["p95_around"] = sentiment_p95(traffic, row["t0"], time.monotonic())
-            rows.append(row)
-            print(json.dumps({k: v for k, v in row.items() if k != "t0"}, ensure_ascii=False), flush=True)
-        time.sleep(10)
-        resources.append((memory(url), web.num_fds(), worker_processes(proc.pid)))
-        final = httpx.get(url + "/ready", timeout=5).json()
-    finally:
-        traffic.stop()
-        proc.terminate()
-        proc.wait(30)
+            final = httpx.get(url + "/ready", timeout=5).json()
+        finally:
+            traffic.stop()
     (web0, worker0), fds0, _ = resources[0]
     (web1, worker1), fds1, _ = resources[-1]
     summary = {

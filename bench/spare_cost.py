@@ -19,12 +19,12 @@ import time
 import httpx
 import psutil
 
-from common import cpu_flags_line, header, start_app
+from common import cpu_flags_line, header, running_app
 
 
 def measure(backend: str, idle_s: float) -> dict:
-    proc, url, ready_s = start_app(["--backend", backend, "--spare-worker", "--log-dir", "/tmp/allinone-spare-logs"])
-    try:
+    app_args = ["--backend", backend, "--spare-worker", "--log-dir", "/tmp/allinone-spare-logs"]
+    with running_app(app_args) as (_, url, ready_s):
         started = time.monotonic()
         while (body := httpx.get(url + "/ready", timeout=5).json())["spare_pid"] is None:
             time.sleep(0.2)
@@ -38,9 +38,6 @@ def measure(backend: str, idle_s: float) -> dict:
                   for name, p in (("serving", serving), ("spare", spare))}
         return {"backend": body["backend"]["name"], "ready_s": round(ready_s, 1), "spare_parked_s": round(parked_s, 1),
                 "spare_idle_cpu_share_of_a_core": round(idle_cpu, 4), **memory}
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def main() -> None:

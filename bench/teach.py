@@ -18,7 +18,7 @@ import time
 
 import httpx
 
-from common import KNOWN, header, median, percentile, start_app
+from common import KNOWN, header, median, percentile, running_app
 from sentiment_split import load_rows, select
 
 TOKEN = "bench-teach"
@@ -120,9 +120,8 @@ def main() -> None:
     header("teach a task by example")
     rows = {label: rows_of(label) for label in SOURCES}
     data_dir = tempfile.mkdtemp(prefix="allinone-teach-bench-")
-    proc, url, ready_s = start_app(["--backend", args.backend, "--log-dir", os.path.join(data_dir, "logs")],
-                                   env={"ALLINONE_ADMIN_TOKEN": TOKEN, "ALLINONE_DATA_DIR": data_dir})
-    try:
+    with running_app(["--backend", args.backend, "--log-dir", os.path.join(data_dir, "logs")],
+                     env={"ALLINONE_ADMIN_TOKEN": TOKEN, "ALLINONE_DATA_DIR": data_dir}) as (_, url, ready_s):
         ready = httpx.get(url + "/ready").json()
         print(f"the app serves {ready['model']} on {ready['backend']['name']}, {ready['precision']['format']} "
               f"(ready in {ready_s:.1f} s)", flush=True)
@@ -133,9 +132,6 @@ def main() -> None:
             fit_beside_a_user(url, rows, args.think_s, args.baseline_requests)
         if "2" in parts:
             head_against_prompt(url, rows, args.per_label, args.test_per_label)
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def fit_beside_a_user(url: str, rows: dict[str, list[str]], think_s: float, baseline_requests: int) -> None:
