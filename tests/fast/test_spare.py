@@ -4,9 +4,10 @@ Fake workers (no model, no process); the real-process drills are in test_hardeni
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import threading
-from pathlib import Path
+from typing import Iterator
 
 from engine.errors import SelfTestFailed
 from engine.tasks import load_tasks
@@ -40,24 +41,24 @@ class Starts:
         return self.workers[-1]
 
 
-def spare_service(starts, self_test=lambda worker: "ok", version: Path | None = None):
-    service = ModelService(load_tasks(), starts, self_test=self_test, spare_worker=True, max_backoff_s=0.05)
-    if version is not None:
-        service.follower.target = lambda: version
-    return service.start()
+@contextlib.contextmanager
+def spare_service(starts: Starts, self_test=lambda worker: "ok") -> Iterator[ModelService]:
+    """A service with ``--spare-worker``, ready and with its spare parked; closed when the block ends."""
+    service = ModelService(load_tasks(), starts, self_test=self_test, spare_worker=True, max_backoff_s=0.05).start()
+    try:
+        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        yield service
+    finally:
+        starts.gate.set()  # a test that held worker starts back must not leave close() waiting for one
+        service.close()
 
 
 def test_a_spare_is_warmed_after_the_first_load_and_shown_on_ready():
     starts = Starts()
-    service = spare_service(starts)
-    try:
-        assert service.wait_ready(5)
-        assert wait_for(lambda: service.spare.parked is not None)
+    with spare_service(starts) as service:
         serving, parked = service.supervisor.serving, service.spare.parked
         assert parked is not serving and len(starts.workers) == 2
         assert service.snapshot().to_json()["spare_pid"] == parked.pid
-    finally:
-        service.close()
     assert all(worker.killed or worker.closed for worker in starts.workers)
 
 
@@ -75,9 +76,7 @@ def test_without_the_flag_there_is_no_spare():
 
 def test_a_recovery_switches_to_the_spare_without_loading_and_warms_a_new_one():
     starts = Starts()
-    service = spare_service(starts)
-    try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+    with spare_service(starts) as service:
         first, spare = service.supervisor.serving, service.spare.parked
         starts.gate.clear()  # no worker may start until the switch is done: the switch must not need one
         assert service.recover(RecoveryCause.HANG, "drill")
@@ -90,22 +89,15 @@ def test_a_recovery_switches_to_the_spare_without_loading_and_warms_a_new_one():
         starts.gate.set()  # the fresh spare warms behind the switch
         assert wait_for(lambda: service.spare.parked is not None and service.spare.parked is not spare)
         assert len(starts.workers) == 3
-    finally:
-        starts.gate.set()
-        service.close()
 
 
 def test_changed_files_are_loaded_afresh_not_taken_from_the_spare():
     starts = Starts()
-    service = spare_service(starts)
-    try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+    with spare_service(starts) as service:
         spare = service.spare.parked
         assert service.recover(RecoveryCause.FILES, "the model files changed on disk")
         assert wait_for(lambda: service.snapshot().ready and service.supervisor.serving is not None)
         assert service.supervisor.serving is not spare and service.supervisor.serving is starts.workers[2]
-    finally:
-        service.close()
 
 
 def test_a_spare_that_fails_its_self_test_at_the_switch_is_killed_and_a_fresh_worker_loads():
@@ -117,17 +109,13 @@ def test_a_spare_that_fails_its_self_test_at_the_switch_is_killed_and_a_fresh_wo
             raise SelfTestFailed("self-test failed: wrong answer")
         return "ok"
 
-    service = spare_service(starts, self_test=self_test)
-    try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+    with spare_service(starts, self_test=self_test) as service:
         spare = service.spare.parked
         bad.add(spare.pid)  # went bad while parked
         assert service.recover(RecoveryCause.INVALID_OUTPUT, "NaN")
         assert wait_for(lambda: service.snapshot().ready and service.supervisor.serving not in (None, spare))
         assert spare.killed
         assert wait_for(lambda: ("spare", False) in [(event["kind"], event["ok"]) for event in service.events.recent()])
-    finally:
-        service.close()
 
 
 def test_a_hot_swap_frees_the_spare_first_and_the_new_version_gets_its_own(tmp_path):
@@ -187,11 +175,7 @@ def test_take_refuses_a_spare_of_another_version(tmp_path):
 
 def test_a_task_change_warms_a_new_spare_with_the_new_tasks():
     starts = Starts()
-    service = spare_service(starts)
-    try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+    with spare_service(starts) as service:
         old = service.spare.parked
         service.update_tasks(load_tasks())
         assert wait_for(lambda: service.spare.parked not in (None, old)) and old.killed
-    finally:
-        service.close()
