@@ -77,6 +77,14 @@ def make_engine(handle, tasks, **overrides):
     return _engine_on(TorchBackend(handle), tasks, _engine_config(overrides))
 
 
+def chat_in_flight(target, message: str = "hello"):
+    """A chat stream on ``target`` (an engine, a worker or the service) that has yielded its first update:
+    the request is running, and stays open until the stream is read to its end, closed or dropped."""
+    stream = target.generate("chat", message)
+    next(stream)
+    return stream
+
+
 def make_test_engine(model_dir, tasks, **overrides):
     """An engine on the test run's backend and format (``TEST_BACKEND``), as the worker makes it."""
     from engine.backends import open_backend

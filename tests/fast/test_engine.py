@@ -17,7 +17,7 @@ from engine.kinds.registry import check_request
 from engine.prompts import split_classify_prompt
 from engine.tasks import ClassifyTask, TaskRegistry
 from engine.types import FINISH_LENGTH, NOTICE_HISTORY_TRIMMED, NOTICE_INPUT_TRUNCATED, GenerateOptions
-from tests.conftest import TEST_PRECISION, make_engine
+from tests.conftest import TEST_PRECISION, chat_in_flight, make_engine
 from tests.fakes import wait_for
 
 TEXTS = ["I love it", "The room was dirty.", "服务很好", "A much longer sentence about the food and the staff."]
@@ -204,8 +204,7 @@ def wait_idle(engine, timeout: float = 10.0) -> bool:
 def test_stopping_a_stream_frees_its_slot(tiny_handle, tasks):
     engine = make_engine(tiny_handle, tasks, max_new_tokens=200)
     try:
-        stream = engine.generate("chat", "Hello")
-        next(stream)
+        stream = chat_in_flight(engine, "Hello")
         stream.close()  # what Gradio's Stop button does to the handler's generator
         assert wait_idle(engine)
     finally:
@@ -215,8 +214,7 @@ def test_stopping_a_stream_frees_its_slot(tiny_handle, tasks):
 def test_an_abandoned_stream_is_cancelled_too(tiny_handle, tasks):
     engine = make_engine(tiny_handle, tasks, max_new_tokens=400)
     try:
-        stream = engine.generate("chat", "Hello")
-        next(stream)
+        stream = chat_in_flight(engine, "Hello")
         del stream  # the handler went away without closing it
         never_read = engine.generate("chat", "Hello again")
         del never_read  # ...or without ever reading it
@@ -300,13 +298,11 @@ def test_nan_weights_give_an_error_never_an_answer(tiny_model_dir, tasks):
 
 def test_closing_the_engine_fails_waiting_callers_instead_of_hanging(tiny_handle, tasks):
     engine = make_engine(tiny_handle, tasks, max_new_tokens=400)
-    stream = engine.generate("chat", "hello")
-    next(stream)
+    stream = chat_in_flight(engine)
     closer = threading.Thread(target=engine.close)
     closer.start()
     with pytest.raises(Exception):
-        for _ in stream:
-            pass
+        list(stream)
     closer.join(10)
     assert not closer.is_alive()
 

@@ -8,6 +8,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.errors import Busy, InvalidInput
 from engine.chat import ChatUpdate
 from ops.serving.metrics import InstrumentedInference, Metrics, outcome_of
+from tests.conftest import chat_in_flight
 from tests.fakes import FakeWorker
 
 
@@ -54,8 +55,7 @@ def test_requests_are_counted_by_task_and_outcome(instrumented):
 def test_chats_count_tokens_and_stops(instrumented):
     service, metrics = instrumented
     assert list(service.generate("chat", "hi"))[-1].done
-    stream = service.generate("chat", "hi")
-    next(stream)
+    stream = chat_in_flight(service, "hi")
     stream.close()
     s = samples(metrics)
     assert s[("allinone_requests_total", (("outcome", "ok"), ("task", "chat")))] == 1

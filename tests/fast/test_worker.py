@@ -15,7 +15,7 @@ from engine.errors import Busy, InvalidInput, ModelNotFound, WorkerLost
 from engine.ipc import WorkerSpec
 from engine.types import EngineConfig, GenerateOptions
 from ops.serving.worker_process import WorkerProcess
-from tests.conftest import TEST_BACKEND, TEST_PRECISION
+from tests.conftest import TEST_BACKEND, TEST_PRECISION, chat_in_flight
 from tests.fakes import wait_for
 
 TEXTS = ["I love it", "The room was dirty.", "服务很好"]
@@ -58,8 +58,7 @@ def test_what_only_the_worker_knows_is_refused_at_once(worker):
 def test_admission_answers_busy_at_once_and_a_dropped_stream_frees_its_slot_in_the_worker(tiny_model_dir, tasks):
     worker = start_worker(tiny_model_dir, tasks, max_new_tokens=400, max_active_chats=1, max_waiting_chats=0)
     try:
-        stream = worker.generate("chat", "A long story, please.")
-        next(stream)
+        stream = chat_in_flight(worker, "A long story, please.")
         with pytest.raises(Busy):
             worker.generate("chat", "me too")
         del stream  # the browser went away without closing it
@@ -79,13 +78,11 @@ def test_admission_answers_busy_at_once_and_a_dropped_stream_frees_its_slot_in_t
 
 def test_a_killed_worker_fails_open_requests_at_once(tiny_model_dir, tasks):
     worker = start_worker(tiny_model_dir, tasks, max_new_tokens=400)
-    stream = worker.generate("chat", "A long story, please.")
-    next(stream)
+    stream = chat_in_flight(worker, "A long story, please.")
     os.kill(worker.pid, signal.SIGKILL)
     started = time.monotonic()
     with pytest.raises(WorkerLost):
-        for _ in stream:
-            pass
+        list(stream)
     assert time.monotonic() - started < 5  # not the 35 s a timeout would take
     assert not worker.alive() and wait_for(lambda: worker.exitcode() is not None)
     assert worker.exitcode() == -signal.SIGKILL
