@@ -103,8 +103,7 @@ class CountRounds:
         job.sink.put([Counted(job.task.name, count)])
 
     def drain(self, tasks) -> None:
-        while self.pending:
-            self.run(tasks)
+        """Nothing: a count job carries its task (as a chat does)."""
 
     def fail_all(self, error: Exception) -> None:
         for job in self.pending:

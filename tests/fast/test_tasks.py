@@ -16,6 +16,9 @@ def test_default_registry_has_sentiment_and_chat():
         tasks.get("nope")
 
 
+CLASSIFY_AB = '[x]\nkind = "classify"\nlabels = ["a", "b"]\ninstruction = "i"\n'  # a valid task, to spoil
+
+
 @pytest.mark.parametrize(
     "body, fragment",
     [
@@ -25,18 +28,19 @@ def test_default_registry_has_sentiment_and_chat():
         ('[x]\nkind = "generate"\nsystem_prompt = "s"\ntemperature = 9', "temperature"),
         ('[x]\nkind = "summarize"', "'kind' must be"),
         ('[Bad-Name]\nkind = "generate"\nsystem_prompt = "s"', "lower-case"),
-        ('[x]\nkind = "classify"\nlabels = ["a", "b"]\ninstruction = "i"\n[[x.examples]]\ntext = "t"\nlabel = "c"',
-         "examples[0]"),
-        ('[x]\nkind = "classify"\nlabels = ["a", "b"]\ninstruction = "i"\n[x.label_bias]\nc = 1.0',
-         "'label_bias' keys must be labels"),
-        ('[x]\nkind = "classify"\nlabels = ["a", "b"]\ninstruction = "i"\n[x.label_bias]\na = 99',
-         "'label_bias' values must be numbers"),
+        (CLASSIFY_AB + '[[x.examples]]\ntext = "t"\nlabel = "c"', "examples[0]"),
+        (CLASSIFY_AB + '[x.label_bias]\nc = 1.0', "'label_bias' keys must be labels"),
+        (CLASSIFY_AB + '[x.label_bias]\na = 99', "'label_bias' values must be numbers"),
+        (CLASSIFY_AB + 'display = {zh = ["正面"]}', "display.zh names 1 labels; the task has 2 (a, b), in that order"),
+        (CLASSIFY_AB + 'display = ["正面", "负面"]', "'display' must map language codes"),
+        (CLASSIFY_AB + 'display = {Chinese = ["正面", "负面"]}', "'display' must map language codes"),
+        (CLASSIFY_AB + 'display = {zh = ["正面", ""]}', "'zh' must be a list of non-empty strings"),
         ("not toml [", "Cannot read"),
     ],
 )
 def test_bad_registries_are_refused_with_the_place_named(tmp_path, body, fragment):
     path = tmp_path / "tasks.toml"
-    path.write_text(body)
+    path.write_text(body, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_tasks(path)
     assert fragment in str(err.value)
