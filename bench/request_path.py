@@ -382,6 +382,10 @@ def measure(args) -> dict:
                 for r in rows]
 
     both = sorted({r["module"] for r in web_rows} & {r["module"] for r in worker_rows})
+    # The target's span, "from the Gradio handler to the backend": up to the first call into engine/backends/
+    # (the rest is the backend's own inside, the engine's next turn and the way back: logging the request).
+    ordered = list(path.values())
+    entry = next((i for i, r in enumerate(ordered) if r["module"].startswith("engine/backends/")), len(ordered) - 1)
     return {
         "task": args.task, "text": args.text, "door": args.door, "mode": args.mode,
         "model": str(model_dir) if args.model_dir else "tiny Qwen2 test model (tests.tiny_model)",
@@ -398,6 +402,7 @@ def measure(args) -> dict:
         "in_both": both,
         "notes": notes,
         "count": len(path),
+        "count_to_backend": entry + 1,
         "target": TARGET,
         "excluded": [
             "startup of both processes: imports, the model's load and warm-up, the self-test (nothing is "
@@ -444,6 +449,11 @@ def print_text(result: dict) -> None:
           f"(target at most {result['target']}: {'met' if over <= 0 else f'over by {over}'})")
     for i, row in enumerate(result["path"], 1):
         print(f"  {i:2d}  {row['process']:6s} {row['module']}")
+        if i == result["count_to_backend"]:
+            print("      ---- the backend reached: the modules above are the target's span")
+    over = result["count_to_backend"] - result["target"]
+    print(f"from the handler to the backend: {result['count_to_backend']} modules "
+          f"(target at most {result['target']}: {'met' if over <= 0 else f'over by {over}'})")
     if result["in_both"]:
         print(f"in both processes: {', '.join(result['in_both'])}")
     for note in result["notes"]:
