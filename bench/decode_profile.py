@@ -74,11 +74,12 @@ def profile_steps(backend, chats: int, steps: int) -> dict:
     """Time ``steps`` decode steps of ``chats`` sequences, then profile as many more."""
     from torch.profiler import ProfilerActivity, profile
 
-    prompt = backend.encode(backend.render([{"role": "user", "content": PROMPT}], add_generation_prompt=True))
-    sequences = [backend.start(prompt, temperature=0.0, seed=0) for _ in range(chats)]
+    messages = [{"role": "user", "content": PROMPT}]
+    prompt = backend.text.encode(backend.text.render(messages, add_generation_prompt=True))
+    sequences = [backend.decoder.start(prompt, temperature=0.0, seed=0) for _ in range(chats)]
 
     def step() -> None:
-        backend.step({s: backend.next_token(s) for s in sequences})
+        backend.decoder.step({s: backend.decoder.next_token(s) for s in sequences})
 
     step()  # warm-up: the first step of a batch allocates
     times = []
@@ -92,7 +93,7 @@ def profile_steps(backend, chats: int, steps: int) -> dict:
             step()
         profiled_wall_us = (time.perf_counter() - started) * 1e6
     for sequence in sequences:
-        backend.release(sequence)
+        backend.decoder.release(sequence)
     shares = {"matmul": 0.0, "attention": 0.0}
     ops = []
     for event in prof.key_averages():

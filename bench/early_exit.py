@@ -24,7 +24,7 @@ def measure(backend: str, runs: int) -> dict:
     engine = load_engine(backend=backend, request_timeout_s=600)
     try:
         info = engine.backend.info
-        state = engine.backend.head_states().get("sentiment")
+        state = engine.backend.classifier.head_states().get("sentiment")
         print(f"{backend}: {info.label}, {info.precision}; head: {state.detail if state else 'none'}", flush=True)
         for mode in ("prompt", "head"):  # warm both paths (the early-exit context's first graph)
             engine.classify("sentiment", BATCH, mode)

@@ -66,7 +66,7 @@ def main() -> None:
     print(cpu_flags_line())
     task = load_tasks().get("sentiment")
     backend = open_backend(args.backend, args.model_dir, precision=args.precision)
-    backend.prepare([task], max_input_tokens=256)
+    backend.classifier.prepare([task], max_input_tokens=256)
     info = backend.info
     layers = [] if args.no_layers else candidate_layers(info.blocks)
     texts, labels, files, tuning = labelled_rows(args.held_out, args.tuning)
@@ -84,7 +84,7 @@ def main() -> None:
 
     # The candidates exactly as ``python -m ops.heads fit`` builds them (``LAST``: the last hidden state,
     # then the label log-probabilities), so a head fitted on this file is the one the command would fit.
-    candidates = read_example_features(backend.scorer(task.name), texts, layers, progress)
+    candidates = read_example_features(backend.classifier.scorer(task.name), texts, layers, progress)
     out = args.out or REPO / "artifacts" / "head_features" / f"{Path(info.path).resolve().name}-{info.backend}.npz"
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, labels=labels, files=files, tuning=tuning, layers=np.array(layers),

@@ -76,7 +76,7 @@ def main() -> None:
     rows = []
     engine = load_engine(backend=args.backend, precision=args.precision)
     try:
-        state = engine.backend.head_states().get("sentiment")
+        state = engine.backend.classifier.head_states().get("sentiment")
         rows.append(("prompt", score(engine, "prompt", cases)))
         rows.append((f"head ({state.detail if state else 'none'})", score(engine, "head", cases)))
     finally:

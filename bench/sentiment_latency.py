@@ -69,7 +69,7 @@ def main() -> None:
     print(f"naive generate+parse, same sentence: p50 {median(naive):.3f} s")
     print(f"ratio naive/scoring (p50): {median(naive) / median(scored):.1f}x")
     print(f"batch of 16: {16 / median(batch):.1f} sentences/s (p50 {median(batch):.3f} s per batch)")
-    if engine.backend.head_states()["sentiment"].ready:
+    if engine.backend.classifier.head_states()["sentiment"].ready:
         by_mode = {"prompt": [], "head": []}
         for _ in range(args.runs):
             for mode, times in by_mode.items():

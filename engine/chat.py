@@ -60,18 +60,18 @@ class ChatStream:
 
     def start(self, backend: Backend) -> None:
         """Take a sequence for the prompt; ``prefill`` feeds the prompt in."""
-        self.sequence = backend.begin(self.prompt_ids, self.temperature, self.seed)
+        self.sequence = backend.decoder.begin(self.prompt_ids, self.temperature, self.seed)
 
     def prefill(self, backend: Backend, max_tokens: int) -> bool:
         """Up to ``max_tokens`` more of the prompt; True once all of it is in (the chat then decodes)."""
-        return backend.prefill(self.sequence, max_tokens)
+        return backend.decoder.prefill(self.sequence, max_tokens)
 
     def choose(self, backend: Backend) -> int | None:
         """Pick the next token and publish the new text. Returns the token to feed back, or
         None when the answer is finished (stop token, length, time limit, or a loop the guard ends)."""
-        token = backend.next_token(self.sequence, self.watch.bias())
+        token = backend.decoder.next_token(self.sequence, self.watch.bias())
         finish = None
-        if token in backend.stop_ids:
+        if token in backend.text.stop_ids:
             finish = FINISH_STOP
         else:
             self.generated.append(token)
@@ -82,7 +82,7 @@ class ChatStream:
                 finish = FINISH_TIME_LIMIT
             elif looping:
                 finish = FINISH_STOP  # the answer went round in a loop: it has said what it will say
-        text = backend.decode(self.generated)
+        text = backend.text.decode(self.generated)
         if finish is None:
             text = safe_stream_text(text)
         delta, self.text = text[len(self.text):], text
@@ -96,5 +96,5 @@ class ChatStream:
     def release(self, backend: Backend) -> None:
         """Free the cache as soon as the stream ends, not when the caller lets go."""
         if self.sequence is not None:
-            backend.release(self.sequence)
+            backend.decoder.release(self.sequence)
             self.sequence = None

@@ -42,9 +42,9 @@ class _TaskUpdate:
 class Engine(InferenceCalls):
     """Answers classify and generate requests on one model, by one rule:
 
-    Only the engine's worker thread touches the model (the backend's model calls; ``encode`` and
-    ``render`` are safe from any thread). Everyone else (UI handlers, API calls, self-tests) submits a
-    job and waits for its result. The worker loops:
+    Only the engine's worker thread touches the model (the backend's classifier and decoder; its
+    ``text`` and the classifier's ``head_states`` are safe from any thread). Everyone else (UI
+    handlers, API calls, self-tests) submits a job and waits for its result. The worker loops:
 
       1. take new jobs from the inbox (``priority`` chats to the front);
       2. run one round of each kind with work pending (``engine.kinds.registry.KINDS``, in order):
@@ -52,7 +52,7 @@ class Engine(InferenceCalls):
          suffixes); generate: admit waiting chats while fewer than ``max_active_chats`` run (a
          ``priority`` chat may take one slot past that), prefill one chunk
          (``engine.kinds.generate.PREFILL_CHUNK_TOKENS``) of the oldest prompt not yet in, and advance
-         every active chat by one token in ONE forward pass (``Backend.step``);
+         every active chat by one token in ONE forward pass (``Decoder.step``);
       3. when the foreground (2) is idle and due, or every ``engine.teach.MAX_WAIT_S`` at least, read
          one batch of a fit's features (``engine.teach.BackgroundRounds``: low priority).
 

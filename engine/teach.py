@@ -141,7 +141,7 @@ class BackgroundRounds:
                 raise InvalidInput(f"Task {job.task.name!r} was removed.")
             layers = job.request.layers
             layers = teach_layers(backend.info.blocks) if layers is None else layers
-            job.sink.put([read_features(backend.scorer(job.task.name), list(job.request.texts), layers)])
+            job.sink.put([read_features(backend.classifier.scorer(job.task.name), list(job.request.texts), layers)])
         except Exception as exc:
             if not isinstance(exc, AllInOneError):
                 logger.opt(exception=exc).error("reading features for task {} failed", job.task.name)

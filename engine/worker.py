@@ -143,7 +143,8 @@ def _serve(conn, engine: Engine, backend: FaultyBackend, outbox: _Outbox) -> Non
 
 def _head_states(backend: FaultyBackend) -> dict[str, dict]:
     """Per classify task with examples, its head's state (``WorkerInfo.heads``)."""
-    return {task: state.to_api() for task, state in backend.head_states().items() if state.status != HeadStatus.NONE}
+    return {task: state.to_api() for task, state in backend.classifier.head_states().items()
+            if state.status != HeadStatus.NONE}
 
 
 def _update_tasks(engine: Engine, backend: FaultyBackend, rid: int, tasks, outbox: _Outbox) -> None:

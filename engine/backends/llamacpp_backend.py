@@ -1,8 +1,9 @@
 """The llamacpp backend: the version's GGUF served by llama.cpp behind the seam in ``engine.backend``.
 
-No torch. Chats are sequence ids in the runtime's one context (``llamacpp_runtime``); classification is
-``llamacpp_scoring``, early-exit heads read ``llamacpp_layers``; text uses the GGUF's own vocabulary and
-chat template, so a version holding only a GGUF serves. docs/architecture.md, "Weights and runtimes".
+No torch. Its parts share the runtime's one context (``llamacpp_runtime``): ``LlamaCppDecoder``'s chats are
+sequence ids in it; ``LlamaCppClassifier`` scores with ``llamacpp_scoring`` and reads early-exit heads
+through ``llamacpp_layers``; ``LlamaCppText`` uses the GGUF's own vocabulary and chat template, so a
+version holding only a GGUF serves. docs/architecture.md, "Weights and runtimes".
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from engine.sampling import choose_token, sampling_rng
 from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode, EngineConfig
 
-__all__ = ["GgufSequence", "LlamaCppBackend", "context_size", "sequence_count"]
+__all__ = ["GgufSequence", "LlamaCppBackend", "LlamaCppClassifier", "LlamaCppDecoder", "LlamaCppText", "context_size",
+           "sequence_count"]
 
 PREFIX_TOKENS = 2048  # room for the classify tasks' cached prefixes (the shipped sentiment task's: about 150)
 CONTINUATION_TOKENS = 256  # room for multi-token label spellings after a batch's texts
@@ -85,43 +87,33 @@ class GgufSequence:
         return choose_token(self.next_logits, self.temperature, self.rng, bias)
 
 
-class LlamaCppBackend:
-    """A ``Backend`` on a GGUF through llama.cpp; ``reason`` says why this backend was chosen."""
+class LlamaCppText:
+    """The ``TextCodec`` of the GGUF's own vocabulary and chat template."""
 
-    def __init__(self, model_dir: Path, limits: EngineConfig, reason: str) -> None:
-        started = time.monotonic()
-        self._path = Path(model_dir).resolve()
-        gguf = gguf_file(self._path)
-        if gguf is None:
-            raise ModelUnavailable(f"{self._path} has no GGUF file for the llamacpp backend; serve it with "
-                                   "--backend torch, or install a version that has one.")
-        self._runtime = LlamaRuntime(gguf, context_size(limits), batch_tokens=MAX_TOKENS_PER_FORWARD,
-                                     sequences=sequence_count(limits),
-                                     outputs=max(SCORE_ROWS, limits.max_active_chats))
-        template = self._runtime.vocab.metadata("tokenizer.chat_template")
-        if not template:
-            self._runtime.close()
-            raise ModelUnavailable(f"{gguf} carries no chat template; a chat model is needed.")
-        self._template = _ChatTemplate(template, *self._runtime.vocab.special_texts())
-        self.stop_ids = self._runtime.vocab.end_tokens(_STOP_WORDS)  # as the torch backend's: EOS and ChatML's ends
-        self._sequences = SequenceIds(self._runtime.sequences)
-        self._chats: list[GgufSequence] = []  # decoding, one token a step
-        self._starting: list[GgufSequence] = []  # their prompts still being prefilled
+    def __init__(self, runtime: LlamaRuntime, template: _ChatTemplate) -> None:
+        self._vocab, self._template = runtime.vocab, template
+        self.stop_ids = runtime.vocab.end_tokens(_STOP_WORDS)  # as the torch backend's: EOS and ChatML's ends
+
+    def encode(self, text: str) -> list[int]:
+        return self._vocab.tokenize(text)
+
+    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        return self._template.render(messages, add_generation_prompt)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._vocab.detokenize(list(ids))
+
+
+class LlamaCppClassifier:
+    """The ``Classifier``: a ``GgufLabelScorer`` per classify task, each with its prompt prefix in a
+    sequence of its own, and the early-exit context its heads share."""
+
+    def __init__(self, runtime: LlamaRuntime, sequences: SequenceIds, text: LlamaCppText, path: Path) -> None:
+        self._runtime, self._sequences, self._text = runtime, sequences, text
         self._scorers: dict[str, GgufLabelScorer] = {}
         self._heads: dict[str, HeadState] = {}
-        self._head_files = ModelHeads(self._path)
+        self._head_files = ModelHeads(path)
         self._tap: LayerTap | None = None  # the early-exit context, made for the first head on a layer
-        name, version = describe_model_dir(self._path)
-        description = self._runtime.vocab.description()  # e.g. "qwen2 1B Q4_K - Medium"
-        file_type = description.split(" ", 2)[2] if description.count(" ") >= 2 else "gguf"
-        self.info = BackendInfo(name, version, self._path, file_type,
-                                f"the GGUF's own format ({gguf.name}: {description})", "cpu",
-                                time.monotonic() - started, backend="llamacpp", backend_reason=reason,
-                                blocks=self._runtime.layers)
-        logger.info("llama.cpp: {} in a context of {} tokens, {} threads", gguf.name, self._runtime.context_tokens,
-                    self._runtime.threads)
-
-    # -- classify tasks ---------------------------------------------------------------------------
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
         classify_tasks = list(classify_tasks)
@@ -140,7 +132,7 @@ class LlamaCppBackend:
                         old.attach_head(head)
                     scorers[task.name] = old
                     continue
-                scorer = GgufLabelScorer(self._runtime, self._sequences, task, self.render, max_input_tokens,
+                scorer = GgufLabelScorer(self._runtime, self._sequences, task, self._text.render, max_input_tokens,
                                          self.early_exit)
                 built.append(scorer)
                 head, heads[task.name] = self._head_files.find(task)
@@ -171,18 +163,19 @@ class LlamaCppBackend:
     def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
         return self._scorers[task].score(texts, list(modes))
 
-    # -- text -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        for scorer in self._scorers.values():
+            scorer.close()
+        self._scorers = {}
 
-    def encode(self, text: str) -> list[int]:
-        return self._runtime.vocab.tokenize(text)
 
-    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
-        return self._template.render(messages, add_generation_prompt)
+class LlamaCppDecoder:
+    """The ``Decoder``: each chat a sequence id in the runtime's one context; a step decodes them all."""
 
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._runtime.vocab.detokenize(list(ids))
-
-    # -- chats ------------------------------------------------------------------------------------
+    def __init__(self, runtime: LlamaRuntime, sequences: SequenceIds) -> None:
+        self._runtime, self._sequences = runtime, sequences
+        self._chats: list[GgufSequence] = []  # decoding, one token a step
+        self._starting: list[GgufSequence] = []  # their prompts still being prefilled
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> GgufSequence:
         chat = self.begin(prompt_ids, temperature, seed)
@@ -241,6 +234,38 @@ class LlamaCppBackend:
             self._free(chat)
         self._chats, self._starting = [], []
 
+
+class LlamaCppBackend:
+    """A ``Backend`` on a GGUF through llama.cpp; ``reason`` says why this backend was chosen."""
+
+    def __init__(self, model_dir: Path, limits: EngineConfig, reason: str) -> None:
+        started = time.monotonic()
+        path = Path(model_dir).resolve()
+        gguf = gguf_file(path)
+        if gguf is None:
+            raise ModelUnavailable(f"{path} has no GGUF file for the llamacpp backend; serve it with "
+                                   "--backend torch, or install a version that has one.")
+        self._runtime = LlamaRuntime(gguf, context_size(limits), batch_tokens=MAX_TOKENS_PER_FORWARD,
+                                     sequences=sequence_count(limits),
+                                     outputs=max(SCORE_ROWS, limits.max_active_chats))
+        template = self._runtime.vocab.metadata("tokenizer.chat_template")
+        if not template:
+            self._runtime.close()
+            raise ModelUnavailable(f"{gguf} carries no chat template; a chat model is needed.")
+        self._sequences = SequenceIds(self._runtime.sequences)  # the parts share them: chats, prefixes, texts
+        self.text = LlamaCppText(self._runtime, _ChatTemplate(template, *self._runtime.vocab.special_texts()))
+        self.classifier = LlamaCppClassifier(self._runtime, self._sequences, self.text, path)
+        self.decoder = LlamaCppDecoder(self._runtime, self._sequences)
+        name, version = describe_model_dir(path)
+        description = self._runtime.vocab.description()  # e.g. "qwen2 1B Q4_K - Medium"
+        file_type = description.split(" ", 2)[2] if description.count(" ") >= 2 else "gguf"
+        self.info = BackendInfo(name, version, path, file_type,
+                                f"the GGUF's own format ({gguf.name}: {description})", "cpu",
+                                time.monotonic() - started, backend="llamacpp", backend_reason=reason,
+                                blocks=self._runtime.layers)
+        logger.info("llama.cpp: {} in a context of {} tokens, {} threads", gguf.name, self._runtime.context_tokens,
+                    self._runtime.threads)
+
     def on_ready(self) -> None:
         pass  # llama.cpp read the GGUF into the process's own memory at load: nothing to copy later
 
@@ -248,8 +273,6 @@ class LlamaCppBackend:
         pass
 
     def close(self) -> None:
-        self.reset()
-        for scorer in self._scorers.values():
-            scorer.close()
-        self._scorers = {}
+        self.decoder.reset()
+        self.classifier.close()
         self._runtime.close()

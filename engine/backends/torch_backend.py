@@ -1,8 +1,9 @@
 """The torch backend: a transformers causal LM behind the seam in ``engine.backend``.
 
-It holds the tokenizer and chat template, the ``DecodeBatch`` of running chats (``torch_decode``), a
-``LabelScorer`` per classify task (``torch_scoring``) and the worker's own copy of the weights
-(``_OwnWeights``). The weights' format was chosen by the loader (``engine.precision``).
+Its parts: ``TorchText`` (the tokenizer and chat template), ``TorchClassifier`` (a ``LabelScorer`` per
+classify task, ``torch_scoring``) and ``TorchDecoder`` (the ``DecodeBatch`` of running chats,
+``torch_decode``); the backend itself keeps the worker's own copy of the weights (``_OwnWeights``).
+The weights' format was chosen by the loader (``engine.precision``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from engine.sampling import sampling_rng
 from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode
 
-__all__ = ["TorchBackend"]
+__all__ = ["TorchBackend", "TorchClassifier", "TorchDecoder", "TorchText"]
 
 
 class _OwnWeights:
@@ -78,24 +79,34 @@ class _OwnWeights:
         logger.info("the weights are in the worker's own memory now, off the model files")
 
 
-class TorchBackend:
-    """A ``Backend`` on a transformers model loaded by ``engine.loader``."""
+class TorchText:
+    """The ``TextCodec`` of a transformers tokenizer and its chat template."""
 
-    def __init__(self, handle: ModelHandle, reason: str = "--backend torch") -> None:
-        self.handle = handle
-        self.info = BackendInfo(handle.name, handle.version, handle.path, handle.precision,
-                                handle.precision_reason, handle.device, handle.load_seconds,
-                                backend="torch", backend_reason=reason,
-                                blocks=handle.model.config.num_hidden_layers)
+    def __init__(self, handle: ModelHandle) -> None:
+        self._tokenizer = handle.tokenizer
         self.stop_ids = stop_token_ids(handle.model, handle.tokenizer)
-        self._model, self._tokenizer = handle.model, handle.tokenizer
-        self._batch = DecodeBatch(self._model)
+
+    def encode(self, text: str) -> list[int]:
+        # The Rust tokenizer itself: thread-safe (admission tokenizes on the receiving thread while
+        # the model thread decodes), and without the Python wrapper's per-call bookkeeping.
+        return self._tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
+
+    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        return self._tokenizer.apply_chat_template(messages, tokenize=False,
+                                                   add_generation_prompt=add_generation_prompt)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self._tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class TorchClassifier:
+    """The ``Classifier``: a ``LabelScorer`` per classify task, with its head where one was fitted."""
+
+    def __init__(self, handle: ModelHandle, text: TorchText) -> None:
+        self._model, self._tokenizer, self._text = handle.model, handle.tokenizer, text
         self._scorers: dict[str, LabelScorer] = {}
         self._heads: dict[str, HeadState] = {}
         self._head_files = ModelHeads(handle.path)
-        # Weights the loader converted (bf16 from fp32 files, int8 linears) are the process's own already;
-        # what is still mapped from the files (all of fp32, int8's embedding table and norms) is copied.
-        self._weights = _OwnWeights(self._model) if handle.weights_in_files else None
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
         scorers: dict[str, LabelScorer] = {}
@@ -109,7 +120,7 @@ class TorchBackend:
                 if changed:
                     refitted.append((old, head))
                 continue
-            scorer = LabelScorer(self._model, self._tokenizer, task, self.render, max_input_tokens)
+            scorer = LabelScorer(self._model, self._tokenizer, task, self._text.render, max_input_tokens)
             head, heads[task.name] = self._head_files.find(task)
             if head is not None:
                 scorer.head = LinearHead(head)
@@ -125,20 +136,16 @@ class TorchBackend:
         """The task's label scorer (for fitting its head: ``ops.tools.heads``)."""
         return self._scorers[task]
 
-    def encode(self, text: str) -> list[int]:
-        # The Rust tokenizer itself: thread-safe (admission tokenizes on the receiving thread while
-        # the model thread decodes), and without the Python wrapper's per-call bookkeeping.
-        return self._tokenizer.backend_tokenizer.encode(text, add_special_tokens=False).ids
-
-    def render(self, messages: list[Message], add_generation_prompt: bool) -> str:
-        return self._tokenizer.apply_chat_template(messages, tokenize=False,
-                                                   add_generation_prompt=add_generation_prompt)
-
-    def decode(self, ids: Sequence[int]) -> str:
-        return self._tokenizer.decode(ids, skip_special_tokens=True)
-
     def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
         return self._scorers[task].score(texts, list(modes))
+
+
+class TorchDecoder:
+    """The ``Decoder``: running chats in one ``DecodeBatch``, each with its own KV cache."""
+
+    def __init__(self, model) -> None:
+        self._model = model
+        self._batch = DecodeBatch(model)
 
     def start(self, prompt_ids: list[int], temperature: float, seed: int) -> TorchSequence:
         sequence = self.begin(prompt_ids, temperature, seed)
@@ -174,6 +181,23 @@ class TorchBackend:
             sequence.release()
         self._batch = DecodeBatch(self._model)
 
+
+class TorchBackend:
+    """A ``Backend`` on a transformers model loaded by ``engine.loader``."""
+
+    def __init__(self, handle: ModelHandle, reason: str = "--backend torch") -> None:
+        self.handle = handle
+        self.info = BackendInfo(handle.name, handle.version, handle.path, handle.precision,
+                                handle.precision_reason, handle.device, handle.load_seconds,
+                                backend="torch", backend_reason=reason,
+                                blocks=handle.model.config.num_hidden_layers)
+        self.text = TorchText(handle)
+        self.classifier = TorchClassifier(handle, self.text)
+        self.decoder = TorchDecoder(handle.model)
+        # Weights the loader converted (bf16 from fp32 files, int8 linears) are the process's own already;
+        # what is still mapped from the files (all of fp32, int8's embedding table and norms) is copied.
+        self._weights = _OwnWeights(handle.model) if handle.weights_in_files else None
+
     def on_ready(self) -> None:
         if self._weights is not None:
             self._weights.start_copying()
@@ -181,3 +205,6 @@ class TorchBackend:
     def between_steps(self) -> None:
         if self._weights is not None:
             self._weights.swap_when_copied()
+
+    def close(self) -> None:
+        self.decoder.reset()  # the rest is freed with the objects

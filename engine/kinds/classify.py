@@ -270,7 +270,7 @@ class ClassifyGate:
         """``auto`` is the head where it is ready on this model (only the worker knows), else the prompt."""
         if asked == ClassifyMode.PROMPT:  # ``==``: a str enum, so a caller inside the worker may pass its value
             return ClassifyMode.PROMPT
-        state = self.backend.head_states().get(task.name)
+        state = self.backend.classifier.head_states().get(task.name)
         if state is not None and state.ready:
             return ClassifyMode.HEAD
         if asked == ClassifyMode.HEAD:
@@ -294,7 +294,7 @@ class ClassifyRounds:
 
     def prepare(self, tasks: list[ClassifyTask]) -> None:
         """Build the scorers (prompt prefix cached, head loaded) of the tasks served from now on."""
-        self.backend.prepare(tasks, self.config.max_input_tokens)
+        self.backend.classifier.prepare(tasks, self.config.max_input_tokens)
 
     def run(self, tasks) -> None:
         """One batch: the oldest job's task, jobs of that task up to ``max_batch`` texts (``tasks``: those served)."""
@@ -325,7 +325,7 @@ class ClassifyRounds:
             scored = []
             for start in range(0, len(texts), self.config.max_batch):
                 end = start + self.config.max_batch
-                scored.extend(self.backend.score(task.name, texts[start:end], modes[start:end]))
+                scored.extend(self.backend.classifier.score(task.name, texts[start:end], modes[start:end]))
         except Exception as exc:
             error = exc if isinstance(exc, AllInOneError) else InferenceFailed()
             if not isinstance(exc, AllInOneError):

@@ -225,7 +225,7 @@ class ChatGate:
             return self._queued_chats
 
     def _count(self, messages: list[Message]) -> int:
-        return len(self.backend.encode(self.backend.render(messages, True)))
+        return len(self.backend.text.encode(self.backend.text.render(messages, True)))
 
     @functools.cached_property
     def _turn_overhead(self) -> int:
@@ -238,12 +238,12 @@ class ChatGate:
         fitted = fit_conversation(
             system_prompt, history, message, self.config.context_tokens,
             count_tokens=self._count,
-            truncate_text=lambda text, n: self.backend.decode(self.backend.encode(text)[:n]),
-            message_tokens=lambda m: len(self.backend.encode(m["content"])) + self._turn_overhead,
+            truncate_text=lambda text, n: self.backend.text.decode(self.backend.text.encode(text)[:n]),
+            message_tokens=lambda m: len(self.backend.text.encode(m["content"])) + self._turn_overhead,
         )
         notices = tuple(name for name, on in ((NOTICE_HISTORY_TRIMMED, fitted.dropped_messages),
                                               (NOTICE_INPUT_TRUNCATED, fitted.truncated)) if on)
-        return self.backend.encode(self.backend.render(fitted.messages, True)), notices
+        return self.backend.text.encode(self.backend.text.render(fitted.messages, True)), notices
 
 
 class ChatRounds:
@@ -339,11 +339,11 @@ class ChatRounds:
         if not tokens:
             return
         try:
-            self.backend.step(tokens)
+            self.backend.decoder.step(tokens)
         except Exception as exc:  # NaN/inf or a broken model: every chat in the step fails, none gets garbage
             for job in list(self.active):
                 self.fail(job, exc)
-            self.backend.reset()
+            self.backend.decoder.reset()
 
     def end(self, job: ChatJob) -> None:
         """Take a chat out of the batch (or the prefill line) and free its cache and slot."""
@@ -365,7 +365,7 @@ class ChatRounds:
     def fail_all(self, error: AllInOneError) -> None:
         chats = self.waiting + self.prefilling + self.active
         self.waiting, self.prefilling, self.active = [], [], []
-        self.backend.reset()  # dropped whole, not row by row: every chat in it fails
+        self.backend.decoder.reset()  # dropped whole, not row by row: every chat in it fails
         for job in chats:
             self.fail(job, error)
 

@@ -58,7 +58,7 @@ def _fit(args) -> int:
     tasks = _tasks_with_examples(args.tasks_file, args.task)
     print(f"Loading {args.model_dir} ({args.backend}, {args.precision}) ...", flush=True)
     backend = open_backend(args.backend, args.model_dir, precision=args.precision)
-    backend.prepare(tasks, max_input_tokens=256)
+    backend.classifier.prepare(tasks, max_input_tokens=256)
     model_id = model_identity(backend.info.path)
     for task in tasks:
         print(f"Fitting the head of {task.name!r} on {len(task.head_examples.examples)} examples "
@@ -69,7 +69,7 @@ def _fit(args) -> int:
         # their scores (the shallower candidate within any tolerance: engine.heads.choose_layer).
         layers, tolerance = ([], LAYER_TOLERANCE) if args.last_layer else (
             ([args.layer], 1.0) if args.layer is not None else (None, LAYER_TOLERANCE))
-        head = fit_task_head(backend.scorer(task.name), task, backend.info, model_id, args.l2,
+        head = fit_task_head(backend.classifier.scorer(task.name), task, backend.info, model_id, args.l2,
                              _progress(task.name), layers=layers, tolerance=tolerance)
         path = write_head(task, head)
         print("  cross-validated accuracy (5 folds) per layer: "

@@ -51,7 +51,7 @@ def test_the_shipped_head_exits_early_and_answers_the_clear_cases_on_both_runtim
     backend = open_backend(runtime, default_model_dir, "auto", limits=EngineConfig())
     engine = Engine(backend, tasks, EngineConfig()).start()
     try:
-        state = backend.head_states()["sentiment"]
+        state = backend.classifier.head_states()["sentiment"]
         assert state.ready and "layer" in state.detail, state.detail
         results = engine.classify("sentiment", [text for text, _ in CASES], ClassifyMode.HEAD)
         assert [r.label for r in results] == [label for _, label in CASES]

@@ -40,8 +40,8 @@ def greedy_alone(model, prompt_ids: list[int], steps: int) -> tuple[list[int], l
 
 
 def test_a_decode_batch_gives_each_stream_what_it_gets_alone(tiny_handle):
-    """Sequences of different lengths join and leave mid-way, through the backend seam (``start``,
-    ``step``, ``release``); every token and logit equals decoding alone."""
+    """Sequences of different lengths join and leave mid-way, through the backend seam (the decoder's
+    ``start``, ``step``, ``release``); every token and logit equals decoding alone."""
     model = tiny_handle.model
     backend = TorchBackend(tiny_handle)
     prompts = [encode_chat(tiny_handle, p) for p in PROMPTS[:4]]
@@ -55,27 +55,27 @@ def test_a_decode_batch_gives_each_stream_what_it_gets_alone(tiny_handle):
     running, got, seen = {}, {i: [] for i in range(4)}, {i: 0 for i in range(4)}
     for step in range(steps + 6):
         for i in joins.get(step, []):
-            running[backend.start(prompts[i], 0.0, 0)] = i
+            running[backend.decoder.start(prompts[i], 0.0, 0)] = i
         if step in leaves:
             gone = next(s for s, i in running.items() if i == leaves[step])
-            backend.release(gone)
+            backend.decoder.release(gone)
             del running[gone]
         if not running:
             break
         tokens = {}
         for sequence, i in running.items():
             assert torch.allclose(sequence.next_logits, expected[i][1][seen[i]], atol=atol)
-            tokens[sequence] = backend.next_token(sequence)
+            tokens[sequence] = backend.decoder.next_token(sequence)
             got[i].append(tokens[sequence])
             seen[i] += 1
-        backend.step(tokens)
+        backend.decoder.step(tokens)
         for sequence in [s for s, i in running.items() if seen[i] >= steps]:
-            backend.release(sequence)
+            backend.decoder.release(sequence)
             del running[sequence]
     for i in range(4):
         assert got[i] == expected[i][0][: len(got[i])], i
     assert len(got[1]) < steps and all(len(got[i]) == steps for i in (0, 2, 3))
-    assert len(backend._batch) == 0
+    assert len(backend.decoder._batch) == 0
 
 
 def count_forward_batches(model):
@@ -141,7 +141,7 @@ def test_many_sessions_leave_nothing_behind(tiny_handle, tasks):
                 assert all(pool.map(student, [f"s{round_}-{i}" for i in range(40)]))
         gc.collect()
         assert engine.load() == 0
-        assert engine._admission.gates[TaskKind.GENERATE]._sessions == {} and len(engine.backend.inner._batch) == 0
+        assert engine._admission.gates[TaskKind.GENERATE]._sessions == {} and len(engine.backend.inner.decoder._batch) == 0
         assert not [o for o in gc.get_objects() if type(o) is ChatStream]
     finally:
         engine.close()

@@ -41,8 +41,8 @@ def full_pass_hidden(handle, scorer, text, layer):
 
 def test_torch_early_exit_is_the_full_pass_s_layer_and_runs_no_later_block(tiny_handle, tasks):
     backend = TorchBackend(tiny_handle)
-    backend.prepare(tasks.of_kind("classify"), 256)
-    scorer = backend.scorer("sentiment")
+    backend.classifier.prepare(tasks.of_kind("classify"), 256)
+    scorer = backend.classifier.scorer("sentiment")
     calls = []
     last_block = tiny_handle.model.base_model.layers[-1]
     handle = last_block.register_forward_hook(lambda *args: calls.append(1))
@@ -60,15 +60,15 @@ def test_torch_early_exit_is_the_full_pass_s_layer_and_runs_no_later_block(tiny_
 
 def test_llamacpp_early_exit_reads_the_same_layer_as_torch(tiny_model_dir, tiny_handle, tasks):
     torch_backend = TorchBackend(tiny_handle)
-    torch_backend.prepare(tasks.of_kind("classify"), 256)
+    torch_backend.classifier.prepare(tasks.of_kind("classify"), 256)
     backend = LlamaCppBackend(tiny_model_dir, EngineConfig(), "test")
     try:
-        backend.prepare(tasks.of_kind("classify"), 256)
-        ours = backend.scorer("sentiment").layer_features(TEXTS, [1])[1]
-        theirs = torch_backend.scorer("sentiment").layer_features(TEXTS, [1])[1]
+        backend.classifier.prepare(tasks.of_kind("classify"), 256)
+        ours = backend.classifier.scorer("sentiment").layer_features(TEXTS, [1])[1]
+        theirs = torch_backend.classifier.scorer("sentiment").layer_features(TEXTS, [1])[1]
         np.testing.assert_allclose(ours, theirs.numpy(), atol=2e-2, rtol=1e-2)  # llama.cpp's KV cache is f16
         # The same again: the scratch sequences were given back, the prefix kept.
-        np.testing.assert_array_equal(backend.scorer("sentiment").layer_features(TEXTS, [1])[1], ours)
+        np.testing.assert_array_equal(backend.classifier.scorer("sentiment").layer_features(TEXTS, [1])[1], ours)
     finally:
         backend.close()
 
@@ -78,8 +78,8 @@ def layer_head(tiny_handle, tmp_path_factory):
     """The topic task with a head on layer 1 (a tolerance of 1 takes the shallowest candidate)."""
     tasks = load_tasks(write_task(tmp_path_factory.mktemp("topic-layer")))
     backend = TorchBackend(tiny_handle)
-    backend.prepare(tasks.of_kind("classify"), 64)
-    head = fit_task_head(backend.scorer("topic"), tasks.get("topic"), backend.info,
+    backend.classifier.prepare(tasks.of_kind("classify"), 64)
+    head = fit_task_head(backend.classifier.scorer("topic"), tasks.get("topic"), backend.info,
                          model_identity(tiny_handle.path), l2=TINY_L2, tolerance=1.0)
     write_head(tasks.get("topic"), head)
     return tasks, head
@@ -107,7 +107,7 @@ def test_a_layer_head_answers_on_both_backends_and_prompt_mode_keeps_the_full_mo
         prompt = engine.classify("topic", texts, ClassifyMode.PROMPT)
         assert {r.mode for r in prompt} == {ClassifyMode.PROMPT} and [r.scores for r in prompt] != [
             r.scores for r in head]
-        mixed = engine.backend.score("topic", texts, [ClassifyMode.HEAD, ClassifyMode.PROMPT] * 2)
+        mixed = engine.backend.classifier.score("topic", texts, [ClassifyMode.HEAD, ClassifyMode.PROMPT] * 2)
         # llama.cpp's sums depend a little on the batch's make-up, which a lightly penalised head magnifies.
         tolerance = 1e-5 if runtime == "torch" else 3e-3
         for i, result in enumerate(mixed):

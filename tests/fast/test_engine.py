@@ -383,25 +383,25 @@ def test_a_prompt_prefilled_in_chunks_answers_as_one_prefilled_whole(tiny_model_
     from tests.conftest import TEST_BACKEND
 
     backend = open_backend(TEST_BACKEND, tiny_model_dir, TEST_PRECISION)
-    ids = backend.encode(backend.render([{"role": "user", "content": "Tell me about the sea and the sky. " * 6}],
-                                        True))
+    messages = [{"role": "user", "content": "Tell me about the sea and the sky. " * 6}]
+    ids = backend.text.encode(backend.text.render(messages, True))
     assert len(ids) > 3 * 16
 
     def greedy(sequence):
         tokens = []
         for _ in range(8):
-            tokens.append(backend.next_token(sequence))
-            backend.step({sequence: tokens[-1]})
-        backend.release(sequence)
+            tokens.append(backend.decoder.next_token(sequence))
+            backend.decoder.step({sequence: tokens[-1]})
+        backend.decoder.release(sequence)
         return tokens
 
     try:
-        whole = greedy(backend.start(ids, 0.0, 0))
-        chunked = backend.begin(ids, 0.0, 0)
+        whole = greedy(backend.decoder.start(ids, 0.0, 0))
+        chunked = backend.decoder.begin(ids, 0.0, 0)
         chunks = 1
-        while not backend.prefill(chunked, 16):
+        while not backend.decoder.prefill(chunked, 16):
             chunks += 1
         assert chunks == -(-len(ids) // 16)
         assert greedy(chunked) == whole
     finally:
-        backend.reset()
+        backend.decoder.reset()

@@ -94,12 +94,12 @@ def fitted(tiny_handle, tmp_path_factory):
     folder = tmp_path_factory.mktemp("topic")
     tasks = load_tasks(write_task(folder))
     backend = TorchBackend(tiny_handle)
-    backend.prepare(tasks.of_kind("classify"), 64)
-    assert backend.head_states()["topic"].status is HeadStatus.MISSING
+    backend.classifier.prepare(tasks.of_kind("classify"), 64)
+    assert backend.classifier.head_states()["topic"].status is HeadStatus.MISSING
     model_id = model_identity(tiny_handle.path)
     # A light penalty: 16 examples on a random tiny model, which the head should fit (the shipped default is
     # for 1,600 real ones).
-    head = fit_task_head(backend.scorer("topic"), tasks.get("topic"), backend.info, model_id, l2=TINY_L2)
+    head = fit_task_head(backend.classifier.scorer("topic"), tasks.get("topic"), backend.info, model_id, l2=TINY_L2)
     path = write_head(tasks.get("topic"), head)
     return tasks, head, path, model_id
 
@@ -107,8 +107,8 @@ def fitted(tiny_handle, tmp_path_factory):
 def test_fitting_a_task_head_is_deterministic_and_fits_its_examples(fitted, tiny_handle):
     tasks, head, path, model_id = fitted
     backend = TorchBackend(tiny_handle)
-    backend.prepare(tasks.of_kind("classify"), 64)
-    again = fit_task_head(backend.scorer("topic"), tasks.get("topic"), backend.info, model_id, l2=TINY_L2)
+    backend.classifier.prepare(tasks.of_kind("classify"), 64)
+    again = fit_task_head(backend.classifier.scorer("topic"), tasks.get("topic"), backend.info, model_id, l2=TINY_L2)
     assert again.weight == head.weight and again.bias == head.bias
     assert head.examples == 16 and head.labels == ["food", "sport"] and 0 <= head.cv_accuracy <= 1
     assert head.tuning_accuracy >= 0.9  # 16 examples, a head of (hidden size + 2) features: it fits them
@@ -119,7 +119,7 @@ def test_the_mode_is_honoured_and_reported(fitted, tiny_handle):
     tasks, *_ = fitted
     engine = Engine(TorchBackend(tiny_handle), tasks, EngineConfig()).start()
     try:
-        assert engine.backend.head_states()["topic"].ready
+        assert engine.backend.classifier.head_states()["topic"].ready
         texts = FOOD[:2] + SPORT[:2]
         head = engine.classify("topic", texts, "head")
         prompt = engine.classify("topic", texts, ClassifyMode.PROMPT)

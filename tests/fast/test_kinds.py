@@ -99,7 +99,7 @@ class CountRounds:
     def run(self, tasks) -> None:
         job = self.pending.pop(0)
         self.gate.release(job)
-        count = len(self.backend.encode(job.text)) if job.task.unit == "tokens" else len(job.text)
+        count = len(self.backend.text.encode(job.text)) if job.task.unit == "tokens" else len(job.text)
         job.sink.put([Counted(job.task.name, count)])
 
     def drain(self, tasks) -> None:

@@ -147,12 +147,12 @@ LOOPING = "abc"  # the tiny model repeats one token after a few (tokens 8.. of i
 def decode(backend, message: str, guard: RepetitionGuard, max_new_tokens: int = 40) -> tuple[list[int], str]:
     """A chat decoded as the engine decodes it (the scheduler's ``ChatStream`` on ``backend``):
     the generated ids and the finish reason."""
-    ids = backend.encode(backend.render([{"role": "user", "content": message}], True))
+    ids = backend.text.encode(backend.text.render([{"role": "user", "content": message}], True))
     stream = ChatStream(ids, max_new_tokens, 0.0, float("inf"), (), repetition=guard)
     stream.start(backend)
     assert stream.prefill(backend, len(ids))
     while (token := stream.choose(backend)) is not None:
-        backend.step({stream.sequence: token})
+        backend.decoder.step({stream.sequence: token})
     stream.release(backend)
     updates = []
     while not stream.updates.empty():

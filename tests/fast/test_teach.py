@@ -195,10 +195,7 @@ class _TeachableFake(FakeBackend):
     def __init__(self) -> None:
         super().__init__()
         self.gate = threading.Event()
-        self._scorer = _Scorer(self.log, self.gate)
-
-    def scorer(self, task: str) -> _Scorer:
-        return self._scorer
+        self.classifier.reader = _Scorer(self.log, self.gate)
 
 
 def test_a_user_waits_behind_at_most_one_feature_batch(tasks):
@@ -250,8 +247,8 @@ def test_one_pass_gives_the_features_and_the_layers_the_two_passes_give(tiny_han
     from engine.backends.torch_backend import TorchBackend
 
     backend = TorchBackend(tiny_handle)
-    backend.prepare(tasks.of_kind("classify"), 64)
-    scorer = backend.scorer("sentiment")
+    backend.classifier.prepare(tasks.of_kind("classify"), 64)
+    scorer = backend.classifier.scorer("sentiment")
     texts = ["great food", "awful service and a very long wait for nothing", "ok"]
     hidden, logprobs, truncated, layers = scorer.all_features(texts, [1])
     alone = scorer.features(texts)
