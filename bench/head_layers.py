@@ -13,8 +13,9 @@ single layer, and pairs of layers concatenated. ``--report`` then fits the
 named candidates on all tuning rows and scores each held-out file once.
 ``--write-head K --model-dir DIR`` fits the sentiment task's head on layer K
 from these features (``engine.backends.torch_head.head_from_features``, what
-``python -m ops.heads fit --layer K`` runs after reading the model) when the
-task's examples file holds exactly the rows read, and stores it for that model.
+``python -m ops.heads fit --layer K --examples FILE`` runs after reading the
+model) on ``--examples`` (default: the full set, datasets/local/sentiment_full.jsonl
+from bench/head_examples.py), and stores it for that model, recorded as fitted on it.
 """
 
 from __future__ import annotations
@@ -69,13 +70,14 @@ def leave_one_file_out(x, y, files, l2: float) -> tuple[float, list[float]]:
     return float(np.mean(per_file)), per_file
 
 
-def write_head_from(data: dict, layer: str, model_dir: Path, l2: float) -> None:
-    """Fit and store the sentiment head on ``layer`` from dumped features (module doc)."""
+def write_head_from(data: dict, layer: str, model_dir: Path, l2: float, examples_file: Path) -> None:
+    """Fit and store the sentiment head on ``layer`` from dumped features, on ``examples_file`` (module doc)."""
     import hashlib
+    from dataclasses import replace
 
     from engine.backends.torch_head import head_from_features
-    from engine.heads import LAST, model_identity, write_head
-    from engine.tasks import load_tasks
+    from engine.heads import LAST, fitting_source, keyed_to_task, model_identity, write_head
+    from engine.tasks import load_tasks, read_head_examples
     from sentiment_split import load_rows
 
     texts = [row["text"] for name in FILES for row in load_rows(name)]
@@ -83,11 +85,16 @@ def write_head_from(data: dict, layer: str, model_dir: Path, l2: float) -> None:
         raise SystemExit("--write-head needs the features of every row of the four files (no --held-out)")
     index = {text: i for i, text in enumerate(texts)}
     task = load_tasks().get("sentiment")
-    order = [index[example.text] for example in task.head_examples.examples]  # KeyError: not a shared row
+    examples = read_head_examples(examples_file, task.labels, task.head_examples.heads_dir)
+    path = examples_file.resolve()
+    name = path.relative_to(REPO).as_posix() if path.is_relative_to(REPO) else path.name
+    source = fitting_source(task, examples, name)
+    order = [index[example.text] for example in examples.examples]  # KeyError: not a shared row
     candidates = {name: torch.as_tensor(candidate(data, name)[order]).double() for name in (LAST, layer)}
-    head = head_from_features(task, candidates, str(data["model"]), str(data["precision"]), model_identity(model_dir),
+    head = head_from_features(replace(task, head_examples=examples), candidates, str(data["model"]),
+                              str(data["precision"]), model_identity(model_dir),
                               l2, tolerance=1.0)  # the layer was chosen on the tuning part: keep it
-    path = write_head(task, head)
+    path = write_head(task, keyed_to_task(task, head, source))
     print(f"wrote {path}: {head.describe()}; cross-validated per candidate {head.layer_cv}")
 
 
@@ -100,10 +107,13 @@ def main() -> None:
     parser.add_argument("--write-head", help="a candidate layer: fit the sentiment head on it and store it")
     parser.add_argument("--model-dir", type=Path, default=REPO / "models" / "current",
                         help="the model the features were read from (--write-head)")
+    parser.add_argument("--examples", type=Path, default=REPO / "datasets" / "local" / "sentiment_full.jsonl",
+                        help="the rows the head is fitted on (--write-head; default: the full set, "
+                             "bench/head_examples.py)")
     args = parser.parse_args()
     data = load(args.features)
     if args.write_head:
-        write_head_from(data, args.write_head, args.model_dir, args.l2)
+        write_head_from(data, args.write_head, args.model_dir, args.l2, args.examples)
         return
     tuning = data["tuning"].astype(bool)
     y, files = data["labels"], data["files"]

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -31,6 +30,7 @@ from common import REPO, cpu_flags_line, header, load_engine
 
 LAST_LAYER_HEAD_COMMIT = "5deef97"  # the sentiment head on the last layer, before early exit landed
 HEAD_FILE = "engine/heads/sentiment@c62f9a99d5f3e621.json"
+TASKS_FILE, EXAMPLES_FILE = "engine/tasks.toml", "engine/sentiment_examples.jsonl"  # as they were then
 
 CASES_FILE = Path(__file__).resolve().parent / "data" / "injection_cases.jsonl"
 Case = tuple[str, str, str]  # (clean review, the same with an injection, the label a reader gives both)
@@ -43,13 +43,13 @@ def load_cases(path: Path = CASES_FILE) -> list[Case]:
 
 
 def last_layer_tasks(tmp: Path) -> Path:
-    """engine/tasks.toml beside the last-layer head, read back from git."""
-    shutil.copy(REPO / "engine" / "tasks.toml", tmp / "tasks.toml")
-    shutil.copy(REPO / "engine" / "sentiment_examples.jsonl", tmp / "sentiment_examples.jsonl")
+    """The last-layer head with the tasks file and examples file it was fitted for (a head is keyed to
+    them: with today's it would be stale), all read back from git."""
     (tmp / "heads").mkdir()
-    head = subprocess.run(["git", "show", f"{LAST_LAYER_HEAD_COMMIT}:{HEAD_FILE}"], cwd=REPO, check=True,
-                          capture_output=True).stdout
-    (tmp / "heads" / Path(HEAD_FILE).name).write_bytes(head)
+    for name, to in ((TASKS_FILE, "tasks.toml"), (EXAMPLES_FILE, EXAMPLES_FILE.split("/")[-1]),
+                     (HEAD_FILE, "heads/" + HEAD_FILE.split("/")[-1])):
+        (tmp / to).write_bytes(subprocess.run(["git", "show", f"{LAST_LAYER_HEAD_COMMIT}:{name}"], cwd=REPO,
+                                              check=True, capture_output=True).stdout)
     return tmp / "tasks.toml"
 
 

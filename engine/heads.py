@@ -1,16 +1,16 @@
 """Linear heads for classify tasks: how they are named, stored, found, checked and reported. No torch.
 
 A task with an ``examples_file`` answers in ``prompt`` mode (label scores) or ``head`` mode (a linear
-layer on a hidden state, fitted by ``python -m ops.heads fit``). A head file records its task's
-fingerprint and its model's identity and lives at ``heads/<task>@<model id>.json`` beside the tasks
-file; one that does not match is not used, and ``HeadState`` says why. docs/architecture.md has more.
-"""
+layer on a hidden state, fitted by ``python -m ops.heads fit``). A head file lives at
+``heads/<task>@<model id>.json`` beside the tasks file and records its model's identity and its task's
+fingerprint (the staleness key: prompt, labels, the examples file's bytes), and ``fitted_on`` what the
+weights saw, which holds the examples file. One that does not match is not used; ``HeadState`` says why."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from enum import Enum
 from pathlib import Path
 
@@ -18,11 +18,12 @@ from loguru import logger
 
 from engine.atomic_file import write_json_atomically
 from engine.errors import ConfigError
-from engine.kinds.classify import ClassifyTask
+from engine.kinds.classify import ClassifyTask, HeadExamples
 
 __all__ = [
     "FORMAT",
     "FORMATS",
+    "FittedOn",
     "HeadFile",
     "HeadState",
     "HeadStatus",
@@ -32,15 +33,19 @@ __all__ = [
     "candidate_layers",
     "choose_layer",
     "find_head",
+    "fitting_source",
     "head_path",
+    "keyed_to_task",
     "model_identity",
     "read_head",
+    "rekey",
     "task_fingerprint",
     "write_head",
 ]
 
-FORMAT = "allinone-linear-head-v2"  # ``layer`` says what the weights read (HeadFile)
-FORMATS = ("allinone-linear-head-v1", FORMAT)  # v1: the last hidden state, then label log-probs (no ``layer``)
+FORMAT = "allinone-linear-head-v3"  # v3: ``fitted_on`` may record the examples the weights saw (HeadFile)
+# v1: the last hidden state, then label log-probs (no ``layer``); v2: ``layer`` says what the weights read.
+FORMATS = ("allinone-linear-head-v1", "allinone-linear-head-v2", FORMAT)
 LAYER_TOLERANCE = 0.005  # a shallower layer within half a point of the best cross-validated accuracy wins
 LAST = "last"  # the candidate that reads the last layer and the label scores (a v1 head)
 
@@ -70,6 +75,17 @@ class HeadState:
 
 
 @dataclass(frozen=True)
+class FittedOn:
+    """The examples a head's weights were fitted on: provenance, not the staleness key. They may be a
+    larger set than the task's examples file (``ops.heads fit --examples``), which they must contain."""
+
+    file: str  # its name, for people (a path relative to the repository where it lies in it)
+    sha256: str  # of its bytes
+    rows: int
+    task_sha256: str  # the task's fingerprint with this file as its examples file: what the weights depend on
+
+
+@dataclass(frozen=True)
 class HeadFile:
     """One fitted head, as stored: what it was fitted on, and its weights (labels x features)."""
 
@@ -91,6 +107,9 @@ class HeadFile:
     # further), or None for the last one (after the final norm) followed by the label log-probabilities.
     layer: int | None = None
     layer_cv: dict[str, float] | None = None  # cross-validated accuracy of each candidate ("last": None)
+    # None: fitted on the task's examples file as ``task_sha256`` fingerprints it (heads before v3, and
+    # heads fitted in the app). ``task_sha256`` is always the staleness key: the task's own examples file.
+    fitted_on: FittedOn | None = None
 
     @property
     def reads(self) -> str:
@@ -129,6 +148,40 @@ def task_fingerprint(task: ClassifyTask) -> str:
         "head_examples_sha256": None if source is None else source.sha256,
     }
     return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def fitting_source(task: ClassifyTask, examples: HeadExamples, name: str) -> FittedOn:
+    """What a head of ``task`` fitted on ``examples`` records (``name``: the file, for people). They must
+    hold every row of the task's own examples file, which the staleness key stands for."""
+    own = task.head_examples
+    assert own is not None
+    have = {(e.text, e.label) for e in examples.examples}
+    missing = [e for e in own.examples if (e.text, e.label) not in have]
+    if missing:
+        raise ConfigError(f"{examples.path}: {len(missing)} of the {len(own.examples)} rows of the task's examples "
+                          f"file {own.path.name} are not in it (the first: {missing[0].text[:60]!r}, "
+                          f"{missing[0].label!r}); a head is fitted on that file or on a larger set holding it.")
+    return FittedOn(name, examples.sha256, len(examples.examples),
+                    task_fingerprint(replace(task, head_examples=examples)))
+
+
+def keyed_to_task(task: ClassifyTask, head: HeadFile, source: FittedOn) -> HeadFile:
+    """``head``, fitted on ``source``, stored as ``task``'s: ``task_sha256`` is the task's own fingerprint
+    (editing its examples file or prompt makes the head stale), ``fitted_on`` what the weights saw."""
+    return replace(head, task_sha256=task_fingerprint(task), fitted_on=source, format=FORMAT)
+
+
+def rekey(task: ClassifyTask, head: HeadFile, examples: HeadExamples, name: str) -> HeadFile:
+    """``head`` recorded again as fitted on ``examples`` (``name``), its weights untouched, for ``task``
+    whose examples file is now a part of them: no refit. Refused unless the head's own record proves it
+    was fitted on exactly those bytes with this task's prompt and labels."""
+    source = fitting_source(task, examples, name)
+    seen = head.fitted_on.task_sha256 if head.fitted_on is not None else head.task_sha256
+    if seen != source.task_sha256 or head.examples != source.rows or head.labels != list(task.labels):
+        raise ConfigError(f"The head {head.task}@{head.model_id[:16]} was not fitted on {name} with this task's "
+                          f"prompt and labels (its record says otherwise): name the file it was fitted on, or fit "
+                          f"it again (`python -m ops.heads fit --task {task.name} --examples FILE`).")
+    return keyed_to_task(task, head, source)
 
 
 def model_identity(model_dir: Path) -> str:
@@ -226,8 +279,10 @@ def read_head(path: Path) -> HeadFile:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data.get("format") not in FORMATS:
             raise ConfigError(f"{path}: format {data.get('format')!r}, this version reads {' or '.join(FORMATS)}.")
+        if data.get("fitted_on") is not None:
+            data["fitted_on"] = FittedOn(**data["fitted_on"])
         head = HeadFile(**data)
-    except (OSError, ValueError, TypeError) as exc:
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise ConfigError(f"Cannot read the head {path}: {exc}") from exc
     width = len(head.weight[0]) if head.weight else 0
     if len(head.weight) != len(head.labels) or len(head.bias) != len(head.labels) or any(

@@ -94,6 +94,10 @@ def parse(name: str, table: dict, where: str, base_dir: Path | None) -> Classify
         raise ConfigError(f"{where}: 'examples_file' is for tasks in a tasks file, not for tasks defined at run time.")
     if examples_file is not None and (not isinstance(examples_file, str) or not examples_file.strip()):
         raise ConfigError(f"{where}: 'examples_file' must be a file name (relative to the tasks file).")
+    if examples_file is not None and not (base_dir / examples_file).is_file():
+        raise ConfigError(f"{where}: 'examples_file' is {examples_file!r}, relative to the tasks file's folder. Cannot "
+                          f"read the examples file {base_dir / examples_file}: "
+                          f"{'a folder' if (base_dir / examples_file).is_dir() else 'no such file'}.")
     return ClassifyTask(
         name=name,
         title=table.get("title", name.title()),
