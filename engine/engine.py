@@ -180,7 +180,7 @@ class Engine(InferenceCalls):
 
     def _run(self) -> None:
         try:
-            self._prepare(self.tasks)
+            _prepare(self._rounds, self.tasks)
         except BaseException as exc:  # reported by start()
             self._startup_error = exc
             self._ready.set()
@@ -233,7 +233,7 @@ class Engine(InferenceCalls):
         for rounds in self._rounds.values():  # queued before the change: answered on the definitions admitted with
             rounds.drain(self.tasks)
         try:
-            self._prepare(update.tasks)
+            _prepare(self._rounds, update.tasks)
         except BaseException as exc:  # the backend kept its old scorers: so do we
             logger.warning("task change refused: {}", exc)
             update.error = exc if isinstance(exc, AllInOneError) else InvalidInput(f"The tasks cannot be served: {exc}")
@@ -249,7 +249,8 @@ class Engine(InferenceCalls):
             rounds.fail_all(error)
         self._background.fail_all(error)
 
-    def _prepare(self, tasks: TaskRegistry) -> None:
-        """Each kind builds what its tasks need (a classify task's scorer); all or nothing is the backend's rule."""
-        for name, rounds in self._rounds.items():
-            rounds.prepare(tasks.of_kind(name))
+
+def _prepare(rounds_of_kinds: dict, tasks: TaskRegistry) -> None:
+    """Each kind builds what its tasks need (a classify task's scorer); all or nothing is the backend's rule."""
+    for kind, rounds in rounds_of_kinds.items():
+        rounds.prepare(tasks.of_kind(kind))
