@@ -14,7 +14,7 @@ from pathlib import Path
 from engine.tasks import load_tasks
 from engine.types import ChatUpdate, ClassifyRequest, ClassifyResult
 
-__all__ = ["FakeWorker", "replies", "wait_for"]
+__all__ = ["FakeWorker", "replies", "running", "wait_for"]
 
 
 def replies(items):
@@ -72,6 +72,12 @@ class FakeWorker:
 
     def inject_fault(self, kind):
         self.faults.append(kind)
+
+
+def running(service):
+    """``service`` (a ``ModelService``) with its lifecycle started: its first load under way."""
+    service.lifecycle.start()
+    return service
 
 
 def wait_for(predicate, timeout=5.0):

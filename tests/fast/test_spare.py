@@ -14,7 +14,8 @@ from ops.serving import spare as spare_module
 from ops.serving.readiness import RecoveryCause, State
 from ops.serving.service import ModelService
 from ops.serving.spare import WarmSpare
-from tests.fakes import FakeWorker, wait_for
+from ops.serving.watchdog import Watchdog, WatchdogConfig, load_probes
+from tests.fakes import FakeWorker, running, wait_for
 
 PIDS = itertools.count(1000)
 
@@ -44,68 +45,68 @@ def spare_service(starts, self_test=lambda worker: "ok", version: Path | None = 
     service = ModelService(load_tasks(), starts, self_test=self_test, spare_worker=True, max_backoff_s=0.05)
     if version is not None:
         service.follower.target = lambda: version
-    return service.start()
+    return running(service)
 
 
 def test_a_spare_is_warmed_after_the_first_load_and_shown_on_ready():
     starts = Starts()
     service = spare_service(starts)
     try:
-        assert service.wait_ready(5)
+        assert service.readiness.wait_ready(5)
         assert wait_for(lambda: service.spare.parked is not None)
         serving, parked = service.supervisor.serving, service.spare.parked
         assert parked is not serving and len(starts.workers) == 2
-        assert service.snapshot().to_json()["spare_pid"] == parked.pid
+        assert service.readiness.snapshot().to_json()["spare_pid"] == parked.pid
     finally:
-        service.close()
+        service.lifecycle.close()
     assert all(worker.killed or worker.closed for worker in starts.workers)
 
 
 def test_without_the_flag_there_is_no_spare():
     starts = Starts()
-    service = ModelService(load_tasks(), starts).start()
+    service = running(ModelService(load_tasks(), starts))
     try:
-        assert service.wait_ready(5)
-        service.tend_spare()
+        assert service.readiness.wait_ready(5)
+        Watchdog(service, load_probes(), WatchdogConfig(), rss=lambda: 1).check_vitals()  # tends a spare, if any
         assert service.spare is None and len(starts.workers) == 1
-        assert service.snapshot().to_json()["spare_pid"] is None
+        assert service.readiness.snapshot().to_json()["spare_pid"] is None
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_recovery_switches_to_the_spare_without_loading_and_warms_a_new_one():
     starts = Starts()
     service = spare_service(starts)
     try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        assert service.readiness.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
         first, spare = service.supervisor.serving, service.spare.parked
         starts.gate.clear()  # no worker may start until the switch is done: the switch must not need one
-        assert service.recover(RecoveryCause.HANG, "drill")
-        assert wait_for(lambda: service.snapshot().ready)
+        assert service.recovery.recover(RecoveryCause.HANG, "drill")
+        assert wait_for(lambda: service.readiness.snapshot().ready)
         assert service.supervisor.serving is spare
         assert wait_for(lambda: first.killed)
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
-        events = lambda: [(event["kind"], event["ok"]) for event in service.events.recent()]  # noqa: E731
+        events = lambda: [(event["kind"], event["ok"]) for event in service.readiness.events.recent()]  # noqa: E731
         assert wait_for(lambda: ("recovered", True) in events()) and ("spare", True) in events()
         starts.gate.set()  # the fresh spare warms behind the switch
         assert wait_for(lambda: service.spare.parked is not None and service.spare.parked is not spare)
         assert len(starts.workers) == 3
     finally:
         starts.gate.set()
-        service.close()
+        service.lifecycle.close()
 
 
 def test_changed_files_are_loaded_afresh_not_taken_from_the_spare():
     starts = Starts()
     service = spare_service(starts)
     try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        assert service.readiness.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
         spare = service.spare.parked
-        assert service.recover(RecoveryCause.FILES, "the model files changed on disk")
-        assert wait_for(lambda: service.snapshot().ready and service.supervisor.serving is not None)
+        assert service.recovery.recover(RecoveryCause.FILES, "the model files changed on disk")
+        assert wait_for(lambda: service.readiness.snapshot().ready and service.supervisor.serving is not None)
         assert service.supervisor.serving is not spare and service.supervisor.serving is starts.workers[2]
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_spare_that_fails_its_self_test_at_the_switch_is_killed_and_a_fresh_worker_loads():
@@ -119,15 +120,15 @@ def test_a_spare_that_fails_its_self_test_at_the_switch_is_killed_and_a_fresh_wo
 
     service = spare_service(starts, self_test=self_test)
     try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        assert service.readiness.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
         spare = service.spare.parked
         bad.add(spare.pid)  # went bad while parked
-        assert service.recover(RecoveryCause.INVALID_OUTPUT, "NaN")
-        assert wait_for(lambda: service.snapshot().ready and service.supervisor.serving not in (None, spare))
+        assert service.recovery.recover(RecoveryCause.INVALID_OUTPUT, "NaN")
+        assert wait_for(lambda: service.readiness.snapshot().ready and service.supervisor.serving not in (None, spare))
         assert spare.killed
-        assert wait_for(lambda: ("spare", False) in [(event["kind"], event["ok"]) for event in service.events.recent()])
+        assert wait_for(lambda: ("spare", False) in [(event["kind"], event["ok"]) for event in service.readiness.events.recent()])
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_hot_swap_frees_the_spare_first_and_the_new_version_gets_its_own(tmp_path):
@@ -136,18 +137,18 @@ def test_a_hot_swap_frees_the_spare_first_and_the_new_version_gets_its_own(tmp_p
     starts = Starts()
     service = ModelService(load_tasks(), starts, spare_worker=True)
     service.follower.target = lambda: target[0]
-    service.start()
+    service.lifecycle.start()
     try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        assert service.readiness.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
         old_spare = service.spare.parked
         target[0] = new
-        assert service.reload("activate", operator=True)
+        assert service.lifecycle.reload("activate", operator=True)
         assert wait_for(lambda: service.supervisor.serving.model_path == new)
         assert old_spare.killed
         assert wait_for(lambda: service.spare.parked is not None and service.spare.parked.model_path == new)
-        assert service.snapshot().state is State.READY
+        assert service.readiness.snapshot().state is State.READY
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_parked_spare_that_dies_is_replaced_and_a_failed_warm_up_is_retried_later(monkeypatch):
@@ -189,9 +190,9 @@ def test_a_task_change_warms_a_new_spare_with_the_new_tasks():
     starts = Starts()
     service = spare_service(starts)
     try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        assert service.readiness.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
         old = service.spare.parked
         service.update_tasks(load_tasks())
         assert wait_for(lambda: service.spare.parked not in (None, old)) and old.killed
     finally:
-        service.close()
+        service.lifecycle.close()
