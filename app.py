@@ -68,13 +68,14 @@ class WebParts:
         from ops.serving.metrics import InstrumentedInference, Metrics
 
         self.config, self.service, self.timeline = config, service, timeline
-        self.metrics = Metrics(state=lambda: service.snapshot().state.value, queue_depth=service.queue_depth,
-                               stats=lambda: service.stats, timeline=timeline, worker_rss=service.worker_rss_bytes,
-                               degraded=lambda: service.snapshot().degraded is not None)
+        readiness, workers = service.readiness, service.supervisor
+        self.metrics = Metrics(state=lambda: readiness.snapshot().state.value, queue_depth=workers.queue_depth,
+                               stats=lambda: readiness.stats, timeline=timeline, worker_rss=workers.worker_rss_bytes,
+                               degraded=lambda: readiness.snapshot().degraded is not None)
         self.admin = AdminActions(service, config.admin_token, config.fault_injection, tasks=runtime_tasks)
         # Every door (the UI, the Gradio API, /v1) goes through this one: counted, timed and logged once.
         self.inference = InstrumentedInference(service, self.metrics, log_text=config.log_text,
-                                               worker_rss=service.worker_rss_bytes)
+                                               worker_rss=workers.worker_rss_bytes)
 
     def api_keys(self):
         """Who may call /v1 (``ops.api.openai_api``): the API key when there is one; open on a local host;
@@ -99,7 +100,7 @@ class WebParts:
         app = FastAPI(title="Qwen All-in-One", docs_url=None, redoc_url=None, openapi_url=None)
         app.add_middleware(BodyLimit, max_bytes=self.config.max_body_bytes,
                            routes=body_limits(self.config.max_body_bytes))
-        add_health_routes(app, self.service, ui_served, hide_paths=self.config.host not in LOCAL_HOSTS,
+        add_health_routes(app, self.service.readiness, ui_served, hide_paths=self.config.host not in LOCAL_HOSTS,
                           is_admin=self.admin.allows)
         add_metrics_route(app, self.metrics)
         add_admin_routes(app, self.admin)
@@ -128,14 +129,14 @@ class WebParts:
         from ui.status_tab import StatusSource
 
         config, service, timeline = self.config, self.service, self.timeline
-        snapshot = lambda: service.snapshot().to_json()  # noqa: E731
+        snapshot = lambda: service.readiness.snapshot().to_json()  # noqa: E731
         demo = build_demo(
             self.inference,
             snapshot=snapshot,
             classify_concurrency=config.max_batch,
             chat_concurrency=config.max_active_chats,
             limits=service.limits,
-            status=StatusSource(snapshot, service.events.recent, timeline.latency_rows, timeline.memory_rows,
+            status=StatusSource(snapshot, service.readiness.events.recent, timeline.latency_rows, timeline.memory_rows,
                                 peers=Peers(config.peer_urls).check if config.peer_urls else None),
             drills=self.admin,
         )
@@ -174,7 +175,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                            self_test=probes.run,
                            source=ModelSource(config.resolved_model_dir), ready_wait_s=config.ready_wait_s,
                            limits=limits, failures_before_reload=config.failures_before_reload,
-                           spare_worker=config.spare_worker).start()
+                           spare_worker=config.spare_worker)
+    service.lifecycle.start()
     timeline = Timeline()  # latency and memory over time, for the Status tab
     watchdog = Watchdog(service, probes, WatchdogConfig(
         interval_s=config.self_test_interval_s,
@@ -194,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         server.run()
     finally:
         watchdog.stop()
-        service.close()
+        service.lifecycle.close()
     return 0
 
 

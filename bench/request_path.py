@@ -312,14 +312,15 @@ def measure(args) -> dict:
         # The self-test is the service's basic one: the shipped probes' known answers are the real model's.
         service = ModelService(runtime_tasks.registry(), make_worker_starter(config, runtime_tasks.registry),
                                source=ModelSource(config.resolved_model_dir), ready_wait_s=config.ready_wait_s,
-                               limits=limits, failures_before_reload=config.failures_before_reload).start()
+                               limits=limits, failures_before_reload=config.failures_before_reload)
+        service.lifecycle.start()
         try:
             timeline = Timeline()
             parts = WebParts(config, service, timeline, runtime_tasks)
-            snapshot = lambda: service.snapshot().to_json()  # noqa: E731
+            snapshot = lambda: service.readiness.snapshot().to_json()  # noqa: E731
             demo = build_demo(parts.inference, snapshot=snapshot, classify_concurrency=config.max_batch,
                               chat_concurrency=config.max_active_chats, limits=service.limits,
-                              status=StatusSource(snapshot, service.events.recent, timeline.latency_rows,
+                              status=StatusSource(snapshot, service.readiness.events.recent, timeline.latency_rows,
                                                   timeline.memory_rows),
                               drills=parts.admin)
             if args.door == "tab":
@@ -333,8 +334,8 @@ def measure(args) -> dict:
             if args.door == "api" and fn.validator is None and getattr(fn.fn, "validator", None) is not None:
                 notes.append("the API function carries a validator (ui.validation.attach_validator) but Gradio's "
                              "BlockFunction has none, so Gradio does not run it: not called here either")
-            if not service.wait_ready(args.ready_timeout_s):
-                raise RuntimeError(f"the model did not come into service: {service.snapshot().to_json()}")
+            if not service.readiness.wait_ready(args.ready_timeout_s):
+                raise RuntimeError(f"the model did not come into service: {service.readiness.snapshot().to_json()}")
             worker = service.supervisor.serving
             time.sleep(args.settle_s)  # the worker's first idle turns after its self-test (own weights swapped)
 
@@ -362,7 +363,7 @@ def measure(args) -> dict:
                                                  worker.alive).read_text(encoding="utf-8"))
             pipe_threads = (f"worker-{worker.pid}-reader", f"worker-{worker.pid}-writer")
         finally:
-            service.close()
+            service.lifecycle.close()
             threading.settrace(None)
 
     main_ident = str(threading.main_thread().ident)

@@ -15,7 +15,7 @@ from engine.tasks import load_tasks
 from engine.chat import ChatUpdate
 from engine.kinds.classify import ClassifyRequest, ClassifyResult
 
-__all__ = ["FakeWorker", "replies", "wait_for"]
+__all__ = ["FakeWorker", "replies", "running", "wait_for"]
 
 
 def replies(items):
@@ -73,6 +73,12 @@ class FakeWorker:
 
     def inject_fault(self, kind):
         self.faults.append(kind)
+
+
+def running(service):
+    """``service`` (a ``ModelService``) with its lifecycle started: its first load under way."""
+    service.lifecycle.start()
+    return service
 
 
 def wait_for(predicate, timeout=5.0):

@@ -14,7 +14,7 @@ import gradio as gr
 import pandas as pd
 
 from ui.i18n import t
-from ui.task_admin import build_task_panel
+from ui.task_admin import TaskAdmin, build_task_panel
 from ui.viewer import Viewer, plot_times, viewer_of
 
 __all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S", "QUIET"]
@@ -38,11 +38,13 @@ class StatusSource:
     peers: Callable[[], list[dict]] | None = None  # {url, ready, state, model, latency_ms, error} (ops.serving.peers)
 
 
-class Drills(Protocol):
-    """What the drill panel calls (``ops.api.admin.AdminActions``); errors carry a ``message``."""
+class Drills(TaskAdmin, Protocol):
+    """What the drill panel and the task panel call (``ops.api.admin.AdminActions``); an error's text
+    (``str``) is what the operator sees."""
 
     enabled: bool
     fault_kinds: tuple[str, ...]
+    tasks: object | None  # the runtime tasks; None: this app cannot change its tasks at run time
 
     def reload(self, token: str | None, client: str = ...) -> dict: ...
 
@@ -180,7 +182,7 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list,
             buttons = [(name, gr.Button(label, variant="primary" if name == "reload" else "stop",
                                         size="sm", elem_id=f"status-drill-{name}")) for name, label in actions]
         outcome = gr.Markdown(elem_id="status-drill-outcome")
-    if getattr(drills, "tasks", None) is not None:  # the app can change its tasks at run time
+    if drills.tasks is not None:  # the app can change its tasks at run time
         build_task_panel(drills, token, viewer_box)
 
     def run(name: str, given: str, request: gr.Request):
@@ -188,7 +190,7 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list,
         try:
             result = drills.reload(given, client) if name == "reload" else drills.fault(name, given, client)
         except Exception as exc:  # AdminDenied: show why, never a traceback
-            return f"✗ {getattr(exc, 'message', None) or exc}"
+            return f"✗ {exc}"
         return f"✓ `{name}`: {result}"
 
     for name, button in buttons:

@@ -25,7 +25,7 @@ EXAMPLE = {"kind": "classify", "title": "Topic", "labels": ["food", "sport"],
 
 
 class TaskAdmin(Protocol):
-    """What the panel calls (``ops.api.admin.AdminActions``); errors carry a ``message``."""
+    """What the panel calls (``ops.api.admin.AdminActions``); an error's text (``str``) is what the operator sees."""
 
     def put_task(self, name: str, table: object, token: str | None, client: str = ...) -> dict: ...
 
@@ -67,5 +67,5 @@ def _run(action: Callable[[], dict]) -> str:
     try:
         result = action()
     except Exception as exc:  # AdminDenied: show why, never a traceback
-        return f"✗ {getattr(exc, 'message', None) or exc}"
+        return f"✗ {exc}"
     return f"✓ `{result['task']}` {result['change']}"

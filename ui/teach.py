@@ -25,7 +25,7 @@ PRIVATE = dict(api_visibility="private")
 
 
 class Teaching(Protocol):
-    """What the panel calls (``ops.api.admin.AdminActions``); errors carry a ``message``."""
+    """What the panel calls (``ops.api.admin.AdminActions``); an error's text (``str``) is what the operator sees."""
 
     enabled: bool
     teacher: object | None
@@ -45,7 +45,7 @@ def _client(request: gr.Request | None) -> str:
 
 
 def _refused(exc: Exception) -> str:
-    return f"✗ {getattr(exc, 'message', None) or exc}"
+    return f"✗ {exc}"
 
 
 def save_examples(admin: Teaching, viewer: Viewer, token: str, name: str, labels: str, instruction: str,
@@ -99,7 +99,7 @@ def fit_and_report(admin: Teaching, viewer: Viewer, token: str, name: str, progr
 
 def build_teach_panel(admin: Teaching | None, viewer_box: gr.Textbox) -> None:
     """Render the panel where the app can change its tasks and has an admin token; else nothing."""
-    if admin is None or not admin.enabled or getattr(admin, "teacher", None) is None:
+    if admin is None or not admin.enabled or admin.teacher is None:
         return
     with gr.Accordion(t("teach.title"), open=False, elem_id="tasks-teach"):
         gr.Markdown(t("teach.help"))

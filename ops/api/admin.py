@@ -125,8 +125,8 @@ class AdminActions:
 
     def reload(self, token: str | None, client: str = "unknown") -> dict:
         self.authorize(token, client)
-        started = self.service.reload("operator request")
-        return {"reloading": started, "state": self.service.snapshot().state.value}
+        started = self.service.lifecycle.reload("operator request")
+        return {"reloading": started, "state": self.service.readiness.snapshot().state.value}
 
     def list_tasks(self, token: str | None, client: str = "unknown") -> dict:
         self.authorize(token, client)
@@ -143,7 +143,7 @@ class AdminActions:
         with _task_errors():
             change = tasks.put(name, table, self.service.update_tasks)
         logger.info("runtime task {} {}", name, change.value)
-        self.service.events.add("task", True, f"{name} {change.value}")
+        self.service.readiness.events.add("task", True, f"{name} {change.value}")
         return {"task": name, "change": change.value}
 
     def remove_task(self, name: str, token: str | None, client: str = "unknown") -> dict:
@@ -152,7 +152,7 @@ class AdminActions:
             change = _needed(self.tasks).remove(name, self.service.update_tasks)
         _needed(self.teacher).forget(name)
         logger.info("runtime task {} removed", name)
-        self.service.events.add("task", True, f"{name} {change.value}")
+        self.service.readiness.events.add("task", True, f"{name} {change.value}")
         return {"task": name, "change": change.value}
 
     def get_task(self, name: str, token: str | None, client: str = "unknown") -> dict:
@@ -166,7 +166,7 @@ class AdminActions:
         self.authorize(token, client)
         with _task_errors():
             answer = _needed(self.teacher).put_examples(name, body, content_type)
-        self.service.events.add("task", True, f"{name}: {answer['examples']} examples")
+        self.service.readiness.events.add("task", True, f"{name}: {answer['examples']} examples")
         return answer
 
     def fit(self, name: str, token: str | None, client: str = "unknown") -> dict:
@@ -174,7 +174,7 @@ class AdminActions:
         self.authorize(token, client)
         with _task_errors():
             answer = _needed(self.teacher).start_fit(name)
-        self.service.events.add("task", True, f"{name}: fitting its head")
+        self.service.readiness.events.add("task", True, f"{name}: fitting its head")
         return answer
 
 

@@ -115,7 +115,7 @@ class Teacher:
     def start_fit(self, name: str) -> dict:
         task = self._taught(name)
         worker = self.service.supervisor.serving
-        if worker is None or worker.model_path is None or not self.service.snapshot().ready:
+        if worker is None or worker.model_path is None or not self.service.readiness.snapshot().ready:
             raise ModelUnavailable()
         with self._lock:
             if self._running is not None:
@@ -229,7 +229,7 @@ class Teacher:
                 except ModelUnavailable:
                     if attempt == RETRIES - 1:
                         raise
-                    self.service.wait_ready(30.0)
+                    self.service.readiness.wait_ready(30.0)
             worker = self.service.supervisor.serving
             if worker is None or Path(worker.model_path or "") != model_path:
                 raise FitFailed("The serving model changed during the fit; fit again on the new one.")

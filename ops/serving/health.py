@@ -1,7 +1,7 @@
 """Liveness and readiness routes: ``GET /health`` (the process answers) and ``GET /ready``.
 
 ``/ready`` is 200 only when a model serves, its last self-test passed and the UI is served, else 503;
-the body says why. Both read the service's snapshot and never wait for the model. On a non-loopback
+the body says why. Both read the readiness snapshot and never wait for the model. On a non-loopback
 address the reasons name no filesystem path unless the request carries the admin token.
 """
 
@@ -13,7 +13,7 @@ import time
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from ops.serving.service import ModelService
+from ops.serving.readiness import Readiness
 
 __all__ = ["add_health_routes"]
 
@@ -29,7 +29,7 @@ def redact_paths(text: str | None) -> str | None:
     return _ABSOLUTE_PATH.sub(lambda m: "…/" + m.group(0).rstrip("/").rsplit("/", 1)[-1], text)
 
 
-def add_health_routes(app: FastAPI, service: ModelService, ui_served: bool = True,
+def add_health_routes(app: FastAPI, readiness: Readiness, ui_served: bool = True,
                       hide_paths: bool = False, is_admin=None) -> None:
     """``is_admin(request)``: whether a request may see paths when they are hidden."""
     started = time.time()
@@ -40,7 +40,7 @@ def add_health_routes(app: FastAPI, service: ModelService, ui_served: bool = Tru
 
     @app.get("/ready", include_in_schema=False)
     def ready(request: Request) -> JSONResponse:
-        snapshot = service.snapshot()
+        snapshot = readiness.snapshot()
         body = snapshot.to_json()
         if snapshot.ready and not ui_served:
             body["reason"] = UI_STARTING

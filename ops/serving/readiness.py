@@ -128,6 +128,13 @@ class Readiness:
             self._changed.notify_all()
             return self._snapshot
 
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait (at most ``timeout``) until the state is ``ready``; whether it is (polled every 50 ms)."""
+        deadline = time.monotonic() + timeout
+        while not self._snapshot.ready and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self._snapshot.ready
+
     def wait_until_settled(self, timeout: float) -> HealthSnapshot:
         """Wait (at most ``timeout``) while a load or recovery is under way; the snapshot then."""
         with self._lock:

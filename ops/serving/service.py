@@ -1,8 +1,9 @@
-"""The model service: what the UI, the routes and the watchdog talk to. No torch here.
+"""The model service: the one door to the model for the UI, the routes and the watchdog's probes. No torch here.
 
-``ModelService`` puts the parts together (supervisor, readiness, store follower, integrity monitor and
-the ``Lifecycle`` over them) and is the one door to the model. Its request rules (waiting out a
-recovery, resending ``WorkerGone``, when failures mean a sick model): docs/architecture.md, "The web
+``ModelService`` builds the serving parts and exposes each for its job: ``supervisor`` (the workers),
+``readiness`` (state, events, totals), ``lifecycle`` (start, reload, restore, close), ``recovery``,
+``disk`` (the serving files), ``spare``. It serves requests itself (``submit``); its request rules (waiting
+out a recovery, resending ``WorkerGone``, when failures mean a sick model): docs/architecture.md, "The web
 process's serving path".
 """
 
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generator
 
@@ -21,26 +21,20 @@ from engine.tasks import TaskRegistry
 from engine.kinds.registry import InferenceCalls, Reply, Request
 from engine.types import Fault, Inference, ReplyStream, TaskInfo
 from ops.common.proc import free_memory_bytes
-from ops.serving.lifecycle import Lifecycle, basic_self_test
+from ops.serving.disk import ServingFiles
+from ops.serving.lifecycle import Lifecycle
+from ops.serving.loader import WorkerLoader, basic_self_test
+from ops.serving.readiness import Readiness, RecoveryCause, State
+from ops.serving.recovery import Recovery
 from engine.kinds.base import RequestLimits
 from engine.kinds.registry import check_request
-from ops.serving.readiness import HealthSnapshot, Readiness, RecoveryCause, State
 from ops.serving.spare import WarmSpare
 from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
 from ops.store.follower import StoreFollower
 from ops.store.integrity import IntegrityMonitor
 from ops.store.versions import ModelSource
 
-__all__ = ["ModelService", "DiskCheck"]
-
-
-@dataclass(frozen=True)
-class DiskCheck:
-    """What the watchdog learns from the disk (cheap: a link, names, sizes, mtimes)."""
-
-    files_changed: bool = False  # the serving files changed, and there is no MANIFEST to judge them by
-    damaged: str | None = None  # the serving version no longer matches its MANIFEST (hashed)
-    switched_to: str | None = None  # the link now names another version than the one serving
+__all__ = ["ModelService"]
 
 
 class ModelService(InferenceCalls):
@@ -61,7 +55,8 @@ class ModelService(InferenceCalls):
     ) -> None:
         """``start_worker(version_dir)`` starts a worker (the directory is None without a ``source``);
         ``ready_wait_s``: how long a request waits for a load or recovery under way; ``spare_worker``:
-        keep a warm spare worker for recoveries (``ops.serving.spare``)."""
+        keep a warm spare worker for recoveries (``ops.serving.spare``). Nothing starts until
+        ``lifecycle.start()``."""
         self.tasks = tasks
         self.limits = limits
         self._ready_wait_s = ready_wait_s
@@ -74,35 +69,12 @@ class ModelService(InferenceCalls):
         self.integrity = IntegrityMonitor()
         self.spare = WarmSpare(self.supervisor.start_worker, self_test,
                                on_change=lambda pid: self.readiness.update(spare_pid=pid)) if spare_worker else None
-        self.lifecycle = Lifecycle(self.supervisor, self.readiness, self.follower, self.integrity, self_test,
-                                   max_backoff_s, available_memory, self.spare)
-        self.events = self.readiness.events
-        self.stats = self.readiness.stats
+        loader = WorkerLoader(self.supervisor, self.readiness, self.follower, self.integrity, self_test,
+                              max_backoff_s, available_memory, self.spare)
+        self.lifecycle = Lifecycle(loader, self.supervisor, self.readiness, self.follower, self.integrity, self.spare)
+        self.recovery = Recovery(loader, self.supervisor, self.readiness, self.spare)
+        self.disk = ServingFiles(self.supervisor, self.integrity, self.follower)
         self._last_success: float | None = None  # monotonic time of the last successful request
-
-    # ----- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> "ModelService":
-        self.lifecycle.start()
-        return self
-
-    def wait_ready(self, timeout: float) -> bool:
-        return self.lifecycle.wait_ready(timeout)
-
-    def close(self) -> None:
-        self.lifecycle.close()
-
-    def snapshot(self) -> HealthSnapshot:
-        return self.readiness.snapshot()
-
-    def reload(self, reason: str, operator: bool = True) -> bool:
-        return self.lifecycle.reload(reason, operator)
-
-    def recover(self, cause: RecoveryCause, reason: str) -> bool:
-        return self.lifecycle.recover(cause, reason)
-
-    def replace_damaged(self, reason: str) -> bool:
-        return self.lifecycle.replace_damaged(reason)
 
     def update_tasks(self, tasks: TaskRegistry) -> None:
         """Serve ``tasks`` (``ops.api.runtime_tasks``). The serving worker applies them first, and its refusal
@@ -119,41 +91,10 @@ class ModelService(InferenceCalls):
         """A fault drill on the serving worker (the admin route checks ``--fault-injection``)."""
         self._current().inject_fault(kind)
 
-    # ----- what the watchdog reads -----------------------------------------------------
-
-    def stuck_for(self) -> float:
-        return self.supervisor.stuck_for()
-
-    def worker_alive(self) -> bool:
-        return self.supervisor.worker_alive()
-
-    def worker_rss_bytes(self) -> int:
-        return self.supervisor.worker_rss_bytes()
-
-    def tend_spare(self) -> None:
-        """Replace a warm spare that died while parked (the watchdog's vitals job; nothing without one)."""
-        if self.spare is not None:
-            self.spare.tend()
-
-    def queue_depth(self) -> int:
-        return self.supervisor.queue_depth()
-
     def seconds_since_success(self) -> float | None:
+        """Since the last request that succeeded (None: none yet); the watchdog skips its probes after one."""
         last = self._last_success
         return None if last is None else time.monotonic() - last
-
-    def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None:
-        self.readiness.record_self_test(passed, duration_s, detail)
-
-    def model_on_disk(self) -> DiskCheck:
-        """Cheap (names, sizes, mtimes, the link); a change in a store version's files starts a
-        background SHA-256 check, whose verdict a later call reports."""
-        serving = self.supervisor.serving
-        path = serving.model_path if serving is not None else None
-        if path is None:
-            return DiskCheck()
-        integrity = self.integrity.check()
-        return DiskCheck(integrity.files_changed, integrity.damaged, self.follower.switched_to(Path(path)))
 
     # ----- Inference ------------------------------------------------------------------------
 
@@ -161,7 +102,7 @@ class ModelService(InferenceCalls):
         return self.tasks.infos()
 
     def _current(self) -> WorkerHandle:
-        snapshot, worker = self.snapshot(), self.supervisor.serving
+        snapshot, worker = self.readiness.snapshot(), self.supervisor.serving
         if snapshot.state is not State.READY and self._ready_wait_s > 0:
             snapshot = self.readiness.wait_until_settled(self._ready_wait_s)
             worker = self.supervisor.serving
@@ -184,7 +125,7 @@ class ModelService(InferenceCalls):
                 worker = self._current()
                 stream = worker.submit(task, request)
             except ModelUnavailable:
-                if self.supervisor.serving in (worker, None) or not self.snapshot().ready:
+                if self.supervisor.serving in (worker, None) or not self.readiness.snapshot().ready:
                     raise
                 worker = self._current()
                 stream = worker.submit(task, request)
@@ -212,13 +153,13 @@ class ModelService(InferenceCalls):
         """The serving worker ended on its own: recover now, not at the next vitals check. (A
         worker this service stopped, or one no longer serving, is not a reason.)"""
         if self.supervisor.serving is worker and not worker.alive():
-            self.lifecycle.recover(RecoveryCause.WORKER_EXIT, "the model's worker process ended")
+            self.recovery.recover(RecoveryCause.WORKER_EXIT, "the model's worker process ended")
 
     def _request_failed(self, request: Request, exc: InferenceFailed) -> None:
         """One failed request is the request's problem; NaN/inf, or several failures in a row,
         are the model's (docs/architecture.md)."""
         if isinstance(exc, InvalidOutput):
-            self.lifecycle.recover(RecoveryCause.INVALID_OUTPUT, f"a request failed: {exc}")
+            self.recovery.recover(RecoveryCause.INVALID_OUTPUT, f"a request failed: {exc}")
             return
         with self._failures_lock:
             self._failures_in_a_row += 1
@@ -227,4 +168,4 @@ class ModelService(InferenceCalls):
                 self._failures_in_a_row = 0
         logger.error("request {} failed ({} in a row): {}", request.request_id or "?", failures, exc)
         if failures >= self._failures_before_reload:
-            self.lifecycle.recover(RecoveryCause.FAILED_REQUEST, f"{failures} requests in a row failed: {exc}")
+            self.recovery.recover(RecoveryCause.FAILED_REQUEST, f"{failures} requests in a row failed: {exc}")

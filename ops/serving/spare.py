@@ -14,6 +14,7 @@ from typing import Callable
 
 from loguru import logger
 
+from engine.errors import AllInOneError
 from ops.serving.supervisor import WorkerHandle
 
 __all__ = ["WarmSpare", "RETRY_AFTER_S"]
@@ -118,7 +119,8 @@ class WarmSpare:
             worker = self._start_worker(version)
             self._self_test(worker)
         except Exception as exc:  # a spare that cannot warm is logged and retried later; serving goes on
-            logger.warning("the warm spare worker could not be started: {}", getattr(exc, "user_message", exc))
+            logger.warning("the warm spare worker could not be started: {}",
+                           exc.user_message if isinstance(exc, AllInOneError) else exc)
             with self._lock:
                 self._failed_at = time.monotonic() if generation == self._generation else self._failed_at
             if worker is not None:

@@ -2,7 +2,8 @@
 
 One worker serves at a time. The lifecycle asks for ``start_worker``, ``swap_in`` (hands back the one
 replaced), ``take_out``, ``retire`` (open requests finish first) and ``kill`` (a suspect worker). The
-watchdog reads vitals here. ``WorkerHandle`` is the contract: ``WorkerProcess`` in the app, fakes in tests.
+watchdog reads vitals here. ``WorkerHandle`` is the contract: everything the web process reads from a
+worker (an ``Inference`` for the requests and self-tests); ``WorkerProcess`` in the app, fakes in tests.
 """
 
 from __future__ import annotations
@@ -12,14 +13,14 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from engine.tasks import TaskRegistry
-from engine.kinds.registry import Request
-from engine.types import Fault, ReplyStream, TaskInfo
+from engine.types import Fault, Inference
 
 __all__ = ["WorkerHandle", "WorkerSupervisor"]
 
 
-class WorkerHandle(Protocol):
-    """What the supervisor, the lifecycle and the watchdog need of one worker."""
+class WorkerHandle(Inference, Protocol):
+    """What the supervisor, the lifecycle, the spare, the watchdog and the service need of one worker: an
+    ``Inference`` (requests, and the self-tests' ``classify`` and ``generate``), its model and its vitals."""
 
     model_label: str | None
     model_path: Path | None
@@ -28,11 +29,7 @@ class WorkerHandle(Protocol):
     heads: dict[str, dict]  # per classify task with examples: its linear head's state (engine.heads)
     pid: int | None
 
-    def task_infos(self) -> list[TaskInfo]: ...
-
     def update_tasks(self, tasks: TaskRegistry) -> None: ...
-
-    def submit(self, task: str, request: Request) -> ReplyStream: ...
 
     def close(self, drain: bool = False, timeout: float | None = None) -> None: ...
 

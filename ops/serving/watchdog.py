@@ -18,12 +18,17 @@ from typing import Callable, Protocol
 
 from loguru import logger
 
-from engine.errors import ConfigError, SelfTestFailed
+from engine.errors import AllInOneError, ConfigError, SelfTestFailed
 from engine.tasks import TaskRegistry
 from engine.types import GenerateOptions, Inference, TaskKind
 from ops.common.proc import process_rss_bytes
+from ops.serving.disk import ServingFiles
 from ops.serving.history import Timeline
-from ops.serving.readiness import HealthSnapshot, RecoveryCause
+from ops.serving.lifecycle import Lifecycle
+from ops.serving.readiness import Readiness, RecoveryCause
+from ops.serving.recovery import Recovery
+from ops.serving.spare import WarmSpare
+from ops.serving.supervisor import WorkerSupervisor
 
 __all__ = ["Probes", "LiveProbes", "load_probes", "WatchdogConfig", "Vitals", "Action", "Decision", "decide", "Watchdog",
            "WatchedService", "DEFAULT_PROBES_FILE"]
@@ -152,29 +157,17 @@ def decide(vitals: Vitals, config: WatchdogConfig, probe_due: bool) -> Decision:
 
 
 class WatchedService(Inference, Protocol):
-    """What the watchdog reads and asks of the service (``ops.serving.service.ModelService``)."""
+    """What the watchdog reads and asks of (``ops.serving.service.ModelService``): each part for its own job.
+    The probes go through the service itself, as any request does."""
 
-    def snapshot(self) -> HealthSnapshot: ...
-
-    def stuck_for(self) -> float: ...
-
-    def worker_alive(self) -> bool: ...
-
-    def worker_rss_bytes(self) -> int: ...
-
-    def tend_spare(self) -> None: ...
+    readiness: Readiness  # is it ready; the self-tests' results
+    supervisor: WorkerSupervisor  # the serving worker's vitals
+    disk: ServingFiles  # the serving version's files
+    lifecycle: Lifecycle  # load the version the link names; restore a damaged one
+    recovery: Recovery  # replace a sick worker
+    spare: WarmSpare | None  # tended on every vitals check
 
     def seconds_since_success(self) -> float | None: ...
-
-    def model_on_disk(self): ...
-
-    def recover(self, cause: RecoveryCause, reason: str) -> bool: ...
-
-    def reload(self, reason: str, operator: bool = True) -> bool: ...
-
-    def replace_damaged(self, reason: str) -> bool: ...
-
-    def record_self_test(self, passed: bool, duration_s: float, detail: str) -> None: ...
 
 
 class Watchdog:
@@ -189,26 +182,27 @@ class Watchdog:
         self._probe_thread: threading.Thread | None = None
 
     def vitals(self) -> Vitals:
-        disk = self.service.model_on_disk()
+        service, workers = self.service, self.service.supervisor
+        disk = service.disk.check()
         return Vitals(
-            ready=self.service.snapshot().ready,
-            stuck_for_s=self.service.stuck_for(),
-            rss_bytes=self.service.worker_rss_bytes(),
-            seconds_since_success=self.service.seconds_since_success(),
+            ready=service.readiness.snapshot().ready,
+            stuck_for_s=workers.stuck_for(),
+            rss_bytes=workers.worker_rss_bytes(),
+            seconds_since_success=service.seconds_since_success(),
             files_changed=disk.files_changed,
             damaged=disk.damaged,
             switched_to=disk.switched_to,
-            worker_alive=self.service.worker_alive(),
+            worker_alive=workers.worker_alive(),
             web_rss_bytes=self._rss(),
         )
 
     def _act(self, decision: Decision) -> None:
         if decision.action is Action.RECOVER:
-            self.service.recover(decision.cause, decision.reason)
+            self.service.recovery.recover(decision.cause, decision.reason)
         elif decision.action is Action.RESTORE:
-            self.service.replace_damaged(decision.reason)
+            self.service.lifecycle.replace_damaged(decision.reason)
         elif decision.action is Action.SWITCH:
-            self.service.reload(decision.reason, operator=False)
+            self.service.lifecycle.reload(decision.reason, operator=False)
 
     def check_vitals(self) -> Action:
         vitals = self.vitals()
@@ -216,7 +210,8 @@ class Watchdog:
             self.timeline.observe_memory(web=vitals.web_rss_bytes, worker=vitals.rss_bytes)
         decision = decide(vitals, self.config, probe_due=False)
         self._act(decision)
-        self.service.tend_spare()
+        if self.service.spare is not None:  # one that died while parked is replaced
+            self.service.spare.tend()
         return decision.action
 
     def run_self_test(self) -> Action:
@@ -225,7 +220,7 @@ class Watchdog:
         if decision.action is Action.PROBE:
             reason = self._probe()
             if reason is not None:
-                self.service.recover(RecoveryCause.SELF_TEST, reason)
+                self.service.recovery.recover(RecoveryCause.SELF_TEST, reason)
                 return Action.RECOVER
         return decision.action
 
@@ -243,12 +238,13 @@ class Watchdog:
         if self._probe_thread is not None and self._probe_thread.is_alive():
             return None  # the last slow probe is still running: do not pile up another
         outcome: dict = {}
+        readiness = self.service.readiness
 
         def target() -> None:
             try:
                 outcome["detail"] = self.probes.run(self.service)
             except Exception as exc:  # a wrong answer, a timeout, NaN: all are findings
-                outcome["error"] = getattr(exc, "user_message", None) or repr(exc)
+                outcome["error"] = exc.user_message if isinstance(exc, AllInOneError) else repr(exc)
 
         started = time.monotonic()
         runner = threading.Thread(target=target, name="self-test", daemon=True)
@@ -258,13 +254,13 @@ class Watchdog:
         if slow:
             self._probe_thread = runner
             outcome["error"] = f"self-test took longer than {self.config.probe_timeout_s:.0f} s"
-            if self.service.stuck_for() <= self.config.hang_limit_s:
+            if self.service.supervisor.stuck_for() <= self.config.hang_limit_s:
                 detail = f"{outcome['error']}; the worker is not stuck, so the machine is overloaded: not reloading"
-                self.service.record_self_test(False, time.monotonic() - started, detail)
+                readiness.record_self_test(False, time.monotonic() - started, detail)
                 logger.warning("watchdog: {}", detail)
                 return None
         passed = "error" not in outcome
-        self.service.record_self_test(passed, time.monotonic() - started, outcome.get("detail") or outcome["error"])
+        readiness.record_self_test(passed, time.monotonic() - started, outcome.get("detail") or outcome["error"])
         if not passed:
             logger.error("watchdog: {}", outcome["error"])
         return None if passed else outcome["error"]

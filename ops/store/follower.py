@@ -13,7 +13,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from engine.errors import ModelDamaged, ModelNotFound, ModelUnavailable, SelfTestFailed
+from engine.errors import AllInOneError, ModelDamaged, ModelNotFound, ModelUnavailable, SelfTestFailed
 from ops.store.versions import ModelSource
 
 __all__ = ["StoreFollower", "RollbackCause", "rollback_cause", "VERSION_FAULTS"]
@@ -83,7 +83,7 @@ class StoreFollower:
         ``serving_intact``: the serving version's files were hashed after its load and have not
         changed since, so it counts as verified without hashing it again. Returns (where the link
         now points, or None; what was done, for the events and the readiness reason)."""
-        why = getattr(error, "user_message", None) or str(error)
+        why = error.user_message if isinstance(error, AllInOneError) else str(error)
         good = None
         if self.source is not None:
             trusted = (serving,) if serving is not None and serving_intact else ()

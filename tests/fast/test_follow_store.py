@@ -64,18 +64,18 @@ class Harness:
                                     source=ModelSource(store.root / "current"), available_memory=lambda: memory)
 
     def __enter__(self):
-        self.service.start()
-        assert self.service.wait_ready(5)
+        self.service.lifecycle.start()
+        assert self.service.readiness.wait_ready(5)
         return self
 
     def __exit__(self, *exc):
-        self.service.close()
+        self.service.lifecycle.close()
 
     def serving(self) -> str | None:
-        return self.service.snapshot().model
+        return self.service.readiness.snapshot().model
 
     def kinds(self) -> list[str]:
-        return [e["kind"] for e in self.service.events.recent(50)]
+        return [e["kind"] for e in self.service.readiness.events.recent(50)]
 
 
 def vitals_until(dog: Watchdog, action: str, timeout: float = 10.0) -> list[str]:
@@ -92,13 +92,13 @@ def test_a_new_version_is_loaded_beside_then_swapped_in(store):
     with Harness(store) as h:
         assert h.serving() == "m@1"
         store.activate("m@2")
-        assert h.service.model_on_disk().switched_to == "m@2"
-        assert h.service.reload("test")
+        assert h.service.disk.check().switched_to == "m@2"
+        assert h.service.lifecycle.reload("test")
         assert wait_for(lambda: h.serving() == "m@2" and h.engines[0].closed)
         # Counted once the reload returns, which the old engine's closing (in the background) may precede.
-        assert wait_for(lambda: h.service.stats.switches == {"beside": 1})
+        assert wait_for(lambda: h.service.readiness.stats.switches == {"beside": 1})
         assert "switch" in h.kinds()
-        assert h.service.model_on_disk().switched_to is None
+        assert h.service.disk.check().switched_to is None
         assert h.service.classify("sentiment", ["hi"])[0].label == "positive"
         assert h.engines[1].served == 1
 
@@ -109,19 +109,19 @@ def test_a_failing_version_is_rolled_back_and_never_serves(store, failure, cause
     with Harness(store, **bad) as h:
         good = h.engines[0]
         store.activate("m@2")
-        assert h.service.reload("test")
-        assert wait_for(lambda: h.service.stats.rollbacks.get(cause) == 1)
+        assert h.service.lifecycle.reload("test")
+        assert wait_for(lambda: h.service.readiness.stats.rollbacks.get(cause) == 1)
         assert store.current() == "m@1" and store.previous() == "m@2"
         assert "m@2" in store.rejected()
-        assert h.serving() == "m@1" and h.service.snapshot().ready and not good.closed
-        assert "rolled back" in h.service.snapshot().reason
+        assert h.serving() == "m@1" and h.service.readiness.snapshot().ready and not good.closed
+        assert "rolled back" in h.service.readiness.snapshot().reason
         assert h.service.classify("sentiment", ["hi"]) and good.served == 1
         assert all(e.served == 0 for e in h.engines[1:])
         assert "rollback" in h.kinds()
         # the watchdog does not try the rejected version again; a new activation is tried
-        assert h.service.model_on_disk().switched_to is None
+        assert h.service.disk.check().switched_to is None
         store.activate("m@3")
-        assert h.service.model_on_disk().switched_to == "m@3"
+        assert h.service.disk.check().switched_to == "m@3"
 
 
 def test_a_version_whose_files_do_not_match_their_manifest_is_refused_at_load(store):
@@ -131,8 +131,8 @@ def test_a_version_whose_files_do_not_match_their_manifest_is_refused_at_load(st
         target.parent.chmod(0o755)
         target.chmod(0o644)
         target.write_bytes(b"short")  # after activate's verify: only the load's size check can see it
-        h.service.reload("test")
-        assert wait_for(lambda: h.service.stats.rollbacks.get("damaged") == 1)
+        h.service.lifecycle.reload("test")
+        assert wait_for(lambda: h.service.readiness.stats.rollbacks.get("damaged") == 1)
         assert h.serving() == "m@1" and store.current() == "m@1"
         assert len(h.engines) == 1  # never even loaded
 
@@ -140,20 +140,20 @@ def test_a_version_whose_files_do_not_match_their_manifest_is_refused_at_load(st
 def test_without_room_beside_the_old_model_is_unloaded_first_and_the_events_say_so(store):
     with Harness(store, memory=0) as h:
         store.activate("m@2")
-        h.service.reload("test")
-        assert wait_for(lambda: h.serving() == "m@2" and h.service.snapshot().ready)
+        h.service.lifecycle.reload("test")
+        assert wait_for(lambda: h.serving() == "m@2" and h.service.readiness.snapshot().ready)
         assert h.engines[0].closed
-        assert wait_for(lambda: h.service.stats.switches == {"unload_first": 1})  # counted after ready
-        unload = [e for e in h.service.events.recent(50) if e["kind"] == "unload-first"]
+        assert wait_for(lambda: h.service.readiness.stats.switches == {"unload_first": 1})  # counted after ready
+        unload = [e for e in h.service.readiness.events.recent(50) if e["kind"] == "unload-first"]
         assert unload and "not enough free memory" in unload[0]["detail"]
 
 
 def test_unloaded_first_then_failing_brings_the_good_version_back(store):
     with Harness(store, memory=0, fail_self_test=["m@2"]) as h:
         store.activate("m@2")
-        h.service.reload("test")
-        assert wait_for(lambda: h.service.stats.rollbacks.get("self_test") == 1)
-        assert wait_for(lambda: h.serving() == "m@1" and h.service.snapshot().ready)
+        h.service.lifecycle.reload("test")
+        assert wait_for(lambda: h.service.readiness.stats.rollbacks.get("self_test") == 1)
+        assert wait_for(lambda: h.serving() == "m@1" and h.service.readiness.snapshot().ready)
         assert [e.model_label for e in h.engines] == ["m@1", "m@2", "m@1"]
         assert store.current() == "m@1"
 
@@ -175,7 +175,7 @@ def test_a_request_racing_the_swap_runs_on_the_new_engine(store):
 def test_a_damaged_serving_version_is_replaced_by_the_last_good_one(store):
     with Harness(store) as h:
         store.activate("m@2")
-        h.service.reload("test")
+        h.service.lifecycle.reload("test")
         assert wait_for(lambda: h.serving() == "m@2")
         store.point_back("current", "m@3", None, "an earlier failed self-test")  # m@3: rejected, not a target
         dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
@@ -185,7 +185,7 @@ def test_a_damaged_serving_version_is_replaced_by_the_last_good_one(store):
         assert vitals_until(dog, "restore")[-1] == "restore"  # sizes+mtime changed, then hashed
         assert wait_for(lambda: h.serving() == "m@1")
         assert store.current() == "m@1" and "m@2" in store.rejected()
-        assert h.service.stats.integrity_failures == 1 and h.service.stats.rollbacks == {"damaged": 1}
+        assert h.service.readiness.stats.integrity_failures == 1 and h.service.readiness.stats.rollbacks == {"damaged": 1}
         assert {"integrity", "rollback", "switch"} <= set(h.kinds())
         assert dog.check_vitals() == "ok"
 
@@ -197,8 +197,8 @@ def test_a_damaged_version_with_nothing_to_go_back_to_keeps_its_in_memory_copy(s
             tamper(store.root / key / "model.safetensors")  # no good version left either
         dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
         assert vitals_until(dog, "restore")[-1] == "restore"
-        assert wait_for(lambda: "no verified version to go back to" in (h.service.snapshot().reason or ""))
-        assert h.service.snapshot().ready and not h.engines[0].closed
+        assert wait_for(lambda: "no verified version to go back to" in (h.service.readiness.snapshot().reason or ""))
+        assert h.service.readiness.snapshot().ready and not h.engines[0].closed
         assert dog.check_vitals() == "ok"  # reported once, not every tick
 
 
@@ -208,8 +208,8 @@ def test_touched_but_intact_files_are_hashed_and_accepted(store):
         assert wait_for(lambda: not integrity.hashing)
         weights = store.root / "m@1" / "model.safetensors"
         os.utime(weights, (1, 1))
-        assert h.service.model_on_disk().damaged is None  # starts the hash
-        assert wait_for(lambda: not integrity.hashing and h.service.model_on_disk().damaged is None)
+        assert h.service.disk.check().damaged is None  # starts the hash
+        assert wait_for(lambda: not integrity.hashing and h.service.disk.check().damaged is None)
         assert integrity._fingerprint == integrity._hashed[1]  # the new picture is accepted
 
 
@@ -231,14 +231,14 @@ def test_requests_keep_being_served_throughout_a_switch(store):
         try:
             for key in ("m@2", "m@3", "m@1", "m@2"):
                 store.activate(key)
-                assert h.service.reload("test")
+                assert h.service.lifecycle.reload("test")
                 assert wait_for(lambda key=key: h.serving() == key)
         finally:
             stop.set()
             for t in threads:
                 t.join(5)
         assert failures == []
-        assert h.service.snapshot().state is State.READY
+        assert h.service.readiness.snapshot().state is State.READY
 
 
 def test_the_store_rule_picks_the_newest_verified_version_that_is_not_rejected(store):
@@ -263,18 +263,18 @@ def test_damage_after_a_rollback_never_lands_on_the_rejected_version_and_a_hang_
 
         def watch() -> None:
             while not watching.is_set():
-                states.append(h.service.snapshot().state.value)
+                states.append(h.service.readiness.snapshot().state.value)
                 time.sleep(0.005)
 
         watcher = threading.Thread(target=watch)
         watcher.start()
         try:
             store.activate("m@2")
-            h.service.reload("test")
+            h.service.lifecycle.reload("test")
             assert wait_for(lambda: h.serving() == "m@2")
             store.activate("m@3")  # fails its self-test: rolled back, and becomes current's previous
-            h.service.reload("test")
-            assert wait_for(lambda: h.service.stats.rollbacks.get("self_test") == 1)
+            h.service.lifecycle.reload("test")
+            assert wait_for(lambda: h.service.readiness.stats.rollbacks.get("self_test") == 1)
             assert store.current() == "m@2" and store.previous() == "m@3" and "m@3" in store.rejected()
             dog = Watchdog(h.service, load_probes(), WatchdogConfig(), rss=lambda: 1)
             assert wait_for(lambda: not h.service.integrity.hashing)
@@ -283,8 +283,8 @@ def test_damage_after_a_rollback_never_lands_on_the_rejected_version_and_a_hang_
             assert wait_for(lambda: h.serving() == "m@1")  # not m@3, though it is current's previous
             assert store.current() == "m@1"
             serving_before = h.engines[-1]
-            assert h.service.recover(RecoveryCause.HANG, "an inference hung for 11 s (limit 10 s)")
-            assert wait_for(lambda: h.service.snapshot().ready and h.engines[-1] is not serving_before)
+            assert h.service.recovery.recover(RecoveryCause.HANG, "an inference hung for 11 s (limit 10 s)")
+            assert wait_for(lambda: h.service.readiness.snapshot().ready and h.engines[-1] is not serving_before)
             assert h.serving() == "m@1" and h.engines[-1].model_label == "m@1"  # what served, not the link's
             assert h.service.classify("sentiment", ["hi"])[0].label == "positive"
         finally:
@@ -298,8 +298,8 @@ def test_a_recovery_reloads_what_serves_even_when_the_link_moved(store):
     with Harness(store) as h:
         store.point_back("current", "m@1", "m@2", "pretend an operator is mid-change")  # link: m@2
         assert h.serving() == "m@1"
-        assert h.service.recover(RecoveryCause.HANG, "hung")
-        assert wait_for(lambda: h.service.snapshot().ready and len(h.engines) == 2)
+        assert h.service.recovery.recover(RecoveryCause.HANG, "hung")
+        assert wait_for(lambda: h.service.readiness.snapshot().ready and len(h.engines) == 2)
         assert h.engines[-1].model_label == "m@1"
 
 

@@ -25,7 +25,7 @@ from ops.serving.readiness import RecoveryCause
 from ops.serving.service import ModelService
 from ops.store.versions import ModelStore
 from tests.conftest import REPO
-from tests.fakes import FakeWorker, wait_for
+from tests.fakes import FakeWorker, running, wait_for
 
 LIMITS = RequestLimits(max_message_chars=100, max_history_messages=4, max_history_chars=50, max_lines=3)
 
@@ -87,8 +87,8 @@ def service_with(worker_class=CountingWorker, **kwargs) -> tuple[ModelService, l
         workers.append(worker_class())
         return workers[-1]
 
-    service = ModelService(load_tasks(), start, limits=LIMITS, **kwargs).start()
-    assert service.wait_ready(5)
+    service = running(ModelService(load_tasks(), start, limits=LIMITS, **kwargs))
+    assert service.readiness.wait_ready(5)
     return service, workers
 
 
@@ -102,7 +102,7 @@ def test_the_service_refuses_over_the_limits_before_the_worker_sees_anything():
             service.generate("chat", "hi", turns(400))
         assert workers[0].seen == seen_at_start
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 # ----- a request error is not a sick model ----------------------------------------------------------
@@ -113,20 +113,20 @@ def test_one_failed_request_is_its_own_error_and_three_in_a_row_reload():
         workers[0].failures = [InferenceFailed("boom")]
         with pytest.raises(InferenceFailed):
             service.classify("sentiment", ["a"])
-        assert service.snapshot().ready and sum(service.stats.recoveries.values()) == 0
+        assert service.readiness.snapshot().ready and sum(service.readiness.stats.recoveries.values()) == 0
         assert service.classify("sentiment", ["a"])  # a success resets the count
         workers[0].failures = [InferenceFailed("boom")] * 2
         for _ in range(2):
             with pytest.raises(InferenceFailed):
                 service.classify("sentiment", ["a"])
-        assert sum(service.stats.recoveries.values()) == 0  # two, with a success before them: still fine
+        assert sum(service.readiness.stats.recoveries.values()) == 0  # two, with a success before them: still fine
         workers[0].failures = [InferenceFailed("boom")]
         with pytest.raises(InferenceFailed):
             service.classify("sentiment", ["a"])  # the third in a row
-        assert service.stats.recoveries["failed_request"] == 1
-        assert wait_for(lambda: len(workers) == 2 and service.snapshot().ready)
+        assert service.readiness.stats.recoveries["failed_request"] == 1
+        assert wait_for(lambda: len(workers) == 2 and service.readiness.snapshot().ready)
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_nan_output_reloads_at_once():
@@ -135,10 +135,10 @@ def test_nan_output_reloads_at_once():
         workers[0].failures = [InvalidOutput()]
         with pytest.raises(InvalidOutput):
             service.classify("sentiment", ["a"])
-        assert service.stats.recoveries["invalid_output"] == 1
-        assert wait_for(lambda: len(workers) == 2 and service.snapshot().ready)
+        assert service.readiness.stats.recoveries["invalid_output"] == 1
+        assert wait_for(lambda: len(workers) == 2 and service.readiness.snapshot().ready)
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_the_failure_count_is_a_flag(tmp_path):
@@ -147,9 +147,9 @@ def test_the_failure_count_is_a_flag(tmp_path):
         workers[0].failures = [InferenceFailed("boom")]
         with pytest.raises(InferenceFailed):
             service.classify("sentiment", ["a"])
-        assert service.stats.recoveries[RecoveryCause.FAILED_REQUEST.value] == 1
+        assert service.readiness.stats.recoveries[RecoveryCause.FAILED_REQUEST.value] == 1
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 # ----- security mends -------------------------------------------------------------------------------
@@ -194,7 +194,7 @@ def test_the_admin_routes_answer_429_with_retry_after():
         blocked = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
         assert blocked.status_code == 429 and int(blocked.headers["Retry-After"]) > 0
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_the_admin_token_from_a_file_or_the_environment_and_a_warning_for_the_command_line(tmp_path):
@@ -220,13 +220,13 @@ def test_ready_hides_paths_from_the_network_but_not_from_the_admin():
         service.readiness.update(reason="No model at /srv/allinone/models/current.")
         admin = AdminActions(service, "s3cret")
         app = FastAPI()
-        add_health_routes(app, service, hide_paths=True, is_admin=admin.allows)
+        add_health_routes(app, service.readiness, hide_paths=True, is_admin=admin.allows)
         client = TestClient(app)
         assert client.get("/ready").json()["reason"] == "No model at …/current."
         assert client.get("/ready", headers={"Authorization": "Bearer s3cret"}).json()["reason"] == \
             "No model at /srv/allinone/models/current."
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_the_body_of_the_apps_own_routes_is_capped():
@@ -278,7 +278,7 @@ def test_a_tasks_examples_have_their_own_cap_of_2_mib_and_the_other_admin_routes
         assert client.post("/admin/tasks/topic/examples", content=body).status_code == 413  # only its PUT
         assert client.put("/admin/tasks/a/b/examples", content=body).status_code == 413  # one name, one segment
     finally:
-        service.close()
+        service.lifecycle.close()
     assert body_limits(4 * 2**20) == ()  # a larger --max-body-bytes serves the route as it is; the route
     #                                       refuses over 2 MiB itself (test_teach)
 

@@ -13,12 +13,12 @@ from engine.tasks import load_tasks
 from ops.serving.health import add_health_routes
 from ops.serving.readiness import State
 from ops.serving.service import ModelService
-from tests.fakes import FakeWorker, wait_for
+from tests.fakes import FakeWorker, running, wait_for
 
 
 def routes(service):
     app = FastAPI()
-    add_health_routes(app, service)
+    add_health_routes(app, service.readiness)
     return TestClient(app)
 
 
@@ -29,9 +29,9 @@ def test_missing_model_keeps_the_process_up_and_says_why():
         attempts.append(time.monotonic())
         raise ModelNotFound("No model at /x/models/current. Install the default model with: python -m ops.models install-default")
 
-    service = ModelService(load_tasks(), load, max_backoff_s=0.05).start()
+    service = running(ModelService(load_tasks(), load, max_backoff_s=0.05))
     try:
-        assert wait_for(lambda: service.snapshot().state is State.FAILED)
+        assert wait_for(lambda: service.readiness.snapshot().state is State.FAILED)
         client = routes(service)
         assert client.get("/health").status_code == 200
         ready = client.get("/ready")
@@ -44,19 +44,19 @@ def test_missing_model_keeps_the_process_up_and_says_why():
         time.sleep(0.3)
         assert len(attempts) >= 2  # it keeps retrying with backoff
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_becomes_ready_after_load_and_self_test():
-    service = ModelService(load_tasks(), FakeWorker).start()
+    service = running(ModelService(load_tasks(), FakeWorker))
     try:
-        assert service.wait_ready(5)
+        assert service.readiness.wait_ready(5)
         body = routes(service).get("/ready").json()
         assert body["state"] == "ready" and body["model"] == "fake@1"
         assert body["last_self_test"]["passed"] is True
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_ready_shows_the_heads_a_task_change_left_without_a_reload():
@@ -70,16 +70,16 @@ def test_ready_shows_the_heads_a_task_change_left_without_a_reload():
             super().update_tasks(tasks)
             self.heads = {"topic": {"status": "ready", "detail": "linear head fitted"}}
 
-    service = ModelService(load_tasks(), Teachable).start()
+    service = running(ModelService(load_tasks(), Teachable))
     try:
-        assert service.wait_ready(5)
+        assert service.readiness.wait_ready(5)
         assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "missing"
         service.update_tasks(load_tasks())
         assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "ready"
         service.readiness.set_heads(12345, {})  # the answer of a worker no longer serving is left out
         assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "ready"
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_model_that_fails_its_self_test_is_never_served():
@@ -92,16 +92,16 @@ def test_a_model_that_fails_its_self_test_is_never_served():
     def failing_test(engine):
         raise ModelUnavailable("self-test: wrong answer")
 
-    service = ModelService(load_tasks(), load, self_test=failing_test, max_backoff_s=0.05).start()
+    service = running(ModelService(load_tasks(), load, self_test=failing_test, max_backoff_s=0.05))
     try:
         time.sleep(0.3)
-        assert service.snapshot().state is State.FAILED
-        assert "wrong answer" in service.snapshot().reason
+        assert service.readiness.snapshot().state is State.FAILED
+        assert "wrong answer" in service.readiness.snapshot().reason
         assert engines and all(e.closed for e in engines)
         with pytest.raises(ModelUnavailable):
             service.classify("sentiment", ["hi"])
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_loading_state_answers_503_at_once():
@@ -109,14 +109,14 @@ def test_loading_state_answers_503_at_once():
         time.sleep(5)
         return FakeWorker()
 
-    service = ModelService(load_tasks(), slow_load).start()
+    service = running(ModelService(load_tasks(), slow_load))
     try:
         started = time.monotonic()
         response = routes(service).get("/ready")
         assert time.monotonic() - started < 1.0
         assert response.status_code == 503 and response.json()["state"] == "loading"
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def admin_client(service, token):
@@ -134,15 +134,15 @@ def test_reload_swaps_in_a_new_engine_and_drains_the_old():
         engines.append(FakeWorker())
         return engines[-1]
 
-    service = ModelService(load_tasks(), load).start()
+    service = running(ModelService(load_tasks(), load))
     try:
-        assert service.wait_ready(5)
-        assert service.reload("test") is True
+        assert service.readiness.wait_ready(5)
+        assert service.lifecycle.reload("test") is True
         assert wait_for(lambda: len(engines) == 2 and engines[0].closed)
-        assert not engines[1].closed and service.snapshot().ready
+        assert not engines[1].closed and service.readiness.snapshot().ready
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_failed_reload_keeps_the_old_engine_serving():
@@ -154,22 +154,22 @@ def test_a_failed_reload_keeps_the_old_engine_serving():
             raise ModelNotFound("No model at /gone")
         return FakeWorker()
 
-    service = ModelService(load_tasks(), load).start()
+    service = running(ModelService(load_tasks(), load))
     try:
-        assert service.wait_ready(5)
-        service.reload("test")
-        assert wait_for(lambda: service.snapshot().reason is not None)
-        snapshot = service.snapshot()
+        assert service.readiness.wait_ready(5)
+        service.lifecycle.reload("test")
+        assert wait_for(lambda: service.readiness.snapshot().reason is not None)
+        snapshot = service.readiness.snapshot()
         assert snapshot.ready and "still serving the previous model" in snapshot.reason
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_admin_routes_need_the_token():
-    service = ModelService(load_tasks(), FakeWorker).start()
+    service = running(ModelService(load_tasks(), FakeWorker))
     try:
-        assert service.wait_ready(5)
+        assert service.readiness.wait_ready(5)
         assert admin_client(service, None).post("/admin/reload").status_code == 403
         client = admin_client(service, "s3cret")
         assert client.post("/admin/reload").status_code == 401
@@ -177,7 +177,7 @@ def test_admin_routes_need_the_token():
         ok = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 202 and ok.json()["reloading"] is True
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_changed_model_files_are_noticed(tmp_path):
@@ -186,14 +186,14 @@ def test_changed_model_files_are_noticed(tmp_path):
     class WorkerOnDisk(FakeWorker):
         model_path = tmp_path
 
-    service = ModelService(load_tasks(), WorkerOnDisk).start()
+    service = running(ModelService(load_tasks(), WorkerOnDisk))
     try:
-        assert service.wait_ready(5)
-        assert service.model_on_disk().files_changed is False
+        assert service.readiness.wait_ready(5)
+        assert service.disk.check().files_changed is False
         (tmp_path / "model.safetensors").write_bytes(b"tampered!")
-        assert service.model_on_disk().files_changed is True
+        assert service.disk.check().files_changed is True
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_request_that_finds_the_worker_gone_starts_the_recovery_and_is_served_by_the_new_one():
@@ -211,14 +211,14 @@ def test_a_request_that_finds_the_worker_gone_starts_the_recovery_and_is_served_
         workers.append(MortalWorker())
         return workers[-1]
 
-    service = ModelService(load_tasks(), load, ready_wait_s=10).start()
+    service = running(ModelService(load_tasks(), load, ready_wait_s=10))
     try:
-        assert service.wait_ready(5)
+        assert service.readiness.wait_ready(5)
         workers[0].closed = True  # SIGKILLed, say; no watchdog runs in this test
         assert service.classify("sentiment", ["hi"])[0].label == "positive"  # waited, then served
-        assert len(workers) == 2 and service.stats.recoveries["worker_exit"] == 1
+        assert len(workers) == 2 and service.readiness.stats.recoveries["worker_exit"] == 1
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_without_a_wait_a_request_during_a_recovery_gets_retry_shortly_at_once():
@@ -226,14 +226,14 @@ def test_without_a_wait_a_request_during_a_recovery_gets_retry_shortly_at_once()
         time.sleep(5)
         return FakeWorker()
 
-    service = ModelService(load_tasks(), slow_load, ready_wait_s=0).start()
+    service = running(ModelService(load_tasks(), slow_load, ready_wait_s=0))
     try:
         started = time.monotonic()
         with pytest.raises(ModelUnavailable, match="retry shortly"):
             service.classify("sentiment", ["hi"])
         assert time.monotonic() - started < 1.0
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 @pytest.mark.parametrize("replacement_passes", [True, False])
@@ -264,24 +264,24 @@ def test_a_worker_that_hangs_while_its_replacement_loads_is_taken_out_at_once(re
         started.append(Hangs())
         return started[-1]
 
-    service = ModelService(load_tasks(), start_worker, max_backoff_s=0.05).start()
+    service = running(ModelService(load_tasks(), start_worker, max_backoff_s=0.05))
     try:
-        assert service.wait_ready(5)
+        assert service.readiness.wait_ready(5)
         first = started[0]
-        assert service.reload("operator", operator=True)
+        assert service.lifecycle.reload("operator", operator=True)
         first.stuck = 60.0  # hangs while the replacement loads
         dog = Watchdog(service, load_probes(), WatchdogConfig(hang_limit_s=10), rss=lambda: 1)
         assert dog.check_vitals().value == "recover"
-        snapshot = service.snapshot()
+        snapshot = service.readiness.snapshot()
         assert snapshot.state is State.RECOVERING and not snapshot.ready  # /ready leaves 200 at once
         assert "replacement" in snapshot.reason
         assert wait_for(lambda: first.killed)
         assert routes(service).get("/ready").status_code == 503
         release.set()
-        assert wait_for(lambda: service.snapshot().ready, timeout=10)
+        assert wait_for(lambda: service.readiness.snapshot().ready, timeout=10)
         serving = service.lifecycle.supervisor.serving
         assert serving is started[-1] and serving is not first
         assert service.lifecycle.readiness.stats.recoveries[RecoveryCause.HANG.value] == 1
     finally:
         release.set()
-        service.close()
+        service.lifecycle.close()

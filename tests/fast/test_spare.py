@@ -15,7 +15,8 @@ from ops.serving import spare as spare_module
 from ops.serving.readiness import RecoveryCause, State
 from ops.serving.service import ModelService
 from ops.serving.spare import WarmSpare
-from tests.fakes import FakeWorker, wait_for
+from ops.serving.watchdog import Watchdog, WatchdogConfig, load_probes
+from tests.fakes import FakeWorker, running, wait_for
 
 PIDS = itertools.count(1000)
 
@@ -44,13 +45,13 @@ class Starts:
 @contextlib.contextmanager
 def spare_service(starts: Starts, self_test=lambda worker: "ok") -> Iterator[ModelService]:
     """A service with ``--spare-worker``, ready and with its spare parked; closed when the block ends."""
-    service = ModelService(load_tasks(), starts, self_test=self_test, spare_worker=True, max_backoff_s=0.05).start()
+    service = running(ModelService(load_tasks(), starts, self_test=self_test, spare_worker=True, max_backoff_s=0.05))
     try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        assert service.readiness.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
         yield service
     finally:
         starts.gate.set()  # a test that held worker starts back must not leave close() waiting for one
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_spare_is_warmed_after_the_first_load_and_shown_on_ready():
@@ -58,20 +59,20 @@ def test_a_spare_is_warmed_after_the_first_load_and_shown_on_ready():
     with spare_service(starts) as service:
         serving, parked = service.supervisor.serving, service.spare.parked
         assert parked is not serving and len(starts.workers) == 2
-        assert service.snapshot().to_json()["spare_pid"] == parked.pid
+        assert service.readiness.snapshot().to_json()["spare_pid"] == parked.pid
     assert all(worker.killed or worker.closed for worker in starts.workers)
 
 
 def test_without_the_flag_there_is_no_spare():
     starts = Starts()
-    service = ModelService(load_tasks(), starts).start()
+    service = running(ModelService(load_tasks(), starts))
     try:
-        assert service.wait_ready(5)
-        service.tend_spare()
+        assert service.readiness.wait_ready(5)
+        Watchdog(service, load_probes(), WatchdogConfig(), rss=lambda: 1).check_vitals()  # tends a spare, if any
         assert service.spare is None and len(starts.workers) == 1
-        assert service.snapshot().to_json()["spare_pid"] is None
+        assert service.readiness.snapshot().to_json()["spare_pid"] is None
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_recovery_switches_to_the_spare_without_loading_and_warms_a_new_one():
@@ -79,12 +80,12 @@ def test_a_recovery_switches_to_the_spare_without_loading_and_warms_a_new_one():
     with spare_service(starts) as service:
         first, spare = service.supervisor.serving, service.spare.parked
         starts.gate.clear()  # no worker may start until the switch is done: the switch must not need one
-        assert service.recover(RecoveryCause.HANG, "drill")
-        assert wait_for(lambda: service.snapshot().ready)
+        assert service.recovery.recover(RecoveryCause.HANG, "drill")
+        assert wait_for(lambda: service.readiness.snapshot().ready)
         assert service.supervisor.serving is spare
         assert wait_for(lambda: first.killed)
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
-        events = lambda: [(event["kind"], event["ok"]) for event in service.events.recent()]  # noqa: E731
+        events = lambda: [(event["kind"], event["ok"]) for event in service.readiness.events.recent()]  # noqa: E731
         assert wait_for(lambda: ("recovered", True) in events()) and ("spare", True) in events()
         starts.gate.set()  # the fresh spare warms behind the switch
         assert wait_for(lambda: service.spare.parked is not None and service.spare.parked is not spare)
@@ -95,8 +96,8 @@ def test_changed_files_are_loaded_afresh_not_taken_from_the_spare():
     starts = Starts()
     with spare_service(starts) as service:
         spare = service.spare.parked
-        assert service.recover(RecoveryCause.FILES, "the model files changed on disk")
-        assert wait_for(lambda: service.snapshot().ready and service.supervisor.serving is not None)
+        assert service.recovery.recover(RecoveryCause.FILES, "the model files changed on disk")
+        assert wait_for(lambda: service.readiness.snapshot().ready and service.supervisor.serving is not None)
         assert service.supervisor.serving is not spare and service.supervisor.serving is starts.workers[2]
 
 
@@ -112,8 +113,8 @@ def test_a_spare_that_fails_its_self_test_at_the_switch_is_killed_and_a_fresh_wo
     with spare_service(starts, self_test=self_test) as service:
         spare = service.spare.parked
         bad.add(spare.pid)  # went bad while parked
-        assert service.recover(RecoveryCause.INVALID_OUTPUT, "NaN")
-        assert wait_for(lambda: service.snapshot().ready and service.supervisor.serving not in (None, spare))
+        assert service.recovery.recover(RecoveryCause.INVALID_OUTPUT, "NaN")
+        assert wait_for(lambda: service.readiness.snapshot().ready and service.supervisor.serving not in (None, spare))
         assert spare.killed
         assert wait_for(lambda: ("spare", False) in [(event["kind"], event["ok"]) for event in service.events.recent()])
 
@@ -124,18 +125,18 @@ def test_a_hot_swap_frees_the_spare_first_and_the_new_version_gets_its_own(tmp_p
     starts = Starts()
     service = ModelService(load_tasks(), starts, spare_worker=True)
     service.follower.target = lambda: target[0]
-    service.start()
+    service.lifecycle.start()
     try:
-        assert service.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
+        assert service.readiness.wait_ready(5) and wait_for(lambda: service.spare.parked is not None)
         old_spare = service.spare.parked
         target[0] = new
-        assert service.reload("activate", operator=True)
+        assert service.lifecycle.reload("activate", operator=True)
         assert wait_for(lambda: service.supervisor.serving.model_path == new)
         assert old_spare.killed
         assert wait_for(lambda: service.spare.parked is not None and service.spare.parked.model_path == new)
-        assert service.snapshot().state is State.READY
+        assert service.readiness.snapshot().state is State.READY
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_parked_spare_that_dies_is_replaced_and_a_failed_warm_up_is_retried_later(monkeypatch):

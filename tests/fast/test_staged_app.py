@@ -11,15 +11,15 @@ from fastapi.testclient import TestClient
 from ops.serving.health import UI_STARTING, add_health_routes
 from ops.serving.readiness import State
 from ops.serving.staged_app import StagedApp, add_starting_routes
-from tests.fakes import FakeWorker, wait_for
+from tests.fakes import FakeWorker, running, wait_for
 
 
 def ready_service():
     from engine.tasks import load_tasks
     from ops.serving.service import ModelService
 
-    service = ModelService(load_tasks(), FakeWorker).start()
-    assert service.wait_ready(5)
+    service = running(ModelService(load_tasks(), FakeWorker))
+    assert service.readiness.wait_ready(5)
     return service
 
 
@@ -27,7 +27,7 @@ def test_the_early_app_answers_until_the_full_app_takes_over():
     service = ready_service()
     release, lifespan = threading.Event(), []
     early = FastAPI()
-    add_health_routes(early, service, ui_served=False)
+    add_health_routes(early, service.readiness, ui_served=False)
     add_starting_routes(early)
 
     def build():
@@ -41,7 +41,7 @@ def test_the_early_app_answers_until_the_full_app_takes_over():
             lifespan.append("stopped")
 
         full = FastAPI(lifespan=full_lifespan)
-        add_health_routes(full, service)
+        add_health_routes(full, service.readiness)
         full.add_api_route("/", lambda: PlainTextResponse("the UI"))
         return full
 
@@ -66,7 +66,7 @@ def test_the_early_app_answers_until_the_full_app_takes_over():
             assert client.get("/ready").status_code == 200
         assert lifespan == ["started", "stopped"]
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_a_failed_build_stops_the_server():

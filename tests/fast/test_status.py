@@ -10,7 +10,7 @@ from ops.api.admin import AdminActions, AdminDenied
 from ops.serving.history import EventLog, Timeline
 from ops.serving.readiness import RecoveryCause
 from ops.serving.service import ModelService
-from tests.fakes import FakeWorker, wait_for
+from tests.fakes import FakeWorker, running, wait_for
 from ops.serving.peers import Peers
 from ui.status_tab import (EVENT_COLUMNS, LIFECYCLE, PEER_COLUMNS, SELF_TEST, event_frame, headers, memory_frame,
                            peer_frame, summary_markdown)
@@ -68,39 +68,42 @@ def test_the_service_records_loads_reloads_and_failed_reloads():
             raise ModelNotFound("No model at /gone")
         return FakeWorker()
 
-    service = ModelService(load_tasks(), load).start()
+    service = running(ModelService(load_tasks(), load))
     try:
-        assert service.wait_ready(5)
-        assert service.reload("operator request")
-        assert wait_for(lambda: len(service.events.recent(kinds=("loaded",))) == 2)
-        assert service.reload("operator request")
-        assert wait_for(lambda: service.events.recent(kinds=("load-failed",)))
-        kinds = [e["kind"] for e in reversed(service.events.recent(kinds=LIFECYCLE))]
+        assert service.readiness.wait_ready(5)
+        assert service.lifecycle.reload("operator request")
+        assert wait_for(lambda: len(service.readiness.events.recent(kinds=("loaded",))) == 2)
+        assert service.lifecycle.reload("operator request")
+        assert wait_for(lambda: service.readiness.events.recent(kinds=("load-failed",)))
+        kinds = [e["kind"] for e in reversed(service.readiness.events.recent(kinds=LIFECYCLE))]
         assert kinds == ["loaded", "reload", "loaded", "reload", "load-failed"]
-        assert "/gone" in service.events.recent(kinds=("load-failed",))[0]["detail"]
-        assert len(service.events.recent(kinds=SELF_TEST)) == 2  # each successful load's self-test
+        assert "/gone" in service.readiness.events.recent(kinds=("load-failed",))[0]["detail"]
+        assert len(service.readiness.events.recent(kinds=SELF_TEST)) == 2  # each successful load's self-test
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 def test_the_service_records_a_recovery_with_its_reason():
-    service = ModelService(load_tasks(), FakeWorker).start()
+    service = running(ModelService(load_tasks(), FakeWorker))
     try:
-        assert service.wait_ready(5)
-        service.record_self_test(False, 0.1, "self-test failed: wrong answer")
-        assert service.recover(RecoveryCause.SELF_TEST, "self-test failed: wrong answer")
-        assert wait_for(lambda: service.events.recent(kinds=("recovered",)))
-        recovering = service.events.recent(kinds=("recovering",))[0]
+        assert service.readiness.wait_ready(5)
+        service.readiness.record_self_test(False, 0.1, "self-test failed: wrong answer")
+        assert service.recovery.recover(RecoveryCause.SELF_TEST, "self-test failed: wrong answer")
+        assert wait_for(lambda: service.readiness.events.recent(kinds=("recovered",)))
+        recovering = service.readiness.events.recent(kinds=("recovering",))[0]
         assert recovering["ok"] is False and "wrong answer" in recovering["detail"]
-        assert service.events.recent(kinds=SELF_TEST)[-1]["ok"] is True  # the startup self-test
-        assert any(not e["ok"] for e in service.events.recent(kinds=SELF_TEST))
+        assert service.readiness.events.recent(kinds=SELF_TEST)[-1]["ok"] is True  # the startup self-test
+        assert any(not e["ok"] for e in service.readiness.events.recent(kinds=SELF_TEST))
     finally:
-        service.close()
+        service.lifecycle.close()
 
 
 class Recorder:
+    """The service and the parts of it that ``AdminActions`` uses, in one recording fake."""
+
     def __init__(self):
         self.faults, self.reloads = [], []
+        self.lifecycle = self.readiness = self
 
     def inject_fault(self, kind):
         self.faults.append(kind)

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from gradio_client import Client
 
+from ops.serving.disk import DiskCheck
 from ops.serving.readiness import RecoveryCause
-from ops.serving.service import DiskCheck
 from ops.serving.watchdog import Action, Vitals, Watchdog, WatchdogConfig, decide, load_probes
 from tests.conftest import LiveApp
 from tests.fakes import wait_for
@@ -64,14 +64,17 @@ def test_no_memory_limit_means_no_memory_recovery():
 
 
 class FakeService:
+    """The service and every part of it the watchdog uses (``WatchedService``), in one recording fake."""
+
     def __init__(self, answer="positive", stuck=0.0):
         self.answer, self.stuck = answer, stuck
         self.recovered, self.tests, self.reloaded, self.restored = [], [], [], []
         self.causes = []
-        self.disk = DiskCheck()
+        self.on_disk = DiskCheck()
         self.ready = True
         self.since_success = None
         self.alive = True
+        self.readiness = self.supervisor = self.disk = self.lifecycle = self.recovery = self.spare = self
 
     def snapshot(self):
         return type("S", (), {"ready": self.ready})()
@@ -85,14 +88,14 @@ class FakeService:
     def worker_rss_bytes(self):
         return 1
 
-    def tend_spare(self):
+    def tend(self):
         self.spare_tended = getattr(self, "spare_tended", 0) + 1
 
     def seconds_since_success(self):
         return self.since_success
 
-    def model_on_disk(self):
-        return self.disk
+    def check(self):
+        return self.on_disk
 
     def reload(self, reason, operator=True):
         self.reloaded.append((reason, operator))
@@ -170,10 +173,10 @@ def test_slow_probes_on_an_overloaded_machine_are_never_a_reason_to_reload():
 def test_vitals_follow_the_store_link_and_the_manifest():
     service = FakeService()
     dog = Watchdog(service, load_probes(), CONFIG, rss=lambda: 1)
-    service.disk = DiskCheck(switched_to="m@2")
+    service.on_disk = DiskCheck(switched_to="m@2")
     assert dog.check_vitals() == "switch"
     assert service.reloaded == [("the model link now names m@2", False)]  # not counted as an operator reload
-    service.disk = DiskCheck(damaged="model.safetensors: SHA-256 mismatch")
+    service.on_disk = DiskCheck(damaged="model.safetensors: SHA-256 mismatch")
     assert dog.check_vitals() == "restore"
     assert "SHA-256 mismatch" in service.restored[0] and not service.recovered
 

@@ -164,7 +164,7 @@ class ConsoleActions:
                 self._authorize(token, client)
             self._known(node)
         except (AdminDenied, ActionRefused) as exc:
-            return self.log.end(number, ActionStatus.FAILED, _message(exc))
+            return self.log.end(number, ActionStatus.FAILED, str(exc))
         ok, line = self._post_reload(node, token)
         return self.log.end(number, ActionStatus.DONE if ok else ActionStatus.FAILED, line)
 
@@ -173,7 +173,7 @@ class ConsoleActions:
         try:
             self._may_change_store(token, client, nodes)
         except (AdminDenied, ActionRefused) as exc:
-            return self.log.end(number, ActionStatus.FAILED, _message(exc))
+            return self.log.end(number, ActionStatus.FAILED, str(exc))
         try:
             target = self.store.rollback(link)
         except (AllInOneError, OSError) as exc:  # nothing to go back to, a bad link, a store it may not write
@@ -198,7 +198,7 @@ class ConsoleActions:
                 raise ActionRefused("The standby and the primary must be two different nodes.")
             self._may_change_store(token, client, (release.standby, release.primary))
         except (AdminDenied, ActionRefused) as exc:
-            return self.log.end(number, ActionStatus.FAILED, _message(exc))
+            return self.log.end(number, ActionStatus.FAILED, str(exc))
         threading.Thread(target=self._run_gray, args=(number, release, token), name="console-gray",
                          daemon=True).start()
         return self.log.get(number)
@@ -271,6 +271,3 @@ class ConsoleActions:
         detail = body.get("detail") if isinstance(body, dict) else None
         return False, f"{node}: HTTP {response.status_code}: {detail or response.text[:200]}"
 
-
-def _message(exc: Exception) -> str:
-    return getattr(exc, "message", None) or str(exc)
