@@ -76,7 +76,7 @@ class FeatureReader(Protocol):
 
 
 class Classifier(Protocol):
-    """The classify tasks' scorers: label scoring and heads (docs/architecture.md, "Classification").
+    """The classify tasks' scorers: label scoring and heads (docs/internals.md, "Classification").
     The model thread's, except ``head_states`` (a snapshot: admission reads it on its own thread)."""
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:

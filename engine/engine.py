@@ -61,7 +61,7 @@ class Engine(InferenceCalls):
     by reading the weights, so eight chats cost little more per step than one, and each still streams
     the same greedy answer it would get alone. A model is never swapped under a running stream: a new
     model gets a new Engine, and the old one finishes its work and closes (``ops.serving.lifecycle``).
-    Task changes and the memory bound: docs/architecture.md, "Inside the worker".
+    Task changes and the memory bound: docs/internals.md, "Inside the worker".
 
     Requests come in through its ``Admission`` (their kind's gate); the worker thread hands every
     job back to it (``release``) when done with it, so ``load`` stays true.
@@ -138,7 +138,7 @@ class Engine(InferenceCalls):
         return self.tasks.infos()
 
     def update_tasks(self, tasks: TaskRegistry, timeout: float = TASK_UPDATE_TIMEOUT_S) -> None:
-        """Serve ``tasks`` from now on (docs/architecture.md, "Inside the worker"). Raises the backend's
+        """Serve ``tasks`` from now on (docs/internals.md, "Inside the worker"). Raises the backend's
         error, with the old tasks still serving, when it cannot apply them; ``InferenceTimeout`` when the
         queue ahead is too long to wait for (the change still happens, in turn)."""
         update = _TaskUpdate(tasks)

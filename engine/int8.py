@@ -2,7 +2,7 @@
 
 Every ``nn.Linear`` becomes an ``Int8Linear``: int8 weights with a scale per output channel, each token
 scaled to an absolute maximum of 1 before torch's dynamic int8 linear, so a token's result does not
-depend on its batch. Why per token, and the tied output layer: docs/architecture.md, "Weights and
+depend on its batch. Why per token, and the tied output layer: docs/internals.md, "Weights and
 runtimes". torch's quantized ops are deprecated but shipped; ``tests/fast/test_precision.py`` watches.
 """
 
@@ -77,7 +77,7 @@ class Int8Linear(torch.nn.Module):
         self.packed = packed  # slices of rows (``pack_layers``), their outputs side by side
         self.bias = None if bias is None else torch.nn.Parameter(bias.detach().float().clone(), requires_grad=False)
         if tied_weight is not None:
-            self.weight = tied_weight  # the fp32 embedding table this output layer shares (docs/architecture.md)
+            self.weight = tied_weight  # the fp32 embedding table this output layer shares (docs/internals.md)
 
     @classmethod
     def from_linear(cls, linear: torch.nn.Linear, tied_weight: torch.nn.Parameter | None = None) -> "Int8Linear":

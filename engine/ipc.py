@@ -1,7 +1,7 @@
 """What crosses the pipe between the web process and the model's worker process. Pure: no torch.
 
 Each message is a tuple whose first item is an ``Op``; ``rid`` numbers a request within one worker's
-life. The messages: docs/architecture.md, "Inside the worker". Errors cross as ``AllInOneError`` instances. Liveness is no message:
+life. The messages: docs/internals.md, "Inside the worker". Errors cross as ``AllInOneError`` instances. Liveness is no message:
 the worker writes its loop's last turn into shared memory (``beat``), readable even when it hangs.
 """
 

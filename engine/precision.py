@@ -3,7 +3,7 @@
 fp32 (the reference), bf16 (fast only with native bf16, and on CUDA) or int8 (``engine.int8``, the
 fastest where fbgemm has kernels). ``choose`` turns ``--precision auto`` into a format by a table from
 the CPU's flags, measured by ``bench/precision.py`` (docs/benchmarks.md). The decode loop and scorer
-never know the format. Why each format: docs/architecture.md, "Weights and runtimes".
+never know the format. Why each format: docs/internals.md, "Weights and runtimes".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Beside a version's safetensors, under the same MANIFEST: ``variants/int8/model.safetensors``, every
 linear layer as int8 rows and scales (``engine.int8.quantize_rows``), other weights fp32, the scheme
 named in its metadata. Loading builds the modules empty and reads the tensors into the worker's own
-memory; the answers are the same as int8 made at load. docs/architecture.md has the why.
+memory; the answers are the same as int8 made at load. docs/internals.md has the why.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 ``python -m engine.worker PIPE_FD BEAT_FD`` (started by ``ops.serving.worker_process``): a socket of
 ``engine.ipc`` messages and 8 bytes of shared memory for the heartbeat. It loads the ``WorkerSpec``'s
 version, says ``READY`` and serves until told to stop or the pipe ends. Its threads:
-docs/architecture.md, "Inside the worker".
+docs/internals.md, "Inside the worker".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``choose_backend`` turns ``--backend`` (``torch``, ``llamacpp`` or ``auto``) into a runtime, with the
 reason; ``open_backend`` is the one place that maps a runtime to its module, so a new runtime is one
-new module here and one line below. How ``auto`` chooses: docs/architecture.md, "Weights and runtimes".
+new module here and one line below. How ``auto`` chooses: docs/internals.md, "Weights and runtimes".
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def llama_cpp_installed() -> bool:
 def choose_backend(requested: str, model_dir: Path, precision: str = "auto", device: str = "cpu",
                    installed: bool | None = None, flags: frozenset[str] | None = None,
                    memory: int | None = None) -> BackendChoice:
-    """The runtime for ``model_dir``: the one asked for, or ``auto``'s pick (docs/architecture.md), with why.
+    """The runtime for ``model_dir``: the one asked for, or ``auto``'s pick (docs/internals.md), with why.
 
     ``ModelUnavailable`` when the runtime asked for cannot serve this version."""
     try:

@@ -3,7 +3,7 @@
 No torch. Its parts share the runtime's one context (``llamacpp_runtime``): ``LlamaCppDecoder``'s chats are
 sequence ids in it; ``LlamaCppClassifier`` scores with ``llamacpp_scoring`` and reads early-exit heads
 through ``llamacpp_layers``; ``LlamaCppText`` uses the GGUF's own vocabulary and chat template, so a
-version holding only a GGUF serves. docs/architecture.md, "Weights and runtimes".
+version holding only a GGUF serves. docs/internals.md, "Weights and runtimes".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 One context whose KV cache is *unified*, shared by every sequence id: a task's prompt prefix is shared
 by ``seq_cp`` (no copy), and several chats decode in one ``llama_decode``. ``LlamaRuntime`` is the thin
 typed layer (load, tokenize, decode, logits, hidden states, sequences); ``SequenceIds`` hands out ids.
-Every struct starts from its defaults (the library is pinned). docs/architecture.md has the why.
+Every struct starts from its defaults (the library is pinned). docs/internals.md has the why.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The llamacpp backend's classification: label scoring on a cached prompt prefix, in numpy.
 
-The rule is the torch scorer's (docs/architecture.md, "Classification"). The prefix lives in a
+The rule is the torch scorer's (docs/internals.md, "Classification"). The prefix lives in a
 sequence id the scorer keeps; a batch shares it per text (``LlamaRuntime.share``) and evaluates the
 suffixes in one ``llama_decode``, dropping the scratch sequences after. Heads are applied here too, in
 numpy: on layer k from the early-exit context (``llamacpp_layers``), v1 on this pass's features.

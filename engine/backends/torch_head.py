@@ -3,7 +3,7 @@
 A multinomial logistic regression on standardised features (hidden state after k blocks, or v1's last
 hidden state plus label log-probabilities), L2, full-batch L-BFGS in float64 from zeros: the same
 examples give the same head, bit for bit. The layer is the shallowest within ``LAYER_TOLERANCE`` of
-the best by 5-fold cross-validation. docs/architecture.md, "Classification".
+the best by 5-fold cross-validation. docs/internals.md, "Classification".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The prompt's fixed prefix is cached once per scorer; each batch runs the suffixes (right-padded) and
 scores every label by its whole token sequence at the answer position, so the answer is always one of
 the labels. A task's head answers in ``head`` mode, stopping at its layer (a forward hook: early exit).
-The rule in full: docs/architecture.md, "Classification".
+The rule in full: docs/internals.md, "Classification".
 """
 
 from __future__ import annotations

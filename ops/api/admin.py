@@ -3,7 +3,7 @@
 The ``/admin`` routes: reload, the runtime tasks (``ops.api.runtime_tasks``) and teaching them
 (``ops.api.teach``), and fault drills (only with ``--fault-injection``). No token configured: 403;
 a wrong one: 401, throttled per address (429). ``AdminActions`` holds the rules once for the routes
-and the Status tab's buttons. The routes in full: docs/architecture.md, "HTTP APIs".
+and the Status tab's buttons. The routes in full: docs/internals.md, "HTTP APIs".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Every call takes the Gradio API's way (instrumented service, limits, readiness wait, the one queue);
 only the shapes differ. Errors use OpenAI's shape (``ApiError``); who may call is ``ApiKeys``. The
-fields and status codes: docs/architecture.md, "HTTP APIs".
+fields and status codes: docs/internals.md, "HTTP APIs".
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """What the watchdog learns from the disk about the serving version: ``ServingFiles.check()``. No torch.
 
 Cheap (the link, names, sizes, mtimes): a change in a store version's files starts a background SHA-256
-check (``ops.store.integrity``), whose verdict a later check reports. docs/architecture.md, "The model store".
+check (``ops.store.integrity``), whose verdict a later check reports. docs/internals.md, "The model store".
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A flow runs in a background thread of its own, so no flow ever holds the watchdog. ``loading`` is True from
 a flow's start until its worker is swapped in (``swapped``, under the lock) or it gives up, so a reload asked
 for the instant the service turns ready is not taken for "a load is already under way". The flows:
-docs/architecture.md, "The model's lifecycle".
+docs/internals.md, "The model's lifecycle".
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``Lifecycle`` decides which flow starts, one at a time through the ``WorkerLoader``'s ``FlowGate``; the
 loader does the loading, ``ops.serving.recovery`` the recoveries. Its parts: ``WorkerSupervisor``,
-``Readiness``, ``StoreFollower`` and ``IntegrityMonitor``. The flows: docs/architecture.md, "The model's
+``Readiness``, ``StoreFollower`` and ``IntegrityMonitor``. The flows: docs/internals.md, "The model's
 lifecycle".
 """
 

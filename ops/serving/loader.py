@@ -3,7 +3,7 @@
 ``WorkerLoader`` starts, self-tests and swaps in workers (``WorkerSupervisor``), backs off between failed
 tries, stops the serving worker first when the new one would not fit beside it, and rolls back a version
 that fails by its own fault (``StoreFollower``). Its flows start through its ``FlowGate``. The flows:
-docs/architecture.md, "The model's lifecycle".
+docs/internals.md, "The model's lifecycle".
 """
 
 from __future__ import annotations

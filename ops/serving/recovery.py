@@ -2,7 +2,7 @@
 
 ``Recovery.recover(cause, reason)`` is detect -> isolate -> recover -> verify -> re-admit; the watchdog
 and the service's request rules call it. The flow runs through the ``WorkerLoader``'s gate, one flow at a
-time. docs/architecture.md, "The model's lifecycle".
+time. docs/internals.md, "The model's lifecycle".
 """
 
 from __future__ import annotations

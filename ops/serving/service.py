@@ -3,7 +3,7 @@
 ``ModelService`` builds the serving parts and exposes each for its job: ``supervisor`` (the workers),
 ``readiness`` (state, events, totals), ``lifecycle`` (start, reload, restore, close), ``recovery``,
 ``disk`` (the serving files), ``spare``. It serves requests itself (``submit``); its request rules (waiting
-out a recovery, resending ``WorkerGone``, when failures mean a sick model): docs/architecture.md, "The web
+out a recovery, resending ``WorkerGone``, when failures mean a sick model): docs/internals.md, "The web
 process's serving path".
 """
 
@@ -38,7 +38,7 @@ __all__ = ["ModelService"]
 
 
 class ModelService(InferenceCalls):
-    """Implements ``Inference`` over whichever worker serves; its rules: docs/architecture.md."""
+    """Implements ``Inference`` over whichever worker serves; its rules: docs/internals.md."""
 
     def __init__(
         self,
@@ -157,7 +157,7 @@ class ModelService(InferenceCalls):
 
     def _request_failed(self, request: Request, exc: InferenceFailed) -> None:
         """One failed request is the request's problem; NaN/inf, or several failures in a row,
-        are the model's (docs/architecture.md)."""
+        are the model's (docs/internals.md)."""
         if isinstance(exc, InvalidOutput):
             self.recovery.recover(RecoveryCause.INVALID_OUTPUT, f"a request failed: {exc}")
             return

@@ -1,7 +1,7 @@
 """A worker's vitals read from outside it: whether its process computes, and its own resident memory.
 
 Linux's /proc, read without asking the worker anything, so they work while it hangs or is stopped.
-``CpuProgress`` is what tells a slow step from a hung one (docs/architecture.md, "The watchdog").
+``CpuProgress`` is what tells a slow step from a hung one (docs/internals.md, "The watchdog").
 """
 
 from __future__ import annotations

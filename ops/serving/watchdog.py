@@ -3,7 +3,7 @@
 Two APScheduler jobs: ``vitals`` (every 2 s, no model work) and ``self_test`` (every 15 s, the
 known-answer probes in ``ops/serving/probes.toml`` unless real traffic succeeded). ``decide`` holds the
 rules as a pure function returning a typed ``Decision``. What each job checks and does:
-docs/architecture.md, "The watchdog".
+docs/internals.md, "The watchdog".
 """
 
 from __future__ import annotations

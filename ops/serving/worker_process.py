@@ -3,7 +3,7 @@
 ``WorkerProcess(spec).start()`` spawns a fresh ``python -m engine.worker`` (never a fork, nor
 ``multiprocessing``'s spawn) and waits until it is ready; from then on it is an ``Inference``. The pipe
 and its failure rules: ``ops.serving.worker_pipe``. How a hang is told from a slow step:
-docs/architecture.md, "The web process's serving path".
+docs/internals.md, "The web process's serving path".
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
         [--standby-link standby] [--link current] [--token T] [--watch-s 20]
 
 Each step must pass before the next: verify ``V``, switch and watch the standby, then the primary; a
-failure stops the flow, points the links back and exits non-zero. The steps: ``docs/architecture.md``.
+failure stops the flow, points the links back and exits non-zero. The steps: ``docs/internals.md``.
 """
 
 from __future__ import annotations

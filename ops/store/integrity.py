@@ -2,7 +2,7 @@
 
 A cheap fingerprint of the serving files on every vitals tick; a changed store version is hashed
 against its MANIFEST in a background thread at the lowest CPU priority, and its verdict reported by a
-later check. The rules: ``docs/architecture.md`` (The model store). Pure file work: no torch.
+later check. The rules: ``docs/internals.md`` (The model store). Pure file work: no torch.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A switch moves two links, so it is journalled first (``.switch.json``) and the next writer finishes a
 half-done one; records: ``.rejected.json`` and ``.verified.json``. Pure file work: no torch. The
-crash rules: docs/architecture.md, "The model store".
+crash rules: docs/internals.md, "The model store".
 """
 
 from __future__ import annotations

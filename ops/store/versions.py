@@ -3,7 +3,7 @@
 ``ModelStore`` installs, verifies, activates and rolls back versions (files: ``ops.store.manifest``;
 lock, journal, records: ``ops.store.ledger``); ``ModelSource`` is the link a running app serves.
 Where an app may go back to is one rule, ``ModelStore.fallback``. Layout and crash rules:
-docs/architecture.md. Pure file work: no torch.
+docs/internals.md. Pure file work: no torch.
 """
 
 from __future__ import annotations
