@@ -15,7 +15,7 @@ import pandas as pd
 
 from ui.i18n import t
 from ui.task_admin import TaskAdmin, build_task_panel
-from ui.viewer import Viewer, plot_times, viewer_of
+from ui.viewer import Viewer, client_host, plot_times, viewer_of
 
 __all__ = ["StatusSource", "Drills", "build_status_tab", "peer_frame", "REFRESH_S", "QUIET"]
 
@@ -186,7 +186,7 @@ def _build_drill_panel(drills: Drills, refresh: Callable, refresh_outputs: list,
         build_task_panel(drills, token, viewer_box)
 
     def run(name: str, given: str, request: gr.Request):
-        client = getattr(getattr(request, "client", None), "host", None) or "unknown"  # for the token throttle
+        client = client_host(request)  # for the token throttle
         try:
             result = drills.reload(given, client) if name == "reload" else drills.fault(name, given, client)
         except Exception as exc:  # AdminDenied: show why, never a traceback

@@ -14,7 +14,7 @@ from typing import Callable, Protocol
 import gradio as gr
 
 from ui.i18n import t
-from ui.viewer import viewer_of
+from ui.viewer import client_host, viewer_of
 
 __all__ = ["TaskAdmin", "build_task_panel"]
 
@@ -31,9 +31,6 @@ class TaskAdmin(Protocol):
 
     def remove_task(self, name: str, token: str | None, client: str = ...) -> dict: ...
 
-
-def _client(request: gr.Request | None) -> str:
-    return getattr(getattr(request, "client", None), "host", None) or "unknown"  # for the token throttle
 
 
 def build_task_panel(admin: TaskAdmin, token: gr.Textbox, viewer_box: gr.Textbox) -> None:
@@ -54,10 +51,10 @@ def build_task_panel(admin: TaskAdmin, token: gr.Textbox, viewer_box: gr.Textbox
             table = json.loads(text or "")
         except ValueError as exc:
             return f"✗ {viewer_of(raw).text('task_fields_not_json', error=exc)}"
-        return _run(lambda: admin.put_task((task or "").strip(), table, given, _client(request)))
+        return _run(lambda: admin.put_task((task or "").strip(), table, given, client_host(request)))
 
     def on_remove(task: str, given: str, request: gr.Request) -> str:
-        return _run(lambda: admin.remove_task((task or "").strip(), given, _client(request)))
+        return _run(lambda: admin.remove_task((task or "").strip(), given, client_host(request)))
 
     save.click(on_save, inputs=[name, fields, token, viewer_box], outputs=[outcome], **QUIET)
     remove.click(on_remove, inputs=[name, token], outputs=[outcome], **QUIET)

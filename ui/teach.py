@@ -15,7 +15,7 @@ import gradio as gr
 import pandas as pd
 
 from ui.i18n import t
-from ui.viewer import Viewer, viewer_of
+from ui.viewer import Viewer, client_host, viewer_of
 
 __all__ = ["Teaching", "build_teach_panel", "fit_and_report", "save_examples"]
 
@@ -39,9 +39,6 @@ class Teaching(Protocol):
 
     def get_task(self, name: str, token: str | None, client: str = ...) -> dict: ...
 
-
-def _client(request: gr.Request | None) -> str:
-    return getattr(getattr(request, "client", None), "host", None) or "unknown"  # for the token throttle
 
 
 def _refused(exc: Exception) -> str:
@@ -121,10 +118,10 @@ def build_teach_panel(admin: Teaching | None, viewer_box: gr.Textbox) -> None:
                                elem_id="teach-confusion")
 
     def on_save(given, task, names, words, pasted, file, raw, request: gr.Request) -> str:
-        return save_examples(admin, viewer_of(raw), given, task, names, words, pasted, file, _client(request))
+        return save_examples(admin, viewer_of(raw), given, task, names, words, pasted, file, client_host(request))
 
     def on_fit(given, task, raw, request: gr.Request, progress=gr.Progress()):
-        return fit_and_report(admin, viewer_of(raw), given, task, progress, _client(request))
+        return fit_and_report(admin, viewer_of(raw), given, task, progress, client_host(request))
 
     save.click(on_save, inputs=[token, name, labels, instruction, lines, upload, viewer_box], outputs=[outcome],
                **PRIVATE)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import pandas as pd
@@ -17,7 +18,10 @@ import pandas as pd
 from engine.types import TaskInfo
 from ui.i18n import detail, label_names, language_of, text
 
-__all__ = ["Viewer", "VIEWER_JS", "viewer_of", "plot_times"]
+if TYPE_CHECKING:
+    import gradio as gr
+
+__all__ = ["Viewer", "VIEWER_JS", "viewer_of", "plot_times", "client_host"]
 
 VIEWER_JS = ("() => JSON.stringify({tz: Intl.DateTimeFormat().resolvedOptions().timeZone || '', "
              "lang: navigator.language || ''})")
@@ -65,3 +69,8 @@ def viewer_of(raw: str | None) -> Viewer:
         return Viewer(zone, language_of(data.get("lang")) == "zh")
     except (ValueError, TypeError, KeyError, AttributeError, ZoneInfoNotFoundError):
         return Viewer()
+
+
+def client_host(request: gr.Request | None) -> str:
+    """The viewer's address, for the admin token's throttle; Gradio's request may carry no client."""
+    return getattr(getattr(request, "client", None), "host", None) or "unknown"
