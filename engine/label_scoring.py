@@ -12,11 +12,12 @@ from typing import Callable, Sequence
 
 from engine.backend import Scored
 from engine.errors import ConfigError
+from engine.heads import HeadState
 from engine.prompts import RenderChat, split_classify_prompt
 from engine.kinds.classify import ClassifyTask
 from engine.types import ClassifyMode
 
-__all__ = ["MAX_TOKENS_PER_FORWARD", "LabelPlan", "label_spellings", "length_groups", "scored_rows"]
+__all__ = ["MAX_TOKENS_PER_FORWARD", "LabelPlan", "TaskScorers", "label_spellings", "length_groups", "scored_rows"]
 
 MAX_TOKENS_PER_FORWARD = 1024  # suffix tokens (padding included, where the runtime pads) in one forward pass
 
@@ -92,3 +93,22 @@ def scored_rows(task: ClassifyTask, probabilities: list[list[float]], truncated:
         results.append(Scored(label=task.labels[best], confidence=row[best], scores=dict(zip(task.labels, row)),
                               truncated=was_truncated, mode=mode))
     return results
+
+
+class TaskScorers:
+    """A classifier's label scorer and head state per classify task, on either runtime: what ``head_states``,
+    ``scorer`` and ``score`` answer from. ``prepare`` (the runtime's) builds both tables and swaps them whole."""
+
+    def __init__(self) -> None:
+        self._scorers: dict = {}  # task -> the runtime's label scorer (its ``score(texts, modes)``)
+        self._heads: dict[str, HeadState] = {}
+
+    def head_states(self) -> dict[str, HeadState]:
+        return dict(self._heads)
+
+    def scorer(self, task: str):
+        """The task's label scorer (for fitting its head: ``ops.tools.heads``)."""
+        return self._scorers[task]
+
+    def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
+        return self._scorers[task].score(texts, list(modes))

@@ -8,14 +8,17 @@ layers above see the one generic call the real worker offers.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
+from typing import Iterator
 
-from engine.tasks import load_tasks
 from engine.chat import ChatUpdate
 from engine.kinds.classify import ClassifyRequest, ClassifyResult
+from engine.tasks import load_tasks
+from ops.serving.service import ModelService
 
-__all__ = ["FakeWorker", "replies", "running", "wait_for"]
+__all__ = ["FakeWorker", "ready_service", "replies", "running", "wait_for"]
 
 
 def replies(items):
@@ -73,6 +76,17 @@ class FakeWorker:
 
     def inject_fault(self, kind):
         self.faults.append(kind)
+
+
+@contextlib.contextmanager
+def ready_service(start=None, **settings) -> Iterator:
+    """A ``ModelService`` over fake workers (``FakeWorker`` unless ``start`` says), ready; closed at the end."""
+    service = running(ModelService(load_tasks(), start or FakeWorker, **settings))
+    try:
+        assert service.readiness.wait_ready(5)
+        yield service
+    finally:
+        service.lifecycle.close()
 
 
 def running(service):

@@ -17,18 +17,18 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 from loguru import logger
 
-from engine.backend import BackendInfo, Scored
+from engine.backend import BackendInfo
 from engine.backends.llamacpp_layers import LayerTap
 from engine.backends.llamacpp_runtime import BatchEntry, LlamaRuntime, SequenceIds
 from engine.backends.llamacpp_scoring import SCORE_ROWS, TASK_PREFIXES, GgufLabelScorer
 from engine.errors import ConfigError, ModelUnavailable
 from engine.heads import HeadState, ModelHeads
-from engine.label_scoring import MAX_TOKENS_PER_FORWARD
+from engine.label_scoring import MAX_TOKENS_PER_FORWARD, TaskScorers
 from engine.loader import describe_model_dir, gguf_file
 from engine.prompts import Message
 from engine.sampling import choose_token, sampling_rng
 from engine.kinds.classify import ClassifyTask
-from engine.types import ClassifyMode, EngineConfig
+from engine.types import EngineConfig
 
 __all__ = ["GgufSequence", "LlamaCppBackend", "LlamaCppClassifier", "LlamaCppDecoder", "LlamaCppText", "context_size",
            "sequence_count"]
@@ -104,14 +104,13 @@ class LlamaCppText:
         return self._vocab.detokenize(list(ids))
 
 
-class LlamaCppClassifier:
+class LlamaCppClassifier(TaskScorers):
     """The ``Classifier``: a ``GgufLabelScorer`` per classify task, each with its prompt prefix in a
     sequence of its own, and the early-exit context its heads share."""
 
     def __init__(self, runtime: LlamaRuntime, sequences: SequenceIds, text: LlamaCppText, path: Path) -> None:
+        super().__init__()
         self._runtime, self._sequences, self._text = runtime, sequences, text
-        self._scorers: dict[str, GgufLabelScorer] = {}
-        self._heads: dict[str, HeadState] = {}
         self._head_files = ModelHeads(path)
         self._tap: LayerTap | None = None  # the early-exit context, made for the first head on a layer
 
@@ -153,15 +152,6 @@ class LlamaCppClassifier:
             self._tap = LayerTap(self._runtime, PREFIX_TOKENS + MAX_TOKENS_PER_FORWARD, MAX_TOKENS_PER_FORWARD,
                                  TASK_PREFIXES + SCORE_ROWS)
         return self._tap
-
-    def head_states(self) -> dict[str, HeadState]:
-        return dict(self._heads)
-
-    def scorer(self, task: str) -> GgufLabelScorer:
-        return self._scorers[task]
-
-    def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
-        return self._scorers[task].score(texts, list(modes))
 
     def close(self) -> None:
         for scorer in self._scorers.values():

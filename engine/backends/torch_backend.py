@@ -15,16 +15,16 @@ from typing import Iterable, Mapping, Sequence
 import torch
 from loguru import logger
 
-from engine.backend import BackendInfo, Scored
+from engine.backend import BackendInfo
 from engine.backends.torch_decode import DecodeBatch, TorchSequence, prefill, stop_token_ids
 from engine.backends.torch_head import LinearHead
 from engine.backends.torch_scoring import LabelScorer
 from engine.heads import HeadState, ModelHeads
+from engine.label_scoring import TaskScorers
 from engine.loader import ModelHandle
 from engine.prompts import Message
 from engine.sampling import sampling_rng
 from engine.kinds.classify import ClassifyTask
-from engine.types import ClassifyMode
 
 __all__ = ["TorchBackend", "TorchClassifier", "TorchDecoder", "TorchText"]
 
@@ -99,13 +99,12 @@ class TorchText:
         return self._tokenizer.decode(ids, skip_special_tokens=True)
 
 
-class TorchClassifier:
+class TorchClassifier(TaskScorers):
     """The ``Classifier``: a ``LabelScorer`` per classify task, with its head where one was fitted."""
 
     def __init__(self, handle: ModelHandle, text: TorchText) -> None:
+        super().__init__()
         self._model, self._tokenizer, self._text = handle.model, handle.tokenizer, text
-        self._scorers: dict[str, LabelScorer] = {}
-        self._heads: dict[str, HeadState] = {}
         self._head_files = ModelHeads(handle.path)
 
     def prepare(self, classify_tasks: Iterable[ClassifyTask], max_input_tokens: int) -> None:
@@ -128,16 +127,6 @@ class TorchClassifier:
         for scorer, head in refitted:
             scorer.head = None if head is None else LinearHead(head)
         self._scorers, self._heads = scorers, heads
-
-    def head_states(self) -> dict[str, HeadState]:
-        return dict(self._heads)
-
-    def scorer(self, task: str) -> LabelScorer:
-        """The task's label scorer (for fitting its head: ``ops.tools.heads``)."""
-        return self._scorers[task]
-
-    def score(self, task: str, texts: list[str], modes: Sequence[ClassifyMode]) -> list[Scored]:
-        return self._scorers[task].score(texts, list(modes))
 
 
 class TorchDecoder:

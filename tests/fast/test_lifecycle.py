@@ -13,7 +13,7 @@ from engine.tasks import load_tasks
 from ops.serving.health import add_health_routes
 from ops.serving.readiness import State
 from ops.serving.service import ModelService
-from tests.fakes import FakeWorker, running, wait_for
+from tests.fakes import FakeWorker, ready_service, running, wait_for
 
 
 def routes(service):
@@ -48,15 +48,11 @@ def test_missing_model_keeps_the_process_up_and_says_why():
 
 
 def test_becomes_ready_after_load_and_self_test():
-    service = running(ModelService(load_tasks(), FakeWorker))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service() as service:
         body = routes(service).get("/ready").json()
         assert body["state"] == "ready" and body["model"] == "fake@1"
         assert body["last_self_test"]["passed"] is True
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
-    finally:
-        service.lifecycle.close()
 
 
 def test_ready_shows_the_heads_a_task_change_left_without_a_reload():
@@ -70,16 +66,12 @@ def test_ready_shows_the_heads_a_task_change_left_without_a_reload():
             super().update_tasks(tasks)
             self.heads = {"topic": {"status": "ready", "detail": "linear head fitted"}}
 
-    service = running(ModelService(load_tasks(), Teachable))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service(Teachable) as service:
         assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "missing"
         service.update_tasks(load_tasks())
         assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "ready"
         service.readiness.set_heads(12345, {})  # the answer of a worker no longer serving is left out
         assert routes(service).get("/ready").json()["heads"]["topic"]["status"] == "ready"
-    finally:
-        service.lifecycle.close()
 
 
 def test_a_model_that_fails_its_self_test_is_never_served():
@@ -134,15 +126,11 @@ def test_reload_swaps_in_a_new_engine_and_drains_the_old():
         engines.append(FakeWorker())
         return engines[-1]
 
-    service = running(ModelService(load_tasks(), load))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service(load) as service:
         assert service.lifecycle.reload("test") is True
         assert wait_for(lambda: len(engines) == 2 and engines[0].closed)
         assert not engines[1].closed and service.readiness.snapshot().ready
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
-    finally:
-        service.lifecycle.close()
 
 
 def test_a_failed_reload_keeps_the_old_engine_serving():
@@ -154,30 +142,22 @@ def test_a_failed_reload_keeps_the_old_engine_serving():
             raise ModelNotFound("No model at /gone")
         return FakeWorker()
 
-    service = running(ModelService(load_tasks(), load))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service(load) as service:
         service.lifecycle.reload("test")
         assert wait_for(lambda: service.readiness.snapshot().reason is not None)
         snapshot = service.readiness.snapshot()
         assert snapshot.ready and "still serving the previous model" in snapshot.reason
         assert service.classify("sentiment", ["hi"])[0].label == "positive"
-    finally:
-        service.lifecycle.close()
 
 
 def test_admin_routes_need_the_token():
-    service = running(ModelService(load_tasks(), FakeWorker))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service() as service:
         assert admin_client(service, None).post("/admin/reload").status_code == 403
         client = admin_client(service, "s3cret")
         assert client.post("/admin/reload").status_code == 401
         assert client.post("/admin/reload", headers={"Authorization": "Bearer wrong"}).status_code == 401
         ok = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 202 and ok.json()["reloading"] is True
-    finally:
-        service.lifecycle.close()
 
 
 def test_changed_model_files_are_noticed(tmp_path):
@@ -186,14 +166,10 @@ def test_changed_model_files_are_noticed(tmp_path):
     class WorkerOnDisk(FakeWorker):
         model_path = tmp_path
 
-    service = running(ModelService(load_tasks(), WorkerOnDisk))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service(WorkerOnDisk) as service:
         assert service.disk.check().files_changed is False
         (tmp_path / "model.safetensors").write_bytes(b"tampered!")
         assert service.disk.check().files_changed is True
-    finally:
-        service.lifecycle.close()
 
 
 def test_a_request_that_finds_the_worker_gone_starts_the_recovery_and_is_served_by_the_new_one():

@@ -5,12 +5,10 @@ from __future__ import annotations
 import pytest
 
 from engine.errors import ModelNotFound
-from engine.tasks import load_tasks
 from ops.api.admin import AdminActions, AdminDenied
 from ops.serving.history import EventLog, Timeline
 from ops.serving.readiness import RecoveryCause
-from ops.serving.service import ModelService
-from tests.fakes import FakeWorker, running, wait_for
+from tests.fakes import FakeWorker, ready_service, wait_for
 from ops.serving.peers import Peers
 from ui.status_tab import (EVENT_COLUMNS, LIFECYCLE, PEER_COLUMNS, SELF_TEST, event_frame, headers, memory_frame,
                            peer_frame, summary_markdown)
@@ -68,9 +66,7 @@ def test_the_service_records_loads_reloads_and_failed_reloads():
             raise ModelNotFound("No model at /gone")
         return FakeWorker()
 
-    service = running(ModelService(load_tasks(), load))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service(load) as service:
         assert service.lifecycle.reload("operator request")
         assert wait_for(lambda: len(service.readiness.events.recent(kinds=("loaded",))) == 2)
         assert service.lifecycle.reload("operator request")
@@ -79,14 +75,10 @@ def test_the_service_records_loads_reloads_and_failed_reloads():
         assert kinds == ["loaded", "reload", "loaded", "reload", "load-failed"]
         assert "/gone" in service.readiness.events.recent(kinds=("load-failed",))[0]["detail"]
         assert len(service.readiness.events.recent(kinds=SELF_TEST)) == 2  # each successful load's self-test
-    finally:
-        service.lifecycle.close()
 
 
 def test_the_service_records_a_recovery_with_its_reason():
-    service = running(ModelService(load_tasks(), FakeWorker))
-    try:
-        assert service.readiness.wait_ready(5)
+    with ready_service() as service:
         service.readiness.record_self_test(False, 0.1, "self-test failed: wrong answer")
         assert service.recovery.recover(RecoveryCause.SELF_TEST, "self-test failed: wrong answer")
         assert wait_for(lambda: service.readiness.events.recent(kinds=("recovered",)))
@@ -94,8 +86,6 @@ def test_the_service_records_a_recovery_with_its_reason():
         assert recovering["ok"] is False and "wrong answer" in recovering["detail"]
         assert service.readiness.events.recent(kinds=SELF_TEST)[-1]["ok"] is True  # the startup self-test
         assert any(not e["ok"] for e in service.readiness.events.recent(kinds=SELF_TEST))
-    finally:
-        service.lifecycle.close()
 
 
 class Recorder:
