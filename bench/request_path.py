@@ -63,6 +63,7 @@ REPO = Path(__file__).resolve().parent.parent
 PROJECT_DIRS = ("engine", "ops", "ui")
 PROJECT_FILES = ("app.py",)
 TARGET = 10  # issue 24
+BACKEND_MODULES = ("engine/backends/", "engine/label_scoring.py")  # where "the backend" begins
 ENV_DIR = "REQUEST_PATH_TRACE_DIR"  # where the worker's hook reads its commands and writes its trace
 ENV_PARENT = "REQUEST_PATH_TRACE_PARENT"  # the web process's pid: only its worker children are traced
 ARM, ARMED, DUMP = "arm", "armed", "dump"
@@ -383,10 +384,11 @@ def measure(args) -> dict:
                 for r in rows]
 
     both = sorted({r["module"] for r in web_rows} & {r["module"] for r in worker_rows})
-    # The target's span, "from the Gradio handler to the backend": up to the first call into engine/backends/
-    # (the rest is the backend's own inside, the engine's next turn and the way back: logging the request).
+    # The target's span, "from the Gradio handler to the backend": up to the first call into the backend
+    # (engine/backends/, and engine/label_scoring.py, which both runtimes' classifiers share); the rest is the
+    # backend's own inside, the engine's next turn and the way back (logging the request).
     ordered = list(path.values())
-    entry = next((i for i, r in enumerate(ordered) if r["module"].startswith("engine/backends/")), len(ordered) - 1)
+    entry = next((i for i, r in enumerate(ordered) if r["module"].startswith(BACKEND_MODULES)), len(ordered) - 1)
     return {
         "task": args.task, "text": args.text, "door": args.door, "mode": args.mode,
         "model": str(model_dir) if args.model_dir else "tiny Qwen2 test model (tests.tiny_model)",
