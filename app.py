@@ -54,7 +54,7 @@ def make_worker_starter(config: AppConfig, tasks: Callable[[], TaskRegistry]) ->
         model_dir = Path(model_dir or config.resolved_model_dir).resolve()
         check_model_dir(model_dir)  # a missing model is named here, without starting a process for it
         return WorkerProcess(WorkerSpec(model_dir, tasks(), engine_config, config.backend, config.precision,
-                                        config.device)).start()
+                                        config.device, fault_drills=config.fault_injection)).start()
 
     return start
 

@@ -10,9 +10,8 @@ torch) unless ``--model-dir`` names one; the worker is the real ``python -m engi
 that ``ops.serving.worker_process`` spawns. Once the model is in service (its self-test passed), it sends
 ONE request through the function the task's tab calls on "Analyze" (``ui.classify_tab``'s ``analyze``,
 taken from the built Blocks and called with the arguments Gradio passes it after preprocessing), or with
-``--door api`` through the ``/<task>`` API function, after the validator Gradio's queue would run for it
-(the event's ``BlockFunction.validator``; the output notes when ``ui.validation`` set one where Gradio does
-not look).
+``--door api`` through the ``/<task>`` API function, after the validator Gradio's queue would run for it,
+if the event has one (``BlockFunction.validator``).
 
 A project module is a file under ``engine/``, ``ops/`` or ``ui/``, or ``app.py``, by path. A module is on
 the request's path when a function of it is called, or is running (on a thread's stack when the request
@@ -332,9 +331,6 @@ def measure(args) -> dict:
                 raise SystemExit(f"no {args.door} handler for the task {args.task!r} in the UI; its events: "
                                  f"{sorted({f.name for f in demo.fns.values() if f.concurrency_id == args.task})}")
             notes = []
-            if args.door == "api" and fn.validator is None and getattr(fn.fn, "validator", None) is not None:
-                notes.append("the API function carries a validator (ui.validation.attach_validator) but Gradio's "
-                             "BlockFunction has none, so Gradio does not run it: not called here either")
             if not service.readiness.wait_ready(args.ready_timeout_s):
                 raise RuntimeError(f"the model did not come into service: {service.readiness.snapshot().to_json()}")
             worker = service.supervisor.serving

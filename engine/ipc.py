@@ -42,6 +42,7 @@ class WorkerSpec:
     backend: str = "auto"
     precision: str = "auto"
     device: str = "cpu"
+    fault_drills: bool = True  # wrap the backend for the drills (``--fault-injection``); off, it is not on the path
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from multiprocessing.connection import Connection
 
 from loguru import logger
 
+from engine.backend import Backend
 from engine.backends import open_backend
 from engine.engine import Engine
 from engine.errors import AllInOneError, InferenceFailed, ModelUnavailable
@@ -92,8 +93,10 @@ def _forward_logs(outbox: _Outbox) -> None:
     logger.add(sink, level="INFO", format="{message}", backtrace=False, diagnose=False)
 
 
-def _load(spec: WorkerSpec, beat) -> tuple[Engine, FaultyBackend]:
-    backend = FaultyBackend(open_backend(spec.backend, spec.model_dir, spec.precision, spec.device, spec.engine))
+def _load(spec: WorkerSpec, beat) -> tuple[Engine, Backend]:
+    backend = open_backend(spec.backend, spec.model_dir, spec.precision, spec.device, spec.engine)
+    if spec.fault_drills:  # only then: a drill-free worker's requests never pass the wrapper
+        backend = FaultyBackend(backend)
     on_beat = lambda: struct.pack_into("d", beat, 0, time.monotonic())  # noqa: E731
     engine = Engine(backend, spec.tasks, spec.engine, on_beat=on_beat).start()
     on_beat()
@@ -103,7 +106,7 @@ def _load(spec: WorkerSpec, beat) -> tuple[Engine, FaultyBackend]:
     return engine, backend
 
 
-def _serve(conn, engine: Engine, backend: FaultyBackend, outbox: _Outbox) -> None:
+def _serve(conn, engine: Engine, backend: Backend, outbox: _Outbox) -> None:
     jobs: dict[int, threading.Event] = {}
     while True:
         try:
@@ -129,6 +132,9 @@ def _serve(conn, engine: Engine, backend: FaultyBackend, outbox: _Outbox) -> Non
         elif op is Op.FAULT:
             if message[1] == Fault.EXIT:
                 os._exit(1)  # as a crash would: no goodbye, no cleanup
+            if not isinstance(backend, FaultyBackend):
+                logger.error("worker: fault drill refused: this worker was started without fault drills")
+                continue
             try:
                 backend.arm(message[1])
             except AllInOneError as exc:
@@ -141,13 +147,13 @@ def _serve(conn, engine: Engine, backend: FaultyBackend, outbox: _Outbox) -> Non
             return
 
 
-def _head_states(backend: FaultyBackend) -> dict[str, dict]:
+def _head_states(backend: Backend) -> dict[str, dict]:
     """Per classify task with examples, its head's state (``WorkerInfo.heads``)."""
     return {task: state.to_api() for task, state in backend.classifier.head_states().items()
             if state.status != HeadStatus.NONE}
 
 
-def _update_tasks(engine: Engine, backend: FaultyBackend, rid: int, tasks, outbox: _Outbox) -> None:
+def _update_tasks(engine: Engine, backend: Backend, rid: int, tasks, outbox: _Outbox) -> None:
     try:
         engine.update_tasks(tasks)
     except AllInOneError as exc:

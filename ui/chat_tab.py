@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import gradio as gr
 
-from engine.kinds.generate import ChatRequest, fit_history
+from engine.kinds.generate import fit_history
 from engine.types import (
     FINISH_LENGTH,
     FINISH_TIME_LIMIT,
@@ -25,7 +25,6 @@ from engine.types import (
 from ui.errors import friendly_errors
 from ui.i18n import language_of, t, text
 from ui.task_choice import choice_refresher, task_names
-from ui.validation import attach_validator, request_validator
 
 if TYPE_CHECKING:
     from engine.kinds.base import RequestLimits
@@ -49,7 +48,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
     slots (the engine's active chats); past it, requests wait in Gradio's queue, which shows
     each browser its place in line, and a full queue answers "busy". ``limits``
     (``engine.kinds.base``): the browser sends only the history that fits them (the model would drop
-    older turns to fit its context anyway); an API call over them is refused at the queue's door.
+    older turns to fit its context anyway); an API call over them is refused by the service's check.
     The notices are in the browser's language (its request's Accept-Language).
     Returns ``(refresh, selector)``: the caller re-reads the generate tasks into the selector."""
 
@@ -95,9 +94,7 @@ def build_chat_tab(service: Inference, info: TaskInfo, concurrency_limit: int, l
             yield update.text
 
     api.__name__ = info.name
-    endpoint = gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit,
-                      concurrency_id=pool)
-    attach_validator(endpoint, request_validator(lambda message, history=None: ChatRequest(message, history), limits))
+    gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit, concurrency_id=pool)
 
     return choice_refresher(service, TaskKind.GENERATE, lambda choices: info.name), selector
 

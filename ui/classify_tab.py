@@ -8,20 +8,15 @@ shape (``ClassifyResult.to_api``) with label ids; the tab shows the labels' name
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
-from engine.kinds.classify import ClassifyRequest, ClassifyResult
+from engine.kinds.classify import ClassifyResult
 from engine.types import ClassifyMode, Inference, TaskInfo
 from ui.errors import friendly_errors
 from ui.file_panel import FileDoor, results_frame
 from ui.i18n import t
-from ui.validation import attach_validator, request_validator
 from ui.viewer import Viewer, viewer_of
-
-if TYPE_CHECKING:
-    from engine.kinds.base import RequestLimits
 
 __all__ = ["build_classify_tab", "mode_choice", "shown_result"]
 
@@ -39,10 +34,10 @@ def shown_result(result: ClassifyResult, info: TaskInfo, viewer: Viewer) -> tupl
             viewer.text("answered", mode=viewer.text(f"modes.{result.mode.value}")))
 
 
-def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: int, limits: "RequestLimits",
-                       viewer_box: gr.Textbox, files: FileDoor) -> None:
-    """Render the tab's components into the current Blocks context. ``limits`` (``engine.kinds.base``)
-    refuses an oversized API call before it joins the queue; ``viewer_box``: see ``ui.viewer``."""
+def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: int, viewer_box: gr.Textbox,
+                       files: FileDoor) -> None:
+    """Render the tab's components into the current Blocks context (the service checks every request: the
+    edge's one check, ``engine.kinds``); ``viewer_box``: see ``ui.viewer``."""
 
     @friendly_errors
     def analyze(text: str, mode: str, raw: str):
@@ -94,7 +89,4 @@ def build_classify_tab(service: Inference, info: TaskInfo, concurrency_limit: in
         return service.classify(info.name, [text], mode)[0].to_api()
 
     api.__name__ = info.name
-    endpoint = gr.api(
-        friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit, concurrency_id=info.name
-    )
-    attach_validator(endpoint, request_validator(lambda text, mode=None: ClassifyRequest([text], mode=mode), limits))
+    gr.api(friendly_errors(api), api_name=info.name, concurrency_limit=concurrency_limit, concurrency_id=info.name)

@@ -51,7 +51,7 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
         for info in service.task_infos():
             with gr.Tab(tab_title(info), id=info.name) as tab:
                 if info.kind is TaskKind.CLASSIFY:
-                    build_classify_tab(service, info, classify_concurrency, limits, viewer_box, files)
+                    build_classify_tab(service, info, classify_concurrency, viewer_box, files)
                 else:
                     refresh, selector = build_chat_tab(service, info, chat_concurrency, limits)
                     # Generate tasks added at run time join the selector: on page load, and on opening the tab.
@@ -59,7 +59,7 @@ def build_demo(service: Inference, snapshot, classify_concurrency: int, chat_con
                     tab.select(refresh, inputs=[selector], outputs=[selector], **QUIET)
             task_tabs.append(tab)
         with gr.Tab(t("task.tasks"), id="tasks") as tasks_tab:
-            refresh_tasks, task_dropdown = build_tasks_tab(service, classify_concurrency, chat_concurrency, limits,
+            refresh_tasks, task_dropdown = build_tasks_tab(service, classify_concurrency, chat_concurrency,
                                                            viewer_box, files, admin=drills)
         # Tasks added at run time show up here: the list is read again whenever the tab is opened.
         tasks_tab.select(refresh_tasks, inputs=[task_dropdown], outputs=[task_dropdown], **QUIET)

@@ -7,12 +7,10 @@ through ``ui.file_panel``. API: ``/classify`` (``task``, ``text``, optional ``mo
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import gradio as gr
 
-from engine.kinds.classify import ClassifyRequest
-from engine.kinds.generate import ChatRequest
 from engine.types import ClassifyMode, Inference, TaskKind
 from ui.chat_tab import CHAT_POOL
 from ui.classify_tab import mode_choice, shown_result
@@ -21,11 +19,7 @@ from ui.file_panel import FileDoor
 from ui.i18n import t
 from ui.task_choice import choice_refresher, task_names
 from ui.teach import Teaching, build_teach_panel
-from ui.validation import attach_validator, request_validator
 from ui.viewer import viewer_of
-
-if TYPE_CHECKING:
-    from engine.kinds.base import RequestLimits
 
 __all__ = ["build_tasks_tab"]
 
@@ -33,7 +27,7 @@ __all__ = ["build_tasks_tab"]
 
 
 def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurrency: int,
-                    limits: "RequestLimits", viewer_box: gr.Textbox, files: FileDoor, admin: Teaching | None = None):
+                    viewer_box: gr.Textbox, files: FileDoor, admin: Teaching | None = None):
     """Render the tab's contents; returns ``(refresh, dropdown)``: the caller re-reads the task list
     into the dropdown whenever the tab is opened. ``viewer_box``: see ``ui.viewer``."""
     names = task_names(service, TaskKind.CLASSIFY)
@@ -69,19 +63,14 @@ def build_tasks_tab(service: Inference, classify_concurrency: int, chat_concurre
         """Classify ``text`` with the classify task ``task``; the same shape as ``/sentiment``."""
         return service.classify(task, [text], mode)[0].to_api()
 
-    endpoint = gr.api(friendly_errors(classify), api_name="classify", concurrency_limit=classify_concurrency,
-                      concurrency_id="tasks-classify")
-    attach_validator(endpoint, request_validator(lambda task, text, mode=None: ClassifyRequest([text], mode=mode),
-                                                 limits))
+    gr.api(friendly_errors(classify), api_name="classify", concurrency_limit=classify_concurrency,
+           concurrency_id="tasks-classify")
 
     def generate(task: str, message: str, history: list[dict] | None = None) -> Iterator[str]:
         """Answer ``message`` with the generate task ``task``; streams the text so far as a job."""
         for update in service.generate(task, message, history):
             yield update.text
 
-    endpoint = gr.api(friendly_errors(generate), api_name="generate", concurrency_limit=chat_concurrency,
-                      concurrency_id=CHAT_POOL)
-    attach_validator(endpoint, request_validator(lambda task, message, history=None: ChatRequest(message, history),
-                                                 limits))
+    gr.api(friendly_errors(generate), api_name="generate", concurrency_limit=chat_concurrency, concurrency_id=CHAT_POOL)
 
     return choice_refresher(service, TaskKind.CLASSIFY, lambda choices: choices[0] if choices else None), task

@@ -17,8 +17,10 @@ from typing import Callable, Generator
 from loguru import logger
 
 from engine.errors import InferenceFailed, InvalidOutput, ModelUnavailable, WorkerGone, WorkerLost
+from engine.kinds.base import RequestLimits
+from engine.kinds.registry import InferenceCalls, Reply, Request, check_request
 from engine.tasks import TaskRegistry
-from engine.kinds.registry import InferenceCalls, Reply, Request
+from engine.teach import FeatureRequest
 from engine.types import Fault, Inference, ReplyStream, TaskInfo
 from ops.common.proc import free_memory_bytes
 from ops.serving.disk import ServingFiles
@@ -26,8 +28,6 @@ from ops.serving.lifecycle import Lifecycle
 from ops.serving.loader import WorkerLoader, basic_self_test
 from ops.serving.readiness import Readiness, RecoveryCause, State
 from ops.serving.recovery import Recovery
-from engine.kinds.base import RequestLimits
-from engine.kinds.registry import check_request
 from ops.serving.spare import WarmSpare
 from ops.serving.supervisor import WorkerHandle, WorkerSupervisor
 from ops.store.follower import StoreFollower
@@ -115,7 +115,8 @@ class ModelService(InferenceCalls):
     def submit(self, task: str, request: Request) -> ReplyStream:
         """Forward to the serving worker; once more on the new one if a hot swap stopped the old
         one between picking it and handing it the request (it never ran, so retrying is safe)."""
-        request = check_request(request, self.limits)  # the one validation, before anything is queued
+        if not isinstance(request, FeatureRequest):  # a fit's reading: its examples were checked when saved
+            request = check_request(request, self.limits)  # the one validation, before anything is queued
         worker = self._current()
         try:
             try:

@@ -160,21 +160,6 @@ def test_chats_past_the_slots_wait_in_line_and_see_their_place(tiny_app_args, tm
         app.stop()
 
 
-def test_an_api_call_over_a_limit_is_refused_at_the_queues_door(live_app, client):
-    """The endpoint's validator (``ui.validation``: the request's kind's one check) refuses it before the
-    queue: it never reaches the service, so no request is counted, and the reason names the limit."""
-    def refused() -> str:
-        text = httpx.get(live_app.url + "/metrics").text
-        line = next((l for l in text.splitlines()
-                     if l.startswith('allinone_requests_total{outcome="invalid_input",task="sentiment"}')), "x 0")
-        return line.split()[-1]
-
-    before = refused()
-    with pytest.raises(Exception, match="Line 1 too long: 4001 characters"):
-        client.predict("x" * 4001, api_name="/sentiment")
-    assert refused() == before
-
-
 def test_metrics_count_real_requests(live_app, client):
     client.predict("counted", api_name="/sentiment")
     text = httpx.get(live_app.url + "/metrics").text

@@ -121,6 +121,23 @@ def test_the_exit_drill_ends_the_worker(tiny_model_dir, tasks):
     worker.kill()
 
 
+def test_a_worker_without_fault_drills_refuses_them_and_keeps_serving(tiny_model_dir, tasks):
+    """``--fault-injection`` off: the worker's backend is not wrapped, so a drill that reaches it is refused."""
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lines.append, format="{message}")
+    worker = WorkerProcess(WorkerSpec(tiny_model_dir, tasks, EngineConfig(max_new_tokens=4), backend=TEST_BACKEND,
+                                      precision=TEST_PRECISION, fault_drills=False)).start()
+    try:
+        worker.inject_fault("error")
+        assert wait_for(lambda: any("started without fault drills" in line for line in lines), timeout=10)
+        assert worker.classify("sentiment", TEXTS)[0].label in ("positive", "negative")  # not the injected error
+    finally:
+        logger.remove(sink)
+        worker.close()
+
+
 def test_a_model_that_cannot_load_says_why(tmp_path, tasks):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelNotFound, match=str(tmp_path)) as error:
