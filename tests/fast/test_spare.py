@@ -116,7 +116,7 @@ def test_a_spare_that_fails_its_self_test_at_the_switch_is_killed_and_a_fresh_wo
         assert service.recovery.recover(RecoveryCause.INVALID_OUTPUT, "NaN")
         assert wait_for(lambda: service.readiness.snapshot().ready and service.supervisor.serving not in (None, spare))
         assert spare.killed
-        assert wait_for(lambda: ("spare", False) in [(event["kind"], event["ok"]) for event in service.events.recent()])
+        assert wait_for(lambda: ("spare", False) in [(event["kind"], event["ok"]) for event in service.readiness.events.recent()])
 
 
 def test_a_hot_swap_frees_the_spare_first_and_the_new_version_gets_its_own(tmp_path):
