@@ -233,12 +233,14 @@ class Watchdog:
         long, not the model sick: reloading would only add load and kill the work in
         flight, so it is recorded and never recovered from, however often it happens.
         A step that computes for ever is a hang all the same: ``stuck_for`` stops
-        counting CPU use as life after ``MAX_STEP_S``.
+        counting CPU use as life after ``MAX_STEP_S``. Probes that failed on a worker
+        replaced meanwhile (a recovery, a reload) say nothing of the one serving now.
         """
         if self._probe_thread is not None and self._probe_thread.is_alive():
             return None  # the last slow probe is still running: do not pile up another
         outcome: dict = {}
         readiness = self.service.readiness
+        probed = self.service.supervisor.serving  # the worker these probes are about
 
         def target() -> None:
             try:
@@ -259,6 +261,10 @@ class Watchdog:
                 readiness.record_self_test(False, time.monotonic() - started, detail)
                 logger.warning("watchdog: {}", detail)
                 return None
+        if "error" in outcome and self.service.supervisor.serving is not probed:
+            # Its end (killed, timed out) failed the probes; the next probe tests the one serving now.
+            logger.warning("watchdog: {} (on a worker no longer serving: not acted on)", outcome["error"])
+            return None
         passed = "error" not in outcome
         readiness.record_self_test(passed, time.monotonic() - started, outcome.get("detail") or outcome["error"])
         if not passed:

@@ -74,6 +74,7 @@ class FakeService:
         self.ready = True
         self.since_success = None
         self.alive = True
+        self.serving = None  # the serving worker, as the supervisor names it
         self.readiness = self.supervisor = self.disk = self.lifecycle = self.recovery = self.spare = self
 
     def snapshot(self):
@@ -137,6 +138,23 @@ def test_a_wrong_answer_triggers_recovery():
     assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).run_self_test() == "recover"
     assert service.tests[-1][0] is False
     assert "expected negative" in service.recovered[0] and service.causes == [RecoveryCause.SELF_TEST]
+
+
+def test_probes_that_failed_on_a_worker_replaced_meanwhile_take_out_no_other():
+    """A probe in flight on a worker that a recovery replaced fails with it (its request times out, or
+    the worker is killed under it): that says nothing of the worker serving now (a drill under load)."""
+    from engine.errors import InferenceTimeout
+
+    service = FakeService(answer=expected_answers)
+    service.serving = "the hung worker the probe went to"
+
+    def replaced_meanwhile(task, texts):
+        service.serving = "the warm spare, self-tested and serving"
+        raise InferenceTimeout()
+
+    service.classify = replaced_meanwhile
+    assert Watchdog(service, load_probes(), CONFIG, rss=lambda: 1).run_self_test() == "probe"
+    assert service.recovered == [] and service.tests == []
 
 
 def test_a_probe_that_hangs_in_a_stuck_worker_is_cut_off_and_recovered():
